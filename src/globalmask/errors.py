@@ -1,0 +1,49 @@
+"""Exceptions that name the file and the problem.
+
+Every error globalmask raises on a user's input derives from :class:`GlobalmaskError`; the CLI
+prints its message (no traceback unless ``--debug``) and exits with a non-zero status. The
+subclasses let callers (and tests) tell apart *what kind* of mistake was made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GlobalmaskError(Exception):
+    """Base class: a problem with the user's input or settings, described for a human."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.path = None if path is None else Path(path)
+        self.problem = message
+        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+
+
+class InputFileError(GlobalmaskError):
+    """A file is missing, unreadable, corrupt or not a volume."""
+
+
+class GeometryError(GlobalmaskError):
+    """Shapes, affines or spacings are inconsistent or absurd."""
+
+
+class IntensityError(GlobalmaskError):
+    """Voxel values are unusable (NaN/inf) or do not look like what the recipe expects."""
+
+
+class DatasetError(GlobalmaskError):
+    """dataset.json, splits.json, case ids or labels are malformed or inconsistent."""
+
+
+class CheckpointError(GlobalmaskError):
+    """A checkpoint is unreadable, from another version, or does not fit the request."""
+
+
+class OutputError(GlobalmaskError):
+    """An output location would overwrite or live inside the user's input."""
+
+
+class ResourceError(GlobalmaskError):
+    """The requested job would not fit in memory at the chosen settings."""

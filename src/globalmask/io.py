@@ -1,0 +1,359 @@
+"""Reading and writing volumes with their geometry.
+
+A :class:`Volume` is a 3D array plus a 4x4 voxel-to-world affine in the NIfTI (RAS+, millimetre)
+convention, whatever format it came from. NIfTI goes through nibabel; NRRD, MetaImage and DICOM
+series go through SimpleITK, whose LPS geometry is converted to the same RAS+ affine, so the rest of
+globalmask never needs to know where a volume came from.
+
+Every writer here is atomic: it writes a temporary file in the destination folder and renames it
+into place, so a crash never leaves a half-written file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import GeometryError, InputFileError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
+
+#: Spacings above this (mm) are treated as a broken header rather than a real scan.
+MAX_SPACING_MM = 20.0
+
+# SimpleITK works in LPS, NIfTI in RAS: flipping the first two world axes converts between them.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    """A 3D array with its voxel-to-world affine (RAS+, mm).
+
+    ``array[i, j, k]`` sits at world position ``affine @ [i, j, k, 1]``.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise GeometryError(f"affine must be 4x4, got {self.affine.shape}", self.path)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along each array axis (column norms of the affine)."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    def with_array(self, array: np.ndarray) -> Volume:
+        """Same geometry, new voxels (which must have the same shape)."""
+        if tuple(array.shape) != self.shape:
+            raise GeometryError(f"new array shape {array.shape} differs from {self.shape}", self.path)
+        return Volume(array, self.affine.copy(), self.path)
+
+
+# ----------------------------------------------------------------------------------------------
+# naming
+
+
+def volume_suffix(path: str | Path) -> str:
+    """The volume-format suffix of ``path`` ('.nii.gz', '.nrrd', ...), or '' if it has none."""
+    name = Path(path).name.lower()
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def strip_suffix(path: str | Path) -> str:
+    """File name without its volume suffix: 'case_0000.nii.gz' -> 'case_0000'."""
+    name = Path(path).name
+    suffix = volume_suffix(name)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+def case_id_from_path(path: str | Path) -> str:
+    """nnU-Net style case id: drop the volume suffix and a trailing 4-digit channel tag.
+
+    'openkbp_001_0000.nii.gz' -> 'openkbp_001'; 'patient7.nrrd' -> 'patient7'. Predictions are named
+    by this id so that they line up with nnU-Net's label files.
+    """
+    stem = strip_suffix(path)
+    if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit():
+        return stem[:-5]
+    return stem
+
+
+def is_volume_path(path: str | Path) -> bool:
+    p = Path(path)
+    return (p.is_file() and volume_suffix(p) != "") or (p.is_dir() and _looks_like_dicom_dir(p))
+
+
+def _looks_like_dicom_dir(path: Path) -> bool:
+    for child in path.iterdir():
+        if child.is_file() and (child.suffix.lower() in (".dcm", ".ima", "") and _has_dicm_magic(child)):
+            return True
+    return False
+
+
+def _has_dicm_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# geometry helpers
+
+
+def sitk_geometry_to_affine(spacing, origin, direction) -> np.ndarray:
+    """SimpleITK (LPS) spacing/origin/direction -> RAS+ 4x4 affine in array order (x, y, z)."""
+    direction = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(np.asarray(spacing, dtype=np.float64))
+    affine[:3, 3] = _LPS_TO_RAS @ np.asarray(origin, dtype=np.float64)
+    return affine
+
+
+def affine_to_sitk_geometry(affine: np.ndarray) -> tuple[tuple, tuple, tuple]:
+    """Inverse of :func:`sitk_geometry_to_affine`: (spacing, origin, direction) in LPS."""
+    lps = _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3, :4]
+    spacing = np.linalg.norm(lps[:, :3], axis=0)
+    direction = lps[:, :3] / spacing
+    return tuple(spacing.tolist()), tuple(lps[:, 3].tolist()), tuple(direction.ravel().tolist())
+
+
+def check_spacing(affine: np.ndarray, path: str | Path | None = None) -> None:
+    """Refuse zero, negative, non-finite or absurd (> 20 mm) voxel sizes."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise GeometryError("the affine contains NaN or infinite values (broken header)", path)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(spacing < 1e-6) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise GeometryError(
+            f"voxel spacing {np.round(spacing, 4).tolist()} mm has a zero axis (broken header)", path
+        )
+    if np.any(spacing > MAX_SPACING_MM):
+        raise GeometryError(
+            f"voxel spacing {np.round(spacing, 3).tolist()} mm exceeds {MAX_SPACING_MM:g} mm: "
+            "not a plausible CT grid (check the header's pixdim / spacing)",
+            path,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a 3D volume (NIfTI, NRRD, MetaImage or a DICOM series folder) with its geometry.
+
+    Raises :class:`~globalmask.errors.InputFileError` naming the file when it is missing,
+    unreadable, corrupt or not a single-channel 3D volume, and
+    :class:`~globalmask.errors.GeometryError` for absurd spacing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError("file not found", path)
+    if path.is_dir():
+        volume = _read_dicom_series(path)
+    else:
+        suffix = volume_suffix(path)
+        if suffix in NIFTI_SUFFIXES:
+            volume = _read_nifti(path)
+        elif suffix in SITK_SUFFIXES:
+            volume = _read_sitk(path)
+        else:
+            raise InputFileError(
+                f"unknown volume format (expected one of {', '.join(VOLUME_SUFFIXES)} or a DICOM folder)",
+                path,
+            )
+    check_spacing(volume.affine, path)
+    return volume
+
+
+def _as_3d(array: np.ndarray, path: Path) -> np.ndarray:
+    """Accept 3D, or 4D/5D with singleton trailing axes; refuse 2D and multi-channel."""
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise InputFileError(
+            f"expected a 3D volume, got an array of shape {tuple(array.shape)}"
+            + (" (a 2D image)" if array.ndim == 2 else " (several channels or time points)" if array.ndim > 3 else ""),
+            path,
+        )
+    if min(array.shape) < 1:
+        raise InputFileError(f"volume has an empty axis: shape {tuple(array.shape)}", path)
+    return array
+
+
+def _read_nifti(path: Path) -> Volume:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InputFileError(f"not a NIfTI image ({type(img).__name__})", path)
+        pixdim = np.asarray(img.header["pixdim"][1:4], dtype=np.float64)
+        ndim = len(img.shape)
+        array = np.asanyarray(img.dataobj)
+    except InputFileError:
+        raise
+    except Exception as exc:  # nibabel raises many types on corrupt files
+        raise InputFileError(f"cannot read NIfTI file, corrupt or truncated? ({type(exc).__name__}: {exc})", path) from exc
+    n = min(3, ndim)
+    if np.any(pixdim[:n] <= 0) or not np.all(np.isfinite(pixdim[:n])):
+        raise GeometryError(f"header voxel size (pixdim) {pixdim[:n].tolist()} is zero, negative or not finite", path)
+    array = _as_3d(np.asarray(array), path)
+    affine = img.affine if img.affine is not None else np.diag([*pixdim, 1.0])
+    return Volume(array, np.asarray(affine, dtype=np.float64), path)
+
+
+def _sitk_image_to_volume(image, path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputFileError(f"expected one channel, got {image.GetNumberOfComponentsPerPixel()} components per voxel", path)
+    if image.GetDimension() != 3:
+        if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+            image = image[:, :, :, 0]
+        else:
+            raise InputFileError(f"expected a 3D volume, got {image.GetDimension()}D of size {image.GetSize()}", path)
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
+    affine = sitk_geometry_to_affine(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    return Volume(np.ascontiguousarray(array), affine, path)
+
+
+def _read_sitk(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except Exception as exc:
+        raise InputFileError(f"cannot read image, corrupt or truncated? ({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})", path) from exc
+    return _sitk_image_to_volume(image, path)
+
+
+def _read_dicom_series(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(path))
+    if not series:
+        raise InputFileError("folder holds no DICOM series (and is not a volume file)", path)
+    if len(series) > 1:
+        raise InputFileError(
+            f"folder holds {len(series)} DICOM series ({', '.join(series)}); put one series per folder", path
+        )
+    files = reader.GetGDCMSeriesFileNames(str(path), series[0])
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except Exception as exc:
+        raise InputFileError(f"cannot read DICOM series ({exc})", path) from exc
+    return _sitk_image_to_volume(image, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# atomic writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary name keeps the destination's suffix so format-sniffing writers (nibabel,
+    SimpleITK) pick the right format. A crash leaves at most a ``.tmp-*`` file, never a truncated
+    file under the real name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = volume_suffix(path) or path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_volume(volume: Volume, path: str | Path) -> Path:
+    """Write ``volume`` atomically; the format follows the suffix of ``path``.
+
+    NIfTI gets both qform and sform set to the affine (code 1, scanner) and units in mm, so every
+    viewer agrees on where the voxels are.
+    """
+    path = Path(path)
+    suffix = volume_suffix(path)
+    if suffix == "":
+        raise InputFileError(f"cannot tell the output format from the name (use one of {', '.join(VOLUME_SUFFIXES)})", path)
+    array = np.asarray(volume.array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    with atomic_path(path) as tmp:
+        if suffix in NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            img = nib.Nifti1Image(array, volume.affine)
+            img.set_qform(volume.affine, code=1)
+            img.set_sform(volume.affine, code=1)
+            img.header.set_xyzt_units("mm")
+            nib.save(img, str(tmp))
+        else:
+            import SimpleITK as sitk
+
+            image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+            spacing, origin, direction = affine_to_sitk_geometry(volume.affine)
+            image.SetSpacing(spacing)
+            image.SetOrigin(origin)
+            image.SetDirection(direction)
+            sitk.WriteImage(image, str(tmp), useCompression=True)
+    return path
+
+
+def same_geometry(a: Volume, b: Volume, atol_mm: float = 1e-3) -> bool:
+    """True when both volumes have the same shape and affines agreeing within ``atol_mm``."""
+    return a.shape == b.shape and bool(np.allclose(a.affine, b.affine, atol=atol_mm))
