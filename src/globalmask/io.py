@@ -190,6 +190,29 @@ def read_volume(path: str | Path) -> Volume:
     return volume
 
 
+def read_affine(path: str | Path) -> np.ndarray:
+    """The affine of a volume from its header only (no voxel data read): cheap for big cohorts."""
+    path = Path(path)
+    if path.is_file() and volume_suffix(path) in NIFTI_SUFFIXES:
+        import nibabel as nib
+
+        try:
+            return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+        except Exception as exc:
+            raise InputFileError(f"cannot read NIfTI header ({type(exc).__name__}: {exc})", path) from exc
+    if path.is_file() and volume_suffix(path) in SITK_SUFFIXES:
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except Exception as exc:
+            raise InputFileError(f"cannot read image header ({exc})", path) from exc
+        return sitk_geometry_to_affine(reader.GetSpacing()[:3], reader.GetOrigin()[:3], np.asarray(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:3, :3])
+    return read_volume(path).affine
+
+
 def _as_3d(array: np.ndarray, path: Path) -> np.ndarray:
     """Accept 3D, or 4D/5D with singleton trailing axes; refuse 2D and multi-channel."""
     while array.ndim > 3 and array.shape[-1] == 1:

@@ -1,0 +1,122 @@
+"""Self-contained model checkpoints: everything ``predict`` needs, nothing it has to guess.
+
+A checkpoint (``model.pt``) holds the input mode, the GBM recipe, the preprocessing (target
+spacing, CT window, crop), the label names, the network configuration and patch size, the
+weights, and a record of how it was trained. It contains only plain Python types and tensors, so
+it loads with ``torch.load(weights_only=True)``: opening a checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .errors import CheckpointError
+from .io import atomic_path
+from .masks import Recipe
+from .model import NetConfig, build_network, check_mode, mode_channels
+from .preprocess import PreprocessConfig
+
+FORMAT = "globalmask-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelSpec:
+    """What a trained model is, apart from its weights."""
+
+    mode: str
+    recipe: Recipe
+    preprocess: PreprocessConfig
+    labels: dict[str, int]
+    net: NetConfig
+    patch_size: tuple[int, ...]
+    sw_overlap: float = 0.25
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return max(self.labels.values()) + 1
+
+    def build(self) -> torch.nn.Module:
+        return build_network(mode_channels(self.mode), self.n_classes, self.net)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "recipe": self.recipe.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+            "labels": dict(self.labels),
+            "net": self.net.to_dict(),
+            "patch_size": list(self.patch_size),
+            "sw_overlap": self.sw_overlap,
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        return cls(
+            mode=check_mode(d["mode"]),
+            recipe=Recipe.parse(d["recipe"]),
+            preprocess=PreprocessConfig.from_dict(d["preprocess"]),
+            labels={str(k): int(v) for k, v in d["labels"].items()},
+            net=NetConfig.from_dict(d["net"]),
+            patch_size=tuple(int(p) for p in d["patch_size"]),
+            sw_overlap=float(d.get("sw_overlap", 0.25)),
+            info=dict(d.get("info", {})),
+        )
+
+
+def save_model(path: str | Path, spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> Path:
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "globalmask_version": __version__,
+        "spec": spec.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a checkpoint file's envelope (format and version)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint, corrupt or not a globalmask model? ({type(exc).__name__}: {str(exc)[:200]})", path) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError("not a globalmask model checkpoint (no 'format: globalmask-model' entry)", path)
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format version {payload.get('format_version')} written by globalmask "
+            f"{payload.get('globalmask_version')}; this is globalmask {__version__} (format {FORMAT_VERSION}): retrain or use that version",
+            path,
+        )
+    return payload
+
+
+def load_model(path: str | Path, expect_mode: str | None = None) -> tuple[ModelSpec, torch.nn.Module]:
+    """Rebuild the network from a checkpoint, with its weights loaded (eval mode, CPU)."""
+    payload = read_checkpoint(path)
+    try:
+        spec = ModelSpec.from_dict(payload["spec"])
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint specification is incomplete or invalid ({exc})", path) from exc
+    if expect_mode is not None and spec.mode != expect_mode:
+        raise CheckpointError(f"checkpoint was trained with input mode {spec.mode!r}, not {expect_mode!r}", path)
+    net = spec.build()
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except Exception as exc:
+        raise CheckpointError(f"weights do not fit the network described in the checkpoint ({str(exc)[:200]})", path) from exc
+    net.eval()
+    return spec, net

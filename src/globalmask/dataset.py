@@ -1,0 +1,289 @@
+"""Datasets (nnU-Net v2 raw layout or a plain folder) and fixed train/validation/test splits.
+
+nnU-Net v2 layout::
+
+    DATASET/dataset.json            channel_names {"0": "CT"}, labels {"background": 0, name: k}
+    DATASET/imagesTr/<case>_0000.nii.gz
+    DATASET/labelsTr/<case>.nii.gz
+    DATASET/splits.json             optional: {"train": [...], "validation": [...], "test": [...]}
+
+Plain folder: ``DATASET/images/<case>[_0000].<ext>`` and ``DATASET/labels/<case>.<ext>`` with an
+optional ``DATASET/labels.json`` ({name: value}); without it structures are named ``label_<k>``.
+
+A dataset is only ever read: splits made here are saved into the *run* folder, never the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError, InputFileError
+from .io import VOLUME_SUFFIXES, case_id_from_path, read_volume, volume_suffix, write_json
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One subject: its CT file and (for training/evaluation) its label map file."""
+
+    id: str
+    image: Path
+    label: Path | None = None
+
+
+@dataclass(frozen=True)
+class Split:
+    """A fixed partition of case ids; the test list is only ever used for final evaluation."""
+
+    train: tuple[str, ...]
+    validation: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"train": list(self.train), "validation": list(self.validation), "test": list(self.test)}
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        if name not in SPLIT_NAMES:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+@dataclass
+class Dataset:
+    """Cases plus the label vocabulary ({name: value}, background included)."""
+
+    root: Path
+    name: str
+    labels: dict[str, int]
+    cases: dict[str, Case]
+    split_file: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def structures(self) -> dict[str, int]:
+        """Foreground structures only."""
+        return {k: v for k, v in self.labels.items() if v != 0}
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def subset(self, ids) -> list[Case]:
+        missing = [i for i in ids if i not in self.cases]
+        if missing:
+            raise DatasetError(f"unknown case ids {missing[:5]}{'...' if len(missing) > 5 else ''}", self.root)
+        return [self.cases[i] for i in ids]
+
+    def load_split(self) -> Split | None:
+        """The dataset's own splits.json, validated, or None when it has none."""
+        if self.split_file is None:
+            return None
+        return load_split(self.split_file, self.cases.keys())
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def load_dataset(root: str | Path) -> Dataset:
+    """Read an nnU-Net v2 raw dataset or a plain images/labels folder (see module docstring)."""
+    root = Path(root)
+    if not root.exists():
+        raise InputFileError("dataset folder not found", root)
+    if not root.is_dir():
+        raise InputFileError("expected a dataset folder (nnU-Net layout or images/ + labels/)", root)
+    if (root / "dataset.json").exists():
+        return _load_nnunet(root)
+    if (root / "images").is_dir():
+        return _load_plain(root)
+    raise DatasetError(
+        "not a dataset: expected dataset.json with imagesTr/ and labelsTr/ (nnU-Net v2) "
+        "or images/ and labels/ subfolders",
+        root,
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path) from exc
+    except OSError as exc:
+        raise InputFileError(f"cannot read ({exc.strerror})", path) from exc
+    if not isinstance(obj, dict):
+        raise DatasetError(f"expected a JSON object, got {type(obj).__name__}", path)
+    return obj
+
+
+def parse_labels(labels: object, source: Path) -> dict[str, int]:
+    """Validate a {name: int} label map (nnU-Net region labels, i.e. lists, are not supported)."""
+    if not isinstance(labels, dict) or not labels:
+        raise DatasetError("'labels' must be a non-empty object {name: integer value}", source)
+    out: dict[str, int] = {}
+    for name, value in labels.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DatasetError(f"label {name!r} has value {value!r}; expected an integer (region labels are not supported)", source)
+        if not 0 <= value <= 255:
+            raise DatasetError(f"label {name!r} value {value} is outside 0..255", source)
+        out[str(name)] = int(value)
+    values = Counter(out.values())
+    dup = [v for v, n in values.items() if n > 1]
+    if dup:
+        raise DatasetError(f"label values {dup} are declared more than once", source)
+    if 0 not in out.values():
+        out = {"background": 0, **out}
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+
+def _load_nnunet(root: Path) -> Dataset:
+    meta_path = root / "dataset.json"
+    meta = _read_json(meta_path)
+    if "labels" not in meta:
+        raise DatasetError("dataset.json has no 'labels' entry", meta_path)
+    labels = parse_labels(meta["labels"], meta_path)
+    channels = meta.get("channel_names", meta.get("modality", {"0": "CT"}))
+    if not isinstance(channels, dict) or "0" not in {str(k) for k in channels}:
+        raise DatasetError("'channel_names' must map '0' to the CT channel", meta_path)
+    ending = meta.get("file_ending", ".nii.gz")
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir():
+        raise DatasetError("missing imagesTr/ folder", root)
+    cases: dict[str, Case] = {}
+    for image in sorted(images_dir.iterdir()):
+        if not image.name.endswith(ending) or image.name.startswith("."):
+            continue
+        stem = image.name[: -len(ending)]
+        if not stem.endswith("_0000"):
+            continue  # other channels of a multi-channel dataset: globalmask uses the CT channel only
+        case_id = stem[:-5]
+        label = labels_dir / f"{case_id}{ending}"
+        cases[case_id] = Case(case_id, image, label if label.exists() else None)
+    if not cases:
+        raise DatasetError(f"imagesTr/ holds no '<case>_0000{ending}' files", images_dir)
+    split_file = root / "splits.json"
+    return Dataset(root, str(meta.get("name", root.name)), labels, cases, split_file if split_file.exists() else None, meta)
+
+
+def _load_plain(root: Path) -> Dataset:
+    images_dir, labels_dir = root / "images", root / "labels"
+    cases: dict[str, Case] = {}
+    label_files: dict[str, Path] = {}
+    if labels_dir.is_dir():
+        for f in sorted(labels_dir.iterdir()):
+            if volume_suffix(f) and not f.name.startswith("."):
+                label_files[case_id_from_path(f)] = f
+    seen: Counter[str] = Counter()
+    for f in sorted(images_dir.iterdir()):
+        if f.name.startswith(".") or not (volume_suffix(f) or f.is_dir()):
+            continue
+        case_id = case_id_from_path(f)
+        seen[case_id] += 1
+        cases[case_id] = Case(case_id, f, label_files.get(case_id))
+    dups = [c for c, n in seen.items() if n > 1]
+    if dups:
+        raise DatasetError(f"duplicate case ids {dups[:5]} (several image files map to the same case)", images_dir)
+    if not cases:
+        raise DatasetError(f"images/ holds no volumes ({', '.join(VOLUME_SUFFIXES)} or DICOM folders)", images_dir)
+    labels_json = root / "labels.json"
+    if labels_json.exists():
+        labels = parse_labels(_read_json(labels_json), labels_json)
+    else:
+        values: set[int] = set()
+        for case in cases.values():
+            if case.label is not None:
+                values |= {int(v) for v in np.unique(np.asarray(read_volume(case.label).array))}
+        labels = {"background": 0, **{f"label_{v}": v for v in sorted(values) if v != 0}}
+    split_file = root / "splits.json"
+    return Dataset(root, root.name, labels, cases, split_file if split_file.exists() else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# splits
+
+
+def validate_split(obj: object, case_ids, source: Path | None = None) -> Split:
+    """Check a split mapping: known ids, no duplicates, no case in two lists, non-empty train."""
+    if not isinstance(obj, dict):
+        raise DatasetError("a split must be an object with 'train', 'validation' and 'test' lists", source)
+    known = set(case_ids)
+    lists: dict[str, list[str]] = {}
+    for name in SPLIT_NAMES:
+        value = obj.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise DatasetError(f"'{name}' must be a list of case ids", source)
+        dups = [v for v, n in Counter(value).items() if n > 1]
+        if dups:
+            raise DatasetError(f"'{name}' lists case ids more than once: {dups[:5]}", source)
+        unknown = [v for v in value if v not in known]
+        if unknown:
+            raise DatasetError(f"'{name}' names case ids that are not in the dataset: {unknown[:5]}", source)
+        lists[name] = value
+    for i, a in enumerate(SPLIT_NAMES):
+        for b in SPLIT_NAMES[i + 1 :]:
+            both = sorted(set(lists[a]) & set(lists[b]))
+            if both:
+                raise DatasetError(f"cases {both[:5]} are in both '{a}' and '{b}' (a {b} case must never be trained on)", source)
+    if not lists["train"]:
+        raise DatasetError("'train' is empty", source)
+    return Split(tuple(lists["train"]), tuple(lists["validation"]), tuple(lists["test"]))
+
+
+def load_split(path: str | Path, case_ids) -> Split:
+    path = Path(path)
+    return validate_split(_read_json(path), case_ids, path)
+
+
+def make_split(case_ids, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Split:
+    """Seeded random split; at least one validation and one test case when there are >= 3 cases."""
+    ids = sorted(case_ids)
+    if len(ids) < 3:
+        raise DatasetError(f"need at least 3 cases for a train/validation/test split, got {len(ids)}")
+    rng = np.random.default_rng(seed)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    total = sum(fractions)
+    n_val = max(1, round(len(ids) * fractions[1] / total))
+    n_test = max(1, round(len(ids) * fractions[2] / total))
+    n_train = len(ids) - n_val - n_test
+    if n_train < 1:
+        raise DatasetError(f"fractions {fractions} leave no training case out of {len(ids)}")
+    return Split(tuple(sorted(order[:n_train])), tuple(sorted(order[n_train : n_train + n_val])), tuple(sorted(order[n_train + n_val :])))
+
+
+def save_split(split: Split, path: str | Path, note: str | None = None) -> Path:
+    obj: dict = split.as_dict()
+    if note:
+        obj["note"] = note
+    return write_json(path, obj)
+
+
+def resolve_split(dataset: Dataset, split_file: str | Path | None = None, seed: int = 0) -> tuple[Split, str]:
+    """The split to use and where it came from: an explicit file, the dataset's, or a seeded one.
+
+    Only labelled cases can be in a split.
+    """
+    labelled = [c.id for c in dataset.cases.values() if c.label is not None]
+    if split_file is not None:
+        return load_split(split_file, labelled), str(split_file)
+    if dataset.split_file is not None:
+        return load_split(dataset.split_file, labelled), str(dataset.split_file)
+    return make_split(labelled, seed=seed), f"seeded split (seed {seed})"
+
+
+def select_training_cases(train_ids, n: int | None, seed: int) -> list[str]:
+    """Draw ``n`` training cases (seeded) from the training list; ``None`` or n >= len means all.
+
+    The draw depends only on (sorted ids, n, seed), so every input mode trained with the same
+    (n, seed) sees the same cases - the pairing the study relies on.
+    """
+    ids = sorted(train_ids)
+    if n is None or n >= len(ids):
+        return ids
+    if n < 1:
+        raise DatasetError(f"--train-cases must be >= 1, got {n}")
+    rng = np.random.default_rng([seed, n])
+    return sorted(ids[i] for i in rng.choice(len(ids), size=n, replace=False))

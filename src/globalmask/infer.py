@@ -1,0 +1,186 @@
+"""Segment new scans with a trained checkpoint: CT file(s) in, label maps on the input's grid out.
+
+The checkpoint carries the recipe, preprocessing and input mode, so :class:`Predictor` makes the
+GBM itself exactly as in training, runs MONAI's sliding-window inference on the network grid and
+maps class probabilities back onto the input's own shape and affine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import ModelSpec, load_model
+from .errors import GlobalmaskError, InputFileError, OutputError
+from .io import Volume, case_id_from_path, is_volume_path, read_volume, volume_suffix, write_volume
+from .model import make_input
+from .preprocess import PreparedCase, prepare_case, restore_volume
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a clear error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise GlobalmaskError("--device cuda was asked for, but PyTorch sees no CUDA GPU (use --device cpu or auto)")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise GlobalmaskError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); nothing on CPU.
+
+    On CPUs without native bf16 autocast is many times *slower*, so it is never used there.
+    """
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def pad_values(mode: str) -> np.ndarray:
+    """Per-channel value of 'nothing there': air (-1 after normalisation) for CT, 0 for masks."""
+    ct_air = -1.0
+    dummy_ct = np.full((1, 1, 1), ct_air, dtype=np.float32)
+    dummy_gbm = np.zeros((1, 1, 1), dtype=np.uint8)
+    return make_input(mode, dummy_ct, dummy_gbm).reshape(-1)
+
+
+def _pad_to(x: torch.Tensor, size: Sequence[int], values: np.ndarray) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Pad (C, *spatial) symmetrically to at least ``size`` with per-channel values."""
+    spatial = x.shape[1:]
+    before = [max(0, (s - n) // 2) for n, s in zip(spatial, size)]
+    after = [max(0, s - n - b) for n, s, b in zip(spatial, size, before)]
+    if not any(before) and not any(after):
+        return x, tuple(slice(None) for _ in spatial)
+    out = torch.empty((x.shape[0], *[n + b + a for n, b, a in zip(spatial, before, after)]), dtype=x.dtype, device=x.device)
+    out[:] = torch.as_tensor(values, dtype=x.dtype, device=x.device).view(-1, *([1] * len(spatial)))
+    inner = tuple(slice(b, b + n) for b, n in zip(before, spatial))
+    out[(slice(None), *inner)] = x
+    return out, inner
+
+
+@torch.inference_mode()
+def sliding_window_probs(
+    net: torch.nn.Module,
+    image: np.ndarray | torch.Tensor,
+    patch_size: Sequence[int],
+    spatial_dims: int,
+    pad: np.ndarray,
+    device: torch.device,
+    overlap: float = 0.25,
+    sw_batch_size: int = 2,
+    amp: bool = True,
+) -> torch.Tensor:
+    """Softmax probabilities (K, *grid) for one case's input (C, *grid), on the CPU.
+
+    3D networks slide over the volume; 2D networks run over axial slices (the last axis) as a
+    batch. Inputs smaller than the patch are padded with air / zeros like in training.
+    """
+    from monai.inferers import sliding_window_inference
+
+    x = torch.as_tensor(image, dtype=torch.float32)
+    x, inner = _pad_to(x, patch_size if spatial_dims == 3 else (*patch_size[:2], 1), pad)
+    x = x.to(device)
+    with autocast(device, amp):
+        if spatial_dims == 3:
+            logits = sliding_window_inference(x[None], tuple(patch_size), sw_batch_size, net, overlap=overlap, mode="gaussian")[0]
+        else:
+            slices = x.permute(3, 0, 1, 2)  # (Z, C, X, Y)
+            chunks = []
+            for k in range(0, slices.shape[0], 32):
+                chunks.append(sliding_window_inference(slices[k : k + 32], tuple(patch_size[:2]), 32, net, overlap=overlap, mode="gaussian"))
+            logits = torch.cat(chunks).permute(1, 2, 3, 0)  # (K, X, Y, Z)
+    probs = F.softmax(logits.float(), dim=0)
+    return probs[(slice(None), *inner)].cpu()
+
+
+class Predictor:
+    """A loaded model, ready to segment volumes; load once, predict many."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", expect_mode: str | None = None):
+        self.checkpoint = Path(checkpoint)
+        self.spec: ModelSpec
+        self.spec, self.net = load_model(checkpoint, expect_mode)
+        self.device = resolve_device(device)
+        self.net.to(self.device)
+        self._pad = pad_values(self.spec.mode)
+
+    def probabilities(self, prepared: PreparedCase) -> torch.Tensor:
+        x = make_input(self.spec.mode, prepared.ct, prepared.gbm)
+        return sliding_window_probs(
+            self.net, x, self.spec.patch_size, self.spec.net.spatial_dims, self._pad, self.device, self.spec.sw_overlap
+        )
+
+    def prepare(self, ct: Volume, case_id: str = "case") -> PreparedCase:
+        return prepare_case(ct, self.spec.recipe, self.spec.preprocess, None, case_id)
+
+    def predict(self, ct: Volume) -> Volume:
+        """Label map (uint8) with exactly ``ct``'s shape and affine."""
+        prepared = self.prepare(ct)
+        return restore_volume(self.probabilities(prepared), prepared.geometry)
+
+    def predict_files(self, inputs: Iterable[str | Path], out_dir: str | Path, progress: bool = True) -> list[Path]:
+        """Segment each input file/folder and write ``out_dir/<case id><suffix>``."""
+        from tqdm.auto import tqdm
+
+        files = collect_inputs(inputs)
+        out_dir = Path(out_dir)
+        targets = [out_dir / output_name(f) for f in files]
+        check_outputs(files, out_dir, targets)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for src, dst in tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not progress):
+            ct = read_volume(src)
+            written.append(write_volume(self.predict(ct), dst))
+        return written
+
+
+def output_name(path: Path) -> str:
+    """Prediction file name for an input: nnU-Net case id, same format (DICOM -> NIfTI)."""
+    suffix = volume_suffix(path) if path.is_file() else ".nii.gz"
+    return case_id_from_path(path) + suffix
+
+
+def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand the user's inputs: volume files, DICOM folders, and folders of volumes."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise InputFileError("input not found", p)
+        if p.is_file() or is_volume_path(p):
+            files.append(p)
+            continue
+        inside = sorted(c for c in p.iterdir() if not c.name.startswith(".") and is_volume_path(c))
+        if not inside:
+            raise InputFileError("folder holds no volumes (.nii/.nii.gz/.nrrd/.mha/.mhd or DICOM series folders)", p)
+        files.extend(inside)
+    names: dict[str, Path] = {}
+    for f in files:
+        name = output_name(f)
+        if name in names:
+            raise InputFileError(f"two inputs map to the same output name {name!r}: {names[name]} and {f}", f)
+        names[name] = f
+    return files
+
+
+def check_outputs(inputs: Sequence[Path], out_dir: Path, targets: Sequence[Path]) -> None:
+    """Refuse an output folder that is an input folder or would overwrite an input file."""
+    out_res = out_dir.resolve()
+    in_files = {p.resolve() for p in inputs}
+    for p in inputs:
+        parent = p.resolve() if p.is_dir() else p.resolve().parent
+        if out_res == parent or (p.is_dir() and out_res.is_relative_to(p.resolve())):
+            raise OutputError(f"output folder is the input folder {parent}; choose a separate --out", out_dir)
+    for t in targets:
+        if t.resolve() in in_files:
+            raise OutputError("would overwrite an input file; choose another --out", t)

@@ -1,0 +1,391 @@
+"""Training: seeded, resumable, validated on the validation split, best checkpoint kept.
+
+A run folder holds::
+
+    RUN/config.json     the resolved settings (mode, recipe, spacing, cases, seeds, ...)
+    RUN/splits.json     the split used (a copy, or the seeded one made for this run)
+    RUN/model.pt        best checkpoint by validation Dice (self-contained, see checkpoint.py)
+    RUN/last.pt         resumable state: weights, optimiser, scheduler, RNG states, step
+    RUN/history.csv     step, loss, validation Dice
+    RUN/done.json       written last: the run finished
+
+``train(..., resume=True)`` continues from ``last.pt`` and reaches the same weights as an
+uninterrupted run with the same seed (every random draw comes from generators saved in it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .augment import AugmentConfig, apply_intensity, apply_spatial, random_spatial_matrices
+from .checkpoint import ModelSpec, save_model
+from .data import PatchSampler, auto_patch_size, check_structures_present, prepare_cases
+from .dataset import Dataset, load_dataset, resolve_split, save_split, select_training_cases
+from .errors import CheckpointError, DatasetError, OutputError
+from .infer import autocast, pad_values, resolve_device, sliding_window_probs
+from .io import atomic_path, read_affine, write_json, write_text
+from .masks import Recipe
+from .metrics import dice
+from .model import NetConfig, binary_channels, check_mode, intensity_channels, make_input
+from .preprocess import DEFAULT_WINDOW, PreparedCase, PreprocessConfig, derive_spacing
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what a training run computes (stored in config.json)."""
+
+    mode: str = "ct+gbm"
+    train_cases: int | None = None  # None: the whole training split
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 2
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patch_size: tuple[int, ...] | None = None  # None: whole (cropped) volumes if they fit max_patch_voxels
+    max_patch_voxels: int = 96**3
+    fg_prob: float = 0.33
+    val_every: int = 100
+    checkpoint_every: int = 50
+    net: NetConfig = field(default_factory=NetConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sw_overlap: float = 0.25
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if self.patch_size is not None:
+            self.patch_size = tuple(int(p) for p in self.patch_size)
+        if self.steps < 1 or self.batch_size < 1:
+            raise DatasetError("steps and batch size must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["net"] = self.net.to_dict()
+        d["augment"] = self.augment.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        d["net"] = NetConfig.from_dict(d.get("net", {}))
+        d["augment"] = AugmentConfig.from_dict(d.get("augment", {}))
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_path: Path
+    best_val_dice: float
+    best_step: int
+    steps: int
+    seconds: float
+    train_ids: list[str]
+
+
+@dataclass
+class PreparedData:
+    """Preprocessed cases shared between runs (the study prepares once, trains many)."""
+
+    dataset: Dataset
+    recipe: Recipe
+    preprocess: PreprocessConfig
+    split: Any
+    split_source: str
+    cases: dict[str, PreparedCase]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_data(
+    dataset: Dataset | str | Path,
+    recipe: Recipe | str | None = None,
+    spacing: Sequence[float] | None = None,
+    window: Sequence[float] = DEFAULT_WINDOW,
+    split_file: str | Path | None = None,
+    split_seed: int = 0,
+    case_ids: Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> PreparedData:
+    """Resolve the split and target spacing, and preprocess the cases (train + validation by default).
+
+    The target spacing defaults to the median over the *whole* training split (headers only), so
+    every training subset of a study shares one grid. Test cases are not loaded here.
+    """
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    recipe = Recipe.parse(recipe)
+    split, source = resolve_split(ds, split_file, split_seed)
+    if spacing is None:
+        spacing = derive_spacing([read_affine(ds.cases[c].image) for c in split.train])
+    config = PreprocessConfig(spacing=tuple(spacing), window=tuple(window))
+    ids = list(case_ids) if case_ids is not None else [*split.train, *split.validation]
+    prepared = prepare_cases(ds.subset(ids), recipe, config, ds.labels, cache_dir, progress)
+    return PreparedData(ds, recipe, config, split, source, {pc.id: pc for pc in prepared})
+
+
+def _validate(net, cases: Sequence[PreparedCase], mode: str, spec_patch, cfg: TrainConfig, labels, device) -> tuple[float, dict]:
+    """Mean Dice over (case, structure) pairs with a non-empty reference, on the network grid."""
+    net.eval()
+    pad = pad_values(mode)
+    scores: dict[str, list[float]] = {n: [] for n, v in labels.items() if v != 0}
+    for pc in cases:
+        probs = sliding_window_probs(net, make_input(mode, pc.ct, pc.gbm), spec_patch, cfg.net.spatial_dims, pad, device, cfg.sw_overlap)
+        pred = probs.argmax(0).numpy()
+        for name, v in labels.items():
+            if v == 0 or not (pc.label == v).any():
+                continue
+            scores[name].append(dice(pred == v, pc.label == v))
+    net.train()
+    flat = [s for v in scores.values() for s in v]
+    return (float(np.mean(flat)) if flat else float("nan")), {k: (float(np.mean(v)) if v else float("nan")) for k, v in scores.items()}
+
+
+def _rng_state(sampler: PatchSampler, aug_gen: torch.Generator) -> dict:
+    return {
+        "sampler": sampler.state(),
+        "augment": aug_gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict, sampler: PatchSampler, aug_gen: torch.Generator) -> None:
+    sampler.set_state(state["sampler"])
+    aug_gen.set_state(state["augment"])
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(
+    data: PreparedData | Dataset | str | Path,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    recipe: Recipe | str | None = None,
+    spacing: Sequence[float] | None = None,
+    window: Sequence[float] = DEFAULT_WINDOW,
+    split_file: str | Path | None = None,
+    split_seed: int = 0,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train one model and write the run folder ``out`` (see the module docstring).
+
+    ``data`` is a dataset (path or :class:`Dataset`) or an already :class:`PreparedData` (the study
+    passes one to share preprocessing). ``stop_after`` ends the loop early after that many steps
+    without finishing the run (for tests of resuming).
+    """
+    from monai.losses import DiceCELoss
+    from tqdm.auto import tqdm
+
+    cfg = config or TrainConfig()
+    out = Path(out)
+    t0 = time.perf_counter()
+    if isinstance(data, PreparedData):
+        prepared = data
+        if recipe is not None or spacing is not None:
+            raise DatasetError("recipe and spacing come from the PreparedData; do not pass them again")
+    else:
+        ds = data if isinstance(data, Dataset) else load_dataset(data)
+        split, _ = resolve_split(ds, split_file, split_seed)
+        ids = [*select_training_cases(split.train, cfg.train_cases, cfg.seed), *split.validation]
+        prepared = prepare_data(ds, recipe, spacing, window, split_file, split_seed, ids, cache_dir, progress)
+    ds, split = prepared.dataset, prepared.split
+    train_ids = select_training_cases(split.train, cfg.train_cases, cfg.seed)
+    val_ids = list(split.validation)
+    labels = ds.labels
+    run_config = {
+        "globalmask_version": __version__,
+        "dataset": str(ds.root),
+        "dataset_name": ds.name,
+        "split_source": prepared.split_source,
+        "train_ids": train_ids,
+        "validation_ids": val_ids,
+        "recipe": prepared.recipe.to_dict(),
+        "preprocess": prepared.preprocess.to_dict(),
+        "labels": labels,
+        "train": cfg.to_dict(),
+    }
+    _claim_run_dir(out, run_config, resume, ds.root)
+    if not (out / "splits.json").exists():
+        save_split(split, out / "splits.json", note=f"split used by this run; source: {prepared.split_source}")
+    if resume and run_is_done(out):
+        done = json.loads((out / "done.json").read_text())
+        return TrainResult(out, out / "model.pt", done["best_val_dice"], done["best_step"], done["steps"], done["seconds"], train_ids)
+
+    train_cases = [prepared.cases[i] for i in train_ids]
+    val_cases = [prepared.cases[i] for i in val_ids]
+    check_structures_present(train_cases, labels, f"training cases {train_ids}")
+
+    dev = resolve_device(device)
+    seed_everything(cfg.seed)
+    divisor = cfg.net.divisor
+    patch = cfg.patch_size or auto_patch_size([pc.shape for pc in train_cases + val_cases], divisor, cfg.max_patch_voxels, cfg.net.spatial_dims)
+    if cfg.net.spatial_dims == 2:
+        patch = (patch[0], patch[1], 1)
+    spec = ModelSpec(
+        mode=cfg.mode,
+        recipe=prepared.recipe,
+        preprocess=prepared.preprocess,
+        labels=labels,
+        net=cfg.net,
+        patch_size=tuple(patch[:2]) if cfg.net.spatial_dims == 2 else tuple(patch),
+        sw_overlap=cfg.sw_overlap,
+        info={"dataset": ds.name, "train_ids": train_ids, "seed": cfg.seed, "steps": cfg.steps},
+    )
+    net = spec.build().to(dev)
+    if cfg.channels_last and cfg.net.spatial_dims == 3:
+        net = net.to(memory_format=torch.channels_last_3d)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - min(s, cfg.steps) / cfg.steps) ** 0.9)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and not torch.cuda.is_bf16_supported())
+
+    pad = pad_values(cfg.mode)
+    inputs = [make_input(cfg.mode, pc.ct, pc.gbm) for pc in train_cases]
+    sampler = PatchSampler(inputs, [pc.label for pc in train_cases], patch, pad, cfg.fg_prob, np.random.default_rng([cfg.seed, 1]))
+    aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 7)
+    extent_mm = tuple(p * s for p, s in zip(patch, prepared.preprocess.spacing))
+    bin_ch, int_ch = binary_channels(cfg.mode), intensity_channels(cfg.mode)
+    bg = torch.as_tensor(pad)
+
+    step, best, best_step, history = 0, -math.inf, 0, []
+    last_path = out / "last.pt"
+    if resume and last_path.exists():
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        if state.get("config") != run_config:
+            raise CheckpointError("last.pt was written with different settings; cannot resume", last_path)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], sampler, aug_gen)
+        step, best, best_step, history = state["step"], state["best"], state["best_step"], state["history"]
+
+    def save_state() -> None:
+        payload = {
+            "config": run_config,
+            "model": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": _rng_state(sampler, aug_gen),
+            "step": step,
+            "best": best,
+            "best_step": best_step,
+            "history": history,
+        }
+        with atomic_path(last_path) as tmp:
+            torch.save(payload, tmp)
+
+    net.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.mode} n={len(train_ids)}", unit="step", disable=not progress, dynamic_ncols=True)
+    ema = None
+    last_val = float("nan")
+    steps_this_call = 0
+    while step < cfg.steps:
+        x_np, y_np = sampler.sample(cfg.batch_size)
+        x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+        if cfg.net.spatial_dims == 3:
+            mats = random_spatial_matrices(x.shape[0], extent_mm, cfg.augment, aug_gen)
+            x, y = apply_spatial(x, y, mats, bin_ch, bg)
+        else:
+            mats = random_spatial_matrices(x.shape[0], extent_mm, cfg.augment, aug_gen, in_plane_only=True)
+            x, y = apply_spatial(x, y, mats, bin_ch, bg)
+            x, y = x[..., 0], y[..., 0]
+        x = apply_intensity(x, int_ch, cfg.augment, aug_gen)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if cfg.channels_last and cfg.net.spatial_dims == 3:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with autocast(dev):
+            logits = net(x)
+        loss = loss_fn(logits.float(), y.long())
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        step += 1
+        steps_this_call += 1
+        lv = float(loss.detach())
+        ema = lv if ema is None else 0.95 * ema + 0.05 * lv
+        record: dict[str, Any] = {"step": step, "loss": lv}
+        if val_cases and (step % cfg.val_every == 0 or step == cfg.steps):
+            last_val, per = _validate(net, val_cases, cfg.mode, patch, cfg, labels, dev)
+            record["val_dice"] = last_val
+            record.update({f"val_{k}": v for k, v in per.items()})
+            if last_val > best:
+                best, best_step = last_val, step
+                spec.info.update({"best_step": step, "best_val_dice": last_val})
+                save_model(out / "model.pt", spec, net.state_dict())
+            if log:
+                log(f"step {step}: loss {ema:.4f} val Dice {last_val:.4f} (best {best:.4f} @ {best_step})")
+        history.append(record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema:.3f}", val=f"{last_val:.3f}", best=f"{best:.3f}" if best > -math.inf else "-")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_state()
+        if stop_after is not None and steps_this_call >= stop_after and step < cfg.steps:
+            bar.close()
+            save_state()
+            return TrainResult(out, out / "model.pt", best, best_step, step, time.perf_counter() - t0, train_ids)
+    bar.close()
+    if not val_cases:  # no validation split: the final weights are the model
+        best, best_step = float("nan"), step
+        spec.info.update({"best_step": step, "best_val_dice": None})
+        save_model(out / "model.pt", spec, net.state_dict())
+    _write_history(out / "history.csv", history)
+    seconds = time.perf_counter() - t0
+    write_json(out / "done.json", {"best_val_dice": best, "best_step": best_step, "steps": step, "seconds": seconds})
+    return TrainResult(out, out / "model.pt", best, best_step, step, seconds, train_ids)
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    import pandas as pd
+
+    write_text(path, pd.DataFrame(history).to_csv(index=False))
+
+
+def _claim_run_dir(out: Path, run_config: dict, resume: bool, dataset_root: Path) -> None:
+    """Create the run folder, or check that it is this run's own when resuming."""
+    if out.resolve() == Path(dataset_root).resolve() or out.resolve().is_relative_to(Path(dataset_root).resolve()):
+        raise OutputError(f"run folder must not be inside the dataset folder {dataset_root}", out)
+    cfg_path = out / "config.json"
+    if out.exists() and any(out.iterdir()):
+        if not cfg_path.exists():
+            raise OutputError("run folder exists and is not a globalmask run; choose an empty or new --out", out)
+        existing = json.loads(cfg_path.read_text())
+        if existing != json.loads(json.dumps(run_config, default=str)):
+            raise OutputError("run folder holds a run with different settings; choose another --out", out)
+        if not resume:
+            raise OutputError("run folder already holds this run; pass --resume to continue it or choose another --out", out)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg_path, run_config)
+
+
+def run_is_done(out: str | Path) -> bool:
+    return (Path(out) / "done.json").exists() and (Path(out) / "model.pt").exists()

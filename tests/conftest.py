@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from globalmask.io import Volume, write_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+OPENKBP = SHARED / "Dataset501_OpenKBPHeadNeck"
+CHEST = SHARED / "ChestCTA_TotalSegmentatorExample"
+
+needs_openkbp = pytest.mark.skipif(
+    not (OPENKBP / "dataset.json").exists(),
+    reason=f"real OpenKBP data not found at {OPENKBP} (only present in CI and developer checkouts)",
+)
+needs_chest = pytest.mark.skipif(
+    not (CHEST / "ct.nii.gz").exists(), reason=f"real chest CT not found at {CHEST}"
+)
+
+
+def oblique_affine(spacing=(1.5, 2.0, 3.0), angle_deg=30.0, origin=(10.0, -20.0, 5.0)) -> np.ndarray:
+    """A rotated (about z) anisotropic affine, for geometry tests."""
+    a = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag(spacing)
+    aff[:3, 3] = origin
+    return aff
+
+
+def make_tiny_dataset(root: Path, n: int = 6, shape=(24, 24, 20), seed: int = 0) -> Path:
+    """A tiny nnU-Net dataset: a body cylinder in air with two box 'organs' at fixed anatomy."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i in range(n):
+        x, y, z = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+        cx, cy = shape[0] / 2 + rng.integers(-1, 2), shape[1] / 2 + rng.integers(-1, 2)
+        body = (x - cx) ** 2 + (y - cy) ** 2 < (shape[0] / 3) ** 2
+        ct = np.where(body, 40, -1000).astype(np.int16) + rng.integers(-20, 20, size=shape).astype(np.int16)
+        lab = np.zeros(shape, np.uint8)
+        lab[int(cx) - 5 : int(cx) - 1, int(cy) - 2 : int(cy) + 2, 5:15] = 1
+        lab[int(cx) + 2 : int(cx) + 6, int(cy) - 2 : int(cy) + 2, 5:15] = 2
+        ct[lab == 1] += 30
+        aff = np.diag([2.0, 2.0, 2.5, 1.0])
+        write_volume(Volume(ct, aff), root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
+        write_volume(Volume(lab, aff), root / "labelsTr" / f"case_{i:03d}.nii.gz")
+    (root / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "left": 1, "right": 2}, "numTraining": n, "file_ending": ".nii.gz"})
+    )
+    return root

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from globalmask.errors import GlobalmaskError
+from globalmask.io import Volume, read_volume
+from globalmask.masks import Recipe, available_recipes, body_mask, bone_mask, make_gbm, otsu_mask, threshold_mask
+
+from .conftest import CHEST, OPENKBP, needs_chest, needs_openkbp, oblique_affine
+
+
+def crafted_ct(shape=(40, 40, 30)) -> np.ndarray:
+    """Air, a body cylinder (40 HU) with an internal air cavity (an 'airway' open at the top),
+    a bone rod (800 HU), a fat rim (-100 HU), and a separate couch slab (0 HU) below the body."""
+    x, y, z = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    ct = np.full(shape, -1000, np.int16)
+    r2 = (x - 20) ** 2 + (y - 18) ** 2
+    ct[r2 < 12**2] = -100
+    ct[r2 < 10**2] = 40
+    ct[((x - 20) ** 2 + (y - 12) ** 2 < 2**2)] = 800  # bone rod, full length
+    airway = ((x - 20) ** 2 + (y - 23) ** 2 < 2**2) & (z > 10)
+    ct[airway] = -990  # open to the outside at the top slice
+    ct[:, 34:36, :] = 0  # couch, separated from the body by air
+    return ct
+
+
+def test_threshold_counts_exactly():
+    ct = crafted_ct()
+    m = threshold_mask(ct, level=-300)
+    assert m.sum() == int((ct > -300).sum())
+    assert not m[20, 23, 20]  # airway stays a hole: a shape cue
+    assert m[:, 34, :].all()  # a plain threshold keeps the couch
+
+
+def test_body_keeps_largest_component_and_fills_airway():
+    ct = crafted_ct()
+    m = body_mask(ct, level=-500)
+    assert not m[:, 34:36, :].any()  # couch removed
+    assert m[20, 23, 20]  # airway filled slice by slice even though it opens at the top
+    r2 = (np.arange(40)[:, None] - 20) ** 2 + (np.arange(40)[None, :] - 18) ** 2
+    expected_slice = r2 < 12**2
+    np.testing.assert_array_equal(m[:, :, 15], expected_slice)
+
+
+def test_body_fills_along_superior_axis_from_affine():
+    """With the superior-inferior axis first (e.g. an SIL-ordered array), holes are filled per axial slice."""
+    ct = np.moveaxis(crafted_ct(), 2, 0)
+    affine = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+    m = body_mask(ct, affine, level=-500)
+    assert m[20, 20, 23]
+
+
+def test_bone_and_otsu():
+    ct = crafted_ct()
+    assert bone_mask(ct, level=250).sum() == int((ct > 250).sum())
+    m = otsu_mask(ct)
+    # Otsu lands between air and tissue on a CT: body and couch in, air out
+    assert m[20, 18, 5] and not m[2, 2, 2]
+    assert otsu_mask(np.zeros((4, 4, 4))).sum() == 0
+
+
+def test_recipe_parsing_and_round_trip():
+    r = Recipe.parse("threshold:-200")
+    assert r.params == {"level": -200.0}
+    assert Recipe.parse(r.spec) == r
+    assert Recipe.parse("body:level=-400").params["level"] == -400.0
+    assert Recipe.parse(None).name == "threshold" and Recipe.parse(None).params["level"] == -300.0
+    assert Recipe.parse(r.to_dict()) == r
+    assert set(available_recipes()) >= {"threshold", "otsu", "body", "bone"}
+    with pytest.raises(GlobalmaskError, match="unknown GBM recipe"):
+        Recipe.parse("magic")
+    with pytest.raises(GlobalmaskError, match="no parameter"):
+        Recipe("otsu", {"level": 3})
+    with pytest.raises(GlobalmaskError, match="must be a number"):
+        Recipe.parse("bone:high")
+
+
+def test_make_gbm_keeps_shape_and_affine():
+    ct = Volume(crafted_ct(), oblique_affine())
+    g = make_gbm(ct, "body")
+    assert g.array.dtype == np.uint8 and set(np.unique(g.array)) <= {0, 1}
+    assert g.shape == ct.shape
+    np.testing.assert_array_equal(g.affine, ct.affine)
+
+
+@needs_openkbp
+def test_gbm_recipes_on_a_real_head_and_neck_ct():
+    ct = read_volume(OPENKBP / "imagesTr" / "openkbp_002_0000.nii.gz")
+    lab = read_volume(OPENKBP / "labelsTr" / "openkbp_002.nii.gz").array
+    body = make_gbm(ct, "body").array.astype(bool)
+    thr = make_gbm(ct, "threshold").array.astype(bool)
+    bone = make_gbm(ct, "bone").array.astype(bool)
+    assert bone.sum() < thr.sum() <= body.sum() * 1.05
+    # every contoured organ lies inside the body silhouette
+    assert body[lab > 0].mean() > 0.99
+    # the mandible is bone: most of it is in the bone mask
+    assert bone[lab == 5].mean() > 0.5
+
+
+@needs_chest
+def test_body_recipe_on_a_real_lps_chest_ct():
+    ct = read_volume(CHEST / "ct.nii.gz")
+    heart = read_volume(CHEST / "heart.nii.gz").array > 0
+    body = make_gbm(ct, "body").array.astype(bool)
+    thr = make_gbm(ct, "threshold").array.astype(bool)
+    assert body[heart].mean() > 0.99
+    assert thr.sum() < body.sum()  # lungs are holes in the threshold mask, filled in the body mask
