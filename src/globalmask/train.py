@@ -263,7 +263,7 @@ def train(
         net = net.to(memory_format=torch.channels_last_3d)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - min(s, cfg.steps) / cfg.steps) ** 0.9)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=False)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and not torch.cuda.is_bf16_supported())
 
     pad = pad_values(cfg.mode)

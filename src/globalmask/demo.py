@@ -1,0 +1,110 @@
+"""``globalmask demo``: the whole pipeline on the built-in phantom cohort, in minutes on a laptop.
+
+Generates a head-and-neck (or thorax) phantom cohort whose "scanners" differ in intensity while
+anatomy stays consistent, trains the three input modes on the same few training cases, segments
+the held-out test cases and prints Dice and centre-of-mass error side by side. Re-running
+continues where it stopped (finished models are reused).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .dataset import load_dataset, make_split, save_split
+from .infer import Predictor
+from .io import write_text
+from .metrics import evaluate_folder, summarize
+from .model import MODES, NetConfig
+from .phantom import make_phantom_dataset
+from .train import TrainConfig, train
+
+#: Demo defaults: small enough for ~10 minutes on two CPU cores, large enough to show the effect.
+DEMO = {"cases": 30, "shape": (64, 64, 64), "train_cases": 3, "steps": 300, "val_every": 50}
+QUICK = {"cases": 9, "shape": (48, 48, 48), "train_cases": 2, "steps": 20, "val_every": 10}
+
+
+def demo_net() -> NetConfig:
+    return NetConfig(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1)
+
+
+def run_demo(
+    out: str | Path = "globalmask-demo",
+    kind: str = "headneck",
+    train_cases: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    quick: bool = False,
+    modes=MODES,
+    echo=print,
+) -> pd.DataFrame:
+    """Run the demo into ``out`` and return the per-mode summary table."""
+    settings = dict(QUICK if quick else DEMO)
+    if train_cases is not None:
+        settings["train_cases"] = train_cases
+    if steps is not None:
+        settings["steps"] = steps
+    out = Path(out)
+    t0 = time.perf_counter()
+    data = make_phantom_dataset(out / f"phantom_{kind}", kind=kind, cases=settings["cases"], seed=seed, shape=settings["shape"], progress=True)
+    ds = load_dataset(data)
+    if ds.split_file is None:
+        save_split(make_split(ds.cases, seed=seed), data / "splits.json", note=f"seeded 60:20:20 split (seed {seed})")
+        ds = load_dataset(data)
+    split = ds.load_split()
+    echo(
+        f"phantom cohort: {len(ds)} {kind} cases at {settings['shape'][0]}^3 "
+        f"({len(split.train)} train / {len(split.validation)} validation / {len(split.test)} test); "
+        f"each mode trains on the same {settings['train_cases']} case(s) for {settings['steps']} steps"
+    )
+    tables = []
+    for mode in modes:
+        cfg = TrainConfig(
+            mode=mode,
+            train_cases=settings["train_cases"],
+            seed=seed,
+            steps=settings["steps"],
+            val_every=settings["val_every"],
+            net=demo_net(),
+        )
+        run = out / "runs" / mode.replace("+", "_")
+        result = train(ds, run, cfg, device=device, resume=True, cache_dir=out / "cache")
+        pred_dir = out / "predictions" / mode.replace("+", "_")
+        Predictor(result.model_path, device=device).predict_files([ds.cases[c].image for c in split.test], pred_dir, progress=True)
+        per_case, _ = evaluate_folder(pred_dir, data / "labelsTr", ds.labels, cases=split.test)
+        per_case.insert(0, "mode", mode)
+        tables.append(per_case)
+    per_case = pd.concat(tables, ignore_index=True)
+    table = demo_table(per_case)
+    text = table.to_string(index=False)
+    write_text(out / "demo_per_case.csv", per_case.to_csv(index=False))
+    write_text(out / "demo_results.md", "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n" + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in table.values) + "\n")
+    echo(f"\nTest-set results ({len(split.test)} held-out phantom cases; mean ± std over cases and structures):\n")
+    echo(text)
+    echo(f"\nper-structure Dice:\n{structure_table(per_case).to_string()}")
+    echo(f"\nwall time {time.perf_counter() - t0:.0f} s; results in {out}")
+    return table
+
+
+def demo_table(per_case: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for mode, df in per_case.groupby("mode", sort=False):
+        s = summarize(df.drop(columns="mode"))
+        allrow = s[s["structure"] == "all"].iloc[0]
+        rows.append(
+            {
+                "mode": mode,
+                "Dice": f"{allrow['dice_mean']:.3f} ± {allrow['dice_std']:.3f}",
+                "CoM error (mm)": f"{allrow['com_mm_mean']:.2f} ± {allrow['com_mm_std']:.2f}",
+                "HD95 (mm)": f"{allrow['hd95_mm_mean']:.2f} ± {allrow['hd95_mm_std']:.2f}",
+                "missed": int(allrow["n_missed"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def structure_table(per_case: pd.DataFrame) -> pd.DataFrame:
+    return per_case.pivot_table(index="structure", columns="mode", values="dice", aggfunc="mean", sort=False).round(3)

@@ -1,0 +1,371 @@
+"""Figures and ``report.md`` for a finished study: tables a researcher can put in front of colleagues.
+
+Everything here reads the study's own outputs (``per_case.csv``, ``results.json``, predictions);
+no number is computed that is not also in those files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .io import atomic_path, read_volume, write_text
+
+#: The paper's numbers (Kazemimoghadam et al. 2022, arXiv:2205.09107), for side-by-side tables.
+PAPER = {
+    "brain": {"gbm_dice": (0.77, 0.06), "gbm_com_mm": (3.12, 1.43), "improvement_pct": (4.3, 125.3), "split": "26:10:10"},
+    "heart": {"gbm_dice": (0.85, 0.04), "gbm_com_mm": (2.5, 0.93), "improvement_pct": (1.3, 48.1), "split": "12:3:5"},
+}
+
+MODE_COLORS = {"ct": "tab:blue", "gbm": "tab:orange", "ct+gbm": "tab:green", "ct+coords": "tab:purple"}
+
+
+def _size_value(label: str, n_train: int) -> int:
+    return n_train if str(label) == "all" else int(label)
+
+
+def _fmt(mean: float, std: float | None = None, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _savefig(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+
+
+def plot_learning_curves(per_case: pd.DataFrame, n_train: int, out: Path) -> list[str]:
+    """Dice and CoM error against training-set size: one line per mode, spread across draws."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = per_case[(per_case["kind"] == "sweep") & (per_case["subset"] == "test") & (per_case["shift"] == "none") & (per_case["status"] != "absent")].copy()
+    sel["n"] = [_size_value(s, n_train) for s in sel["size"].astype(str)]
+    names = []
+    for metric, ylabel, fname in (("dice", "Dice (test, mean over cases and structures)", "dice_vs_n.png"), ("com_mm", "centre-of-mass error (mm)", "com_vs_n.png")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for mode, g in sel.groupby("mode", sort=False):
+            per_draw = g.groupby(["n", "draw"])[metric].mean().reset_index()
+            stats = per_draw.groupby("n")[metric].agg(["mean", "min", "max"]).reset_index()
+            color = MODE_COLORS.get(mode)
+            ax.plot(stats["n"], stats["mean"], "o-", label=mode, color=color)
+            ax.fill_between(stats["n"], stats["min"], stats["max"], alpha=0.2, color=color)
+        ax.set_xscale("log", base=2)
+        ticks = sorted(sel["n"].unique())
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
+        ax.set_xlabel("training cases")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(title="input (band: range over draws)")
+        _savefig(fig, out / fname)
+        plt.close(fig)
+        names.append(fname)
+    return names
+
+
+def plot_boxplots(per_case: pd.DataFrame, out: Path, size: str = "all") -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = per_case[(per_case["kind"] == "sweep") & (per_case["subset"] == "test") & (per_case["shift"] == "none") & (per_case["size"].astype(str) == size) & (per_case["status"] != "absent")]
+    structures = list(dict.fromkeys(sel["structure"]))
+    modes = list(dict.fromkeys(sel["mode"]))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(structures)), 4))
+    width = 0.8 / max(1, len(modes))
+    for i, mode in enumerate(modes):
+        data = [sel[(sel["mode"] == mode) & (sel["structure"] == s)]["dice"].to_numpy() for s in structures]
+        pos = np.arange(len(structures)) + (i - (len(modes) - 1) / 2) * width
+        bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=True)
+        for patch in bp["boxes"]:
+            patch.set_facecolor(MODE_COLORS.get(mode, "grey"))
+            patch.set_alpha(0.6)
+        ax.plot([], [], "s", color=MODE_COLORS.get(mode, "grey"), label=mode)
+    ax.set_xticks(np.arange(len(structures)))
+    ax.set_xticklabels(structures, rotation=20)
+    ax.set_ylabel("Dice (test)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"per-structure Dice, training size {size}")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    name = "boxplot_structures.png"
+    _savefig(fig, out / name)
+    plt.close(fig)
+    return name
+
+
+def plot_shift(drops: pd.DataFrame, out: Path) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if drops.empty:
+        return None
+    size = "all" if "all" in set(drops["size"]) else drops["size"].iloc[-1]
+    sel = drops[drops["size"] == size]
+    shifts = list(dict.fromkeys(sel["shift"]))
+    modes = list(dict.fromkeys(sel["mode"]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.8 / max(1, len(modes))
+    for i, mode in enumerate(modes):
+        vals = [float(sel[(sel["mode"] == mode) & (sel["shift"] == s)]["dice_drop"].iloc[0]) for s in shifts]
+        ax.bar(np.arange(len(shifts)) + (i - (len(modes) - 1) / 2) * width, vals, width, label=mode, color=MODE_COLORS.get(mode))
+    ax.set_xticks(np.arange(len(shifts)))
+    ax.set_xticklabels(shifts)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("Dice drop (unshifted - shifted)")
+    ax.set_title(f"robustness to simulated scanner change (training size {size})")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    name = "shift_drop.png"
+    _savefig(fig, out / name)
+    plt.close(fig)
+    return name
+
+
+def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> list[str]:
+    """CT, GBM, reference and each mode's prediction on the same axial slice, for a few test cases."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .dataset import load_dataset
+    from .masks import Recipe
+    from .preprocess import to_canonical
+
+    ds = load_dataset(results["dataset"])
+    split = json.loads((study_dir / "splits.json").read_text())
+    recipe = Recipe.parse(results["config"]["recipe"])
+    full = [r for r in results["runs"] if r["kind"] == "sweep" and r["size_label"] == "all" and r["draw"] == 0]
+    names = []
+    for case_id in split["test"][:n_cases]:
+        case = ds.cases[case_id]
+        ct = read_volume(case.image)
+        ref = read_volume(case.label)
+        canon, caff = to_canonical(np.asarray(ct.array), ct.affine)
+        rcanon, _ = to_canonical(np.asarray(ref.array), ref.affine)
+        gbm = recipe(canon, caff)
+        first = int(min(ds.structures.values()))
+        zs = np.nonzero((rcanon == first).any(axis=(0, 1)))[0]
+        z = int(zs.mean()) if len(zs) else canon.shape[2] // 2
+        panels = [("CT", None), (f"GBM ({recipe.spec})", None), ("reference", None)] + [(r["mode"], r) for r in full]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+        extent_ratio = np.linalg.norm(caff[:3, 1]) / np.linalg.norm(caff[:3, 0])
+        for ax, (title, run) in zip(np.atleast_1d(axes), panels):
+            ax.imshow(np.clip(canon[:, :, z].T, -400, 600), cmap="gray", origin="lower", aspect=extent_ratio)
+            if title.startswith("GBM"):
+                ax.imshow(np.ma.masked_equal(gbm[:, :, z].T.astype(float), 0), cmap="autumn", alpha=0.45, origin="lower", aspect=extent_ratio)
+            lab = rcanon if run is None else to_canonical(np.asarray(read_volume(study_dir / "runs" / run["run"] / "predictions" / f"{case_id}.nii.gz").array), ct.affine)[0]
+            if title != "CT" and not title.startswith("GBM"):
+                for v in ds.structures.values():
+                    m = (lab[:, :, z] == v).T
+                    if m.any():
+                        ax.contour(m, levels=[0.5], colors=[plt.cm.tab10(v % 10)], linewidths=1.2, origin="lower")
+                if run is not None:
+                    ax.contour((rcanon[:, :, z] > 0).T, levels=[0.5], colors="white", linewidths=0.6, linestyles="dotted", origin="lower")
+            ax.set_title(title, fontsize=10)
+            ax.axis("off")
+        fig.suptitle(f"{case_id}, axial slice {z} (RAS; image left = patient right; dotted white = reference)", fontsize=9)
+        name = f"overlay_{case_id}.png"
+        _savefig(fig, out / name)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+# ----------------------------------------------------------------------------------------------
+# report.md
+
+
+def _row(summary: pd.DataFrame, **keys: Any) -> pd.Series | None:
+    sel = summary
+    for k, v in keys.items():
+        sel = sel[sel[k].astype(str) == str(v)]
+    return None if sel.empty else sel.iloc[0]
+
+
+def write_report(study_dir: str | Path, results: dict, config, command: str | None = None, reference: str | None = None) -> Path:
+    """Figures plus ``report.md`` in the study folder."""
+    import yaml
+
+    out = Path(study_dir)
+    per_case = pd.read_csv(out / "per_case.csv")
+    summary = pd.DataFrame(results["summary"])
+    comps = pd.DataFrame(results["comparisons"])
+    drops = pd.DataFrame(results["shift_drops"])
+    ablation = pd.DataFrame(results["recipe_ablation"])
+    n_train = results["n_train"]
+    figs = plot_learning_curves(per_case, n_train, out)
+    box = plot_boxplots(per_case, out)
+    shift_fig = plot_shift(drops, out)
+    overlays = plot_overlays(out, results, config.overlays, out) if config.overlays else []
+    modes = config.modes
+    sizes = list(dict.fromkeys(str(r["size_label"]) for r in results["runs"] if r["kind"] == "sweep"))
+    structures = results["structures"]
+    main = "gbm"
+
+    lines = [f"# globalmask study: {results['dataset_name']}", ""]
+    lines += [
+        "Reproduce with:",
+        "",
+        "```",
+        command or "globalmask study DATASET --config study.yaml",
+        "```",
+        "",
+        f"Dataset `{results['dataset']}`; split from {results['split_source']}: "
+        f"{results['n_train']} train / {results['n_validation']} validation / {results['n_test']} test cases. "
+        f"Structures: {', '.join(structures)}.",
+        "",
+        "## Protocol",
+        "",
+        f"* Input modes: {', '.join(modes)}; GBM recipe `{config.recipe}`; training sizes {', '.join(sizes)} "
+        f"({config.draws} seeded draws each, {config.full_draws or config.draws} at the full size). "
+        "The training cases of a (size, draw) are the same for every mode (`subsets.json`), so all comparisons are paired.",
+        "* Each model keeps the checkpoint with the best validation Dice; the test split is used once per model, at the end.",
+        "* Metrics per test case and structure, on the scan's own grid: Dice; centre-of-mass (CoM) distance in mm from the affine; "
+        "HD95 in mm. An empty prediction of a present structure is a *miss*: Dice 0, distances undefined, counted in 'missed'.",
+        "* Summaries are mean ± sample std over (draw, test case, structure) scores.",
+        "* **Relative improvement** of mode A over mode B at a size = (mean Dice A - mean Dice B) / mean Dice B x 100. "
+        "**p** is a two-sided Wilcoxon signed-rank test pairing the test cases (each case's Dice averaged over draws and structures).",
+        "* Robustness: every model also segments the test CTs after simulated scanner changes "
+        + ", ".join(f"`{s['name']}` (HU x{s['scale']} {s['offset']:+g}, noise {s['noise']:g} HU, blur {s['blur_mm']:g} mm)" for s in config.shifts)
+        + "; the GBM is recomputed from the shifted CT.",
+        "",
+        "Training settings (`study_config.json` has all):",
+        "",
+        "```yaml",
+        yaml.safe_dump(config.to_dict(), sort_keys=False).strip(),
+        "```",
+        "",
+    ]
+
+    # --- GBM-only localisation
+    lines += ["## 1. GBM only: localisation and segmentation from shape and position", ""]
+    rows = []
+    for structure in [*structures, "all"]:
+        r = _row(summary, kind="sweep", mode=main, size="all", subset="test", shift="none", structure=structure)
+        if r is None:
+            continue
+        rows.append({"structure": structure, "Dice": _fmt(r["dice_mean"], r["dice_std"]), "CoM error (mm)": _fmt(r["com_mm_mean"], r["com_mm_std"], 2), "HD95 (mm)": _fmt(r["hd95_mm_mean"], r["hd95_mm_std"], 2), "missed": int(r["missed"])})
+    if rows:
+        lines += [f"GBM-only models at the full training size ({n_train} cases), test split:", "", _md_table(pd.DataFrame(rows)), ""]
+
+    # --- data scarcity
+    lines += ["## 2. Data scarcity: Dice by training-set size", ""]
+    rows = []
+    for size in sizes:
+        row = {"training cases": size if size != "all" else f"all ({n_train})"}
+        for mode in modes:
+            r = _row(summary, kind="sweep", mode=mode, size=size, subset="test", shift="none", structure="all")
+            row[mode] = "n/a" if r is None else _fmt(r["dice_mean"], r["dice_std"])
+        rows.append(row)
+    lines += [_md_table(pd.DataFrame(rows)), ""]
+    rows = []
+    for size in sizes:
+        row = {"training cases": size if size != "all" else f"all ({n_train})"}
+        for mode in modes:
+            r = _row(summary, kind="sweep", mode=mode, size=size, subset="test", shift="none", structure="all")
+            row[f"{mode} CoM (mm)"] = "n/a" if r is None else _fmt(r["com_mm_mean"], r["com_mm_std"], 2)
+        rows.append(row)
+    lines += ["Centre-of-mass error (mm):", "", _md_table(pd.DataFrame(rows)), ""]
+    lines += [f"![Dice vs training cases]({figs[0]})", f"![CoM error vs training cases]({figs[1]})", ""]
+
+    if not comps.empty:
+        lines += ["### Paired comparisons (test split, all structures pooled)", ""]
+        c_all = comps[comps["structure"] == "all"]
+        rows = [
+            {
+                "comparison": f"{c['a']} vs {c['b']}",
+                "training cases": c["size"],
+                f"Dice A": f"{c['dice_a']:.3f}",
+                f"Dice B": f"{c['dice_b']:.3f}",
+                "relative improvement": f"{c['relative_improvement_pct']:+.1f}%",
+                "cases A better": f"{c['cases_a_better']}/{c['n_cases']}",
+                "Wilcoxon p": f"{c['wilcoxon_p']:.3g}",
+            }
+            for c in c_all.to_dict(orient="records")
+        ]
+        lines += [_md_table(pd.DataFrame(rows)), ""]
+        lines += ["Relative improvement of CT+GBM over CT per structure (%, p in brackets):", ""]
+        c_s = comps[(comps["a"] == "ct+gbm") & (comps["b"] == "ct") & (comps["structure"] != "all")]
+        if not c_s.empty:
+            piv = []
+            for structure in structures:
+                row = {"structure": structure}
+                for size in sizes:
+                    c = c_s[(c_s["structure"] == structure) & (c_s["size"] == size)]
+                    row[size] = "n/a" if c.empty else f"{c.iloc[0]['relative_improvement_pct']:+.1f}% ({c.iloc[0]['wilcoxon_p']:.2g})"
+                piv.append(row)
+            lines += [_md_table(pd.DataFrame(piv)), ""]
+
+    # --- robustness
+    if not drops.empty:
+        lines += ["## 3. Robustness to a simulated scanner change", "", "Dice drop (unshifted - shifted mean Dice; positive = worse) per mode and training size:", ""]
+        piv = drops.pivot_table(index=["size", "shift"], columns="mode", values="dice_drop", sort=False).reset_index()
+        piv = piv[["size", "shift", *[m for m in modes if m in piv.columns]]]
+        for m in modes:
+            if m in piv.columns:
+                piv[m] = piv[m].map(lambda v: f"{v:+.3f}")
+        lines += [_md_table(piv), ""]
+        if shift_fig:
+            lines += [f"![Dice drop under intensity shift]({shift_fig})", ""]
+
+    # --- recipe ablation
+    if not ablation.empty:
+        lines += [
+            "## 4. GBM recipe ablation (GBM only, full training size)",
+            "",
+            "Ranked by **validation** CoM error (then validation Dice): the choice never looks at the test split; test figures are reported beside it.",
+            "",
+        ]
+        tab = ablation.copy()
+        for c in tab.columns:
+            if c.endswith("_dice"):
+                tab[c] = tab[c].map(lambda v: f"{v:.3f}")
+            elif c.endswith("_com_mm"):
+                tab[c] = tab[c].map(lambda v: f"{v:.2f}")
+        lines += [_md_table(tab), "", f"Winner on validation: `{results['recipe_winner']}` (study recipe: `{config.recipe}`).", ""]
+
+    lines += ["## Figures", "", f"![per-structure Dice]({box})", ""]
+    for name in overlays:
+        lines += [f"![overlay]({name})", ""]
+    lines += [
+        "## Files",
+        "",
+        "* `per_case.csv`: one row per (run, subset, shift, case, structure), long format.",
+        "* `summary.csv`: mean ± std per (mode, size, shift, structure).",
+        "* `results.json`: summaries, paired comparisons, shift drops, recipe ablation, per-run records.",
+        "* `runs/<run>/`: the model (`model/model.pt`), its training history and test predictions.",
+        "",
+    ]
+    if reference:
+        lines += [reference, ""]
+    path = out / "report.md"
+    write_text(path, "\n".join(lines))
+    return path
