@@ -95,13 +95,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read checkpoint, corrupt or not a globalmask model? ({type(exc).__name__}: {str(exc)[:200]})", path) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError("not a globalmask model checkpoint (no 'format: globalmask-model' entry)", path)
-    if payload.get("format_version") != FORMAT_VERSION:
+    if _newer(str(payload.get("globalmask_version", "0")), __version__) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint format version {payload.get('format_version')} written by globalmask "
             f"{payload.get('globalmask_version')}; this is globalmask {__version__} (format {FORMAT_VERSION}): retrain or use that version",
             path,
         )
     return payload
+
+
+def _newer(a: str, b: str) -> bool:
+    """True when version ``a`` is a newer major.minor than ``b`` (its format may be unknown here)."""
+
+    def key(v: str) -> tuple[int, ...]:
+        parts = []
+        for p in v.split(".")[:2]:
+            digits = "".join(ch for ch in p if ch.isdigit())
+            parts.append(int(digits) if digits else 0)
+        return tuple(parts)
+
+    return key(a) > key(b)
 
 
 def load_model(path: str | Path, expect_mode: str | None = None) -> tuple[ModelSpec, torch.nn.Module]:

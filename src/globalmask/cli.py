@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import GlobalmaskError
+from .errors import GlobalmaskError, OutputError
 
 
 def _add_common_train_args(p: argparse.ArgumentParser) -> None:
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"), help="training patch (default: whole cropped volumes up to --max-patch-voxels)")
     p.add_argument("--max-patch-voxels", type=int, default=96**3)
     p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=50, help="save the resumable state (last.pt) every N steps")
     p.add_argument("--dims", type=int, choices=(2, 3), default=3, help="3D U-Net (default) or 2D slice-wise U-Net")
     p.add_argument("--channels", type=int, nargs="+", default=None, help="U-Net channels per level (default: 16 32 64 128 256)")
     p.add_argument("--res-units", type=int, default=2)
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, help="CT files (.nii.gz, .nrrd, .mha), DICOM folders or folders of CTs")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="auto")
+    p.add_argument("--mode", default=None, help="refuse the model unless it was trained with this input mode")
 
     p = sub.add_parser("evaluate", help="Dice, centre-of-mass distance, HD95, surface distance and volumes per case and structure")
     p.add_argument("pred_dir", type=Path)
@@ -108,7 +110,7 @@ def _cmd_masks(args: argparse.Namespace) -> None:
     else:
         pairs = [(f, case_id_from_path(f)) for f in collect_inputs(args.inputs)]
     targets = [args.out / f"{cid}.nii.gz" for _, cid in pairs]
-    check_outputs([p for p, _ in pairs], args.out, targets)
+    check_outputs([p for p, _ in pairs], args.out)
     for (src, _), dst in tqdm(list(zip(pairs, targets)), desc=f"masks {recipe.spec}", unit="case"):
         ct = read_volume(src)
         write_volume(make_gbm(ct, recipe), dst)
@@ -134,6 +136,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         patch_size=tuple(args.patch_size) if args.patch_size else None,
         max_patch_voxels=args.max_patch_voxels,
         val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
         net=NetConfig(**net_kwargs),
     )
     result = train(
@@ -157,7 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from .infer import Predictor
 
-    predictor = Predictor(args.model, device=args.device)
+    predictor = Predictor(args.model, device=args.device, expect_mode=args.mode)
     written = predictor.predict_files(args.inputs, args.out)
     print(f"wrote {len(written)} label map(s) to {args.out}")
 
@@ -175,6 +178,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         else:
             labels = parse_labels(meta.get("labels", meta), args.labels)
     out = args.out or args.pred_dir
+    if out.resolve() == args.label_dir.resolve():
+        raise OutputError("metrics would be written into the reference label folder; choose another --out", out)
     per_case, summary = evaluate_folder(args.pred_dir, args.label_dir, labels, out_dir=out)
     print(format_summary(summary))
     print(f"\nper-case metrics: {out / 'metrics.csv'}; summary: {out / 'summary.csv'}")
@@ -219,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"globalmask {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # permissions, full disk, ...: the user's environment, not a bug
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"globalmask {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\nglobalmask {args.command}: interrupted (runs can be continued with --resume)", file=sys.stderr)
         return 130

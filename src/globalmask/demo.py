@@ -22,7 +22,7 @@ from .phantom import make_phantom_dataset
 from .train import TrainConfig, train
 
 #: Demo defaults: small enough for ~10 minutes on two CPU cores, large enough to show the effect.
-DEMO = {"cases": 30, "shape": (64, 64, 64), "train_cases": 3, "steps": 300, "val_every": 50}
+DEMO = {"cases": 30, "shape": (64, 64, 64), "train_cases": 3, "steps": 500, "val_every": 50}
 QUICK = {"cases": 9, "shape": (48, 48, 48), "train_cases": 2, "steps": 20, "val_every": 10}
 
 

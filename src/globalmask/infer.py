@@ -135,7 +135,7 @@ class Predictor:
         files = collect_inputs(inputs)
         out_dir = Path(out_dir)
         targets = [out_dir / output_name(f) for f in files]
-        check_outputs(files, out_dir, targets)
+        check_outputs(files, out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for src, dst in tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not progress):
@@ -173,14 +173,14 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def check_outputs(inputs: Sequence[Path], out_dir: Path, targets: Sequence[Path]) -> None:
-    """Refuse an output folder that is an input folder or would overwrite an input file."""
+def check_outputs(inputs: Sequence[Path], out_dir: Path) -> None:
+    """Refuse an output folder that is (or is inside) a folder holding the user's inputs.
+
+    Outputs are only ever written into ``out_dir``, so this also guarantees that no input file
+    is overwritten.
+    """
     out_res = out_dir.resolve()
-    in_files = {p.resolve() for p in inputs}
     for p in inputs:
-        parent = p.resolve() if p.is_dir() else p.resolve().parent
-        if out_res == parent or (p.is_dir() and out_res.is_relative_to(p.resolve())):
-            raise OutputError(f"output folder is the input folder {parent}; choose a separate --out", out_dir)
-    for t in targets:
-        if t.resolve() in in_files:
-            raise OutputError("would overwrite an input file; choose another --out", t)
+        folder = p.resolve() if p.is_dir() else p.resolve().parent
+        if out_res == folder or out_res.is_relative_to(folder) and p.is_dir():
+            raise OutputError(f"output folder is the input folder {folder}; choose a separate --out", out_dir)

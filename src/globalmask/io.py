@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GeometryError, InputFileError
+from .errors import GeometryError, GlobalmaskError, InputFileError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -235,19 +235,64 @@ def _read_nifti(path: Path) -> Volume:
         img = nib.load(str(path))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputFileError(f"not a NIfTI image ({type(img).__name__})", path)
-        pixdim = np.asarray(img.header["pixdim"][1:4], dtype=np.float64)
-        ndim = len(img.shape)
+        shape = tuple(int(s) for s in img.shape)
+        pixdim = _raw_pixdim(path, type(img.header))  # nibabel silently "repairs" 0 and negative sizes
+        n = min(3, len(shape))
+        if np.any(pixdim[:n] <= 0) or not np.all(np.isfinite(pixdim[:n])):
+            raise GeometryError(f"header voxel size (pixdim) {pixdim[:n].tolist()} is zero, negative or not finite", path)
+        itemsize = img.get_data_dtype().itemsize
+        if volume_suffix(path) == ".nii":  # uncompressed: a short file is detectable before reading
+            needed = int(img.header["vox_offset"]) + int(np.prod(shape, dtype=np.float64)) * itemsize
+            if path.stat().st_size < needed:
+                raise InputFileError(f"file is truncated: the header declares {shape} voxels ({needed} bytes) but the file has {path.stat().st_size}", path)
+        _check_read_memory(shape, itemsize if not _nifti_scaled(img) else 8, path)
         array = np.asanyarray(img.dataobj)
-    except InputFileError:
+    except GlobalmaskError:
         raise
     except Exception as exc:  # nibabel raises many types on corrupt files
         raise InputFileError(f"cannot read NIfTI file, corrupt or truncated? ({type(exc).__name__}: {exc})", path) from exc
-    n = min(3, ndim)
-    if np.any(pixdim[:n] <= 0) or not np.all(np.isfinite(pixdim[:n])):
-        raise GeometryError(f"header voxel size (pixdim) {pixdim[:n].tolist()} is zero, negative or not finite", path)
     array = _as_3d(np.asarray(array), path)
     affine = img.affine if img.affine is not None else np.diag([*pixdim, 1.0])
     return Volume(array, np.asarray(affine, dtype=np.float64), path)
+
+
+def _raw_pixdim(path: Path, header_class) -> np.ndarray:
+    """pixdim[1:4] exactly as stored in the file, before nibabel's automatic fixes."""
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fh:
+        header = header_class.from_fileobj(fh, check=False)
+    return np.asarray(header["pixdim"][1:4], dtype=np.float64)
+
+
+def _raw_text_spacing(path: Path) -> list[float] | None:
+    """Spacing from a MetaImage/NRRD text header (SimpleITK silently takes absolute values)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192).decode("latin-1")
+    except OSError:
+        return None
+    for line in head.splitlines():
+        key, sep, value = line.partition(":" if path.suffix.lower() in (".nrrd", ".nhdr") else "=")
+        if sep and key.strip().lower() in ("elementspacing", "elementsize", "spacings"):
+            try:
+                return [float(v) for v in value.split() if v.lower() != "nan"]
+            except ValueError:
+                return None
+        if not line.strip():
+            break  # end of an NRRD header
+    return None
+
+
+def _check_read_memory(shape, itemsize: int, path: Path) -> None:
+    from .checks import check_memory
+
+    check_memory(float(np.prod(shape)) * itemsize, f"reading a {tuple(int(s) for s in shape)} volume", path)
+
+
+def _nifti_scaled(img) -> bool:
+    slope, inter = img.header.get_slope_inter()
+    return (slope not in (None, 1.0)) or (inter not in (None, 0.0))
 
 
 def _sitk_image_to_volume(image, path: Path) -> Volume:
@@ -269,7 +314,16 @@ def _read_sitk(path: Path) -> Volume:
     import SimpleITK as sitk
 
     try:
-        image = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        raw = _raw_text_spacing(path)
+        if raw and any(v <= 0 for v in raw):
+            raise GeometryError(f"header voxel spacing {raw} is zero or negative", path)
+        _check_read_memory(reader.GetSize(), 8, path)
+        image = reader.Execute()
+    except GlobalmaskError:
+        raise
     except Exception as exc:
         raise InputFileError(f"cannot read image, corrupt or truncated? ({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})", path) from exc
     return _sitk_image_to_volume(image, path)
@@ -290,6 +344,8 @@ def _read_dicom_series(path: Path) -> Volume:
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
+    except GlobalmaskError:
+        raise
     except Exception as exc:
         raise InputFileError(f"cannot read DICOM series ({exc})", path) from exc
     return _sitk_image_to_volume(image, path)

@@ -193,7 +193,18 @@ def _fmt(v: Any) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
+def check_ct(ct: Volume, recipe: "Recipe | str | None" = None) -> None:
+    """Refuse NaN/inf voxels, and non-HU data when the recipe applies HU levels."""
+    from .checks import check_finite, check_hounsfield
+
+    recipe = Recipe.parse(recipe)
+    check_finite(ct.array, ct.path)
+    if recipe.uses_hounsfield():
+        check_hounsfield(ct.array, ct.path, f"recipe {recipe.spec!r}")
+
+
 def make_gbm(ct: Volume, recipe: "Recipe | str | None" = None) -> Volume:
     """GBM of a CT volume: uint8 0/1 with exactly the CT's shape and affine."""
     recipe = Recipe.parse(recipe)
+    check_ct(ct, recipe)
     return Volume(recipe(ct.array, ct.affine).astype(np.uint8), ct.affine.copy(), None)

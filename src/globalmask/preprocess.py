@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from .errors import GeometryError
 from .io import Volume
-from .masks import Recipe, largest_component
+from .checks import check_memory
+from .masks import Recipe, check_ct, largest_component
 
 DEFAULT_WINDOW = (-1000.0, 1000.0)
 
@@ -211,6 +212,15 @@ def prepare_case(
     recipe = Recipe.parse(recipe)
     if label is not None and label.shape != ct.shape:
         raise GeometryError(f"label shape {label.shape} differs from image shape {ct.shape}", label.path)
+    check_ct(ct, recipe)
+    n_in = float(np.prod(ct.shape))
+    n_grid = n_in * float(np.prod(ct.spacing) / np.prod(config.spacing))
+    check_memory(
+        n_in * 6 + n_grid * 14,
+        f"preprocessing this {ct.shape} volume to {config.spacing} mm",
+        ct.path,
+        "choose a coarser target spacing (--spacing)",
+    )
     canon, caffine = to_canonical(np.asarray(ct.array), ct.affine)
     gbm_full = recipe(canon, caffine)
     if config.crop:
