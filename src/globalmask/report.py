@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_path, read_volume, write_text
+from .masks import Recipe
 
 #: The paper's numbers (Kazemimoghadam et al. 2022, arXiv:2205.09107), for side-by-side tables.
 PAPER = {
@@ -54,14 +55,14 @@ def _savefig(fig, path: Path) -> None:
 # figures
 
 
-def plot_learning_curves(per_case: pd.DataFrame, n_train: int, out: Path) -> list[str]:
+def plot_learning_curves(per_case: pd.DataFrame, n_train: int, out: Path, recipe: str) -> list[str]:
     """Dice and CoM error against training-set size: one line per mode, spread across draws."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sel = per_case[(per_case["kind"] == "sweep") & (per_case["subset"] == "test") & (per_case["shift"] == "none") & (per_case["status"] != "absent")].copy()
+    sel = per_case[(per_case["recipe"] == recipe) & (per_case["subset"] == "test") & (per_case["shift"] == "none") & (per_case["status"] != "absent")].copy()
     sel["n"] = [_size_value(s, n_train) for s in sel["size"].astype(str)]
     names = []
     for metric, ylabel, fname in (("dice", "Dice (test, mean over cases and structures)", "dice_vs_n.png"), ("com_mm", "centre-of-mass error (mm)", "com_vs_n.png")):
@@ -86,13 +87,13 @@ def plot_learning_curves(per_case: pd.DataFrame, n_train: int, out: Path) -> lis
     return names
 
 
-def plot_boxplots(per_case: pd.DataFrame, out: Path, size: str = "all") -> str:
+def plot_boxplots(per_case: pd.DataFrame, out: Path, recipe: str, size: str = "all") -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sel = per_case[(per_case["kind"] == "sweep") & (per_case["subset"] == "test") & (per_case["shift"] == "none") & (per_case["size"].astype(str) == size) & (per_case["status"] != "absent")]
+    sel = per_case[(per_case["recipe"] == recipe) & (per_case["subset"] == "test") & (per_case["shift"] == "none") & (per_case["size"].astype(str) == size) & (per_case["status"] != "absent")]
     structures = list(dict.fromkeys(sel["structure"]))
     modes = list(dict.fromkeys(sel["mode"]))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(structures)), 4))
@@ -156,13 +157,12 @@ def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> li
     import matplotlib.pyplot as plt
 
     from .dataset import load_dataset
-    from .masks import Recipe
     from .preprocess import to_canonical
 
     ds = load_dataset(results["dataset"])
     split = json.loads((study_dir / "splits.json").read_text())
-    recipe = Recipe.parse(results["config"]["recipe"])
-    full = [r for r in results["runs"] if r["kind"] == "sweep" and r["size_label"] == "all" and r["draw"] == 0]
+    recipe = Recipe.parse(results["sweep_recipe"])
+    full = [r for r in results["runs"] if r["role"] == "sweep" and r["recipe"] == recipe.spec and r["size_label"] == "all" and r["draw"] == 0]
     names = []
     for case_id in split["test"][:n_cases]:
         case = ds.cases[case_id]
@@ -189,9 +189,10 @@ def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> li
                         ax.contour(m, levels=[0.5], colors=[plt.cm.tab10(v % 10)], linewidths=1.2, origin="lower")
                 if run is not None:
                     ax.contour((rcanon[:, :, z] > 0).T, levels=[0.5], colors="white", linewidths=0.6, linestyles="dotted", origin="lower")
+            ax.invert_xaxis()  # radiological convention: patient right on the image left
             ax.set_title(title, fontsize=10)
             ax.axis("off")
-        fig.suptitle(f"{case_id}, axial slice {z} (RAS; image left = patient right; dotted white = reference)", fontsize=9)
+        fig.suptitle(f"{case_id}, axial slice {z} (radiological view: image left = patient right, anterior up; dotted white = reference)", fontsize=9)
         name = f"overlay_{case_id}.png"
         _savefig(fig, out / name)
         plt.close(fig)
@@ -210,6 +211,42 @@ def _row(summary: pd.DataFrame, **keys: Any) -> pd.Series | None:
     return None if sel.empty else sel.iloc[0]
 
 
+def paper_section(summary: pd.DataFrame, comps: pd.DataFrame, config, main_recipe: str, n_train: int) -> list[str]:
+    """The paper's numbers beside ours, point by point, and whether its figures were reached."""
+    ref = PAPER[config.reference]
+    structure = config.reference_structure or "all"
+    lines = [f"## 5. The paper ({config.reference} CT, split {ref['split']}) beside this study", ""]
+    gbm = _row(summary, recipe=main_recipe, mode="gbm", size="all", subset="test", shift="none", structure=structure)
+    gbm_all = _row(summary, recipe=main_recipe, mode="gbm", size="all", subset="test", shift="none", structure="all")
+    small = comps[(comps["a"] == "ct+gbm") & (comps["b"] == "ct") & (comps["structure"] == "all") & (comps["size"].isin(["1", "2", "4", "8"]))] if not comps.empty else comps
+    rows = [
+        {"quantity": f"GBM-only Dice ({structure}, full training set)", "paper": _fmt(*ref["gbm_dice"], 2), "ours": "n/a" if gbm is None else _fmt(gbm["dice_mean"], gbm["dice_std"])},
+        {"quantity": f"GBM-only CoM error, mm ({structure})", "paper": _fmt(*ref["gbm_com_mm"], 2), "ours": "n/a" if gbm is None else _fmt(gbm["com_mm_mean"], gbm["com_mm_std"], 2)},
+        {"quantity": "GBM-only Dice, all structures", "paper": "-", "ours": "n/a" if gbm_all is None else _fmt(gbm_all["dice_mean"], gbm_all["dice_std"])},
+        {"quantity": "GBM-only CoM error, mm, all structures", "paper": "-", "ours": "n/a" if gbm_all is None else _fmt(gbm_all["com_mm_mean"], gbm_all["com_mm_std"], 2)},
+    ]
+    if not small.empty:
+        lo, hi = small["relative_improvement_pct"].min(), small["relative_improvement_pct"].max()
+        detail = ", ".join(f"n={c['size']}: {c['relative_improvement_pct']:+.1f}% (p={c['wilcoxon_p']:.2g})" for c in small.to_dict(orient="records"))
+        rows.append({"quantity": "CT+GBM over CT, relative Dice improvement, 1-8 training cases", "paper": f"+{ref['improvement_pct'][0]}% to +{ref['improvement_pct'][1]}%", "ours": f"{lo:+.1f}% to {hi:+.1f}% ({detail})"})
+    lines += [_md_table(pd.DataFrame(rows)), ""]
+    checks = []
+    if gbm is not None:
+        checks.append((f"GBM-only {structure} Dice >= {ref['gbm_dice'][0]}", gbm["dice_mean"] >= ref["gbm_dice"][0], f"{gbm['dice_mean']:.3f}"))
+        checks.append((f"GBM-only {structure} CoM error <= {ref['gbm_com_mm'][0]} mm", gbm["com_mm_mean"] <= ref["gbm_com_mm"][0], f"{gbm['com_mm_mean']:.2f} mm"))
+    for size in ("1", "2"):
+        c = small[small["size"] == size] if not small.empty else small
+        if not c.empty:
+            c = c.iloc[0]
+            ok = c["dice_a"] > c["dice_b"] and c["wilcoxon_p"] < 0.05
+            checks.append((f"CT+GBM better than CT at {size} training case(s), p < 0.05", ok, f"{c['dice_a']:.3f} vs {c['dice_b']:.3f}, p = {c['wilcoxon_p']:.3g}"))
+    if checks:
+        lines += ["Targets (the paper's figures):", ""]
+        lines += [f"* {'**reached**' if ok else '**not reached**'}: {what} (measured: {value})" for what, ok, value in checks]
+        lines += [""]
+    return lines
+
+
 def write_report(study_dir: str | Path, results: dict, config, command: str | None = None, reference: str | None = None) -> Path:
     """Figures plus ``report.md`` in the study folder."""
     import yaml
@@ -221,12 +258,13 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
     drops = pd.DataFrame(results["shift_drops"])
     ablation = pd.DataFrame(results["recipe_ablation"])
     n_train = results["n_train"]
-    figs = plot_learning_curves(per_case, n_train, out)
-    box = plot_boxplots(per_case, out)
+    main_recipe = results["sweep_recipe"]
+    figs = plot_learning_curves(per_case, n_train, out, main_recipe)
+    box = plot_boxplots(per_case, out, main_recipe)
     shift_fig = plot_shift(drops, out)
     overlays = plot_overlays(out, results, config.overlays, out) if config.overlays else []
     modes = config.modes
-    sizes = list(dict.fromkeys(str(r["size_label"]) for r in results["runs"] if r["kind"] == "sweep"))
+    sizes = results["sizes"]
     structures = results["structures"]
     main = "gbm"
 
@@ -244,7 +282,9 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
         "",
         "## Protocol",
         "",
-        f"* Input modes: {', '.join(modes)}; GBM recipe `{config.recipe}`; training sizes {', '.join(sizes)} "
+        f"* Input modes: {', '.join(modes)}; GBM recipe `{main_recipe}`"
+        + (" (chosen automatically: the ablation's winner on the validation split, section 4)" if config.recipe == "auto" else "")
+        + f"; training sizes {', '.join(sizes)} "
         f"({config.draws} seeded draws each, {config.full_draws or config.draws} at the full size). "
         "The training cases of a (size, draw) are the same for every mode (`subsets.json`), so all comparisons are paired.",
         "* Each model keeps the checkpoint with the best validation Dice; the test split is used once per model, at the end.",
@@ -269,7 +309,7 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
     lines += ["## 1. GBM only: localisation and segmentation from shape and position", ""]
     rows = []
     for structure in [*structures, "all"]:
-        r = _row(summary, kind="sweep", mode=main, size="all", subset="test", shift="none", structure=structure)
+        r = _row(summary, recipe=main_recipe, mode=main, size="all", subset="test", shift="none", structure=structure)
         if r is None:
             continue
         rows.append({"structure": structure, "Dice": _fmt(r["dice_mean"], r["dice_std"]), "CoM error (mm)": _fmt(r["com_mm_mean"], r["com_mm_std"], 2), "HD95 (mm)": _fmt(r["hd95_mm_mean"], r["hd95_mm_std"], 2), "missed": int(r["missed"])})
@@ -282,7 +322,7 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
     for size in sizes:
         row = {"training cases": size if size != "all" else f"all ({n_train})"}
         for mode in modes:
-            r = _row(summary, kind="sweep", mode=mode, size=size, subset="test", shift="none", structure="all")
+            r = _row(summary, recipe=main_recipe, mode=mode, size=size, subset="test", shift="none", structure="all")
             row[mode] = "n/a" if r is None else _fmt(r["dice_mean"], r["dice_std"])
         rows.append(row)
     lines += [_md_table(pd.DataFrame(rows)), ""]
@@ -290,7 +330,7 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
     for size in sizes:
         row = {"training cases": size if size != "all" else f"all ({n_train})"}
         for mode in modes:
-            r = _row(summary, kind="sweep", mode=mode, size=size, subset="test", shift="none", structure="all")
+            r = _row(summary, recipe=main_recipe, mode=mode, size=size, subset="test", shift="none", structure="all")
             row[f"{mode} CoM (mm)"] = "n/a" if r is None else _fmt(r["com_mm_mean"], r["com_mm_std"], 2)
         rows.append(row)
     lines += ["Centre-of-mass error (mm):", "", _md_table(pd.DataFrame(rows)), ""]
@@ -350,7 +390,10 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
                 tab[c] = tab[c].map(lambda v: f"{v:.3f}")
             elif c.endswith("_com_mm"):
                 tab[c] = tab[c].map(lambda v: f"{v:.2f}")
-        lines += [_md_table(tab), "", f"Winner on validation: `{results['recipe_winner']}` (study recipe: `{config.recipe}`).", ""]
+        lines += [_md_table(tab), "", f"Winner on validation: `{results['recipe_winner']}`; the sweep above used `{main_recipe}`.", ""]
+
+    if config.reference:
+        lines += paper_section(summary, comps, config, main_recipe, n_train)
 
     lines += ["## Figures", "", f"![per-structure Dice]({box})", ""]
     for name in overlays:

@@ -46,7 +46,7 @@ class StudyConfig:
     draws: int = 3
     full_draws: int | None = None  # draws at the full training size (default: draws)
     seed: int = 0
-    recipe: str = DEFAULT_RECIPE
+    recipe: str = DEFAULT_RECIPE  # or "auto": the ablation's validation winner drives the sweep
     spacing: list[float] | None = None
     window: list[float] = field(default_factory=lambda: list(DEFAULT_WINDOW))
     split: str | None = None
@@ -62,6 +62,8 @@ class StudyConfig:
     ablation_draws: int = 1
     overlays: int = 2
     device: str = "auto"
+    reference: str | None = None  # "brain" or "heart": print the paper's numbers beside ours
+    reference_structure: str | None = None  # the structure compared with the paper's (e.g. brainstem)
 
     def __post_init__(self) -> None:
         for m in self.modes:
@@ -69,7 +71,10 @@ class StudyConfig:
         for s in self.train_sizes:
             if s != ALL and (not isinstance(s, int) or s < 1):
                 raise GlobalmaskError(f"train_sizes must be positive integers or 'all', got {s!r}")
-        Recipe.parse(self.recipe)
+        if self.recipe != "auto":
+            Recipe.parse(self.recipe)
+        if self.reference is not None and self.reference not in ("brain", "heart"):
+            raise GlobalmaskError(f"reference must be 'brain' or 'heart', got {self.reference!r}")
         for r in self.ablation_recipes:
             Recipe.parse(r)
 
@@ -102,6 +107,11 @@ class StudyConfig:
     def shift_levels(self) -> list[ScannerShift]:
         return [ScannerShift(**s) for s in self.shifts]
 
+    def candidate_recipes(self) -> list[str]:
+        """Recipes of the GBM-only ablation (the default and the study's own recipe included)."""
+        fixed = [] if self.recipe == "auto" else [self.recipe]
+        return list(dict.fromkeys(Recipe.parse(r).spec for r in [*fixed, DEFAULT_RECIPE, *self.ablation_recipes]))
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -118,40 +128,49 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        mode = self.mode.replace("+", "_")
-        if self.kind == "ablation":
-            return f"ablation/{_slug(self.recipe)}/{mode}-n{self.size_label}-d{self.draw}"
-        return f"sweep/{mode}/n{self.size_label}-d{self.draw}"
+        # the recipe is part of the name, so the ablation's GBM-only run of the recipe the sweep
+        # uses *is* the sweep's GBM-only full-size run: trained once, used by both
+        return f"{_slug(self.recipe)}/{self.mode.replace('+', '_')}/n{self.size_label}-d{self.draw}"
 
 
 def _slug(text: str) -> str:
     return text.replace(":", "_").replace("=", "").replace(",", "_").replace("-", "m").replace("+", "_")
 
 
-def plan_runs(config: StudyConfig, n_train: int) -> list[RunSpec]:
-    """Every run of the study, in the order they are executed (cheap, small sizes first)."""
+def _size_label(size: int | str, n_train: int) -> tuple[str, int]:
+    n = n_train if size == ALL else min(int(size), n_train)
+    return (ALL if (size == ALL or n == n_train) else str(n)), n
+
+
+def plan_ablation(config: StudyConfig, n_train: int) -> list[RunSpec]:
+    """Stage 1: GBM-only models at the full training size, one per candidate recipe."""
+    steps = config.steps_for(ALL)
+    return [
+        RunSpec("ablation", "gbm", ALL, n_train, d, config.seed + d, recipe, steps)
+        for recipe in config.candidate_recipes()
+        for d in range(config.ablation_draws)
+    ]
+
+
+def plan_sweep(config: StudyConfig, n_train: int, recipe: str) -> list[RunSpec]:
+    """Stage 2: every (size, draw, mode) with the study's recipe; small sizes first."""
     runs: list[RunSpec] = []
-    main_recipe = Recipe.parse(config.recipe).spec
+    recipe = Recipe.parse(recipe).spec
     for size in config.train_sizes:
-        n = n_train if size == ALL else min(int(size), n_train)
-        label = ALL if (size == ALL or n == n_train) else str(n)
+        label, n = _size_label(size, n_train)
         draws = (config.full_draws or config.draws) if label == ALL else config.draws
         for d in range(draws):
             for mode in config.modes:
-                runs.append(RunSpec("sweep", mode, label, n, d, config.seed + d, main_recipe, config.steps_for(label)))
-    for recipe in config.ablation_recipes:
-        spec = Recipe.parse(recipe).spec
-        if spec == main_recipe:
-            continue  # identical to the sweep's GBM-only full-size runs
-        for d in range(config.ablation_draws):
-            runs.append(RunSpec("ablation", "gbm", ALL, n_train, d, config.seed + d, spec, config.steps_for(ALL)))
-    seen: set[str] = set()
-    unique = []
-    for r in runs:
-        if r.name not in seen:
-            seen.add(r.name)
-            unique.append(r)
-    return unique
+                runs.append(RunSpec("sweep", mode, label, n, d, config.seed + d, recipe, config.steps_for(label)))
+    return list({r.name: r for r in runs}.values())
+
+
+def plan_runs(config: StudyConfig, n_train: int, recipe: str | None = None) -> list[RunSpec]:
+    """All runs: the ablation, then the sweep (with ``recipe``, default the configured one)."""
+    ablation = plan_ablation(config, n_train)
+    sweep = plan_sweep(config, n_train, recipe or (DEFAULT_RECIPE if config.recipe == "auto" else config.recipe))
+    names = {r.name for r in sweep}
+    return [r for r in ablation if r.name not in names] + sweep
 
 
 def training_subsets(runs: Sequence[RunSpec], train_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -197,7 +216,7 @@ def _test_volumes(ds: Dataset, ids: Sequence[str]):
     return _WORKER_CACHE[key]
 
 
-def execute_run(study_dir: str | Path, dataset_root: str, config_dict: dict, run: RunSpec, split_file: str, threads: int | None = None, progress: bool = True) -> dict:
+def execute_run(study_dir: str | Path, dataset_root: str, config_dict: dict, split_file: str, run: RunSpec, threads: int | None = None, progress: bool = True) -> dict:
     """Train (or resume) one model, then evaluate it on the test split once; idempotent."""
     import torch
 
@@ -249,7 +268,7 @@ def execute_run(study_dir: str | Path, dataset_root: str, config_dict: dict, run
                     row.update(subset=subset, shift="none" if shift is None else shift.name)
                     rows.append(row)
     df = pd.DataFrame(rows)
-    for k, v in (("kind", run.kind), ("mode", run.mode), ("recipe", run.recipe), ("size", run.size_label), ("n_train", len(result.train_ids)), ("draw", run.draw), ("seed", run.seed)):
+    for k, v in (("mode", run.mode), ("recipe", run.recipe), ("size", run.size_label), ("n_train", len(result.train_ids)), ("draw", run.draw), ("seed", run.seed)):
         df.insert(0, k, v)
     write_text(run_dir / "metrics.csv", df.to_csv(index=False))
     summary = {
@@ -307,56 +326,79 @@ def run_study(
     split, source = resolve_split(ds, config.split, config.seed)
     split_path = out / "splits.json"
     save_split(split, split_path, note=f"split used by this study; source: {source}")
-    runs = plan_runs(config, len(split.train))
-    subsets = training_subsets(runs, split.train)
-    write_json(out / "subsets.json", subsets)
-    write_json(out / "plan.json", [{"name": r.name, **asdict(r)} for r in runs])
+    n_train = len(split.train)
+    args = (str(out), str(ds.root), config.to_dict(), str(split_path))
+    budget = [max_runs]
+    prepared_recipes: set[str] = set()
 
-    # preprocess every recipe's train + validation cases once, before any worker starts
-    recipes = sorted({r.recipe for r in runs})
-    for recipe in recipes:
-        prepare_data(ds, recipe, config.spacing, config.window, split_path, case_ids=None, cache_dir=out / "cache", progress=progress)
+    def is_done(r: RunSpec) -> bool:
+        return (out / "runs" / r.name / "result.json").exists()
 
-    pending = [r for r in runs if not (out / "runs" / r.name / "result.json").exists()]
-    echo(f"study: {len(runs)} runs ({len(runs) - len(pending)} already done), {len(split.train)}/{len(split.validation)}/{len(split.test)} train/validation/test cases, workers {workers}")
-    if max_runs is not None:
-        pending = pending[:max_runs]
-    overall = tqdm(total=len(runs), initial=len(runs) - len([r for r in runs if not (out / "runs" / r.name / "result.json").exists()]), desc="study runs", unit="run", disable=not progress, position=0)
+    def execute(runs: list[RunSpec], stage: str) -> bool:
+        """Run what is pending of ``runs`` (within the max_runs budget); True when all are done."""
+        for recipe in sorted({r.recipe for r in runs} - prepared_recipes):  # preprocess once, before workers start
+            prepare_data(ds, recipe, config.spacing, config.window, split_path, case_ids=None, cache_dir=out / "cache", progress=progress)
+            prepared_recipes.add(recipe)
+        pending = [r for r in runs if not is_done(r)]
+        echo(f"study {stage}: {len(runs)} runs ({len(runs) - len(pending)} already done); {n_train}/{len(split.validation)}/{len(split.test)} train/validation/test cases; workers {workers}")
+        if budget[0] is not None:
+            pending, budget[0] = pending[: budget[0]], max(0, budget[0] - len(pending))
+        bar = tqdm(total=len(runs), initial=len(runs) - len([r for r in runs if not is_done(r)]), desc=f"study {stage}", unit="run", disable=not progress)
+
+        def report(name: str, res: dict) -> None:
+            bar.update(1)
+            bar.write(f"  done {name}: test Dice {res['test_dice_mean']:.3f} ({res['total_seconds']:.0f} s)")
+
+        if workers <= 1:
+            for r in pending:
+                bar.set_postfix_str(r.name)
+                report(r.name, execute_run(*args, r, progress=progress))
+        else:
+            import multiprocessing as mp
+
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(execute_run, *args, r, threads=threads, progress=False): r for r in pending}
+                try:
+                    remaining = set(futures)
+                    while remaining:
+                        finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            report(futures[f].name, f.result())
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        bar.close()
+        return all(is_done(r) for r in runs)
+
     t0 = time.perf_counter()
-    args = (str(out), str(ds.root), config.to_dict())
-    if workers <= 1:
-        for r in pending:
-            overall.set_postfix_str(r.name)
-            res = execute_run(*args, r, str(split_path), progress=progress)
-            overall.update(1)
-            overall.write(f"  done {r.name}: test Dice {res['test_dice_mean']:.3f} ({res['total_seconds']:.0f} s)")
-    else:
-        import multiprocessing as mp
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(execute_run, *args, r, str(split_path), threads, False): r for r in pending}
-            try:
-                remaining = set(futures)
-                while remaining:
-                    done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        res = f.result()
-                        overall.update(1)
-                        overall.write(f"  done {futures[f].name}: test Dice {res['test_dice_mean']:.3f} ({res['total_seconds']:.0f} s)")
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-    overall.close()
-    if any(not (out / "runs" / r.name / "result.json").exists() for r in runs):
+    def paused() -> None:
         echo(f"study paused after {time.perf_counter() - t0:.0f} s; run the same command again to continue")
-        return None
+
+    # stage 1: GBM-only recipe ablation; the choice is made on the validation split only
+    ablation = plan_ablation(config, n_train)
+    if not execute(ablation, "stage 1/2 (GBM recipe ablation)"):
+        return paused()
+    table = recipe_ablation(collect_per_case(out, ablation))
+    winner = str(table.iloc[0]["recipe"])
+    main_recipe = winner if config.recipe == "auto" else Recipe.parse(config.recipe).spec
+    write_json(out / "recipe_choice.json", {"winner_on_validation": winner, "sweep_recipe": main_recipe, "ranking": _nan_to_none(table.to_dict(orient="records"))})
+
+    # stage 2: modes x sizes x draws with the chosen recipe
+    sweep = plan_sweep(config, n_train, main_recipe)
+    runs = list({r.name: r for r in [*ablation, *sweep]}.values())
+    write_json(out / "subsets.json", training_subsets(sweep, split.train))
+    write_json(out / "plan.json", [{"name": r.name, **asdict(r)} for r in runs])
+    if not execute(sweep, "stage 2/2 (modes x training sizes x draws)"):
+        return paused()
+
     from .report import write_report
 
-    results = collect_and_analyse(out, config, runs, ds, split, source)
+    results = collect_and_analyse(out, config, runs, ds, split, source, main_recipe, winner)
     write_report(out, results, config, command=command)
-    echo(f"study complete: report at {out / 'report.md'}")
+    echo(f"study complete in {time.perf_counter() - t0:.0f} s: report at {out / 'report.md'}")
     return results
 
 
@@ -369,8 +411,8 @@ def collect_per_case(out: Path, runs: Sequence[RunSpec]) -> pd.DataFrame:
 
 
 def summary_table(per_case: pd.DataFrame) -> pd.DataFrame:
-    """mean ± std per (kind, recipe, mode, size, subset, shift, structure), plus 'all' structures."""
-    keys = ["kind", "recipe", "mode", "size", "subset", "shift"]
+    """mean ± std per (recipe, mode, size, subset, shift, structure), plus 'all' structures."""
+    keys = ["recipe", "mode", "size", "subset", "shift"]
     scored = per_case[per_case["status"] != "absent"]
     rows = []
     for key, g in scored.groupby(keys, sort=False):
@@ -392,7 +434,7 @@ def summary_table(per_case: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_comparison(per_case: pd.DataFrame, a: str, b: str, size: str, structure: str | None = None, shift: str = "none") -> dict:
+def paired_comparison(per_case: pd.DataFrame, a: str, b: str, size: str, structure: str | None = None, shift: str = "none", recipe: str | None = None) -> dict:
     """Compare mode ``a`` with mode ``b`` at one training size on the test split.
 
     Relative improvement = (mean Dice of a - mean Dice of b) / mean Dice of b x 100, over every
@@ -402,7 +444,9 @@ def paired_comparison(per_case: pd.DataFrame, a: str, b: str, size: str, structu
     """
     from scipy.stats import wilcoxon
 
-    sel = per_case[(per_case["kind"] == "sweep") & (per_case["subset"] == "test") & (per_case["shift"] == shift) & (per_case["size"].astype(str) == str(size)) & (per_case["status"] != "absent")]
+    sel = per_case[(per_case["subset"] == "test") & (per_case["shift"] == shift) & (per_case["size"].astype(str) == str(size)) & (per_case["status"] != "absent")]
+    if recipe is not None:
+        sel = sel[sel["recipe"] == recipe]
     if structure is not None:
         sel = sel[sel["structure"] == structure]
     da, db = sel[sel["mode"] == a], sel[sel["mode"] == b]
@@ -434,9 +478,9 @@ def paired_comparison(per_case: pd.DataFrame, a: str, b: str, size: str, structu
     }
 
 
-def shift_drops(per_case: pd.DataFrame) -> pd.DataFrame:
+def shift_drops(per_case: pd.DataFrame, recipe: str) -> pd.DataFrame:
     """Dice drop per mode, size and shift level: mean Dice unshifted minus mean Dice shifted."""
-    sel = per_case[(per_case["kind"] == "sweep") & (per_case["subset"] == "test") & (per_case["status"] != "absent")]
+    sel = per_case[(per_case["recipe"] == recipe) & (per_case["subset"] == "test") & (per_case["status"] != "absent")]
     base = sel[sel["shift"] == "none"].groupby(["mode", "size"])["dice"].mean()
     rows = []
     for (mode, size, shift), g in sel[sel["shift"] != "none"].groupby(["mode", "size", "shift"], sort=False):
@@ -444,13 +488,16 @@ def shift_drops(per_case: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def recipe_ablation(per_case: pd.DataFrame, main_recipe: str) -> pd.DataFrame:
-    """GBM-only at the full training size, per recipe: validation (selects) and test (reports)."""
+def recipe_ablation(per_case: pd.DataFrame) -> pd.DataFrame:
+    """GBM-only models at the full training size, one row per recipe, best first.
+
+    Ranked on the **validation** split only (fewest missed structures, then lowest mean
+    centre-of-mass error, then highest Dice); test figures are reported beside, never used.
+    """
     sel = per_case[(per_case["mode"] == "gbm") & (per_case["size"].astype(str) == ALL) & (per_case["shift"] == "none") & (per_case["status"] != "absent")]
-    sel = sel[(sel["kind"] == "ablation") | (sel["recipe"] == main_recipe)]
     rows = []
     for recipe, g in sel.groupby("recipe", sort=False):
-        row = {"recipe": recipe}
+        row: dict[str, Any] = {"recipe": recipe}
         for subset in ("validation", "test"):
             gs = g[g["subset"] == subset]
             row[f"{subset}_dice"] = gs["dice"].mean()
@@ -459,11 +506,11 @@ def recipe_ablation(per_case: pd.DataFrame, main_recipe: str) -> pd.DataFrame:
         rows.append(row)
     df = pd.DataFrame(rows)
     if not df.empty:
-        df = df.sort_values(["validation_com_mm", "validation_dice"], ascending=[True, False]).reset_index(drop=True)
+        df = df.sort_values(["validation_missed", "validation_com_mm", "validation_dice"], ascending=[True, True, False]).reset_index(drop=True)
     return df
 
 
-def collect_and_analyse(out: Path, config: StudyConfig, runs: Sequence[RunSpec], ds: Dataset, split, split_source: str) -> dict:
+def collect_and_analyse(out: Path, config: StudyConfig, runs: Sequence[RunSpec], ds: Dataset, split, split_source: str, sweep_recipe: str, winner: str) -> dict:
     per_case = collect_per_case(out, runs)
     write_text(out / "per_case.csv", per_case.to_csv(index=False))
     summary = summary_table(per_case)
@@ -475,11 +522,11 @@ def collect_and_analyse(out: Path, config: StudyConfig, runs: Sequence[RunSpec],
         if a in config.modes and b in config.modes:
             for size in sizes:
                 for structure in [None, *structures]:
-                    c = paired_comparison(per_case, a, b, size, structure)
+                    c = paired_comparison(per_case, a, b, size, structure, recipe=sweep_recipe)
                     if c:
                         comparisons.append(c)
-    drops = shift_drops(per_case)
-    ablation = recipe_ablation(per_case, Recipe.parse(config.recipe).spec)
+    drops = shift_drops(per_case, sweep_recipe)
+    ablation = recipe_ablation(per_case)
     results = {
         "dataset": str(ds.root),
         "dataset_name": ds.name,
@@ -489,12 +536,14 @@ def collect_and_analyse(out: Path, config: StudyConfig, runs: Sequence[RunSpec],
         "n_test": len(split.test),
         "structures": structures,
         "config": config.to_dict(),
-        "runs": [json.loads((out / "runs" / r.name / "result.json").read_text()) for r in runs],
+        "sweep_recipe": sweep_recipe,
+        "sizes": sizes,
+        "runs": [{**json.loads((out / "runs" / r.name / "result.json").read_text()), "role": r.kind} for r in runs],
         "summary": summary.to_dict(orient="records"),
         "comparisons": comparisons,
         "shift_drops": drops.to_dict(orient="records"),
         "recipe_ablation": ablation.to_dict(orient="records"),
-        "recipe_winner": (ablation.iloc[0]["recipe"] if not ablation.empty else None),
+        "recipe_winner": winner,
     }
     write_json(out / "results.json", _nan_to_none(results))
     return results

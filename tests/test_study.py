@@ -1,0 +1,144 @@
+"""The study end to end on a tiny phantom configuration: files, pairing, resume, statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import wilcoxon
+
+from globalmask.dataset import load_dataset, make_split, save_split, select_training_cases
+from globalmask.phantom import make_phantom_dataset
+from globalmask.study import ALL, StudyConfig, paired_comparison, plan_runs, run_study
+
+TINY = dict(
+    modes=["ct", "gbm", "ct+gbm"],
+    train_sizes=[1, 2, ALL],
+    draws=2,
+    full_draws=1,
+    steps={"1": 4, "2": 4, "all": 6},
+    val_every=2,
+    net={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
+    shifts=[{"name": "shifted", "offset": 80.0, "scale": 1.1, "noise": 20.0, "blur_mm": 1.0}],
+    ablation_recipes=["bone"],
+    overlays=1,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = make_phantom_dataset(tmp_path_factory.mktemp("st") / "thorax", kind="thorax", cases=7, seed=1, shape=(32, 32, 32))
+    save_split(make_split(load_dataset(root).cases, seed=0, fractions=(3, 2, 2)), root / "splits.json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def study(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "s"
+    config = StudyConfig(**TINY)
+    # interrupted after 4 runs (as if by a crash): nothing is reported yet
+    assert run_study(cohort, out, config, max_runs=4, progress=False, echo=lambda *_: None) is None
+    done_first = {p.parent: p.stat().st_mtime_ns for p in (out / "runs").rglob("result.json")}
+    assert len(done_first) == 4
+    results = run_study(cohort, out, config, progress=False, command="globalmask study (test)", echo=lambda *_: None)
+    return out, config, results, done_first
+
+
+@pytest.mark.slow
+def test_study_writes_every_output(study):
+    out, config, results, _ = study
+    for name in ("per_case.csv", "summary.csv", "results.json", "report.md", "subsets.json", "splits.json", "dice_vs_n.png", "com_vs_n.png", "boxplot_structures.png", "shift_drop.png"):
+        assert (out / name).exists(), name
+    assert list(out.glob("overlay_*.png"))
+    report = (out / "report.md").read_text()
+    assert "globalmask study (test)" in report and "Relative improvement" in report
+    runs = plan_runs(config, 3)
+    assert len(runs) == len(results["runs"]) == 3 * (2 + 2 + 1) + 1  # sweep + the ablation's extra recipe (bone)
+    assert all((out / "runs" / r.name / "model" / "model.pt").exists() for r in runs)
+
+
+@pytest.mark.slow
+def test_modes_are_trained_on_the_same_subsets(study):
+    out, config, results, _ = study
+    by_key: dict[tuple, set] = {}
+    for r in results["runs"]:
+        if r["role"] == "sweep":
+            by_key.setdefault((r["size_label"], r["draw"]), set()).add(tuple(r["train_ids"]))
+    assert len(by_key) == 5
+    assert all(len(v) == 1 for v in by_key.values()), by_key  # one subset per (size, draw), whatever the mode
+    subsets = json.loads((out / "subsets.json").read_text())
+    split = json.loads((out / "splits.json").read_text())
+    for size in (1, 2):
+        for draw in (0, 1):
+            assert subsets[f"n{size}-d{draw}"] == select_training_cases(split["train"], size, config.seed + draw)
+    assert subsets["nall-d0"] == sorted(split["train"]) and len(subsets["nall-d0"]) == 3
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_runs(study, cohort):
+    out, config, _, done_first = study
+    for folder, mtime in done_first.items():
+        assert (folder / "result.json").stat().st_mtime_ns == mtime  # not redone after the interruption
+    again = run_study(cohort, out, StudyConfig(**TINY), progress=False, echo=lambda *_: None)
+    assert again is not None
+
+
+@pytest.mark.slow
+def test_statistics_are_computed_from_the_per_case_numbers(study):
+    out, config, results, _ = study
+    per_case = pd.read_csv(out / "per_case.csv")
+    test = per_case[(per_case["recipe"] == results["sweep_recipe"]) & (per_case["subset"] == "test") & (per_case["shift"] == "none") & (per_case["status"] != "absent")]
+    for c in results["comparisons"]:
+        if c["structure"] != "all":
+            continue
+        a = test[(test["mode"] == c["a"]) & (test["size"].astype(str) == c["size"])]
+        b = test[(test["mode"] == c["b"]) & (test["size"].astype(str) == c["size"])]
+        assert c["dice_a"] == pytest.approx(a["dice"].mean())
+        assert c["relative_improvement_pct"] == pytest.approx((a["dice"].mean() - b["dice"].mean()) / b["dice"].mean() * 100)
+        ca, cb = a.groupby("case")["dice"].mean(), b.groupby("case")["dice"].mean()
+        if np.allclose(ca - cb, 0):
+            assert c["wilcoxon_p"] == 1.0
+        else:
+            assert c["wilcoxon_p"] == pytest.approx(wilcoxon(ca, cb).pvalue)
+    summary = pd.read_csv(out / "summary.csv")
+    row = summary[(summary["mode"] == "gbm") & (summary["size"].astype(str) == "all") & (summary["subset"] == "test") & (summary["shift"] == "none") & (summary["structure"] == "all") & (summary["recipe"] == results["sweep_recipe"])].iloc[0]
+    sel = test[(test["mode"] == "gbm") & (test["size"].astype(str) == "all")]
+    assert row["dice_mean"] == pytest.approx(sel["dice"].mean())
+    assert row["dice_std"] == pytest.approx(sel["dice"].std(ddof=1))
+    # shifted evaluations exist for every sweep model and every test case
+    shifted = per_case[(per_case["shift"] == "shifted") & (per_case["recipe"] == results["sweep_recipe"])]
+    assert shifted.groupby(["mode", "size", "draw"]).ngroups == 3 * 5
+    assert results["recipe_winner"] in {"bone:level=250", "threshold:level=-300"}
+    assert json.loads((out / "recipe_choice.json").read_text())["sweep_recipe"] == "threshold:level=-300"
+
+
+def test_paired_comparison_by_hand():
+    """Two modes, three test cases, one structure, two draws: numbers checked by hand."""
+    rows = []
+    for draw in (0, 1):
+        for case, (da, db) in zip(("p1", "p2", "p3"), ((0.8, 0.6), (0.7, 0.5), (0.9, 0.4))):
+            for mode, d in (("ct+gbm", da + 0.01 * draw), ("ct", db)):
+                rows.append({"kind": "sweep", "subset": "test", "shift": "none", "size": "2", "status": "ok", "mode": mode, "draw": draw, "case": case, "structure": "heart", "dice": d})
+    c = paired_comparison(pd.DataFrame(rows), "ct+gbm", "ct", "2")
+    mean_a = np.mean([0.8, 0.7, 0.9, 0.81, 0.71, 0.91])
+    mean_b = np.mean([0.6, 0.5, 0.4])
+    assert c["dice_a"] == pytest.approx(mean_a) and c["dice_b"] == pytest.approx(mean_b)
+    assert c["relative_improvement_pct"] == pytest.approx((mean_a - mean_b) / mean_b * 100)
+    assert c["n_cases"] == 3 and c["cases_a_better"] == 3
+    assert c["wilcoxon_p"] == pytest.approx(0.25)  # exact two-sided p for n=3, all positive
+
+
+@pytest.mark.slow
+def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
+    cfg = StudyConfig(**{**TINY, "modes": ["ct", "gbm"], "train_sizes": [1], "draws": 1, "recipe": "auto", "ablation_recipes": ["bone", "body"], "shifts": [], "overlays": 0})
+    results = run_study(cohort, tmp_path / "auto", cfg, progress=False, echo=lambda *_: None)
+    choice = json.loads((tmp_path / "auto" / "recipe_choice.json").read_text())
+    ranking = pd.DataFrame(choice["ranking"])
+    # the winner is the first by (validation misses, validation CoM, -validation Dice), recomputed here
+    best = ranking.sort_values(["validation_missed", "validation_com_mm", "validation_dice"], ascending=[True, True, False]).iloc[0]["recipe"]
+    assert choice["winner_on_validation"] == best == results["sweep_recipe"]
+    assert {r["recipe"] for r in results["runs"] if r["role"] == "sweep"} == {best}
+    assert len(ranking) == 3  # default threshold, bone, body
