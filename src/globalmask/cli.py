@@ -172,7 +172,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     labels = None
     if args.labels is not None:
-        meta = json.loads(args.labels.read_text()) if args.labels.is_file() else None
+        meta = json.loads(args.labels.read_text(encoding="utf-8")) if args.labels.is_file() else None
         if meta is None:
             labels = load_dataset(args.labels).labels
         else:

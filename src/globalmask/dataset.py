@@ -110,7 +110,7 @@ def load_dataset(root: str | Path) -> Dataset:
 
 def _read_json(path: Path) -> dict:
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path) from exc
     except OSError as exc:

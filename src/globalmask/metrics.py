@@ -376,7 +376,7 @@ def _labels_from_json(label_dir: Path) -> dict[str, int] | None:
         if not candidate.is_file():
             continue
         try:
-            meta = json.loads(candidate.read_text())
+            meta = json.loads(candidate.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise DatasetError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", candidate) from exc
         except OSError as exc:

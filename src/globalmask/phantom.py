@@ -273,7 +273,7 @@ def _dataset_meta(block: dict) -> dict:
 
 def _read_json_or_none(path: Path) -> dict | None:
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None

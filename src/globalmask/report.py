@@ -160,7 +160,7 @@ def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> li
     from .preprocess import to_canonical
 
     ds = load_dataset(results["dataset"])
-    split = json.loads((study_dir / "splits.json").read_text())
+    split = json.loads((study_dir / "splits.json").read_text(encoding="utf-8"))
     recipe = Recipe.parse(results["sweep_recipe"])
     full = [r for r in results["runs"] if r["role"] == "sweep" and r["recipe"] == recipe.spec and r["size_label"] == "all" and r["draw"] == 0]
     names = []

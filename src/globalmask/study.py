@@ -84,7 +84,7 @@ class StudyConfig:
 
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise GlobalmaskError(f"cannot read study configuration ({exc})", path) from exc
         unknown = set(raw) - set(cls.__dataclass_fields__)
@@ -232,7 +232,7 @@ def execute_run(study_dir: str | Path, dataset_root: str, config_dict: dict, spl
     run_dir = study_dir / "runs" / run.name
     result_path = run_dir / "result.json"
     if result_path.exists():
-        return json.loads(result_path.read_text())
+        return json.loads(result_path.read_text(encoding="utf-8"))
     t0 = time.perf_counter()
     prepared = _prepared(study_dir, dataset_root, config, run.recipe, split_file)
     tcfg = TrainConfig(
@@ -316,7 +316,7 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "study_config.json"
     if cfg_path.exists():
-        previous = json.loads(cfg_path.read_text())
+        previous = json.loads(cfg_path.read_text(encoding="utf-8"))
         same = {k: v for k, v in previous["config"].items() if k != "device"} == {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k != "device"}
         if not same or previous["dataset"] != str(ds.root.resolve()):
             raise OutputError("study folder holds a study with another configuration or dataset; choose another --out", out)
@@ -538,7 +538,7 @@ def collect_and_analyse(out: Path, config: StudyConfig, runs: Sequence[RunSpec],
         "config": config.to_dict(),
         "sweep_recipe": sweep_recipe,
         "sizes": sizes,
-        "runs": [{**json.loads((out / "runs" / r.name / "result.json").read_text()), "role": r.kind} for r in runs],
+        "runs": [{**json.loads((out / "runs" / r.name / "result.json").read_text(encoding="utf-8")), "role": r.kind} for r in runs],
         "summary": summary.to_dict(orient="records"),
         "comparisons": comparisons,
         "shift_drops": drops.to_dict(orient="records"),

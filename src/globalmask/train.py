@@ -309,7 +309,7 @@ def train(
     if not (out / "splits.json").exists():
         save_split(split, out / "splits.json", note=f"split used by this run; source: {prepared.split_source}")
     if resume and run_is_done(out):
-        done = json.loads((out / "done.json").read_text())
+        done = json.loads((out / "done.json").read_text(encoding="utf-8"))
         return TrainResult(out, out / "model.pt", done["best_val_dice"], done["best_step"], done["steps"], done["seconds"], train_ids)
 
     train_cases = [prepared.cases[i] for i in train_ids]
@@ -406,7 +406,7 @@ def _claim_run_dir(out: Path, run_config: dict, resume: bool, dataset_root: Path
     if out.exists() and any(out.iterdir()):
         if not cfg_path.exists():
             raise OutputError("run folder exists and is not a globalmask run; choose an empty or new --out", out)
-        existing = json.loads(cfg_path.read_text())
+        existing = json.loads(cfg_path.read_text(encoding="utf-8"))
         if existing != json.loads(json.dumps(run_config, default=str)):
             raise OutputError("run folder holds a run with different settings; choose another --out", out)
         if not resume:
