@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", type=int, nargs=3, default=(64, 64, 64), metavar=("X", "Y", "Z"))
     p.add_argument("--chambers", action="store_true", help="thorax: label the four heart chambers instead of the whole heart")
+    p.add_argument("--split", default="60:20:20", help="train:validation:test proportions of the seeded splits.json (e.g. 12:3:5, the paper's heart split)")
     p.add_argument("--out", type=Path, required=True)
 
     p = sub.add_parser("demo", help="phantom cohort -> train ct, gbm, ct+gbm -> evaluate -> side-by-side table")
@@ -189,11 +190,16 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
     from .phantom import make_phantom_dataset
     from .dataset import load_dataset, make_split, save_split
 
+    try:
+        fractions = tuple(float(f) for f in args.split.split(":"))
+        assert len(fractions) == 3 and all(f >= 0 for f in fractions) and sum(fractions) > 0
+    except (ValueError, AssertionError):
+        raise GlobalmaskError(f"--split must be three non-negative numbers train:validation:test, got {args.split!r}") from None
     path = make_phantom_dataset(args.out, kind=args.kind, cases=args.cases, seed=args.seed, shape=tuple(args.shape), chambers=args.chambers, progress=True)
     ds = load_dataset(path)
     split_path = path / "splits.json"
     if not split_path.exists():
-        save_split(make_split(ds.cases, seed=args.seed), split_path, note=f"seeded 60:20:20 split (seed {args.seed})")
+        save_split(make_split(ds.cases, seed=args.seed, fractions=fractions), split_path, note=f"seeded {args.split} split (seed {args.seed})")
     print(f"wrote {len(ds)} {args.kind} phantom cases to {path} (split: {split_path})")
 
 

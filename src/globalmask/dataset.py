@@ -108,7 +108,8 @@ def load_dataset(root: str | Path) -> Dataset:
     )
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; malformed or unreadable files get an error naming them."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -142,7 +143,7 @@ def parse_labels(labels: object, source: Path) -> dict[str, int]:
 
 def _load_nnunet(root: Path) -> Dataset:
     meta_path = root / "dataset.json"
-    meta = _read_json(meta_path)
+    meta = read_json(meta_path)
     if "labels" not in meta:
         raise DatasetError("dataset.json has no 'labels' entry", meta_path)
     labels = parse_labels(meta["labels"], meta_path)
@@ -191,7 +192,7 @@ def _load_plain(root: Path) -> Dataset:
         raise DatasetError(f"images/ holds no volumes ({', '.join(VOLUME_SUFFIXES)} or DICOM folders)", images_dir)
     labels_json = root / "labels.json"
     if labels_json.exists():
-        labels = parse_labels(_read_json(labels_json), labels_json)
+        labels = parse_labels(read_json(labels_json), labels_json)
     else:
         values: set[int] = set()
         for case in cases.values():
@@ -235,7 +236,7 @@ def validate_split(obj: object, case_ids, source: Path | None = None) -> Split:
 
 def load_split(path: str | Path, case_ids) -> Split:
     path = Path(path)
-    return validate_split(_read_json(path), case_ids, path)
+    return validate_split(read_json(path), case_ids, path)
 
 
 def make_split(case_ids, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Split:

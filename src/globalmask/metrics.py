@@ -370,17 +370,12 @@ def _volume_files(folder: Path) -> dict[str, Path]:
 
 
 def _labels_from_json(label_dir: Path) -> dict[str, int] | None:
-    from .dataset import parse_labels  # local import: dataset is a heavier, higher-level module
+    from .dataset import parse_labels, read_json  # local import: dataset is a heavier, higher-level module
 
     for candidate in (label_dir / "dataset.json", label_dir.parent / "dataset.json", label_dir.parent / "labels.json"):
         if not candidate.is_file():
             continue
-        try:
-            meta = json.loads(candidate.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", candidate) from exc
-        except OSError as exc:
-            raise InputFileError(f"cannot read ({exc.strerror})", candidate) from exc
+        meta = read_json(candidate)
         if candidate.name == "dataset.json":
             if not isinstance(meta, dict) or "labels" not in meta:
                 raise DatasetError("dataset.json has no 'labels' entry", candidate)

@@ -210,14 +210,15 @@ class Trainer:
         """One augmented batch, on the device: (B, C, *patch) inputs and (B, 1, *patch) labels."""
         cfg = self.cfg
         x_np, y_np = self.sampler.sample(cfg.batch_size)
-        x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+        # augment where the network runs: on a GPU the resampling is then nearly free
+        x = torch.from_numpy(x_np).to(self.device, non_blocking=True)
+        y = torch.from_numpy(y_np).to(self.device, non_blocking=True)
         two_d = cfg.net.spatial_dims == 2
         mats = random_spatial_matrices(x.shape[0], self.extent_mm, cfg.augment, self.aug_gen, in_plane_only=two_d)
         x, y = apply_spatial(x, y, mats, self.bin_ch, self.background)
         if two_d:
             x, y = x[..., 0], y[..., 0]
         x = apply_intensity(x, self.int_ch, cfg.augment, self.aug_gen)
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return x, y
@@ -382,7 +383,8 @@ def train(
             save_state()
             return TrainResult(out, out / "model.pt", best, best_step, step, time.perf_counter() - t0, train_ids)
     bar.close()
-    if not val_cases:  # no validation split: the final weights are the model
+    if not val_cases or not (out / "model.pt").exists():
+        # no validation split (or no structure present in it): the final weights are the model
         best, best_step = float("nan"), step
         spec.info.update({"best_step": step, "best_val_dice": None})
         save_model(out / "model.pt", spec, net.state_dict())

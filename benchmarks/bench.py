@@ -1,0 +1,471 @@
+"""globalmask benchmarks: each figure measured side by side in one run and reported as a ratio.
+
+Run from the repository root (needs ../shared/data for the OpenKBP cases):
+
+    .venv/bin/python benchmarks/bench.py                 # everything, writes benchmarks/RESULTS.md
+    .venv/bin/python benchmarks/bench.py --sections gbm  # one section
+    .venv/bin/python benchmarks/bench.py --device cuda --out benchmarks/RESULTS-gpu.md
+
+Sections:
+  train    full globalmask training step vs the bare network step on tensors in memory, per input
+           mode; vs a plain MONAI loop (CacheDataset + DataLoader + the same network); the levers
+           (channels_last_3d, torch.compile, bf16 autocast, threads) on/off.
+  predict  `predict` end to end on one OpenKBP case vs the bare forward pass; folder throughput.
+  gbm      each GBM recipe on a 512 x 512 x 200 int16 CT vs a plain SimpleITK threshold filter.
+  memory   peak RSS of training and prediction per input size (separate processes).
+  study    wall time per run by training size, and --workers 1 vs 2 on a small study.
+
+Timings alternate between the two sides of each ratio (A B A B ...) and report medians, so slow
+phases of a noisy machine hit both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+OPENKBP = ROOT.parent / "shared" / "data" / "Dataset501_OpenKBPHeadNeck"
+sys.path.insert(0, str(ROOT / "src"))
+
+from globalmask.checkpoint import ModelSpec, save_model  # noqa: E402
+from globalmask.dataset import load_dataset  # noqa: E402
+from globalmask.infer import Predictor, resolve_device, sliding_window_probs, pad_values  # noqa: E402
+from globalmask.masks import Recipe, available_recipes  # noqa: E402
+from globalmask.model import NetConfig, make_input  # noqa: E402
+from globalmask.preprocess import PreprocessConfig  # noqa: E402
+from globalmask.train import Trainer, TrainConfig, prepare_data  # noqa: E402
+
+#: The committed OpenKBP study's setting (benchmarks/openkbp/study.yaml).
+SPACING = (6.0, 6.0, 6.0)
+NET = NetConfig(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=1)
+PATCH = (112, 64, 64)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def alternate(fa, fb, reps: int, warmup: int = 2) -> tuple[float, float]:
+    """Median seconds of fa and fb, timed alternately."""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fa()
+        ta.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fb()
+        tb.append(time.perf_counter() - t)
+    return float(np.median(ta)), float(np.median(tb))
+
+
+def machine(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
+
+
+def md_table(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# training step
+
+
+def _prepared(recipe="threshold"):
+    return prepare_data(OPENKBP, recipe, SPACING, progress=False)
+
+
+def _trainer(prepared, mode: str, device, ids=None, **cfg_kwargs) -> Trainer:
+    ids = ids or list(prepared.split.train[:8])
+    cfg = TrainConfig(mode=mode, steps=10_000, patch_size=PATCH, net=NET, **cfg_kwargs)
+    spec = ModelSpec(mode, prepared.recipe, prepared.preprocess, prepared.dataset.labels, NET, PATCH)
+    return Trainer(spec, cfg, [prepared.cases[i] for i in ids], prepared.preprocess.spacing, device)
+
+
+def bench_train(device, reps: int) -> str:
+    prepared = _prepared()
+    rows = []
+    for mode in ("ct", "gbm", "ct+gbm"):
+        tr = _trainer(prepared, mode, device)
+        x, y = tr.batch()
+        full, bare = alternate(tr.step, lambda: tr.optimize(x, y), reps)
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            tr.batch()
+        sync(device)
+        data = (time.perf_counter() - t) / reps
+        rows.append({"mode": mode, "full step (s)": f"{full:.3f}", "bare network step (s)": f"{bare:.3f}", "data pipeline alone (s)": f"{data:.4f}", "full / bare": f"{full / bare:.3f}"})
+    text = "### Training step vs bare network step (OpenKBP, 8 cases, 6 mm, patch 112x64x64, batch 2)\n\n" + md_table(rows)
+
+    # a plain MONAI loop a user would write, same network / loss / optimiser / patch
+    monai_step, gm_step = _monai_loop_vs_globalmask(prepared, device, reps)
+    text += "\n\n### Against a plain MONAI training loop (ct+gbm)\n\n" + md_table(
+        [{"loop": "plain MONAI (CacheDataset + DataLoader + RandAffined)", "step (s)": f"{monai_step:.3f}", "globalmask / MONAI": f"{gm_step / monai_step:.3f}"}, {"loop": "globalmask Trainer.step", "step (s)": f"{gm_step:.3f}", "globalmask / MONAI": "1.000"}]
+    )
+    text += "\n\n" + _levers(prepared, device, reps)
+    return text
+
+
+def _monai_loop_vs_globalmask(prepared, device, reps: int) -> tuple[float, float]:
+    from monai.data import CacheDataset, DataLoader
+    from monai.losses import DiceCELoss
+    from monai.transforms import Compose, RandAffined, RandScaleIntensityd, RandShiftIntensityd, SpatialPadd, RandSpatialCropd, ConcatItemsd
+
+    ids = list(prepared.split.train[:8])
+    items = [{"ct": prepared.cases[i].ct[None], "gbm": prepared.cases[i].gbm[None].astype(np.float32), "label": prepared.cases[i].label[None]} for i in ids]
+    tf = Compose(
+        [
+            SpatialPadd(["ct", "gbm", "label"], PATCH),
+            RandSpatialCropd(["ct", "gbm", "label"], PATCH, random_size=False),
+            RandAffined(["ct", "gbm", "label"], prob=0.8, rotate_range=[np.deg2rad(15)] * 3, scale_range=[0.15] * 3, mode=["bilinear", "nearest", "nearest"], padding_mode="zeros"),
+            RandScaleIntensityd("ct", 0.1, prob=0.8),
+            RandShiftIntensityd("ct", 0.1, prob=0.8),
+            ConcatItemsd(["ct", "gbm"], "image"),
+        ]
+    )
+    ds = CacheDataset(items, tf, progress=False)
+    loader = DataLoader(ds, batch_size=2, shuffle=True, num_workers=0)
+    net = _trainer(prepared, "ct+gbm", device).net  # same network, same memory format
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=False)
+    it = iter(loader)
+
+    def monai_step():
+        nonlocal it
+        try:
+            b = next(it)
+        except StopIteration:
+            it = iter(loader)
+            b = next(it)
+        x = b["image"].as_tensor().to(device).contiguous(memory_format=torch.channels_last_3d)
+        y = b["label"].as_tensor().to(device)
+        loss = loss_fn(net(x), y.long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sync(device)
+
+    tr = _trainer(prepared, "ct+gbm", device)
+    return alternate(monai_step, lambda: (tr.step(), sync(device)), reps)
+
+
+def _levers(prepared, device, reps: int) -> str:
+    """What each lever buys on the bare network step (same batch), measured A/B."""
+    rows = []
+    base = _trainer(prepared, "ct+gbm", device, channels_last=False)
+    x, y = base.batch()
+    cl = _trainer(prepared, "ct+gbm", device, channels_last=True)
+    xc = x.contiguous(memory_format=torch.channels_last_3d)
+    a, b = alternate(lambda: base.optimize(x, y), lambda: cl.optimize(xc, y), reps)
+    rows.append({"lever": "channels_last_3d", "off (s)": f"{a:.3f}", "on (s)": f"{b:.3f}", "on / off": f"{b / a:.3f}", "kept": "yes" if b < a else "no"})
+    if device.type == "cpu":
+        def bf16_step():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = cl.net(xc)
+            loss = cl.loss_fn(logits.float(), y.long())
+            cl.opt.zero_grad()
+            loss.backward()
+            cl.opt.step()
+
+        a, b = alternate(lambda: cl.optimize(xc, y), bf16_step, max(2, reps // 3), warmup=1)
+        rows.append({"lever": "bfloat16 autocast (CPU)", "off (s)": f"{a:.3f}", "on (s)": f"{b:.3f}", "on / off": f"{b / a:.3f}", "kept": "yes" if b < a else "no (CPU); on for CUDA"})
+    threads = torch.get_num_threads()
+    if threads > 1:
+        def one_thread():
+            torch.set_num_threads(1)
+            cl.optimize(xc, y)
+            torch.set_num_threads(threads)
+
+        a, b = alternate(lambda: cl.optimize(xc, y), one_thread, reps)
+        rows.append({"lever": f"{threads} threads vs 1 (per process)", "off (s)": f"{b:.3f}", "on (s)": f"{a:.3f}", "on / off": f"{a / b:.3f}", "kept": f"one process: {threads} threads; study --workers {threads}: 1 thread each ({2 * a / b:.2f}x throughput per core-pair)" if a / b > 0.5 else "threads"})
+    try:
+        compiled = _trainer(prepared, "ct+gbm", device, channels_last=True)
+        t0 = time.perf_counter()
+        compiled.net = torch.compile(compiled.net)
+        compiled.optimize(xc, y)
+        first = time.perf_counter() - t0
+        a, b = alternate(lambda: cl.optimize(xc, y), lambda: compiled.optimize(xc, y), reps)
+        rows.append({"lever": f"torch.compile (first step {first:.0f} s)", "off (s)": f"{a:.3f}", "on (s)": f"{b:.3f}", "on / off": f"{b / a:.3f}", "kept": "no (compile time exceeds the gain of a study run)" if first > 0.2 * a * 1000 else "optional"})
+    except Exception as exc:  # compile needs a C compiler; report rather than fail
+        rows.append({"lever": "torch.compile", "off (s)": "-", "on (s)": "-", "on / off": "-", "kept": f"unavailable ({type(exc).__name__})"})
+    return "### Levers on the network step (ct+gbm, same batch, A/B)\n\n" + md_table(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# prediction
+
+
+def _model(tmp: Path, mode: str = "ct+gbm") -> Path:
+    prepared = _prepared()
+    spec = ModelSpec(mode, prepared.recipe, prepared.preprocess, prepared.dataset.labels, NET, PATCH)
+    torch.manual_seed(0)
+    return save_model(tmp / "model.pt", spec, spec.build().state_dict())
+
+
+def bench_predict(device, reps: int) -> str:
+    ds = load_dataset(OPENKBP)
+    split = ds.load_split()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = _model(tmp)
+        pred = Predictor(model, device=str(device))
+        case = ds.cases[split.test[0]]
+        from globalmask.io import read_volume
+
+        prepared = pred.prepare(read_volume(case.image))
+        x = torch.as_tensor(make_input("ct+gbm", prepared.ct, prepared.gbm))
+        pad = pad_values("ct+gbm")
+
+        def bare():
+            with torch.inference_mode():
+                sliding_window_probs(pred.net, x, PATCH, 3, pad, device)
+            sync(device)
+
+        def end_to_end():
+            pred.predict_files([case.image], tmp / "out", progress=False)
+            sync(device)
+
+        e2e, fwd = alternate(end_to_end, bare, reps)
+        # stage breakdown of one end-to-end prediction
+        stages = _predict_stages(pred, case.image, tmp / "stage.nii.gz", device)
+        images = [ds.cases[c].image for c in split.test]
+        t = time.perf_counter()
+        pred.predict_files(images, tmp / "folder", progress=False)
+        folder = time.perf_counter() - t
+    text = "### Prediction: end to end vs bare network (OpenKBP test case, 128^3 input, 6 mm grid)\n\n"
+    text += md_table([{"end to end (s)": f"{e2e:.3f}", "bare sliding-window forward (s)": f"{fwd:.3f}", "end to end / bare": f"{e2e / fwd:.2f}", f"folder of {len(images)} cases (cases/s)": f"{len(images) / folder:.2f}"}])
+    text += "\n\nWhere one end-to-end prediction spends its time:\n\n" + md_table([{"stage": k, "seconds": f"{v:.4f}"} for k, v in stages.items()])
+    return text
+
+
+def _predict_stages(pred: Predictor, image: Path, out: Path, device) -> dict[str, float]:
+    from globalmask.io import read_volume, write_volume
+    from globalmask.preprocess import restore_volume
+
+    times: dict[str, float] = {}
+    for _ in range(3):  # keep the last (warm) pass
+        t = time.perf_counter()
+        ct = read_volume(image)
+        times["read NIfTI"] = time.perf_counter() - t
+        t = time.perf_counter()
+        prepared = pred.prepare(ct)
+        times["GBM + reorient + crop + resample"] = time.perf_counter() - t
+        t = time.perf_counter()
+        probs = pred.probabilities(prepared)
+        sync(device)
+        times["sliding-window network"] = time.perf_counter() - t
+        t = time.perf_counter()
+        vol = restore_volume(probs, prepared.geometry)
+        times["invert to the input grid"] = time.perf_counter() - t
+        t = time.perf_counter()
+        write_volume(vol, out)
+        times["write NIfTI"] = time.perf_counter() - t
+    return times
+
+
+# ----------------------------------------------------------------------------------------------
+# GBM generation
+
+
+def big_ct() -> "Volume":
+    """A 512 x 512 x 200 int16 CT: an OpenKBP case resampled to 0.98 x 0.98 x 2.5 mm."""
+    from globalmask.io import Volume, read_volume
+    from globalmask.preprocess import resize
+
+    ct = read_volume(OPENKBP / "imagesTr" / "openkbp_002_0000.nii.gz")
+    arr = resize(ct.array.astype(np.float32), (512, 512, 200), "linear").numpy().round().astype(np.int16)
+    aff = ct.affine.copy()
+    aff[:3, :3] = aff[:3, :3] @ np.diag([128 / 512, 128 / 512, 128 / 200])
+    return Volume(arr, aff)
+
+
+def bench_gbm(reps: int) -> str:
+    import SimpleITK as sitk
+
+    ct = big_ct()
+    img = sitk.GetImageFromArray(ct.array.transpose(2, 1, 0))
+
+    def sitk_threshold():
+        sitk.BinaryThreshold(img, lowerThreshold=-300, upperThreshold=1e9, insideValue=1, outsideValue=0)
+
+    rows = []
+    for name in available_recipes():
+        recipe = Recipe.parse(name)
+        ours, ref = alternate(lambda: recipe(ct.array, ct.affine), sitk_threshold, reps, warmup=1)
+        rows.append(
+            {
+                "recipe": recipe.spec,
+                "masks/s": f"{1 / ours:.2f}",
+                "Mvoxels/s": f"{ct.array.size / ours / 1e6:.0f}",
+                "SimpleITK BinaryThreshold (s)": f"{ref:.3f}",
+                "recipe / SimpleITK": f"{ours / ref:.2f}",
+            }
+        )
+    return "### GBM generation (512 x 512 x 200 int16 CT, 52 Mvoxels)\n\n" + md_table(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# memory (each measurement in a fresh process: ru_maxrss is a high-water mark)
+
+_MEM_CHILD = r"""
+import resource, sys, json, tempfile
+from pathlib import Path
+sys.path.insert(0, {src!r})
+import numpy as np, torch
+torch.set_num_threads(1)
+side = int(sys.argv[1])
+from globalmask.phantom import make_phantom_dataset
+from globalmask.dataset import load_dataset, make_split, save_split
+from globalmask.train import TrainConfig, train
+from globalmask.model import NetConfig
+tmp = Path(tempfile.mkdtemp())
+root = make_phantom_dataset(tmp / 'ph', kind='headneck', cases=5, seed=0, shape=(side,) * 3)
+save_split(make_split(load_dataset(root).cases, seed=0, fractions=(3, 1, 1)), root / 'splits.json')
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+net = NetConfig(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=1)
+res = train(root, tmp / 'run', TrainConfig(mode='ct+gbm', steps=3, val_every=3, net=net, max_patch_voxels=10**9), progress=False, device='cpu')
+after_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{'base_mb': base / 1024, 'train_mb': after_train / 1024, 'model': str(res.model_path), 'root': str(root)}}))
+"""
+
+_PRED_CHILD = r"""
+import resource, sys, json
+sys.path.insert(0, {src!r})
+import torch
+torch.set_num_threads(1)
+from globalmask.infer import Predictor
+from globalmask.dataset import load_dataset
+ds = load_dataset(sys.argv[2])
+p = Predictor(sys.argv[1], device='cpu')
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+p.predict_files([c.image for c in ds.cases.values()][:2], sys.argv[3], progress=False)
+print(json.dumps({{'base_mb': base / 1024, 'predict_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def bench_memory(sides=(64, 96, 128)) -> str:
+    rows = []
+    for side in sides:
+        out = subprocess.run([sys.executable, "-c", _MEM_CHILD.format(src=str(ROOT / "src")), str(side)], capture_output=True, text=True, encoding="utf-8")
+        if out.returncode != 0:
+            rows.append({"input": f"{side}^3", "training peak RSS (MB)": "failed", "prediction peak RSS (MB)": out.stderr[-200:]})
+            continue
+        t = json.loads(out.stdout.strip().splitlines()[-1])
+        with tempfile.TemporaryDirectory() as tmp:
+            p = subprocess.run([sys.executable, "-c", _PRED_CHILD.format(src=str(ROOT / "src")), t["model"], t["root"], tmp], capture_output=True, text=True, encoding="utf-8")
+        pm = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"predict_mb": float("nan"), "base_mb": float("nan")}
+        rows.append(
+            {
+                "input (phantom, whole volume)": f"{side}^3",
+                "process baseline (MB)": f"{t['base_mb']:.0f}",
+                "training peak RSS (MB)": f"{t['train_mb']:.0f}",
+                "prediction peak RSS (MB)": f"{pm['predict_mb']:.0f}",
+            }
+        )
+    return "### Peak memory (RSS, one process per measurement, CPU, 1 thread)\n\n" + md_table(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# study wall time
+
+
+def bench_study(study_dir: Path | None) -> str:
+    text = "### Study wall time\n\n"
+    if study_dir is not None and (study_dir / "results.json").exists():
+        res = json.loads((study_dir / "results.json").read_text(encoding="utf-8"))
+        import pandas as pd
+
+        runs = pd.DataFrame(res["runs"])
+        by = runs.groupby("size_label").agg(runs=("run", "count"), steps=("steps", "first"), train_s=("train_seconds", "mean"), total_s=("total_seconds", "mean")).reset_index()
+        rows = [{"training cases": r.size_label, "runs": r.runs, "steps": r.steps, "mean train s/run": f"{r.train_s:.0f}", "mean total s/run (incl. test evaluation)": f"{r.total_s:.0f}", "s/step": f"{r.train_s / r.steps:.2f}"} for r in by.itertuples()]
+        text += f"From `{study_dir.name}/results.json` (runs executed with --workers 2, 1 thread each):\n\n" + md_table(rows)
+        text += f"\n\nSum of run times: {runs['total_seconds'].sum() / 3600:.2f} h of worker time.\n\n"
+    text += _workers_scaling()
+    return text
+
+
+def _workers_scaling() -> str:
+    """A small phantom study run with --workers 1 and --workers 2 (same runs, fresh folders)."""
+    from globalmask.dataset import make_split, save_split
+    from globalmask.phantom import make_phantom_dataset
+    from globalmask.study import StudyConfig, run_study
+
+    cfg = StudyConfig(modes=["ct", "gbm"], train_sizes=[1, 2], draws=2, steps=40, val_every=20, net={"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1}, shifts=[], ablation_recipes=[], overlays=0, device="cpu")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_phantom_dataset(Path(tmp) / "ph", kind="headneck", cases=8, seed=0, shape=(48, 48, 48))
+        save_split(make_split(load_dataset(root).cases, seed=0, fractions=(4, 2, 2)), root / "splits.json")
+        times = {}
+        for workers in (1, 2):
+            t = time.perf_counter()
+            run_study(root, Path(tmp) / f"w{workers}", cfg, workers=workers, progress=False, echo=lambda *_: None)
+            times[workers] = time.perf_counter() - t
+        rows.append({"setting": "9 runs x 40 steps, 48^3 phantom", "--workers 1 (s)": f"{times[1]:.0f}", "--workers 2 (s)": f"{times[2]:.0f}", "speed-up": f"{times[1] / times[2]:.2f}"})
+    return md_table(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sections", default="train,predict,gbm,memory,study")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--study", type=Path, default=ROOT / "study-openkbp", help="a finished study folder to read run times from")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    args = ap.parse_args()
+    if not (OPENKBP / "dataset.json").exists():
+        sys.exit(f"benchmarks need the OpenKBP data at {OPENKBP}")
+    device = resolve_device(args.device)
+    sections = args.sections.split(",")
+    parts = [f"# globalmask benchmarks\n\nMachine: {machine(device)}.  \nCommand: `{' '.join(['.venv/bin/python', 'benchmarks/bench.py', *sys.argv[1:]])}`  \nDate: {time.strftime('%Y-%m-%d')}\n"]
+    t0 = time.perf_counter()
+    for name in sections:
+        print(f"[bench] {name} ...", flush=True)
+        if name == "train":
+            parts.append(bench_train(device, args.reps))
+        elif name == "predict":
+            parts.append(bench_predict(device, args.reps))
+        elif name == "gbm":
+            parts.append(bench_gbm(max(3, args.reps // 2)))
+        elif name == "memory":
+            parts.append(bench_memory())
+        elif name == "study":
+            parts.append(bench_study(args.study))
+        print(parts[-1], flush=True)
+    parts.append(f"\n_Total benchmark time {time.perf_counter() - t0:.0f} s._\n")
+    args.out.write_text("\n\n".join(parts), encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
