@@ -213,7 +213,7 @@ def _non_integer_label(t):
 
 def _structure_never_present(t):
     ds = make_tiny_dataset(t / "ds", n=6)
-    meta = json.loads((ds / "dataset.json").read_text())
+    meta = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
     meta["labels"]["spleen"] = 3
     (ds / "dataset.json").write_text(json.dumps(meta))
     cfg = TrainConfig(mode="ct", steps=1, net=TINY_NET)
@@ -439,3 +439,17 @@ def test_inputs_are_never_modified(tmp_path):
     assert main(["evaluate", str(tmp_path / "pred"), str(ds / "labelsTr"), "--out", str(tmp_path / "ev")]) == 0
     assert _digest(ds) == before
     assert not list(ds.rglob(".tmp-*"))
+
+
+def test_device_selection_is_explicit():
+    from globalmask.infer import autocast, resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(GlobalmaskError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(GlobalmaskError, match="unknown device"):
+        resolve_device("tpu")
+    # no autocast on the CPU: bf16 there is many times slower without native support
+    assert type(autocast(torch.device("cpu"))).__name__ == "nullcontext"

@@ -397,7 +397,7 @@ def test_evaluate_folder_round_trip_with_a_missing_prediction(tmp_path):
 
     assert {p.name for p in out.iterdir()} == {"metrics.csv", "summary.csv", "summary.json"}  # no temp files left
     pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"), per_case, check_dtype=False)
-    meta = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+    meta = json.loads((out / "summary.json").read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
     assert meta["missing_predictions"] == ["c2"] and meta["ignored_predictions"] == ["stray.nii.gz"]
     assert [r["structure"] for r in meta["summary"]] == ["left", "right", "all"]
     assert meta["labels"] == {"background": 0, "left": 1, "right": 2}

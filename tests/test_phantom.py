@@ -304,7 +304,7 @@ def test_dataset_layout_json_and_round_trip(tmp_path):
     shape = (32, 32, 28)
     path = make_phantom_dataset(out, kind="thorax", cases=3, seed=5, shape=shape, chambers=True)
     assert path == out
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["channel_names"] == {"0": "CT"}
     assert meta["labels"] == THORAX_CHAMBER_LABELS
     assert meta["numTraining"] == 3
@@ -391,7 +391,7 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
     with pytest.raises(OutputError):
         make_phantom_dataset(out, cases=4, seed=9, shape=shape)
     make_phantom_dataset(out, cases=4, shape=shape, progress=True)
-    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 4
+    assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 4
     assert len(list((out / "labelsTr").iterdir())) == 4
     assert not list(out.glob(".phantom*"))
     ct, _ = real("headneck", 3, 0, shape)

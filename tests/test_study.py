@@ -53,7 +53,7 @@ def test_study_writes_every_output(study):
     for name in ("per_case.csv", "summary.csv", "results.json", "report.md", "subsets.json", "splits.json", "dice_vs_n.png", "com_vs_n.png", "boxplot_structures.png", "shift_drop.png"):
         assert (out / name).exists(), name
     assert list(out.glob("overlay_*.png"))
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "globalmask study (test)" in report and "Relative improvement" in report
     runs = plan_runs(config, 3)
     assert len(runs) == len(results["runs"]) == 3 * (2 + 2 + 1) + 1  # sweep + the ablation's extra recipe (bone)
@@ -69,8 +69,8 @@ def test_modes_are_trained_on_the_same_subsets(study):
             by_key.setdefault((r["size_label"], r["draw"]), set()).add(tuple(r["train_ids"]))
     assert len(by_key) == 5
     assert all(len(v) == 1 for v in by_key.values()), by_key  # one subset per (size, draw), whatever the mode
-    subsets = json.loads((out / "subsets.json").read_text())
-    split = json.loads((out / "splits.json").read_text())
+    subsets = json.loads((out / "subsets.json").read_text(encoding="utf-8"))
+    split = json.loads((out / "splits.json").read_text(encoding="utf-8"))
     for size in (1, 2):
         for draw in (0, 1):
             assert subsets[f"n{size}-d{draw}"] == select_training_cases(split["train"], size, config.seed + draw)
@@ -112,7 +112,7 @@ def test_statistics_are_computed_from_the_per_case_numbers(study):
     shifted = per_case[(per_case["shift"] == "shifted") & (per_case["recipe"] == results["sweep_recipe"])]
     assert shifted.groupby(["mode", "size", "draw"]).ngroups == 3 * 5
     assert results["recipe_winner"] in {"bone:level=250", "threshold:level=-300"}
-    assert json.loads((out / "recipe_choice.json").read_text())["sweep_recipe"] == "threshold:level=-300"
+    assert json.loads((out / "recipe_choice.json").read_text(encoding="utf-8"))["sweep_recipe"] == "threshold:level=-300"
 
 
 def test_paired_comparison_by_hand():
@@ -135,7 +135,7 @@ def test_paired_comparison_by_hand():
 def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
     cfg = StudyConfig(**{**TINY, "modes": ["ct", "gbm"], "train_sizes": [1], "draws": 1, "recipe": "auto", "ablation_recipes": ["bone", "body"], "shifts": [], "overlays": 0})
     results = run_study(cohort, tmp_path / "auto", cfg, progress=False, echo=lambda *_: None)
-    choice = json.loads((tmp_path / "auto" / "recipe_choice.json").read_text())
+    choice = json.loads((tmp_path / "auto" / "recipe_choice.json").read_text(encoding="utf-8"))
     ranking = pd.DataFrame(choice["ranking"])
     # the winner is the first by (validation misses, validation CoM, -validation Dice), recomputed here
     best = ranking.sort_values(["validation_missed", "validation_com_mm", "validation_dice"], ascending=[True, True, False]).iloc[0]["recipe"]

@@ -73,7 +73,7 @@ def test_run_folder_and_self_contained_checkpoint(trained, phantom_ds):
     run = trained.run_dir
     for name in ("config.json", "splits.json", "model.pt", "last.pt", "history.csv", "done.json"):
         assert (run / name).exists(), name
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert cfg["train_ids"] == trained.train_ids and len(trained.train_ids) == 4
     assert set(trained.train_ids) <= set(phantom_ds.load_split().train)
     spec, _ = load_model(trained.model_path)
