@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -16,6 +17,7 @@ from globalmask.io import (
     read_affine,
     read_volume,
     sitk_geometry_to_affine,
+    write_text,
     write_volume,
 )
 
@@ -85,6 +87,18 @@ def test_write_is_atomic_and_leaves_no_temporary(tmp_path):
     vol = Volume(np.ones((3, 3, 3), np.uint8), np.eye(4))
     write_volume(vol, tmp_path / "m.nii.gz")
     assert [p.name for p in tmp_path.iterdir()] == ["m.nii.gz"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """The temporary file behind an atomic write is 0600; the output must follow the umask instead."""
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "r.md", "x")
+        write_volume(Volume(np.ones((3, 3, 3), np.uint8), np.eye(4)), tmp_path / "m.nii.gz")
+    finally:
+        os.umask(old)
+    for name in ("r.md", "m.nii.gz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
 def test_read_affine_matches_read_volume(tmp_path):

@@ -65,7 +65,7 @@ def test_recipe_parsing_and_round_trip():
     assert r.params == {"level": -200.0}
     assert Recipe.parse(r.spec) == r
     assert Recipe.parse("body:level=-400").params["level"] == -400.0
-    assert Recipe.parse(None).name == "threshold" and Recipe.parse(None).params["level"] == -300.0
+    assert Recipe.parse(None).spec == "bone:level=250"  # the default, the OpenKBP ablation winner
     assert Recipe.parse(r.to_dict()) == r
     assert set(available_recipes()) >= {"threshold", "otsu", "body", "bone"}
     with pytest.raises(GlobalmaskError, match="unknown GBM recipe"):

@@ -22,6 +22,7 @@ TINY = dict(
     val_every=2,
     net={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
     shifts=[{"name": "shifted", "offset": 80.0, "scale": 1.1, "noise": 20.0, "blur_mm": 1.0}],
+    recipe="threshold:-300",
     ablation_recipes=["bone"],
     overlays=1,
     device="cpu",
@@ -133,7 +134,7 @@ def test_paired_comparison_by_hand():
 
 @pytest.mark.slow
 def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
-    cfg = StudyConfig(**{**TINY, "modes": ["ct", "gbm"], "train_sizes": [1], "draws": 1, "recipe": "auto", "ablation_recipes": ["bone", "body"], "shifts": [], "overlays": 0})
+    cfg = StudyConfig(**{**TINY, "modes": ["ct", "gbm"], "train_sizes": [1], "draws": 1, "recipe": "auto", "ablation_recipes": ["threshold:-300", "body"], "shifts": [], "overlays": 0})
     results = run_study(cohort, tmp_path / "auto", cfg, progress=False, echo=lambda *_: None)
     choice = json.loads((tmp_path / "auto" / "recipe_choice.json").read_text(encoding="utf-8"))
     ranking = pd.DataFrame(choice["ranking"])
@@ -141,4 +142,4 @@ def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
     best = ranking.sort_values(["validation_missed", "validation_com_mm", "validation_dice"], ascending=[True, True, False]).iloc[0]["recipe"]
     assert choice["winner_on_validation"] == best == results["sweep_recipe"]
     assert {r["recipe"] for r in results["runs"] if r["role"] == "sweep"} == {best}
-    assert len(ranking) == 3  # default threshold, bone, body
+    assert len(ranking) == 3  # the default (bone), threshold:-300, body

@@ -77,7 +77,7 @@ def test_run_folder_and_self_contained_checkpoint(trained, phantom_ds):
     assert cfg["train_ids"] == trained.train_ids and len(trained.train_ids) == 4
     assert set(trained.train_ids) <= set(phantom_ds.load_split().train)
     spec, _ = load_model(trained.model_path)
-    assert spec.mode == "ct+gbm" and spec.recipe.spec == "threshold:level=-300"
+    assert spec.mode == "ct+gbm" and spec.recipe.spec == "bone:level=250"  # the default recipe
     assert spec.labels == phantom_ds.labels
     assert spec.preprocess.spacing == tuple(cfg["preprocess"]["spacing"])
     assert spec.info["best_step"] == trained.best_step

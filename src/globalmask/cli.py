@@ -15,7 +15,7 @@ from .errors import GlobalmaskError, OutputError
 
 
 def _add_common_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default=None, help="GBM recipe, e.g. threshold, threshold:-200, body, bone:300, otsu (default: threshold:-300)")
+    p.add_argument("--recipe", default=None, help="GBM recipe, e.g. threshold, threshold:-200, body, bone:300, otsu (default: bone:250, the winner of the OpenKBP recipe ablation)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="target spacing in mm, RAS order (default: median of the training split)")
     p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None, help="CT clip window in HU, scaled to [-1, 1] (default: -1000 1000)")
     p.add_argument("--split", type=Path, default=None, help="splits.json with train/validation/test lists (default: the dataset's, else a seeded split saved in the run)")
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("masks", help="write one global binary mask per case (same shape and affine as the CT)")
     p.add_argument("inputs", nargs="+", type=Path, help="a dataset folder (nnU-Net or images/+labels/), CT files or folders of CTs")
-    p.add_argument("--recipe", default=None, help="threshold[:level] | otsu | body[:level] | bone[:level] (default: threshold:-300)")
+    p.add_argument("--recipe", default=None, help="threshold[:level] | otsu | body[:level] | bone[:level] (default: bone:250, the winner of the OpenKBP recipe ablation)")
     p.add_argument("--out", type=Path, required=True, help="output folder (<case>.nii.gz per case)")
 
     p = sub.add_parser("train", help="train a U-Net in one input mode on N training cases")

@@ -38,6 +38,13 @@ def _fmt(mean: float, std: float | None = None, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _rel(c: dict) -> str:
+    """Relative Dice improvement; a percentage of a (near-)zero baseline means nothing, so show both."""
+    if not c["dice_b"] >= 0.01:
+        return f"{c['dice_b']:.3f} -> {c['dice_a']:.3f}"
+    return f"{c['relative_improvement_pct']:+.1f}%"
+
+
 def _md_table(df: pd.DataFrame) -> str:
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -345,14 +352,14 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
                 "training cases": c["size"],
                 f"Dice A": f"{c['dice_a']:.3f}",
                 f"Dice B": f"{c['dice_b']:.3f}",
-                "relative improvement": f"{c['relative_improvement_pct']:+.1f}%",
+                "relative improvement": _rel(c),
                 "cases A better": f"{c['cases_a_better']}/{c['n_cases']}",
                 "Wilcoxon p": f"{c['wilcoxon_p']:.3g}",
             }
             for c in c_all.to_dict(orient="records")
         ]
         lines += [_md_table(pd.DataFrame(rows)), ""]
-        lines += ["Relative improvement of CT+GBM over CT per structure (%, p in brackets):", ""]
+        lines += ["Relative improvement of CT+GBM over CT per structure (%, p in brackets; where CT's mean Dice is below 0.01 a percentage is meaningless and both means are shown instead):", ""]
         c_s = comps[(comps["a"] == "ct+gbm") & (comps["b"] == "ct") & (comps["structure"] != "all")]
         if not c_s.empty:
             piv = []
@@ -360,7 +367,7 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
                 row = {"structure": structure}
                 for size in sizes:
                     c = c_s[(c_s["structure"] == structure) & (c_s["size"] == size)]
-                    row[size] = "n/a" if c.empty else f"{c.iloc[0]['relative_improvement_pct']:+.1f}% ({c.iloc[0]['wilcoxon_p']:.2g})"
+                    row[size] = "n/a" if c.empty else f"{_rel(c.iloc[0])} ({c.iloc[0]['wilcoxon_p']:.2g})"
                 piv.append(row)
             lines += [_md_table(pd.DataFrame(piv)), ""]
 
@@ -381,7 +388,7 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
         lines += [
             "## 4. GBM recipe ablation (GBM only, full training size)",
             "",
-            "Ranked by **validation** CoM error (then validation Dice): the choice never looks at the test split; test figures are reported beside it.",
+            "Ranked on the **validation** split: fewest missed structures, then lowest CoM error, then highest Dice: the choice never looks at the test split; test figures are reported beside it.",
             "",
         ]
         tab = ablation.copy()

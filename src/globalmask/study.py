@@ -58,7 +58,7 @@ class StudyConfig:
     max_patch_voxels: int = 96**3
     net: dict[str, Any] = field(default_factory=dict)
     shifts: list[dict[str, Any]] = field(default_factory=lambda: [s.to_dict() for s in DEFAULT_SHIFTS])
-    ablation_recipes: list[str] = field(default_factory=lambda: ["threshold:-500", "threshold:-100", "body", "bone", "otsu"])
+    ablation_recipes: list[str] = field(default_factory=lambda: ["threshold:-300", "threshold:-500", "threshold:-100", "body", "bone", "otsu"])
     ablation_draws: int = 1
     overlays: int = 2
     device: str = "auto"
