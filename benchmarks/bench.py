@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from globalmask.checkpoint import ModelSpec, save_model  # noqa: E402
 from globalmask.dataset import load_dataset  # noqa: E402
+from globalmask.io import write_text  # noqa: E402
 from globalmask.infer import Predictor, resolve_device, sliding_window_probs, pad_values  # noqa: E402
 from globalmask.masks import Recipe, available_recipes  # noqa: E402
 from globalmask.model import NetConfig, make_input  # noqa: E402
@@ -98,7 +99,7 @@ def md_table(rows: list[dict]) -> str:
 # training step
 
 
-def _prepared(recipe="threshold"):
+def _prepared(recipe="bone"):
     return prepare_data(OPENKBP, recipe, SPACING, progress=False)
 
 
@@ -314,7 +315,7 @@ def bench_gbm(reps: int) -> str:
     img = sitk.GetImageFromArray(ct.array.transpose(2, 1, 0))
 
     def sitk_threshold():
-        sitk.BinaryThreshold(img, lowerThreshold=-300, upperThreshold=1e9, insideValue=1, outsideValue=0)
+        sitk.BinaryThreshold(img, lowerThreshold=-300, upperThreshold=32767, insideValue=1, outsideValue=0)
 
     rows = []
     for name in available_recipes():
@@ -336,24 +337,18 @@ def bench_gbm(reps: int) -> str:
 # memory (each measurement in a fresh process: ru_maxrss is a high-water mark)
 
 _MEM_CHILD = r"""
-import resource, sys, json, tempfile
+import resource, sys, json
 from pathlib import Path
 sys.path.insert(0, {src!r})
-import numpy as np, torch
+import torch
 torch.set_num_threads(1)
-side = int(sys.argv[1])
-from globalmask.phantom import make_phantom_dataset
-from globalmask.dataset import load_dataset, make_split, save_split
 from globalmask.train import TrainConfig, train
 from globalmask.model import NetConfig
-tmp = Path(tempfile.mkdtemp())
-root = make_phantom_dataset(tmp / 'ph', kind='headneck', cases=5, seed=0, shape=(side,) * 3)
-save_split(make_split(load_dataset(root).cases, seed=0, fractions=(3, 1, 1)), root / 'splits.json')
+root, run = Path(sys.argv[1]), Path(sys.argv[2])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 net = NetConfig(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=1)
-res = train(root, tmp / 'run', TrainConfig(mode='ct+gbm', steps=3, val_every=3, net=net, max_patch_voxels=10**9), progress=False, device='cpu')
-after_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{'base_mb': base / 1024, 'train_mb': after_train / 1024, 'model': str(res.model_path), 'root': str(root)}}))
+res = train(root, run, TrainConfig(mode='ct+gbm', steps=3, val_every=3, net=net, max_patch_voxels=10**9), progress=False, device='cpu')
+print(json.dumps({{'base_mb': base / 1024, 'train_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'model': str(res.model_path)}}))
 """
 
 _PRED_CHILD = r"""
@@ -372,25 +367,32 @@ print(json.dumps({{'base_mb': base / 1024, 'predict_mb': resource.getrusage(reso
 
 
 def bench_memory(sides=(64, 96, 128)) -> str:
+    from globalmask.dataset import make_split, save_split
+    from globalmask.phantom import make_phantom_dataset
+
     rows = []
     for side in sides:
-        out = subprocess.run([sys.executable, "-c", _MEM_CHILD.format(src=str(ROOT / "src")), str(side)], capture_output=True, text=True, encoding="utf-8")
-        if out.returncode != 0:
-            rows.append({"input": f"{side}^3", "training peak RSS (MB)": "failed", "prediction peak RSS (MB)": out.stderr[-200:]})
-            continue
-        t = json.loads(out.stdout.strip().splitlines()[-1])
         with tempfile.TemporaryDirectory() as tmp:
-            p = subprocess.run([sys.executable, "-c", _PRED_CHILD.format(src=str(ROOT / "src")), t["model"], t["root"], tmp], capture_output=True, text=True, encoding="utf-8")
-        pm = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"predict_mb": float("nan"), "base_mb": float("nan")}
+            tmp = Path(tmp)
+            root = make_phantom_dataset(tmp / "ph", kind="headneck", cases=5, seed=0, shape=(side,) * 3)
+            save_split(make_split(load_dataset(root).cases, seed=0, fractions=(3, 1, 1)), root / "splits.json")
+            out = subprocess.run([sys.executable, "-c", _MEM_CHILD.format(src=str(ROOT / "src")), str(root), str(tmp / "run")], capture_output=True, text=True, encoding="utf-8")
+            if out.returncode != 0:
+                raise RuntimeError(f"memory benchmark (training, {side}^3) failed:\n{out.stderr[-2000:]}")
+            t = json.loads(out.stdout.strip().splitlines()[-1])
+            p = subprocess.run([sys.executable, "-c", _PRED_CHILD.format(src=str(ROOT / "src")), t["model"], str(root), str(tmp / "pred")], capture_output=True, text=True, encoding="utf-8")
+            if p.returncode != 0:
+                raise RuntimeError(f"memory benchmark (prediction, {side}^3) failed:\n{p.stderr[-2000:]}")
+            pm = json.loads(p.stdout.strip().splitlines()[-1])
         rows.append(
             {
-                "input (phantom, whole volume)": f"{side}^3",
-                "process baseline (MB)": f"{t['base_mb']:.0f}",
+                "input (phantom CT, whole volume as the patch)": f"{side}^3",
+                "process after imports (MB)": f"{t['base_mb']:.0f}",
                 "training peak RSS (MB)": f"{t['train_mb']:.0f}",
                 "prediction peak RSS (MB)": f"{pm['predict_mb']:.0f}",
             }
         )
-    return "### Peak memory (RSS, one process per measurement, CPU, 1 thread)\n\n" + md_table(rows)
+    return "### Peak memory (RSS, one process per measurement, CPU, 1 thread, ct+gbm, batch 2)\n\n" + md_table(rows)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -463,7 +465,7 @@ def main() -> None:
             parts.append(bench_study(args.study))
         print(parts[-1], flush=True)
     parts.append(f"\n_Total benchmark time {time.perf_counter() - t0:.0f} s._\n")
-    args.out.write_text("\n\n".join(parts), encoding="utf-8")
+    write_text(args.out, "\n\n".join(parts))
     print(f"wrote {args.out}")
 
 

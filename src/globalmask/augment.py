@@ -99,11 +99,17 @@ def apply_spatial(
     if cont:
         x = image[:, cont] - bg[cont].view(1, -1, 1, 1, 1)
         out[:, cont] = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + bg[cont].view(1, -1, 1, 1, 1)
-    if binary_channels:
-        out[:, binary_channels] = F.grid_sample(image[:, binary_channels], grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    new_label = None
+    # binary channels and the label share one nearest-neighbour pass (one gather per voxel)
+    nearest = [image[:, binary_channels]] if binary_channels else []
     if label is not None:
-        new_label = F.grid_sample(label.to(image.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False).to(label.dtype)
+        nearest.append(label.to(image.dtype))
+    new_label = None
+    if nearest:
+        moved = F.grid_sample(torch.cat(nearest, 1) if len(nearest) > 1 else nearest[0], grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        if binary_channels:
+            out[:, binary_channels] = moved[:, : len(binary_channels)]
+        if label is not None:
+            new_label = moved[:, -1:].to(label.dtype)
     return out, new_label
 
 
@@ -118,7 +124,9 @@ def apply_intensity(image: torch.Tensor, channels: list[int], cfg: AugmentConfig
     scale = 1 + apply * (lo + (hi - lo) * torch.rand(b, generator=generator) - 1)
     shift = apply * (torch.rand(b, generator=generator) * 2 - 1) * cfg.shift
     noise_on = (torch.rand(b, generator=generator) < cfg.p_noise).float() * torch.rand(b, generator=generator) * cfg.noise_std
-    noise = torch.randn(image[:, channels].shape, generator=generator)
-    scale, shift, noise_on = (t.view(shape).to(image) for t in (scale, shift, noise_on))
-    image[:, channels] = image[:, channels] * scale + shift + noise.to(image) * noise_on
+    scale, shift = (t.view(shape).to(image) for t in (scale, shift))
+    out = image[:, channels] * scale + shift
+    if bool((noise_on > 0).any()):  # most batches draw no noise: skip a full-size randn
+        out += torch.randn(out.shape, generator=generator).to(image) * noise_on.view(shape).to(image)
+    image[:, channels] = out
     return image

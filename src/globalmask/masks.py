@@ -97,12 +97,9 @@ def body_mask(ct: np.ndarray, affine=None, level: float = -500.0) -> np.ndarray:
     mask = largest_component(np.asarray(ct) > level)
     if not mask.any():
         return mask
-    mask = ndimage.binary_fill_holes(mask)
-    moved = np.moveaxis(mask, axis, 0)
-    filled = np.empty_like(moved)
-    for k in range(moved.shape[0]):
-        filled[k] = ndimage.binary_fill_holes(moved[k]) if moved[k].any() else moved[k]
-    return np.moveaxis(filled, 0, axis)
+    # Filling every slice also fills every hole closed in 3D (a 3D-enclosed cavity is enclosed
+    # in each of its slices), so one slice-wise pass gives the same mask as 3D + slice-wise fill.
+    return fill_holes_slicewise(mask, axis)
 
 
 @register("bone", level=250.0)
@@ -119,13 +116,32 @@ def superior_axis(affine: np.ndarray | None) -> int:
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a boolean mask (empty stays empty)."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if n <= 1:
-        return labels > 0
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
+    """The largest 26-connected component of a boolean mask (empty stays empty).
+
+    SimpleITK's multi-threaded connected components: 4x faster than ``scipy.ndimage.label`` on a
+    512 x 512 x 200 CT, with the same result (``benchmarks/RESULTS.md``).
+    """
+    import SimpleITK as sitk
+
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    if not mask.any():
+        return mask
+    components = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.view(np.uint8)), True)
+    return sitk.GetArrayFromImage(sitk.RelabelComponent(components, sortByObjectSize=True)) == 1
+
+
+def fill_holes_slicewise(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Fill the holes of every 2D slice across ``axis`` (4-connected background, like
+    ``scipy.ndimage.binary_fill_holes`` per slice) in one labelling pass over the volume."""
+    moved = np.moveaxis(np.asarray(mask, dtype=bool), axis, 0)
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    labels, n = ndimage.label(~moved, structure=in_plane)
+    edges = np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(), labels[:, :, 0].ravel(), labels[:, :, -1].ravel()])
+    is_hole = np.ones(n + 1, dtype=bool)
+    is_hole[0] = False
+    is_hole[np.unique(edges)] = False
+    return np.moveaxis(moved | is_hole[labels], 0, axis)
 
 
 # ----------------------------------------------------------------------------------------------
