@@ -143,3 +143,12 @@ def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
     assert choice["winner_on_validation"] == best == results["sweep_recipe"]
     assert {r["recipe"] for r in results["runs"] if r["role"] == "sweep"} == {best}
     assert len(ranking) == 3  # the default (bone), threshold:-300, body
+
+
+@pytest.mark.parametrize("n", [3, 5, 6, 8])
+def test_wilcoxon_floor_is_the_smallest_attainable_p(n):
+    """All n differences positive is the most extreme outcome; its exact p is the floor the report quotes."""
+    from globalmask.report import wilcoxon_floor
+
+    assert wilcoxon(np.arange(1, n + 1)).pvalue == pytest.approx(wilcoxon_floor(n))
+    assert (wilcoxon_floor(n) < 0.05) == (n >= 6)

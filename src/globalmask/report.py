@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_path, read_volume, write_text
-from .masks import Recipe
+from .masks import Recipe, largest_component
 
 #: The paper's numbers (Kazemimoghadam et al. 2022, arXiv:2205.09107), for side-by-side tables.
 PAPER = {
@@ -182,6 +182,11 @@ def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> li
         zs = np.nonzero((rcanon == first).any(axis=(0, 1)))[0]
         z = int(zs.mean()) if len(zs) else canon.shape[2] // 2
         panels = [("CT", None), (f"GBM ({recipe.spec})", None), ("reference", None)] + [(r["mode"], r) for r in full]
+        body = largest_component(canon[:, :, z] > -500)  # zoom on the body, not the couch or air
+        xs, ys = np.nonzero(body) if body.any() else (np.array([0, canon.shape[0] - 1]), np.array([0, canon.shape[1] - 1]))
+        pad = 4
+        xlim = (min(canon.shape[0] - 0.5, xs.max() + pad), max(-0.5, xs.min() - pad))  # reversed: radiological
+        ylim = (max(-0.5, ys.min() - pad), min(canon.shape[1] - 0.5, ys.max() + pad))
         fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
         extent_ratio = np.linalg.norm(caff[:3, 1]) / np.linalg.norm(caff[:3, 0])
         for ax, (title, run) in zip(np.atleast_1d(axes), panels):
@@ -196,7 +201,8 @@ def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> li
                         ax.contour(m, levels=[0.5], colors=[plt.cm.tab10(v % 10)], linewidths=1.2, origin="lower")
                 if run is not None:
                     ax.contour((rcanon[:, :, z] > 0).T, levels=[0.5], colors="white", linewidths=0.6, linestyles="dotted", origin="lower")
-            ax.invert_xaxis()  # radiological convention: patient right on the image left
+            ax.set_xlim(*xlim)  # decreasing x: radiological convention, patient right on the image left
+            ax.set_ylim(*ylim)
             ax.set_title(title, fontsize=10)
             ax.axis("off")
         fig.suptitle(f"{case_id}, axial slice {z} (radiological view: image left = patient right, anterior up; dotted white = reference)", fontsize=9)
@@ -251,7 +257,23 @@ def paper_section(summary: pd.DataFrame, comps: pd.DataFrame, config, main_recip
         lines += ["Targets (the paper's figures):", ""]
         lines += [f"* {'**reached**' if ok else '**not reached**'}: {what} (measured: {value})" for what, ok, value in checks]
         lines += [""]
+        if not small.empty:
+            lines += [_wilcoxon_floor_note(int(small["n_cases"].min())), ""]
     return lines
+
+
+def wilcoxon_floor(n: int) -> float:
+    """The smallest two-sided p an exact Wilcoxon signed-rank test can give with n pairs: 2 / 2^n."""
+    return min(1.0, 2.0 / 2**n)
+
+
+def _wilcoxon_floor_note(n: int) -> str:
+    floor = wilcoxon_floor(n)
+    if floor >= 0.05:
+        return (f"With {n} paired test cases the smallest p-value a two-sided Wilcoxon signed-rank test can give is "
+                f"2/2^{n} = {floor:.3g}: **no comparison can reach p < 0.05 on this test split**, whatever the effect; "
+                "a larger test split is needed for that.")
+    return f"With {n} paired test cases the smallest attainable two-sided Wilcoxon p is 2/2^{n} = {floor:.2g}."
 
 
 def write_report(study_dir: str | Path, results: dict, config, command: str | None = None, reference: str | None = None) -> Path:
