@@ -361,9 +361,10 @@ def bench_gbm(reps: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# memory (each measurement in a fresh process: ru_maxrss is a high-water mark)
+# memory (each measurement in a fresh process; VmHWM is its peak resident memory, and unlike
+# ru_maxrss it is not inherited from the parent across exec)
 
-_MEM_CHILD = r"""
+_CHILD_PRELUDE = r"""
 import sys, json
 from pathlib import Path
 sys.path.insert(0, {src!r})
@@ -373,6 +374,9 @@ def hwm():
             return int(line.split()[1]) / 1024
 import torch
 torch.set_num_threads(1)
+"""
+
+_MEM_CHILD = _CHILD_PRELUDE + r"""
 from globalmask.train import TrainConfig, train
 from globalmask.model import NetConfig
 root, run = Path(sys.argv[1]), Path(sys.argv[2])
@@ -382,15 +386,7 @@ res = train(root, run, TrainConfig(mode='ct+gbm', steps=3, val_every=3, net=net,
 print(json.dumps({{'base_mb': base, 'train_mb': hwm(), 'model': str(res.model_path)}}))
 """
 
-_PRED_CHILD = r"""
-import sys, json
-sys.path.insert(0, {src!r})
-def hwm():
-    for line in open('/proc/self/status'):
-        if line.startswith('VmHWM:'):
-            return int(line.split()[1]) / 1024
-import torch
-torch.set_num_threads(1)
+_PRED_CHILD = _CHILD_PRELUDE + r"""
 from globalmask.infer import Predictor
 from globalmask.dataset import load_dataset
 ds = load_dataset(sys.argv[2])
