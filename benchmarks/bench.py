@@ -47,7 +47,6 @@ from globalmask.io import write_text  # noqa: E402
 from globalmask.infer import Predictor, resolve_device, sliding_window_probs, pad_values  # noqa: E402
 from globalmask.masks import Recipe, available_recipes  # noqa: E402
 from globalmask.model import NetConfig, make_input  # noqa: E402
-from globalmask.preprocess import PreprocessConfig  # noqa: E402
 from globalmask.train import Trainer, TrainConfig, prepare_data  # noqa: E402
 
 #: The committed OpenKBP study's setting (benchmarks/openkbp/study.yaml).
@@ -309,7 +308,7 @@ def _predict_stages(pred: Predictor, image: Path, out: Path, device) -> dict[str
 # GBM generation
 
 
-def big_ct() -> "Volume":
+def big_ct():
     """A 512 x 512 x 200 int16 CT: an OpenKBP case resampled to 0.98 x 0.98 x 2.5 mm."""
     from globalmask.io import Volume, read_volume
     from globalmask.preprocess import resize

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from globalmask.errors import GlobalmaskError
 from globalmask.io import Volume, read_volume
-from scipy import ndimage
-
 from globalmask.masks import (
     Recipe,
     available_recipes,

@@ -396,3 +396,15 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
     assert not list(out.glob(".phantom*"))
     ct, _ = real("headneck", 3, 0, shape)
     np.testing.assert_array_equal(read_volume(out / "imagesTr" / "phantom_headneck_003_0000.nii.gz").array, ct.array)
+
+
+def test_cli_phantom_split_proportions(tmp_path):
+    from globalmask.cli import main
+
+    out = tmp_path / "ph"
+    assert main(["phantom", "--kind", "thorax", "--cases", "5", "--shape", "24", "24", "24", "--split", "3:1:1", "--out", str(out)]) == 0
+    split = json.loads((out / "splits.json").read_text(encoding="utf-8"))
+    assert (len(split["train"]), len(split["validation"]), len(split["test"])) == (3, 1, 1)
+    for bad in ("3:1", "a:b:c", "3:-1:1", "0:0:0"):
+        assert main(["phantom", "--cases", "5", "--split", bad, "--out", str(tmp_path / "bad")]) == 2
+        assert not (tmp_path / "bad").exists()  # refused before anything is written

@@ -67,6 +67,7 @@ def test_prepare_and_restore_returns_the_original_grid(name):
     back = restore_labels(onehot(pc.label, 3), pc.geometry)
     assert back.shape == ct.shape
     np.testing.assert_array_equal(back, lab.array)
+    assert back.flags["F_CONTIGUOUS"]  # the order NIfTI stores, so writing needs no transposition
 
 
 def test_resampled_round_trip_is_close_and_geometry_consistent():

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from globalmask.errors import GlobalmaskError
-from globalmask.io import Volume, read_volume, write_volume
+from globalmask.io import read_volume
 
 FUZZ = settings(max_examples=40, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

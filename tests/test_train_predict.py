@@ -14,7 +14,7 @@ from globalmask.cli import main
 from globalmask.dataset import load_dataset, make_split, save_split
 from globalmask.errors import CheckpointError, OutputError
 from globalmask.infer import Predictor
-from globalmask.io import Volume, read_volume, write_volume
+from globalmask.io import Volume, read_volume
 from globalmask.metrics import dice
 from globalmask.model import NetConfig
 from globalmask.phantom import make_phantom_dataset

@@ -192,9 +192,10 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
 
     try:
         fractions = tuple(float(f) for f in args.split.split(":"))
-        assert len(fractions) == 3 and all(f >= 0 for f in fractions) and sum(fractions) > 0
-    except (ValueError, AssertionError):
-        raise GlobalmaskError(f"--split must be three non-negative numbers train:validation:test, got {args.split!r}") from None
+    except ValueError:
+        fractions = ()
+    if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+        raise GlobalmaskError(f"--split must be three non-negative numbers train:validation:test, got {args.split!r}")
     path = make_phantom_dataset(args.out, kind=args.kind, cases=args.cases, seed=args.seed, shape=tuple(args.shape), chambers=args.chambers, progress=True)
     ds = load_dataset(path)
     split_path = path / "splits.json"

@@ -33,7 +33,6 @@ exact for any affine.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterable, Mapping

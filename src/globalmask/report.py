@@ -372,8 +372,8 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
             {
                 "comparison": f"{c['a']} vs {c['b']}",
                 "training cases": c["size"],
-                f"Dice A": f"{c['dice_a']:.3f}",
-                f"Dice B": f"{c['dice_b']:.3f}",
+                "Dice A": f"{c['dice_a']:.3f}",
+                "Dice B": f"{c['dice_b']:.3f}",
                 "relative improvement": _rel(c),
                 "cases A better": f"{c['cases_a_better']}/{c['n_cases']}",
                 "Wilcoxon p": f"{c['wilcoxon_p']:.3g}",

@@ -28,7 +28,7 @@ import pandas as pd
 
 from .dataset import Dataset, load_dataset, resolve_split, save_split, select_training_cases
 from .errors import GlobalmaskError, OutputError
-from .io import read_volume, write_json, write_text, write_volume
+from .io import write_json, write_text, write_volume
 from .masks import DEFAULT_RECIPE, Recipe
 from .model import NetConfig, check_mode
 from .preprocess import DEFAULT_WINDOW
