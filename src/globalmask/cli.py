@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-cases", type=int, default=None, help="number of training cases drawn (seeded) from the training split (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="run folder (model.pt, last.pt, history.csv, ...)")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=1000, help="maximum training steps (default: 1000); training stops earlier at a validated plateau")
+    p.add_argument("--patience", type=int, default=5, help="stop after this many validation checks without a rise of more than --min-delta in validation Dice (default: 5; 0: never stop early)")
+    p.add_argument("--min-delta", type=float, default=0.002, help="a rise of validation Dice must exceed this to count as an improvement (default: 0.002)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"), help="training patch (default: whole cropped volumes up to --max-patch-voxels)")
@@ -137,6 +139,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         patch_size=tuple(args.patch_size) if args.patch_size else None,
         max_patch_voxels=args.max_patch_voxels,
         val_every=args.val_every,
+        patience=args.patience or None,
+        min_delta=args.min_delta,
         checkpoint_every=args.checkpoint_every,
         net=NetConfig(**net_kwargs),
     )
@@ -156,6 +160,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
         f"trained {cfg.mode} on {len(result.train_ids)} case(s) in {result.seconds:.0f} s; "
         f"best validation Dice {result.best_val_dice:.3f} at step {result.best_step}; model: {result.model_path}"
     )
+    if result.converged is False:
+        print(f"note: stopped at the maximum of {result.max_steps} steps before validation Dice reached a plateau; raise --steps for a converged model")
+    elif result.converged:
+        print(f"converged: validation plateau reached at step {result.steps} of at most {result.max_steps}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:

@@ -68,6 +68,7 @@ def run_demo(
             seed=seed,
             steps=settings["steps"],
             val_every=settings["val_every"],
+            patience=None,  # a fixed budget so the demo's minutes are predictable; `train` stops at a plateau
             net=demo_net(),
         )
         run = out / "runs" / mode.replace("+", "_")

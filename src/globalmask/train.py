@@ -6,11 +6,18 @@ A run folder holds::
     RUN/splits.json     the split used (a copy, or the seeded one made for this run)
     RUN/model.pt        best checkpoint by validation Dice (self-contained, see checkpoint.py)
     RUN/last.pt         resumable state: weights, optimiser, scheduler, RNG states, step
-    RUN/history.csv     step, loss, validation Dice
-    RUN/done.json       written last: the run finished
+    RUN/history.csv     step, loss, validation Dice, elapsed seconds
+    RUN/done.json       written last: steps run, best step, wall time, converged, stop reason
 
 ``train(..., resume=True)`` continues from ``last.pt`` and reaches the same weights as an
 uninterrupted run with the same seed (every random draw comes from generators saved in it).
+
+**Plateau stopping.** ``steps`` is a maximum. Every ``val_every`` steps the model is validated;
+the best-scoring weights become ``model.pt`` (validation picks the checkpoint, so a small training
+set that overfits late never replaces a better earlier model). A check *improves* when it beats the
+best score by more than ``min_delta``; after ``patience`` checks in a row without such an
+improvement the run has reached its plateau and stops (``converged: true``). A run that hits
+``steps`` first is reported ``converged: false``: it may still have been improving.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class TrainConfig:
     max_patch_voxels: int = 96**3
     fg_prob: float = 0.33
     val_every: int = 100
+    patience: int | None = 5  # validation checks without a rise of more than min_delta before stopping; None: run all steps
+    min_delta: float = 0.002  # a rise of validation Dice must exceed this to count as an improvement
     checkpoint_every: int = 50
     net: NetConfig = field(default_factory=NetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -68,6 +77,12 @@ class TrainConfig:
             self.patch_size = tuple(int(p) for p in self.patch_size)
         if self.steps < 1 or self.batch_size < 1:
             raise DatasetError("steps and batch size must be >= 1")
+        if self.val_every < 1:
+            raise DatasetError(f"val_every must be >= 1, got {self.val_every}")
+        if self.patience is not None and self.patience < 1:
+            raise DatasetError(f"patience must be >= 1 validation checks (or None to run every step), got {self.patience}")
+        if not (math.isfinite(self.min_delta) and self.min_delta >= 0):
+            raise DatasetError(f"min_delta must be a finite number >= 0, got {self.min_delta}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -92,6 +107,40 @@ class TrainResult:
     steps: int
     seconds: float
     train_ids: list[str]
+    converged: bool | None = None  # plateau reached before the maximum; None: no plateau rule (or no validation)
+    stop_reason: str = "max_steps"  # "plateau", "max_steps" or "interrupted"
+    max_steps: int = 0
+
+
+class Plateau:
+    """Early stopping on validation Dice: ``patience`` checks without a rise of ``min_delta``.
+
+    Pure bookkeeping (no torch), so its state is a small dict saved in ``last.pt`` and a resumed
+    run stops at exactly the step an uninterrupted one would.
+    """
+
+    def __init__(self, patience: int | None, min_delta: float) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.reference = -math.inf  # the score an improvement must beat by min_delta
+        self.waited = 0  # checks since the last improvement
+
+    def update(self, score: float) -> bool:
+        """Record one validation score; True when the plateau is reached (stop now)."""
+        if math.isfinite(score) and score - self.min_delta > self.reference:
+            self.reference, self.waited = score, 0
+        else:
+            self.waited += 1
+        return self.reached
+
+    @property
+    def reached(self) -> bool:
+        return self.patience is not None and self.waited >= self.patience
+
+    def state(self) -> dict:
+        return {"reference": self.reference, "waited": self.waited}
+
+    def load(self, state: dict) -> None:
+        self.reference, self.waited = float(state["reference"]), int(state["waited"])
 
 
 @dataclass
@@ -311,7 +360,10 @@ def train(
         save_split(split, out / "splits.json", note=f"split used by this run; source: {prepared.split_source}")
     if resume and run_is_done(out):
         done = json.loads((out / "done.json").read_text(encoding="utf-8"))
-        return TrainResult(out, out / "model.pt", done["best_val_dice"], done["best_step"], done["steps"], done["seconds"], train_ids)
+        return TrainResult(
+            out, out / "model.pt", done["best_val_dice"], done["best_step"], done["steps"], done["seconds"], train_ids,
+            done.get("converged"), done.get("stop_reason", "max_steps"), done.get("max_steps", cfg.steps),
+        )
 
     train_cases = [prepared.cases[i] for i in train_ids]
     val_cases = [prepared.cases[i] for i in val_ids]
@@ -337,6 +389,8 @@ def train(
     net = trainer.net
 
     step, best, best_step, history = 0, -math.inf, 0, []
+    plateau = Plateau(cfg.patience, cfg.min_delta)
+    elapsed_before = 0.0  # wall time of earlier (interrupted) calls, so history and done.json count the whole run
     last_path = out / "last.pt"
     if resume and last_path.exists():
         state = torch.load(last_path, map_location="cpu", weights_only=False)
@@ -344,9 +398,18 @@ def train(
             raise CheckpointError("last.pt was written with different settings; cannot resume", last_path)
         trainer.load_state_dict(state)
         step, best, best_step, history = state["step"], state["best"], state["best_step"], state["history"]
+        plateau.load(state.get("plateau", {"reference": best, "waited": 0}))
+        elapsed_before = float(state.get("elapsed", 0.0))
+    t_loop = t0  # this call's wall time includes its preprocessing
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t_loop
 
     def save_state() -> None:
-        payload = {"config": run_config, **trainer.state_dict(), "step": step, "best": best, "best_step": best_step, "history": history}
+        payload = {
+            "config": run_config, **trainer.state_dict(), "step": step, "best": best, "best_step": best_step,
+            "history": history, "plateau": plateau.state(), "elapsed": elapsed(),
+        }
         with atomic_path(last_path) as tmp:
             torch.save(payload, tmp)
 
@@ -356,7 +419,7 @@ def train(
     last_val = float("nan")
     steps_this_call = 0
     patch = trainer.patch
-    while step < cfg.steps:
+    while step < cfg.steps and not plateau.reached:
         loss = trainer.step()
         step += 1
         steps_this_call += 1
@@ -371,17 +434,19 @@ def train(
                 best, best_step = last_val, step
                 spec.info.update({"best_step": step, "best_val_dice": last_val})
                 save_model(out / "model.pt", spec, net.state_dict())
+            plateau.update(last_val)
             if log:
                 log(f"step {step}: loss {ema:.4f} val Dice {last_val:.4f} (best {best:.4f} @ {best_step})")
+        record["elapsed_s"] = round(elapsed(), 3)
         history.append(record)
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.3f}", val=f"{last_val:.3f}", best=f"{best:.3f}" if best > -math.inf else "-")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or plateau.reached:
             save_state()
-        if stop_after is not None and steps_this_call >= stop_after and step < cfg.steps:
+        if stop_after is not None and steps_this_call >= stop_after and step < cfg.steps and not plateau.reached:
             bar.close()
             save_state()
-            return TrainResult(out, out / "model.pt", best, best_step, step, time.perf_counter() - t0, train_ids)
+            return TrainResult(out, out / "model.pt", best, best_step, step, elapsed(), train_ids, None, "interrupted", cfg.steps)
     bar.close()
     if not val_cases or not (out / "model.pt").exists():
         # no validation split (or no structure present in it): the final weights are the model
@@ -389,9 +454,19 @@ def train(
         spec.info.update({"best_step": step, "best_val_dice": None})
         save_model(out / "model.pt", spec, net.state_dict())
     _write_history(out / "history.csv", history)
-    seconds = time.perf_counter() - t0
-    write_json(out / "done.json", {"best_val_dice": best, "best_step": best_step, "steps": step, "seconds": seconds})
-    return TrainResult(out, out / "model.pt", best, best_step, step, seconds, train_ids)
+    seconds = elapsed()
+    converged = plateau.reached if (val_cases and cfg.patience is not None) else None
+    stop_reason = "plateau" if plateau.reached else "max_steps"
+    if log:
+        log(f"stopped at step {step} ({stop_reason}); best validation Dice {best:.4f} at step {best_step}")
+    write_json(
+        out / "done.json",
+        {
+            "best_val_dice": best, "best_step": best_step, "steps": step, "max_steps": cfg.steps, "seconds": seconds,
+            "converged": converged, "stop_reason": stop_reason, "patience": cfg.patience, "min_delta": cfg.min_delta,
+        },
+    )
+    return TrainResult(out, out / "model.pt", best, best_step, step, seconds, train_ids, converged, stop_reason, cfg.steps)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
