@@ -11,7 +11,7 @@ from scipy.stats import wilcoxon
 
 from globalmask.dataset import load_dataset, make_split, save_split, select_training_cases
 from globalmask.phantom import make_phantom_dataset
-from globalmask.study import ALL, StudyConfig, paired_comparison, plan_runs, run_study
+from globalmask.study import ALL, RECORDS_DIR, StudyConfig, make_plan, paired_comparison, run_study
 
 TINY = dict(
     modes=["ct", "gbm", "ct+gbm"],
@@ -42,32 +42,33 @@ def study(cohort, tmp_path_factory):
     config = StudyConfig(**TINY)
     # interrupted after 4 runs (as if by a crash): nothing is reported yet
     assert run_study(cohort, out, config, max_runs=4, progress=False, echo=lambda *_: None) is None
-    done_first = {p.parent: p.stat().st_mtime_ns for p in (out / "runs").rglob("result.json")}
+    done_first = {p: p.stat().st_mtime_ns for p in (out / RECORDS_DIR).glob("*.json")}
     assert len(done_first) == 4
     results = run_study(cohort, out, config, progress=False, command="globalmask study (test)", echo=lambda *_: None)
     return out, config, results, done_first
 
 
 @pytest.mark.slow
-def test_study_writes_every_output(study):
+def test_study_writes_every_output(study, cohort):
     out, config, results, _ = study
     for name in ("per_case.csv", "summary.csv", "results.json", "report.md", "subsets.json", "splits.json", "dice_vs_n.png", "com_vs_n.png", "boxplot_structures.png", "shift_drop.png"):
         assert (out / name).exists(), name
     assert list(out.glob("overlay_*.png"))
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "globalmask study (test)" in report and "Relative improvement" in report
-    runs = plan_runs(config, 3)
-    assert len(runs) == len(results["runs"]) == 3 * (2 + 2 + 1) + 1  # sweep + the ablation's extra recipe (bone)
+    runs = make_plan(cohort, config).all_runs(results.sweep_recipe)
+    assert len(runs) == len(results.runs) == 3 * (2 + 2 + 1) + 1  # sweep + the ablation's extra recipe (bone)
     assert all((out / "runs" / r.name / "model" / "model.pt").exists() for r in runs)
+    assert results.complete and not results.pending
 
 
 @pytest.mark.slow
 def test_modes_are_trained_on_the_same_subsets(study):
     out, config, results, _ = study
     by_key: dict[tuple, set] = {}
-    for r in results["runs"]:
-        if r["role"] == "sweep":
-            by_key.setdefault((r["size_label"], r["draw"]), set()).add(tuple(r["train_ids"]))
+    for r in results.runs:
+        if r.role == "sweep":
+            by_key.setdefault((r.size_label, r.draw), set()).add(tuple(r.train_ids))
     assert len(by_key) == 5
     assert all(len(v) == 1 for v in by_key.values()), by_key  # one subset per (size, draw), whatever the mode
     subsets = json.loads((out / "subsets.json").read_text(encoding="utf-8"))
@@ -81,8 +82,8 @@ def test_modes_are_trained_on_the_same_subsets(study):
 @pytest.mark.slow
 def test_resume_skips_finished_runs(study, cohort):
     out, config, _, done_first = study
-    for folder, mtime in done_first.items():
-        assert (folder / "result.json").stat().st_mtime_ns == mtime  # not redone after the interruption
+    for record, mtime in done_first.items():
+        assert record.stat().st_mtime_ns == mtime  # not redone after the interruption
     again = run_study(cohort, out, StudyConfig(**TINY), progress=False, echo=lambda *_: None)
     assert again is not None
 
@@ -91,8 +92,8 @@ def test_resume_skips_finished_runs(study, cohort):
 def test_statistics_are_computed_from_the_per_case_numbers(study):
     out, config, results, _ = study
     per_case = pd.read_csv(out / "per_case.csv")
-    test = per_case[(per_case["recipe"] == results["sweep_recipe"]) & (per_case["subset"] == "test") & (per_case["shift"] == "none") & (per_case["status"] != "absent")]
-    for c in results["comparisons"]:
+    test = per_case[(per_case["recipe"] == results.sweep_recipe) & (per_case["subset"] == "test") & (per_case["shift"] == "none") & (per_case["status"] != "absent")]
+    for c in results.comparisons.to_dict(orient="records"):
         if c["structure"] != "all":
             continue
         a = test[(test["mode"] == c["a"]) & (test["size"].astype(str) == c["size"])]
@@ -105,14 +106,14 @@ def test_statistics_are_computed_from_the_per_case_numbers(study):
         else:
             assert c["wilcoxon_p"] == pytest.approx(wilcoxon(ca, cb).pvalue)
     summary = pd.read_csv(out / "summary.csv")
-    row = summary[(summary["mode"] == "gbm") & (summary["size"].astype(str) == "all") & (summary["subset"] == "test") & (summary["shift"] == "none") & (summary["structure"] == "all") & (summary["recipe"] == results["sweep_recipe"])].iloc[0]
+    row = summary[(summary["mode"] == "gbm") & (summary["size"].astype(str) == "all") & (summary["subset"] == "test") & (summary["shift"] == "none") & (summary["structure"] == "all") & (summary["recipe"] == results.sweep_recipe)].iloc[0]
     sel = test[(test["mode"] == "gbm") & (test["size"].astype(str) == "all")]
     assert row["dice_mean"] == pytest.approx(sel["dice"].mean())
     assert row["dice_std"] == pytest.approx(sel["dice"].std(ddof=1))
     # shifted evaluations exist for every sweep model and every test case
-    shifted = per_case[(per_case["shift"] == "shifted") & (per_case["recipe"] == results["sweep_recipe"])]
+    shifted = per_case[(per_case["shift"] == "shifted") & (per_case["recipe"] == results.sweep_recipe)]
     assert shifted.groupby(["mode", "size", "draw"]).ngroups == 3 * 5
-    assert results["recipe_winner"] in {"bone:level=250", "threshold:level=-300"}
+    assert results.recipe_winner in {"bone:level=250", "threshold:level=-300"}
     assert json.loads((out / "recipe_choice.json").read_text(encoding="utf-8"))["sweep_recipe"] == "threshold:level=-300"
 
 
@@ -140,8 +141,8 @@ def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
     ranking = pd.DataFrame(choice["ranking"])
     # the winner is the first by (validation misses, validation CoM, -validation Dice), recomputed here
     best = ranking.sort_values(["validation_missed", "validation_com_mm", "validation_dice"], ascending=[True, True, False]).iloc[0]["recipe"]
-    assert choice["winner_on_validation"] == best == results["sweep_recipe"]
-    assert {r["recipe"] for r in results["runs"] if r["role"] == "sweep"} == {best}
+    assert choice["winner_on_validation"] == best == results.sweep_recipe
+    assert {r.recipe for r in results.runs if r.role == "sweep"} == {best}
     assert len(ranking) == 3  # the default (bone), threshold:-300, body
 
 

@@ -90,13 +90,108 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="a tiny run (a minute) to check the installation")
 
-    try:
-        from .study import add_study_parser
-    except ImportError:
-        pass
-    else:
-        add_study_parser(sub)
+    _add_study_parsers(sub)
     return parser
+
+
+STUDY_ACTIONS = ("plan", "run", "report")
+
+
+def _add_study_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="the paper's study: plan, run (sharded, pooled or on Ray) and report from run records")
+    actions = p.add_subparsers(dest="study_action", metavar="ACTION")
+    actions.required = True
+
+    a = actions.add_parser("plan", help="print the plan: runs, their ids, estimated cost and the plan hash")
+    a.add_argument("config", type=Path, help="study.yaml (see benchmarks/openkbp/study.yaml)")
+    a.add_argument("dataset", type=Path)
+    a.add_argument("--seconds-per-step", type=float, default=None, help="for the time estimate (default: scaled from the 2-core CPU benchmark)")
+    a.add_argument("--shards", type=int, default=None, help="also show how the runs fall into N shards")
+
+    a = actions.add_parser("run", help="run (or continue) the study, or one shard of it; writes records/ and, once complete, the report")
+    a.add_argument("dataset", type=Path)
+    a.add_argument("--config", type=Path, default=None, help="study.yaml (see benchmarks/openkbp/study.yaml)")
+    a.add_argument("--out", type=Path, default=None, help="study folder (default: study-<dataset folder name>)")
+    a.add_argument("--shard", default=None, metavar="I/N", help="run only the deterministic slice I of N of the plan (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/8")
+    a.add_argument("--workers", type=int, default=1, help="local backend: runs in parallel worker processes (threads are split between them)")
+    a.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: cores / workers; Ray: 1 per task unless given)")
+    a.add_argument("--backend", choices=("local", "ray"), default="local", help="local (this machine) or ray (a local Ray or the cluster at --ray-address)")
+    a.add_argument("--ray-address", default=None, help="address of an existing Ray cluster (default: start a local one)")
+    a.add_argument("--retries", type=int, default=2, help="Ray backend: times a failed run is retried")
+    a.add_argument("--device", default=None, help="auto | cpu | cuda (overrides the configuration)")
+    a.add_argument("--max-runs", type=int, default=None, help="execute at most this many runs now; run again to continue")
+
+    a = actions.add_parser("report", help="merge run records from any number of folders (machines, shards) into one report")
+    a.add_argument("records", type=Path, nargs="+", help="folders of run records (a study folder or its records/ sub-folder)")
+    a.add_argument("--out", type=Path, required=True, help="report folder (report.md, figures, per_case.csv, summary.csv, results.json)")
+    a.add_argument("--runs", type=Path, default=None, help="a study folder's runs/ with predictions, for the overlay figures (optional)")
+
+
+def _study_argv(argv: list[str]) -> list[str]:
+    """``globalmask study DATASET ...`` (the form before plan/run/report existed) means ``study run``."""
+    for i, a in enumerate(argv):
+        if a == "study":
+            rest = argv[i + 1 :]
+            if rest and rest[0] not in STUDY_ACTIONS and rest[0] not in ("-h", "--help"):
+                return [*argv[: i + 1], "run", *rest]
+            break
+        if not a.startswith("-"):
+            break
+    return argv
+
+
+def _cmd_study(args: argparse.Namespace) -> None:
+    import shlex
+    from dataclasses import replace
+
+    from .study import StudyConfig, make_plan, parse_shard, report_from_records, run_study
+
+    command = "globalmask " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("globalmask") else None
+    if args.study_action == "plan":
+        config = StudyConfig.from_yaml(args.config)
+        plan = make_plan(args.dataset, config)
+        ablation = plan.ablation()
+        recipe = plan.fixed_recipe
+        runs = plan.all_runs(recipe)
+        print(f"plan {plan.hash}: dataset {plan.dataset_name} (fingerprint {plan.dataset_fingerprint[:16]}), "
+              f"split {plan.n_train}/{len(plan.split.validation)}/{len(plan.split.test)} from {plan.split_source}")
+        print(f"{'stage':<7} {'run id':<48} {'mode':<7} {'size':>4} {'draw':>4} {'recipe':<22} {'max steps':>9}")
+        stage2 = [r for r in runs if r.name not in {a.name for a in ablation}]
+        for stage, group in (("1", ablation), ("2", stage2)):
+            for k, r in enumerate(group):
+                shard = f"  shard {k % args.shards}" if args.shards else ""
+                print(f"{stage:<7} {plan.run_id(r):<48} {r.mode:<7} {r.size_label:>4} {r.draw:>4} {r.recipe:<22} {r.steps:>9}{shard}")
+        if recipe is None:
+            sweep = plan.sweep("bone")
+            n2 = len([r for r in sweep if not (r.mode == "gbm" and r.size_label == "all" and r.draw < config.ablation_draws)])
+            print(f"2       {n2} sweep runs with the recipe stage 1 chooses on the validation split (ids known once stage 1 is done)")
+            total = len(ablation) + n2
+            est = plan.estimate_seconds(ablation) + plan.estimate_seconds(sweep) * n2 / max(1, len(sweep))
+        else:
+            total, est = len(runs), plan.estimate_seconds(runs)
+        print(f"{total} runs; at most {sum(r.steps for r in runs)} training steps listed; estimated at most {est / 3600:.1f} h on one machine "
+              f"({'given' if args.seconds_per_step else 'scaled from the 2-core CPU benchmark'}; plateau stopping usually ends runs earlier)")
+        if args.shards:
+            print(f"shards: --shard I/{args.shards} with I in 0..{args.shards - 1} runs runs[k] with k % {args.shards} == I within each stage")
+        return
+    if args.study_action == "report":
+        results = report_from_records(args.records, args.out, command=command, runs_dir=args.runs)
+        state = "complete" if results.complete else f"incomplete: {len(results.pending)} run(s) pending (listed in the report)"
+        print(f"study {results.plan.hash}: {len(results.runs)} run records merged, {state}; report at {args.out / 'report.md'}")
+        return
+    config = StudyConfig.from_yaml(args.config) if args.config else StudyConfig()
+    if args.device:
+        config = replace(config, device=args.device)
+    for name in ("workers", "threads", "max_runs"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise GlobalmaskError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.retries < 0:
+        raise GlobalmaskError(f"--retries must be >= 0, got {args.retries}")
+    shard = parse_shard(args.shard) if args.shard else None
+    out = args.out or Path(f"study-{Path(args.dataset).resolve().name}")
+    run_study(args.dataset, out, config, workers=args.workers, max_runs=args.max_runs, command=command, shard=shard,
+              backend=args.backend, ray_address=args.ray_address, threads=args.threads, retries=args.retries)
 
 
 def _cmd_masks(args: argparse.Namespace) -> None:
@@ -225,12 +320,13 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "phantom": _cmd_phantom,
     "demo": _cmd_demo,
+    "study": _cmd_study,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_study_argv(list(sys.argv[1:] if argv is None else argv)))
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
     try:
         handler(args)

@@ -1,21 +1,24 @@
-"""Figures and ``report.md`` for a finished study: tables a researcher can put in front of colleagues.
+"""Figures and ``report.md`` for a study: tables a researcher can put in front of colleagues.
 
-Everything here reads the study's own outputs (``per_case.csv``, ``results.json``, predictions);
-no number is computed that is not also in those files.
+Everything here reads :class:`~globalmask.study.StudyResults`, computed from run records only
+(plus, for the overlay figures, the predictions in the run folders when they are at hand); no
+number is computed that is not also in ``per_case.csv`` / ``results.json``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .io import atomic_path, read_volume, write_text
 from .masks import Recipe, largest_component
+
+if TYPE_CHECKING:
+    from .study import StudyResults
 
 #: The paper's numbers (Kazemimoghadam et al. 2022, arXiv:2205.09107), for side-by-side tables.
 PAPER = {
@@ -156,8 +159,12 @@ def plot_shift(drops: pd.DataFrame, out: Path) -> str | None:
     return name
 
 
-def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> list[str]:
-    """CT, GBM, reference and each mode's prediction on the same axial slice, for a few test cases."""
+def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path) -> list[str]:
+    """CT, GBM, reference and each mode's prediction on the same axial slice, for a few test cases.
+
+    Needs the dataset and the full-size draw-0 predictions in ``runs_dir``; draws nothing (and
+    says so in the report) when they are not on this machine.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,12 +173,16 @@ def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> li
     from .dataset import load_dataset
     from .preprocess import to_canonical
 
-    ds = load_dataset(results["dataset"])
-    split = json.loads((study_dir / "splits.json").read_text(encoding="utf-8"))
-    recipe = Recipe.parse(results["sweep_recipe"])
-    full = [r for r in results["runs"] if r["role"] == "sweep" and r["recipe"] == recipe.spec and r["size_label"] == "all" and r["draw"] == 0]
+    if results.sweep_recipe is None or not Path(results.plan.dataset_root, "dataset.json").exists() and not Path(results.plan.dataset_root, "images").is_dir():
+        return []
+    recipe = Recipe.parse(results.sweep_recipe)
+    full = [r for r in results.runs if r.role == "sweep" and r.recipe == recipe.spec and r.size_label == "all" and r.draw == 0]
+    cases = list(results.plan.split.test[:n_cases])
+    if not full or not all((runs_dir / r.name / "predictions" / f"{c}.nii.gz").exists() for r in full for c in cases):
+        return []
+    ds = load_dataset(results.plan.dataset_root)
     names = []
-    for case_id in split["test"][:n_cases]:
+    for case_id in cases:
         case = ds.cases[case_id]
         ct = read_volume(case.image)
         ref = read_volume(case.label)
@@ -181,7 +192,7 @@ def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> li
         first = int(min(ds.structures.values()))
         zs = np.nonzero((rcanon == first).any(axis=(0, 1)))[0]
         z = int(zs.mean()) if len(zs) else canon.shape[2] // 2
-        panels = [("CT", None), (f"GBM ({recipe.spec})", None), ("reference", None)] + [(r["mode"], r) for r in full]
+        panels = [("CT", None), (f"GBM ({recipe.spec})", None), ("reference", None)] + [(r.mode, r) for r in full]
         body = largest_component(canon[:, :, z] > -500)  # zoom on the body, not the couch or air
         xs, ys = np.nonzero(body) if body.any() else (np.array([0, canon.shape[0] - 1]), np.array([0, canon.shape[1] - 1]))
         pad = 4
@@ -193,7 +204,7 @@ def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> li
             ax.imshow(np.clip(canon[:, :, z].T, -400, 600), cmap="gray", origin="lower", aspect=extent_ratio)
             if title.startswith("GBM"):
                 ax.imshow(np.ma.masked_equal(gbm[:, :, z].T.astype(float), 0), cmap="autumn", alpha=0.45, origin="lower", aspect=extent_ratio)
-            lab = rcanon if run is None else to_canonical(np.asarray(read_volume(study_dir / "runs" / run["run"] / "predictions" / f"{case_id}.nii.gz").array), ct.affine)[0]
+            lab = rcanon if run is None else to_canonical(np.asarray(read_volume(runs_dir / run.name / "predictions" / f"{case_id}.nii.gz").array), ct.affine)[0]
             if title != "CT" and not title.startswith("GBM"):
                 for v in ds.structures.values():
                     m = (lab[:, :, z] == v).T
@@ -218,13 +229,15 @@ def plot_overlays(study_dir: Path, results: dict, n_cases: int, out: Path) -> li
 
 
 def _row(summary: pd.DataFrame, **keys: Any) -> pd.Series | None:
+    if summary.empty:
+        return None
     sel = summary
     for k, v in keys.items():
         sel = sel[sel[k].astype(str) == str(v)]
     return None if sel.empty else sel.iloc[0]
 
 
-def paper_section(summary: pd.DataFrame, comps: pd.DataFrame, config, main_recipe: str, n_train: int) -> list[str]:
+def paper_section(summary: pd.DataFrame, comps: pd.DataFrame, config: Any, main_recipe: str, n_train: int) -> list[str]:
     """The paper's numbers beside ours, point by point, and whether its figures were reached."""
     ref = PAPER[config.reference]
     structure = config.reference_structure or "all"
@@ -276,47 +289,85 @@ def _wilcoxon_floor_note(n: int) -> str:
     return f"With {n} paired test cases the smallest attainable two-sided Wilcoxon p is 2/2^{n} = {floor:.2g}."
 
 
-def write_report(study_dir: str | Path, results: dict, config, command: str | None = None, reference: str | None = None) -> Path:
-    """Figures plus ``report.md`` in the study folder."""
+def convergence_section(results: StudyResults) -> list[str]:
+    """How many models reached a validated plateau; every one that did not is named."""
+    runs = results.runs
+    if not runs:
+        return []
+    conv = [r for r in runs if r.converged]
+    not_conv = [r for r in runs if r.converged is False]
+    unjudged = [r for r in runs if r.converged is None]
+    lines = ["## Training: did every model reach its plateau?", ""]
+    lines += [
+        f"**{len(conv)} of {len(runs)} models converged** (validation Dice stopped rising by more than "
+        f"`min_delta` = {results.config.min_delta} for `patience` = {results.config.patience} checks, "
+        f"every {results.config.val_every} steps, before the maximum number of steps). "
+        "Each model is the checkpoint with the best validation Dice.",
+        "",
+    ]
+    if not_conv:
+        lines += ["Models that hit their maximum number of steps while validation Dice was still rising (not a plateau: their figures are a lower bound of what the setting can reach):", ""]
+        rows = [{"run": r.run_id, "steps (max)": f"{r.steps} ({r.max_steps})", "best step": r.best_step, "best validation Dice": "n/a" if r.best_val_dice is None else f"{r.best_val_dice:.3f}"} for r in not_conv]
+        lines += [_md_table(pd.DataFrame(rows)), ""]
+    if unjudged:
+        lines += [f"{len(unjudged)} model(s) ran without a plateau rule (patience off or no validation cases): not judged.", ""]
+    steps = pd.DataFrame([{"mode": r.mode, "size": r.size_label, "steps": r.steps, "best_step": r.best_step, "minutes": r.train_seconds / 60} for r in runs])
+    tab = steps.groupby(["size", "mode"], sort=False).agg(models=("steps", "size"), steps=("steps", "mean"), best_step=("best_step", "mean"), minutes=("minutes", "mean")).reset_index()
+    for c in ("steps", "best_step"):
+        tab[c] = tab[c].map(lambda v: f"{v:.0f}")
+    tab["minutes"] = tab["minutes"].map(lambda v: f"{v:.1f}")
+    lines += ["Mean steps run, best step and training minutes per model:", "", _md_table(tab.rename(columns={"best_step": "best step", "minutes": "training minutes"})), ""]
+    return lines
+
+
+def write_report(study_dir: str | Path, results: StudyResults, command: str | None = None, runs_dir: str | Path | None = None, reference: str | None = None) -> Path:
+    """Figures plus ``report.md`` in ``study_dir``; overlays when ``runs_dir`` holds the predictions."""
     import yaml
 
     out = Path(study_dir)
-    per_case = pd.read_csv(out / "per_case.csv")
-    summary = pd.DataFrame(results["summary"])
-    comps = pd.DataFrame(results["comparisons"])
-    drops = pd.DataFrame(results["shift_drops"])
-    ablation = pd.DataFrame(results["recipe_ablation"])
-    n_train = results["n_train"]
-    main_recipe = results["sweep_recipe"]
-    figs = plot_learning_curves(per_case, n_train, out, main_recipe)
-    box = plot_boxplots(per_case, out, main_recipe)
-    shift_fig = plot_shift(drops, out)
-    overlays = plot_overlays(out, results, config.overlays, out) if config.overlays else []
+    config = results.config
+    plan = results.plan
+    per_case = results.per_case
+    summary, comps, drops, ablation = results.summary, results.comparisons, results.shift_drops, results.recipe_ablation
+    n_train = plan.n_train
+    main_recipe = results.sweep_recipe or ""
     modes = config.modes
-    sizes = results["sizes"]
-    structures = results["structures"]
+    sizes = results.sizes
+    structures = plan.structures
     main = "gbm"
+    have_sweep = results.sweep_recipe is not None and not per_case.empty and (per_case["recipe"] == main_recipe).any()
+    figs = plot_learning_curves(per_case, n_train, out, main_recipe) if have_sweep else []
+    box = plot_boxplots(per_case, out, main_recipe) if have_sweep else None
+    shift_fig = plot_shift(drops, out) if have_sweep else None
+    overlays = plot_overlays(Path(runs_dir), results, config.overlays, out) if (config.overlays and runs_dir is not None and have_sweep) else []
 
-    lines = [f"# globalmask study: {results['dataset_name']}", ""]
+    lines = [f"# globalmask study: {plan.dataset_name}", ""]
+    if results.pending:
+        lines += [
+            f"**Incomplete: {len(results.pending)} run(s) of this plan have no record yet** (listed at the end); "
+            "every statistic below uses the finished runs only, and paired comparisons only the (size, draw) pairs both modes have finished.",
+            "",
+        ]
     lines += [
         "Reproduce with:",
         "",
         "```",
-        command or "globalmask study DATASET --config study.yaml",
+        command or "globalmask study run DATASET --config study.yaml",
         "```",
         "",
-        f"Dataset `{results['dataset']}`; split from {results['split_source']}: "
-        f"{results['n_train']} train / {results['n_validation']} validation / {results['n_test']} test cases. "
+        f"Plan `{plan.hash}`; dataset `{plan.dataset_name}` (content fingerprint `{plan.dataset_fingerprint[:16]}`); split from {plan.split_source}: "
+        f"{plan.n_train} train / {len(plan.split.validation)} validation / {len(plan.split.test)} test cases. "
         f"Structures: {', '.join(structures)}.",
         "",
         "## Protocol",
         "",
-        f"* Input modes: {', '.join(modes)}; GBM recipe `{main_recipe}`"
+        f"* Input modes: {', '.join(modes)}; GBM recipe `{main_recipe or 'pending (stage 1 incomplete)'}`"
         + (" (chosen automatically: the ablation's winner on the validation split, section 4)" if config.recipe == "auto" else "")
         + f"; training sizes {', '.join(sizes)} "
         f"({config.draws} seeded draws each, {config.full_draws or config.draws} at the full size). "
         "The training cases of a (size, draw) are the same for every mode (`subsets.json`), so all comparisons are paired.",
-        "* Each model keeps the checkpoint with the best validation Dice; the test split is used once per model, at the end.",
+        f"* Training stops at a validated plateau (patience {config.patience} checks, min_delta {config.min_delta}) or at the maximum number of steps; "
+        "each model keeps the checkpoint with the best validation Dice; the test split is used once per model, at the end.",
         "* Metrics per test case and structure, on the scan's own grid: Dice; centre-of-mass (CoM) distance in mm from the affine; "
         "HD95 in mm. An empty prediction of a present structure is a *miss*: Dice 0, distances undefined, counted in 'missed'.",
         "* Summaries are mean ± sample std over (draw, test case, structure) scores.",
@@ -333,6 +384,7 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
         "```",
         "",
     ]
+    lines += convergence_section(results)
 
     # --- GBM-only localisation
     lines += ["## 1. GBM only: localisation and segmentation from shape and position", ""]
@@ -363,7 +415,8 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
             row[f"{mode} CoM (mm)"] = "n/a" if r is None else _fmt(r["com_mm_mean"], r["com_mm_std"], 2)
         rows.append(row)
     lines += ["Centre-of-mass error (mm):", "", _md_table(pd.DataFrame(rows)), ""]
-    lines += [f"![Dice vs training cases]({figs[0]})", f"![CoM error vs training cases]({figs[1]})", ""]
+    if figs:
+        lines += [f"![Dice vs training cases]({figs[0]})", f"![CoM error vs training cases]({figs[1]})", ""]
 
     if not comps.empty:
         lines += ["### Paired comparisons (test split, all structures pooled)", ""]
@@ -419,23 +472,30 @@ def write_report(study_dir: str | Path, results: dict, config, command: str | No
                 tab[c] = tab[c].map(lambda v: f"{v:.3f}")
             elif c.endswith("_com_mm"):
                 tab[c] = tab[c].map(lambda v: f"{v:.2f}")
-        lines += [_md_table(tab), "", f"Winner on validation: `{results['recipe_winner']}`; the sweep above used `{main_recipe}`.", ""]
+        lines += [_md_table(tab), "", f"Winner on validation: `{results.recipe_winner}`; the sweep above used `{main_recipe}`.", ""]
 
-    if config.reference:
+    if config.reference and have_sweep:
         lines += paper_section(summary, comps, config, main_recipe, n_train)
 
-    lines += ["## Figures", "", f"![per-structure Dice]({box})", ""]
+    lines += ["## Figures", ""]
+    if box:
+        lines += [f"![per-structure Dice]({box})", ""]
     for name in overlays:
         lines += [f"![overlay]({name})", ""]
+    if config.overlays and not overlays:
+        lines += ["(Overlays need the dataset and the run folders' predictions on this machine; the records alone do not hold images.)", ""]
     lines += [
         "## Files",
         "",
         "* `per_case.csv`: one row per (run, subset, shift, case, structure), long format.",
         "* `summary.csv`: mean ± std per (mode, size, shift, structure).",
-        "* `results.json`: summaries, paired comparisons, shift drops, recipe ablation, per-run records.",
-        "* `runs/<run>/`: the model (`model/model.pt`), its training history and test predictions.",
+        "* `results.json`: summaries, paired comparisons, shift drops, recipe ablation, one line per run.",
+        "* `records/<run_id>.json`: the run records this report was computed from (`globalmask study report records/ --out DIR` regenerates it).",
+        "* `runs/<run>/` (where the study ran): the model (`model/model.pt`), its training history and test predictions.",
         "",
     ]
+    if results.pending:
+        lines += ["## Pending runs", "", *[f"* `{p}`" for p in results.pending], ""]
     if reference:
         lines += [reference, ""]
     path = out / "report.md"

@@ -1,0 +1,106 @@
+"""The paper's study as a protocol: input modes x training-set sizes x repeated draws, paired.
+
+The study is split by job: :mod:`.config` (what defines it), :mod:`.plan` (the runs, their ids
+and the plan hash), :mod:`.records` (one JSON result per run), :mod:`.runner` (executing runs:
+in process, a process pool, shards or Ray), :mod:`.stats` (statistics over records) and
+:mod:`globalmask.report` (figures and ``report.md``). Protocol, in brief:
+
+* **Fixed split**: the dataset's ``splits.json`` (else a seeded one, saved in the study folder).
+* **Paired subsets**: the training cases for (size n, draw d) depend only on (n, seed + d), so
+  every mode is trained on exactly the same cases; ``subsets.json`` records them.
+* **Model selection on validation only**; the test split is used once per model, at the end.
+* **Resumable and distributable**: each run writes ``records/<run_id>.json`` last (atomically)
+  and is skipped when present; ``--shard i/N`` runs a slice; records of many machines merge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..dataset import Dataset
+from ..io import write_json, write_text
+from .config import ALL, StudyConfig
+from .plan import Plan, RunSpec, make_plan, parse_shard, shard_runs, training_subsets
+from .records import RECORDS_DIR, RecordError, RunRecord, load_records, read_record
+from .runner import Progress, execute_run, run_plan
+from .stats import StudyResults, analyse, choose_recipe, paired_comparison, recipe_ablation, shift_drops, summary_table
+
+__all__ = [
+    "ALL", "Plan", "Progress", "RECORDS_DIR", "RecordError", "RunRecord", "RunSpec", "StudyConfig", "StudyResults",
+    "analyse", "choose_recipe", "execute_run", "load_records", "make_plan", "paired_comparison", "parse_shard",
+    "plan_ablation", "plan_sweep", "read_record", "recipe_ablation", "report_from_records", "run_plan", "run_study",
+    "shard_runs", "shift_drops", "summary_table", "training_subsets", "write_outputs",
+]
+
+
+def plan_ablation(config: StudyConfig, n_train: int) -> list[RunSpec]:
+    """Stage-1 runs for a training split of ``n_train`` cases (no data needed)."""
+    return _bare_plan(config, n_train).ablation()
+
+
+def plan_sweep(config: StudyConfig, n_train: int, recipe: str) -> list[RunSpec]:
+    """Stage-2 runs with ``recipe`` for a training split of ``n_train`` cases (no data needed)."""
+    return _bare_plan(config, n_train).sweep(recipe)
+
+
+def _bare_plan(config: StudyConfig, n_train: int) -> Plan:
+    from ..dataset import Split
+
+    return Plan(config, "", "", "", Split(tuple(f"t{i}" for i in range(n_train)), ("v",), ("x",)), "", {})
+
+
+def write_outputs(results: StudyResults, out: str | Path, command: str | None = None, runs_dir: str | Path | None = None) -> Path:
+    """per_case.csv, summary.csv, results.json, recipe_choice.json, subsets.json, figures, report.md."""
+    from ..report import write_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "per_case.csv", results.per_case.to_csv(index=False))
+    write_text(out / "summary.csv", results.summary.to_csv(index=False))
+    write_json(out / "results.json", results.to_json())
+    if results.recipe_winner is not None:
+        write_json(out / "recipe_choice.json", {"winner_on_validation": results.recipe_winner, "sweep_recipe": results.sweep_recipe, "ranking": results.to_json()["recipe_ablation"]})
+    if results.subsets:
+        write_json(out / "subsets.json", results.subsets)
+    return write_report(out, results, command=command, runs_dir=runs_dir)
+
+
+def report_from_records(records_dirs: Sequence[str | Path], out: str | Path, command: str | None = None, runs_dir: str | Path | None = None) -> StudyResults:
+    """Merge records from any number of folders (machines, shards) and write the report into ``out``."""
+    plan, records = load_records(records_dirs)
+    results = analyse(plan, records)
+    write_outputs(results, out, command=command, runs_dir=runs_dir)
+    return results
+
+
+def run_study(
+    dataset: Dataset | str | Path,
+    out: str | Path,
+    config: StudyConfig | None = None,
+    workers: int = 1,
+    max_runs: int | None = None,
+    command: str | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    shard: tuple[int, int] | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    threads: int | None = None,
+    retries: int = 2,
+) -> StudyResults | None:
+    """Run (or continue) a study into ``out``; returns the results when every run of the plan is done
+    (and writes the report), else None (run the same command again to continue)."""
+    plan = make_plan(dataset, config or StudyConfig())
+    state = run_plan(plan, out, workers=workers, shard=shard, max_runs=max_runs, backend=backend, ray_address=ray_address, threads=threads, retries=retries, command=command, progress=progress, echo=echo)
+    out = Path(out)
+    if not state.complete:
+        why = f"waiting for {state.waiting_for}" if state.waiting_for else f"{len(state.pending)} run(s) pending"
+        echo(f"study {plan.hash}: {len(state.executed)} run(s) executed now; {why}. Run the same command again to continue"
+             + ("" if shard is None else ", or merge the shards' records with `globalmask study report`") + ".")
+        return None
+    _, records = load_records([out / RECORDS_DIR], plan.hash)
+    results = analyse(plan, records)
+    write_outputs(results, out, command=command, runs_dir=out / "runs")
+    echo(f"study {plan.hash} complete: report at {out / 'report.md'}")
+    return results

@@ -1,0 +1,147 @@
+"""What defines a study: :class:`StudyConfig`, loadable from YAML (see benchmarks/*/study.yaml)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import GlobalmaskError
+from ..masks import DEFAULT_RECIPE, Recipe
+from ..model import NetConfig, check_mode
+from ..preprocess import DEFAULT_WINDOW
+from ..shift import DEFAULT_SHIFTS, ScannerShift
+
+ALL = "all"
+
+#: Settings that change how a study is executed or reported, never what a run computes: they are
+#: left out of the plan hash, so records made on a GPU and on a CPU belong to the same plan.
+EXECUTION_ONLY = ("device", "overlays", "reference", "reference_structure")
+
+
+@dataclass
+class StudyConfig:
+    """Everything that defines a study. Unknown YAML keys and out-of-range values are refused."""
+
+    modes: list[str] = field(default_factory=lambda: ["ct", "gbm", "ct+gbm"])
+    train_sizes: list[int | str] = field(default_factory=lambda: [1, 2, 4, 8, ALL])
+    draws: int = 3
+    full_draws: int | None = None  # draws at the full training size (default: draws)
+    seed: int = 0
+    recipe: str = DEFAULT_RECIPE  # or "auto": the ablation's validation winner drives the sweep
+    spacing: list[float] | None = None
+    window: list[float] = field(default_factory=lambda: list(DEFAULT_WINDOW))
+    split: str | None = None
+    steps: int | dict[str, int] = 600  # the maximum; one number, or per size: {"1": 300, ..., "all": 1000}
+    val_every: int = 100
+    patience: int | None = 5  # validation checks without improvement before a run stops (None: never early)
+    min_delta: float = 0.002
+    batch_size: int = 2
+    lr: float = 2e-3
+    patch_size: list[int] | None = None
+    max_patch_voxels: int = 96**3
+    net: dict[str, Any] = field(default_factory=dict)
+    shifts: list[dict[str, Any]] = field(default_factory=lambda: [s.to_dict() for s in DEFAULT_SHIFTS])
+    ablation_recipes: list[str] = field(default_factory=lambda: ["threshold:-300", "threshold:-500", "threshold:-100", "body", "bone", "otsu"])
+    ablation_draws: int = 1
+    overlays: int = 2
+    device: str = "auto"
+    reference: str | None = None  # "brain" or "heart": print the paper's numbers beside ours
+    reference_structure: str | None = None  # the structure compared with the paper's (e.g. brainstem)
+
+    def __post_init__(self) -> None:
+        def bad(name: str, given: Any, accepted: str) -> GlobalmaskError:
+            return GlobalmaskError(f"study setting '{name}': got {given!r}, expected {accepted}")
+
+        if not self.modes:
+            raise bad("modes", self.modes, "a non-empty list of ct, gbm, ct+gbm, ct+coords")
+        for m in self.modes:
+            check_mode(m)
+        if not self.train_sizes:
+            raise bad("train_sizes", self.train_sizes, "a non-empty list of positive integers or 'all'")
+        for s in self.train_sizes:
+            if s != ALL and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
+                raise bad("train_sizes", s, "positive integers or 'all'")
+        for name in ("draws", "ablation_draws", "val_every", "batch_size", "max_patch_voxels"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, v, "an integer >= 1")
+        if self.full_draws is not None and (not isinstance(self.full_draws, int) or self.full_draws < 1):
+            raise bad("full_draws", self.full_draws, "an integer >= 1 (or null: same as draws)")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise bad("patience", self.patience, "an integer >= 1 (or null: never stop early)")
+        if not isinstance(self.overlays, int) or self.overlays < 0:
+            raise bad("overlays", self.overlays, "an integer >= 0")
+        for name in ("lr", "min_delta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
+                raise bad(name, v, "a finite number > 0" if name == "lr" else "a finite number >= 0")
+        steps = self.steps.values() if isinstance(self.steps, dict) else [self.steps]
+        for v in steps:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad("steps", self.steps, "an integer >= 1, or a mapping of training size to integers >= 1")
+        if self.spacing is not None and (len(self.spacing) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= 50 for v in self.spacing)):
+            raise bad("spacing", self.spacing, "three finite spacings in mm, each in (0, 50]")
+        if len(self.window) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.window) or self.window[0] >= self.window[1]:
+            raise bad("window", self.window, "[low, high] in HU with low < high")
+        if self.patch_size is not None and (len(self.patch_size) != 3 or not all(isinstance(v, int) and v >= 1 for v in self.patch_size)):
+            raise bad("patch_size", self.patch_size, "three positive integers")
+        if self.recipe != "auto":
+            Recipe.parse(self.recipe)
+        for r in self.ablation_recipes:
+            Recipe.parse(r)
+        try:
+            NetConfig(**self.net)
+        except TypeError as exc:
+            raise bad("net", self.net, f"settings of NetConfig ({exc})") from exc
+        for s in self.shifts:
+            try:
+                ScannerShift(**s)
+            except TypeError as exc:
+                raise bad("shifts", s, f"name, scale, offset, noise, blur_mm ({exc})") from exc
+        if self.reference is not None and self.reference not in ("brain", "heart"):
+            raise bad("reference", self.reference, "'brain', 'heart' or null")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> StudyConfig:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise GlobalmaskError(f"cannot read study configuration ({exc})", path) from exc
+        if not isinstance(raw, dict):
+            raise GlobalmaskError("study configuration must be a mapping of settings", path)
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise GlobalmaskError(f"unknown study setting(s) {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}", path)
+        try:
+            return cls(**raw)
+        except GlobalmaskError as exc:
+            raise GlobalmaskError(str(exc), path) from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def plan_dict(self) -> dict[str, Any]:
+        """The settings that decide what the runs compute (hashed into the plan)."""
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY}
+
+    def steps_for(self, size_label: str) -> int:
+        if isinstance(self.steps, dict):
+            if size_label in self.steps:
+                return int(self.steps[size_label])
+            if "default" in self.steps:
+                return int(self.steps["default"])
+            raise GlobalmaskError(f"'steps' has no entry for training size {size_label} (and no 'default')")
+        return int(self.steps)
+
+    def shift_levels(self) -> list[ScannerShift]:
+        return [ScannerShift(**s) for s in self.shifts]
+
+    def candidate_recipes(self) -> list[str]:
+        """Recipes of the GBM-only ablation (the default and the study's own recipe included)."""
+        fixed = [] if self.recipe == "auto" else [self.recipe]
+        return list(dict.fromkeys(Recipe.parse(r).spec for r in [*fixed, DEFAULT_RECIPE, *self.ablation_recipes]))

@@ -1,0 +1,251 @@
+"""A study is a plan of runs: every (mode, training size, draw) and every recipe-ablation model.
+
+A :class:`Plan` is fixed by the configuration, the dataset's content and the split; its ``hash``
+names it, so records made on different machines can be checked to belong to the same study. Each
+:class:`RunSpec` has a stable id derived from what it computes (not from where or when it ran),
+and a deterministic order, so ``--shard i/N`` slices are the same on every machine.
+
+The plan has two stages. Stage 1 (recipe ablation) trains one GBM-only model per candidate recipe
+at the full training size; with ``recipe: auto`` the stage-2 sweep uses the winner on the
+validation split, so stage-2 runs are known only once every stage-1 record exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..dataset import Dataset, Split, load_dataset, resolve_split, select_training_cases
+from ..errors import GlobalmaskError
+from ..masks import Recipe
+from .config import ALL, StudyConfig
+
+#: Rough CPU cost of a training step at the reference setting (3D UNet 16-256 channels, batch 2,
+#: 112 x 64 x 64 voxels, 2 cores: benchmarks/RESULTS.md), used only for the plan's time estimate.
+SECONDS_PER_STEP_REF = 1.2
+REF_STEP_VOXELS = 2 * 112 * 64 * 64
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_fingerprint(ds: Dataset, case_ids: Iterable[str]) -> str:
+    """Content hash of the labels map and of the image and label files of ``case_ids``.
+
+    Independent of where the dataset lies, so two machines with the same data agree. A DICOM
+    series (a folder) is hashed file by file in name order.
+    """
+    parts: list[Any] = [sorted(ds.labels.items())]
+    for cid in sorted(case_ids):
+        case = ds.cases[cid]
+        for p in (case.image, case.label):
+            if p is None:
+                parts.append(None)
+            elif Path(p).is_dir():
+                parts.append([file_sha256(f) for f in sorted(Path(p).rglob("*")) if f.is_file()])
+            else:
+                parts.append(file_sha256(p))
+        parts.append(cid)
+    return _sha(parts)
+
+
+def split_fingerprint(split: Split) -> str:
+    return _sha(split.as_dict())
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One model of the study."""
+
+    kind: str  # "sweep" or "ablation" (the role it was planned for; not part of its identity)
+    mode: str
+    size_label: str  # "1", "2", ..., "all"
+    n_cases: int
+    draw: int
+    seed: int
+    recipe: str
+    steps: int
+
+    @property
+    def name(self) -> str:
+        """Folder of the run's model: the recipe is part of it, so the ablation's GBM-only run of
+        the sweep's recipe *is* the sweep's GBM-only full-size run (trained once, used by both)."""
+        return f"{_slug(self.recipe)}/{self.mode.replace('+', '_')}/n{self.size_label}-d{self.draw}"
+
+    @property
+    def train_cases(self) -> int | None:
+        return None if self.size_label == ALL else self.n_cases
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "kind"}
+
+    def evaluates_validation(self) -> bool:
+        """GBM-only full-size models are also scored on validation: the recipe choice reads those."""
+        return self.mode == "gbm" and self.size_label == ALL
+
+
+def _slug(text: str) -> str:
+    return text.replace(":", "_").replace("=", "").replace(",", "_").replace("-", "m").replace("+", "_")
+
+
+def size_label(size: int | str, n_train: int) -> tuple[str, int]:
+    n = n_train if size == ALL else min(int(size), n_train)
+    return (ALL if (size == ALL or n == n_train) else str(n)), n
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The runs of a study and the facts that identify it (see the module docstring)."""
+
+    config: StudyConfig
+    dataset_name: str
+    dataset_root: str  # where it was read on the planning machine (informational, not hashed)
+    dataset_fingerprint: str
+    split: Split
+    split_source: str
+    labels: dict[str, int]
+
+    @property
+    def n_train(self) -> int:
+        return len(self.split.train)
+
+    @property
+    def structures(self) -> list[str]:
+        return [n for n, v in self.labels.items() if v != 0]
+
+    @property
+    def hash(self) -> str:
+        return _sha({"config": self.config.plan_dict(), "dataset": self.dataset_fingerprint, "split": self.split.as_dict()})[:16]
+
+    @property
+    def fixed_recipe(self) -> str | None:
+        """The sweep's recipe when it does not depend on the ablation (``recipe`` not ``auto``)."""
+        return None if self.config.recipe == "auto" else Recipe.parse(self.config.recipe).spec
+
+    def run_id(self, run: RunSpec) -> str:
+        """Readable prefix + hash of what the run computes (spec, training settings, data, split)."""
+        cfg = self.config.plan_dict()
+        training = {k: cfg[k] for k in ("spacing", "window", "val_every", "patience", "min_delta", "batch_size", "lr", "patch_size", "max_patch_voxels", "net", "shifts")}
+        digest = _sha({"run": run.identity(), "training": training, "dataset": self.dataset_fingerprint, "split": self.split.as_dict()})[:10]
+        return f"{run.mode.replace('+', '_')}-n{run.size_label}-d{run.draw}-{_slug(run.recipe)}-{digest}"
+
+    def ablation(self) -> list[RunSpec]:
+        """Stage 1: GBM-only models at the full training size, one per candidate recipe and draw."""
+        steps = self.config.steps_for(ALL)
+        return [
+            RunSpec("ablation", "gbm", ALL, self.n_train, d, self.config.seed + d, recipe, steps)
+            for recipe in self.config.candidate_recipes()
+            for d in range(self.config.ablation_draws)
+        ]
+
+    def sweep(self, recipe: str) -> list[RunSpec]:
+        """Stage 2: every (size, draw, mode) with ``recipe``; small sizes first."""
+        cfg, runs = self.config, []
+        recipe = Recipe.parse(recipe).spec
+        for size in cfg.train_sizes:
+            label, n = size_label(size, self.n_train)
+            draws = (cfg.full_draws or cfg.draws) if label == ALL else cfg.draws
+            for d in range(draws):
+                for mode in cfg.modes:
+                    runs.append(RunSpec("sweep", mode, label, n, d, cfg.seed + d, recipe, cfg.steps_for(label)))
+        return list({r.name: r for r in runs}.values())
+
+    def all_runs(self, sweep_recipe: str | None) -> list[RunSpec]:
+        """Stage 1 then stage 2 (without the runs stage 2 shares with stage 1); stage 2 only when its
+        recipe is known."""
+        ablation = self.ablation()
+        if sweep_recipe is None:
+            return ablation
+        sweep = self.sweep(sweep_recipe)
+        names = {r.name for r in sweep}
+        return [r for r in ablation if r.name not in names] + sweep
+
+    def subsets(self, runs: Sequence[RunSpec]) -> dict[str, list[str]]:
+        return training_subsets(runs, self.split.train)
+
+    def info(self) -> dict[str, Any]:
+        """The plan's identity as stored in every record."""
+        return {
+            "plan_hash": self.hash,
+            "config": self.config.to_dict(),
+            "dataset_name": self.dataset_name,
+            "dataset_root": self.dataset_root,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "split": self.split.as_dict(),
+            "split_fingerprint": split_fingerprint(self.split),
+            "split_source": self.split_source,
+            "labels": self.labels,
+        }
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> Plan:
+        split = info["split"]
+        return cls(
+            StudyConfig(**info["config"]),
+            info["dataset_name"],
+            info.get("dataset_root", ""),
+            info["dataset_fingerprint"],
+            Split(tuple(split["train"]), tuple(split["validation"]), tuple(split["test"])),
+            info["split_source"],
+            {k: int(v) for k, v in info["labels"].items()},
+        )
+
+    def estimate_seconds(self, runs: Sequence[RunSpec], seconds_per_step: float | None = None) -> float:
+        """Upper bound (every run to its maximum steps) from the reference CPU step time, scaled by
+        the voxels a step sees; a rough guide for sizing shards, not a benchmark."""
+        if seconds_per_step is None:
+            cfg = self.config
+            patch = cfg.max_patch_voxels if cfg.patch_size is None else cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2]
+            seconds_per_step = SECONDS_PER_STEP_REF * cfg.batch_size * patch / REF_STEP_VOXELS
+        return float(sum(r.steps for r in runs) * seconds_per_step)
+
+
+def training_subsets(runs: Sequence[RunSpec], train_ids: Sequence[str]) -> dict[str, list[str]]:
+    """(size, draw) -> training case ids; the same for every mode by construction."""
+    out: dict[str, list[str]] = {}
+    for r in runs:
+        out[f"n{r.size_label}-d{r.draw}"] = select_training_cases(train_ids, r.train_cases, r.seed)
+    return out
+
+
+def make_plan(dataset: Dataset | str | Path, config: StudyConfig) -> Plan:
+    """Resolve the split and fingerprint the data: the plan every machine derives identically."""
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    split, source = resolve_split(ds, config.split, config.seed)
+    if len(split.validation) == 0 or len(split.test) == 0:
+        raise GlobalmaskError(f"the study needs validation and test cases; split from {source} has {len(split.validation)} and {len(split.test)}")
+    fp = dataset_fingerprint(ds, [*split.train, *split.validation, *split.test])
+    return Plan(config, ds.name, str(ds.root.resolve()), fp, split, source, dict(ds.labels))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` with 0 <= i < N (e.g. ``$SLURM_ARRAY_TASK_ID/N`` with ``--array=0-(N-1)``)."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise GlobalmaskError(f"--shard must be i/N with integers, e.g. 0/4; got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise GlobalmaskError(f"--shard i/N needs N >= 1 and 0 <= i < N; got {text!r}")
+    return i, n
+
+
+def shard_runs(runs: Sequence[RunSpec], shard: tuple[int, int] | None) -> list[RunSpec]:
+    """The deterministic slice of ``runs`` (in plan order) that shard i of N executes."""
+    if shard is None:
+        return list(runs)
+    i, n = shard
+    return [r for k, r in enumerate(runs) if k % n == i]
+

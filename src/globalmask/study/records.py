@@ -1,0 +1,181 @@
+"""Run records: one self-contained JSON per finished run, the only thing a report reads.
+
+A record holds the plan's identity (hash, configuration, dataset and split fingerprints), the run
+(spec, id, training settings, training case ids), how training went (steps, best step, converged,
+wall time), where it ran (machine, device, library versions) and every per-case, per-structure
+metric (plain and under simulated scanner shifts). Models stay in run folders; records are small
+enough to commit, copy between machines and merge.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import GlobalmaskError
+from ..io import write_json
+from .plan import Plan, RunSpec
+
+RECORD_FORMAT = "globalmask-study-record/1"
+RECORDS_DIR = "records"
+
+
+class RecordError(GlobalmaskError):
+    """A record that cannot be read or belongs to another plan."""
+
+
+@dataclass
+class RunRecord:
+    plan: dict[str, Any]  # Plan.info(): hash, config, dataset and split fingerprints, split, labels
+    run_id: str
+    run: RunSpec
+    train_config: dict[str, Any]
+    train_ids: list[str]
+    steps: int
+    max_steps: int
+    best_step: int
+    best_val_dice: float | None
+    converged: bool | None
+    stop_reason: str
+    train_seconds: float
+    total_seconds: float
+    machine: dict[str, Any]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def plan_hash(self) -> str:
+        return str(self.plan["plan_hash"])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"format": RECORD_FORMAT, "plan_hash": self.plan_hash, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        d = {k: v for k, v in d.items() if k not in ("format", "plan_hash")}
+        d["run"] = RunSpec(**d["run"])
+        return cls(**d)
+
+    def per_case(self) -> pd.DataFrame:
+        """Long-format metrics with the run's keys in front (the study's per_case.csv rows)."""
+        df = pd.DataFrame(self.metrics)
+        keys = {"run_id": self.run_id, "mode": self.run.mode, "recipe": self.run.recipe, "size": self.run.size_label, "n_train": len(self.train_ids), "draw": self.run.draw, "seed": self.run.seed}
+        for i, (k, v) in enumerate(keys.items()):
+            df.insert(i, k, v)
+        return df
+
+
+def machine_info(device: str, threads: int | None) -> dict[str, Any]:
+    import monai
+    import numpy
+    import torch
+
+    from .. import __version__
+
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "globalmask": __version__,
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": numpy.__version__,
+        "device": device,
+        "threads": threads if threads is not None else torch.get_num_threads(),
+    }
+
+
+def record_path(folder: str | Path, run_id: str) -> Path:
+    return Path(folder) / f"{run_id}.json"
+
+
+def write_record(folder: str | Path, record: RunRecord) -> Path:
+    """Atomically: a record is either complete or absent."""
+    return write_json(record_path(folder, record.run_id), _json_safe(record.to_dict()))
+
+
+def read_record(path: str | Path) -> RunRecord:
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RecordError(f"cannot read run record ({exc})", path) from exc
+    if not isinstance(d, dict) or d.get("format") != RECORD_FORMAT:
+        raise RecordError(f"not a globalmask run record (format {d.get('format') if isinstance(d, dict) else None!r}, expected {RECORD_FORMAT!r})", path)
+    try:
+        return RunRecord.from_dict(d)
+    except (KeyError, TypeError) as exc:
+        raise RecordError(f"malformed run record ({exc})", path) from exc
+
+
+def record_files(folders: Iterable[str | Path]) -> list[Path]:
+    """Record files in each folder, or in its ``records/`` sub-folder (a study output folder)."""
+    files: list[Path] = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise RecordError("records folder not found", folder)
+        inner = folder / RECORDS_DIR
+        files += sorted((inner if inner.is_dir() else folder).glob("*.json"))
+    return files
+
+
+def load_records(folders: Sequence[str | Path], plan_hash: str | None = None) -> tuple[Plan, dict[str, RunRecord]]:
+    """Merge the records of several folders (from any number of machines) into one set.
+
+    Every record must belong to one plan (``plan_hash`` if given, else the first record's);
+    a record of another plan is refused, naming the file. The same run found twice (e.g. copied
+    into two folders) is kept once; two *different* results for one run id are refused.
+    """
+    files = record_files(folders)
+    if not files:
+        raise RecordError(f"no run records found in {', '.join(str(f) for f in folders)}")
+    records: dict[str, RunRecord] = {}
+    sources: dict[str, Path] = {}
+    plan_info: dict[str, Any] | None = None
+    for path in files:
+        rec = read_record(path)
+        expected = plan_hash or (plan_info or rec.plan)["plan_hash"]
+        if rec.plan_hash != expected:
+            raise RecordError(
+                f"record of another study plan (hash {rec.plan_hash}, expected {expected}: different configuration, dataset or split); "
+                "merge only records of one plan",
+                path,
+            )
+        plan_info = plan_info or rec.plan
+        if rec.run_id in records:
+            if _metrics_key(records[rec.run_id]) != _metrics_key(rec):
+                raise RecordError(f"two different results for run {rec.run_id} (also in {sources[rec.run_id]})", path)
+            continue
+        records[rec.run_id], sources[rec.run_id] = rec, path
+    assert plan_info is not None
+    return Plan.from_info(plan_info), records
+
+
+def _metrics_key(rec: RunRecord) -> str:
+    return json.dumps(_json_safe(rec.metrics), sort_keys=True)
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and infinities become null (JSON has neither); numpy scalars become Python numbers."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj

@@ -1,0 +1,319 @@
+"""Executing a plan: one run (train, then evaluate once on the test split), shards, and backends.
+
+``execute_run`` is a pure step from (plan, run) to a :class:`RunRecord`: it trains (or resumes)
+the model in ``OUT/runs/<run>/model`` and scores it. ``run_plan`` executes what is pending of a
+plan, or of one ``--shard i/N`` slice of it, with one of three backends:
+
+* ``local`` with ``workers=1``: in this process;
+* ``local`` with ``workers>1``: a process pool on this machine (threads split between workers);
+* ``ray``: one Ray task per run on a local Ray or an existing cluster (``pip install globalmask[ray]``),
+  each task declaring its CPUs (and a GPU with ``device: cuda``), retried when it fails.
+
+Every finished run writes ``OUT/records/<run_id>.json`` atomically and is skipped when its record
+exists; an interrupted run resumes from its ``last.pt``. Records made by different shards or
+machines merge into one report (``globalmask study report``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..data import load_case
+from ..dataset import Dataset, load_dataset, save_split
+from ..errors import GlobalmaskError, OutputError
+from ..dataset import read_json
+from ..io import write_json, write_volume
+from ..metrics import evaluate_volumes
+from ..model import NetConfig
+from ..preprocess import restore_volume
+from ..shift import ScannerShift
+from .plan import Plan, RunSpec, shard_runs
+from .records import RECORDS_DIR, RunRecord, machine_info, read_record, record_path, write_record
+from .stats import choose_recipe
+
+_WORKER_CACHE: dict[str, Any] = {}
+
+
+def _prepared(out: Path, dataset_root: str, plan: Plan, recipe: str):
+    """PreparedData for a recipe, loaded once per process from the study's preprocessing cache."""
+    from ..train import prepare_data
+
+    key = f"prep:{dataset_root}:{recipe}"
+    if key not in _WORKER_CACHE:
+        cfg = plan.config
+        _WORKER_CACHE[key] = prepare_data(dataset_root, recipe, cfg.spacing, cfg.window, out / "splits.json", case_ids=None, cache_dir=out / "cache", progress=False)
+    return _WORKER_CACHE[key]
+
+
+def _volumes(ds: Dataset, ids: Sequence[str]):
+    key = f"vol:{ds.root}:" + ",".join(ids)
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = {i: load_case(ds.cases[i], ds.labels) for i in ids}
+    return _WORKER_CACHE[key]
+
+
+def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpec, threads: int | None = None, progress: bool = True) -> RunRecord:
+    """Train (or resume) one model, evaluate it once on the test split; return (and write) its record.
+
+    Idempotent: an existing record is returned as it is. Runs in worker processes and Ray tasks,
+    so it takes only picklable arguments and re-derives everything else.
+    """
+    import torch
+
+    from ..infer import Predictor
+    from ..train import TrainConfig, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    plan = Plan.from_info(plan_info)
+    run_id = plan.run_id(run)
+    rpath = record_path(out / RECORDS_DIR, run_id)
+    if rpath.exists():
+        return read_record(rpath)
+    if not (out / "splits.json").exists():  # a Ray task on another node: lay out the study folder there
+        save_split(plan.split, out / "splits.json", note=f"split used by this study; source: {plan.split_source}")
+    cfg = plan.config
+    t0 = time.perf_counter()
+    prepared = _prepared(out, dataset_root, plan, run.recipe)
+    tcfg = TrainConfig(
+        mode=run.mode,
+        train_cases=run.train_cases,
+        seed=run.seed,
+        steps=run.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        patch_size=tuple(cfg.patch_size) if cfg.patch_size else None,
+        max_patch_voxels=cfg.max_patch_voxels,
+        val_every=cfg.val_every,
+        patience=cfg.patience,
+        min_delta=cfg.min_delta,
+        net=NetConfig(**cfg.net),
+    )
+    run_dir = out / "runs" / run.name
+    result = train(prepared, run_dir / "model", tcfg, device=cfg.device, resume=True, progress=progress)
+    predictor = Predictor(result.model_path, device=cfg.device)
+    ds, split = prepared.dataset, prepared.split
+    rows: list[dict] = []
+    eval_sets: list[tuple[str, Sequence[str], list[ScannerShift | None]]] = [("test", split.test, [None, *cfg.shift_levels()])]
+    if run.evaluates_validation():
+        eval_sets.append(("validation", split.validation, [None]))  # the recipe choice reads validation only
+    for subset, ids, shifts in eval_sets:
+        volumes = _volumes(ds, ids)
+        for shift in shifts:
+            for case_id in ids:
+                ct, label = volumes[case_id]
+                shifted = ct if shift is None else shift.apply(ct, seed=cfg.seed, case_id=case_id)
+                prepared_case = predictor.prepare(shifted, case_id)
+                pred = restore_volume(predictor.probabilities(prepared_case), prepared_case.geometry)
+                if shift is None and subset == "test":
+                    write_volume(pred, run_dir / "predictions" / f"{case_id}.nii.gz")
+                for row in evaluate_volumes(pred, label, ds.labels, case_id):
+                    rows.append({"subset": subset, "shift": "none" if shift is None else shift.name, **row})
+    best = result.best_val_dice
+    record = RunRecord(
+        plan=plan_info,
+        run_id=run_id,
+        run=run,
+        train_config={**tcfg.to_dict(), "recipe": prepared.recipe.spec, "preprocess": prepared.preprocess.to_dict()},
+        train_ids=list(result.train_ids),
+        steps=int(result.steps),
+        max_steps=int(run.steps),
+        best_step=int(result.best_step),
+        best_val_dice=None if best is None or best != best else float(best),
+        converged=result.converged,
+        stop_reason=result.stop_reason,
+        train_seconds=float(result.seconds),
+        total_seconds=time.perf_counter() - t0,
+        machine=machine_info(str(predictor.device), threads),
+        metrics=rows,
+    )
+    write_record(out / RECORDS_DIR, record)
+    return record
+
+
+def _ray_execute(out: str, dataset_root: str, plan_info: dict, run: RunSpec, threads: int) -> dict:
+    """Ray task body: the record travels back as a dict (the driver writes it)."""
+    return execute_run(out, dataset_root, plan_info, run, threads=threads, progress=False).to_dict()
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """What ``run_plan`` did: runs executed now, runs still pending (and why), and the stage reached."""
+
+    executed: list[str]
+    pending: list[str]
+    complete: bool
+    waiting_for: str | None = None
+
+
+def claim_study_folder(out: Path, plan: Plan, command: str | None) -> None:
+    """Create the study folder, or check that it holds this plan (another plan is refused)."""
+    ds_root = Path(plan.dataset_root)
+    if out.resolve() == ds_root or out.resolve().is_relative_to(ds_root):
+        raise OutputError(f"study folder must not be inside the dataset folder {ds_root}", out)
+    cfg_path = out / "plan.json"
+    if cfg_path.exists():
+        previous = read_json(cfg_path)
+        if previous.get("plan_hash") != plan.hash:
+            raise OutputError(f"study folder holds another study plan ({previous.get('plan_hash')}, this one is {plan.hash}); choose another --out", out)
+    elif out.exists() and any(p for p in out.iterdir() if p.name not in (RECORDS_DIR,)):
+        raise OutputError("study folder exists and is not a globalmask study of this plan; choose an empty or new --out", out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg_path.exists():
+        write_json(cfg_path, {**plan.info(), "command": command})
+    save_split(plan.split, out / "splits.json", note=f"split used by this study; source: {plan.split_source}")
+
+
+def sweep_recipe(plan: Plan, out: Path) -> tuple[str | None, str | None]:
+    """(recipe of the sweep, validation winner), or (None, None) while the ablation is incomplete."""
+    ablation = plan.ablation()
+    files = [record_path(out / RECORDS_DIR, plan.run_id(r)) for r in ablation]
+    if not all(f.exists() for f in files):
+        return (plan.fixed_recipe, None)
+    per_case = pd.concat([read_record(f).per_case() for f in files], ignore_index=True)
+    winner = choose_recipe(per_case)
+    return (plan.fixed_recipe or winner, winner)
+
+
+def run_plan(
+    plan: Plan,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    shard: tuple[int, int] | None = None,
+    max_runs: int | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    threads: int | None = None,
+    retries: int = 2,
+    command: str | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> Progress:
+    """Execute what is pending of the plan (or of shard i/N of it) into ``out``.
+
+    Stage 1 (recipe ablation) runs first; stage 2 (the sweep) follows in the same call when its
+    recipe is known: fixed in the configuration, or the ablation's validation winner once every
+    stage-1 record is in ``out/records`` (other shards' records may be copied in).
+    """
+    if backend not in ("local", "ray"):
+        raise GlobalmaskError(f"--backend must be 'local' or 'ray', got {backend!r}")
+    if workers < 1:
+        raise GlobalmaskError(f"--workers must be >= 1, got {workers}")
+    out = Path(out)
+    claim_study_folder(out, plan, command)
+    dataset_root = plan.dataset_root
+    ds = load_dataset(dataset_root)
+    if threads is None:
+        threads = 1 if backend == "ray" else max(1, (os.cpu_count() or 1) // workers)
+    budget = [max_runs]
+    executed: list[str] = []
+    info = plan.info()
+
+    def is_done(r: RunSpec) -> bool:
+        return record_path(out / RECORDS_DIR, plan.run_id(r)).exists()
+
+    def execute(runs: list[RunSpec], stage: str) -> bool:
+        """Run this shard's pending part of ``runs``; True when all of ``runs`` (every shard) are done."""
+        mine = shard_runs(runs, shard)
+        pending = [r for r in mine if not is_done(r)]
+        if pending:
+            from ..train import prepare_data
+
+            for recipe in sorted({r.recipe for r in pending}):  # preprocess once, before workers start
+                prepare_data(ds, recipe, plan.config.spacing, plan.config.window, out / "splits.json", case_ids=None, cache_dir=out / "cache", progress=progress)
+        where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)} of them)"
+        echo(f"study {stage}: {len(runs)} runs{where}, {len(mine) - len(pending)} already done; "
+             f"{plan.n_train}/{len(plan.split.validation)}/{len(plan.split.test)} train/validation/test cases; backend {backend}")
+        if budget[0] is not None:
+            pending, budget[0] = pending[: budget[0]], max(0, budget[0] - len(pending))
+        bar = tqdm(total=len(mine), initial=len(mine) - len([r for r in mine if not is_done(r)]), desc=f"study {stage}", unit="run", disable=not progress)
+
+        def finished(rec: RunRecord) -> None:
+            executed.append(rec.run_id)
+            bar.update(1)
+            conv = {True: "converged", False: "NOT converged", None: "no plateau rule"}[rec.converged]
+            test = [m["dice"] for m in rec.metrics if m["subset"] == "test" and m["shift"] == "none" and m.get("dice") is not None]
+            bar.write(f"  done {rec.run_id}: test Dice {sum(test) / max(1, len(test)):.3f}, {rec.steps} steps ({conv}), {rec.total_seconds:.0f} s")
+
+        if not pending:
+            pass
+        elif backend == "ray":
+            _run_ray(out, dataset_root, info, pending, threads, plan.config.device, retries, ray_address, finished)
+        elif workers <= 1:
+            for r in pending:
+                bar.set_postfix_str(r.name)
+                finished(execute_run(out, dataset_root, info, r, threads=threads, progress=progress))
+        else:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(execute_run, out, dataset_root, info, r, threads, False): r for r in pending}
+                try:
+                    remaining = set(futures)
+                    while remaining:
+                        done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                        for f in done:
+                            finished(f.result())
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        bar.close()
+        return all(is_done(r) for r in runs)
+
+    ablation = plan.ablation()
+    stage1_done = execute(ablation, "stage 1/2 (GBM recipe ablation)")
+    recipe, winner = sweep_recipe(plan, out)
+    if recipe is None:
+        waiting = "the recipe ablation (stage 1): its records from every shard must be in " + str(out / RECORDS_DIR)
+        return Progress(executed, [plan.run_id(r) for r in ablation if not is_done(r)], False, waiting)
+    if winner is not None:
+        write_json(out / "recipe_choice.json", {"winner_on_validation": winner, "sweep_recipe": recipe})
+    runs = plan.all_runs(recipe)
+    stage1_names = {r.name for r in ablation}
+    stage2 = [r for r in runs if r.name not in stage1_names]  # a run shared with stage 1 belongs to stage 1's shard
+    write_json(out / "subsets.json", plan.subsets(plan.sweep(recipe)))
+    all_done = execute(stage2, "stage 2/2 (modes x training sizes x draws)") and stage1_done
+    pending = [plan.run_id(r) for r in runs if not is_done(r)]
+    return Progress(executed, pending, all_done and not pending)
+
+
+def _run_ray(out: Path, dataset_root: str, info: dict, runs: list[RunSpec], threads: int, device: str, retries: int, address: str | None, finished: Callable[[RunRecord], None]) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise GlobalmaskError("the Ray backend needs Ray: pip install 'globalmask[ray]' (with torch==2.13.0 in the same command)") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        gpus = 1 if device == "cuda" else 0
+        task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=retries, retry_exceptions=True)(_ray_execute)
+        refs = {task.remote(str(out.resolve()), dataset_root, info, r, threads): r for r in runs}
+        remaining = list(refs)
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            for ref in done:
+                rec = RunRecord.from_dict(ray.get(ref))
+                path = record_path(out / RECORDS_DIR, rec.run_id)
+                if not path.exists():  # the task ran on another node: the driver keeps the record
+                    write_record(out / RECORDS_DIR, rec)
+                finished(rec)
+    finally:
+        if started_here:
+            ray.shutdown()
+

@@ -1,0 +1,266 @@
+"""Statistics of a study: pure functions of the per-case table, and the typed results of a study.
+
+``analyse(plan, records)`` turns merged run records into :class:`StudyResults`, the one object the
+report reads. Statistics use only complete pairs: a comparison of two modes at a training size
+pools the draws that both modes have finished, so a half-merged study reports what it has and
+lists the rest as pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import wilcoxon
+
+from ..errors import GlobalmaskError
+from .config import ALL, StudyConfig
+from .plan import Plan, RunSpec
+from .records import RunRecord, _json_safe
+
+COMPARISONS = (("ct+gbm", "ct"), ("gbm", "ct"), ("ct+coords", "ct"))
+
+
+def summary_table(per_case: pd.DataFrame) -> pd.DataFrame:
+    """mean ± std per (recipe, mode, size, subset, shift, structure), plus 'all' structures."""
+    keys = ["recipe", "mode", "size", "subset", "shift"]
+    scored = per_case[per_case["status"] != "absent"]
+    rows = []
+    for key, g in scored.groupby(keys, sort=False):
+        for structure, gs in [*g.groupby("structure", sort=False), ("all", g)]:
+            rows.append(
+                {
+                    **dict(zip(keys, key)),
+                    "structure": structure,
+                    "n": len(gs),
+                    "dice_mean": gs["dice"].mean(),
+                    "dice_std": gs["dice"].std(ddof=1),
+                    "com_mm_mean": gs["com_mm"].mean(),
+                    "com_mm_std": gs["com_mm"].std(ddof=1),
+                    "hd95_mm_mean": gs["hd95_mm"].mean(),
+                    "hd95_mm_std": gs["hd95_mm"].std(ddof=1),
+                    "missed": int((gs["status"] == "missed").sum()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def paired_comparison(per_case: pd.DataFrame, a: str, b: str, size: str, structure: str | None = None, shift: str = "none", recipe: str | None = None) -> dict:
+    """Compare mode ``a`` with mode ``b`` at one training size on the test split.
+
+    Relative improvement = (mean Dice of a - mean Dice of b) / mean Dice of b x 100, over every
+    (draw, test case, structure) score. The Wilcoxon signed-rank test (two-sided) pairs the
+    *test cases*: each case's Dice averaged over draws (and structures, unless one is given), so
+    the unit of replication is the patient, not a repeated measurement of one.
+    """
+    sel = per_case[(per_case["subset"] == "test") & (per_case["shift"] == shift) & (per_case["size"].astype(str) == str(size)) & (per_case["status"] != "absent")]
+    if recipe is not None:
+        sel = sel[sel["recipe"] == recipe]
+    if structure is not None:
+        sel = sel[sel["structure"] == structure]
+    da, db = sel[sel["mode"] == a], sel[sel["mode"] == b]
+    if da.empty or db.empty:
+        return {}
+    key = ["draw", "case", "structure"]
+    merged = da[key + ["dice"]].merge(db[key + ["dice"]], on=key, suffixes=("_a", "_b"))
+    if len(merged) != len(da) or len(merged) != len(db):
+        raise GlobalmaskError(f"runs of {a} and {b} at size {size} are not paired (different draws or cases)")
+    per_case_mean = merged.groupby("case")[["dice_a", "dice_b"]].mean()
+    diff = per_case_mean["dice_a"] - per_case_mean["dice_b"]
+    if len(diff) < 2 or np.allclose(diff, 0):
+        p = 1.0
+    else:
+        p = float(wilcoxon(per_case_mean["dice_a"], per_case_mean["dice_b"], alternative="two-sided").pvalue)
+    mean_a, mean_b = float(merged["dice_a"].mean()), float(merged["dice_b"].mean())
+    return {
+        "a": a,
+        "b": b,
+        "size": str(size),
+        "structure": structure or "all",
+        "n_pairs": int(len(merged)),
+        "n_cases": int(len(per_case_mean)),
+        "n_draws": int(merged["draw"].nunique()),
+        "dice_a": mean_a,
+        "dice_b": mean_b,
+        "relative_improvement_pct": (mean_a - mean_b) / mean_b * 100 if mean_b > 0 else float("inf"),
+        "cases_a_better": int((diff > 0).sum()),
+        "wilcoxon_p": p,
+    }
+
+
+def shift_drops(per_case: pd.DataFrame, recipe: str) -> pd.DataFrame:
+    """Dice drop per mode, size and shift level: mean Dice unshifted minus mean Dice shifted."""
+    sel = per_case[(per_case["recipe"] == recipe) & (per_case["subset"] == "test") & (per_case["status"] != "absent")]
+    base = sel[sel["shift"] == "none"].groupby(["mode", "size"])["dice"].mean()
+    rows = []
+    for (mode, size, shift), g in sel[sel["shift"] != "none"].groupby(["mode", "size", "shift"], sort=False):
+        rows.append({"mode": mode, "size": str(size), "shift": shift, "dice_none": base[(mode, size)], "dice_shifted": g["dice"].mean(), "dice_drop": base[(mode, size)] - g["dice"].mean()})
+    return pd.DataFrame(rows)
+
+
+def recipe_ablation(per_case: pd.DataFrame) -> pd.DataFrame:
+    """GBM-only models at the full training size, one row per recipe, best first.
+
+    Ranked on the **validation** split only (fewest missed structures, then lowest mean
+    centre-of-mass error, then highest Dice); test figures are reported beside, never used.
+    """
+    sel = per_case[(per_case["mode"] == "gbm") & (per_case["size"].astype(str) == ALL) & (per_case["shift"] == "none") & (per_case["status"] != "absent")]
+    rows = []
+    for recipe, g in sel.groupby("recipe", sort=False):
+        row: dict[str, Any] = {"recipe": recipe}
+        for subset in ("validation", "test"):
+            gs = g[g["subset"] == subset]
+            row[f"{subset}_dice"] = gs["dice"].mean()
+            row[f"{subset}_com_mm"] = gs["com_mm"].mean()
+            row[f"{subset}_missed"] = int((gs["status"] == "missed").sum())
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df = df.sort_values(["validation_missed", "validation_com_mm", "validation_dice"], ascending=[True, True, False]).reset_index(drop=True)
+    return df
+
+
+def choose_recipe(per_case: pd.DataFrame) -> str:
+    """The ablation's winner on the validation split (first row of :func:`recipe_ablation`)."""
+    table = recipe_ablation(per_case)
+    if table.empty:
+        raise GlobalmaskError("no GBM-only full-size validation results to choose a recipe from")
+    return str(table.iloc[0]["recipe"])
+
+
+def complete_pairs(per_case: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """Rows of modes a and b restricted to the (size, draw) both have finished (others: pending)."""
+    keys_a = set(map(tuple, per_case[per_case["mode"] == a][["recipe", "size", "draw"]].astype(str).drop_duplicates().to_numpy()))
+    keys_b = set(map(tuple, per_case[per_case["mode"] == b][["recipe", "size", "draw"]].astype(str).drop_duplicates().to_numpy()))
+    both = keys_a & keys_b
+    sel = per_case[per_case["mode"].isin([a, b])]
+    mask = [tuple(k) in both for k in sel[["recipe", "size", "draw"]].astype(str).to_numpy()]
+    return sel[mask]
+
+
+@dataclass
+class RunSummary:
+    """One run as the report lists it."""
+
+    run_id: str
+    name: str
+    role: str  # "sweep" or "ablation"
+    mode: str
+    recipe: str
+    size_label: str
+    draw: int
+    train_ids: list[str]
+    steps: int
+    max_steps: int
+    best_step: int
+    best_val_dice: float | None
+    converged: bool | None
+    train_seconds: float
+    total_seconds: float
+    test_dice_mean: float
+    device: str
+
+
+@dataclass
+class StudyResults:
+    """Everything the report shows, computed from run records only."""
+
+    plan: Plan
+    sweep_recipe: str | None
+    recipe_winner: str | None
+    sizes: list[str]
+    runs: list[RunSummary]
+    pending: list[str]
+    per_case: pd.DataFrame
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    shift_drops: pd.DataFrame
+    recipe_ablation: pd.DataFrame
+    subsets: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def config(self) -> StudyConfig:
+        return self.plan.config
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending and self.sweep_recipe is not None
+
+    def to_json(self) -> dict[str, Any]:
+        p = self.plan
+        return _json_safe(
+            {
+                "plan_hash": p.hash,
+                "dataset": p.dataset_root,
+                "dataset_name": p.dataset_name,
+                "dataset_fingerprint": p.dataset_fingerprint,
+                "split_source": p.split_source,
+                "n_train": p.n_train,
+                "n_validation": len(p.split.validation),
+                "n_test": len(p.split.test),
+                "structures": p.structures,
+                "config": p.config.to_dict(),
+                "sweep_recipe": self.sweep_recipe,
+                "recipe_winner": self.recipe_winner,
+                "sizes": self.sizes,
+                "runs": [r.__dict__ for r in self.runs],
+                "pending": self.pending,
+                "summary": self.summary.to_dict(orient="records"),
+                "comparisons": self.comparisons.to_dict(orient="records"),
+                "shift_drops": self.shift_drops.to_dict(orient="records"),
+                "recipe_ablation": self.recipe_ablation.to_dict(orient="records"),
+            }
+        )
+
+
+def _summarise(rec: RunRecord, role: str, name: str) -> RunSummary:
+    test = [m["dice"] for m in rec.metrics if m["subset"] == "test" and m["shift"] == "none" and m.get("status") != "absent" and m.get("dice") is not None]
+    return RunSummary(
+        rec.run_id, name, role, rec.run.mode, rec.run.recipe, rec.run.size_label, rec.run.draw, rec.train_ids, rec.steps, rec.max_steps,
+        rec.best_step, rec.best_val_dice, rec.converged, rec.train_seconds, rec.total_seconds, float(np.mean(test)) if test else float("nan"),
+        str(rec.machine.get("device", "")),
+    )
+
+
+def analyse(plan: Plan, records: Mapping[str, RunRecord]) -> StudyResults:
+    """Merge records into results; runs of the plan without a record are listed as pending."""
+    ablation = plan.ablation()
+    ablation_recs = [records.get(plan.run_id(r)) for r in ablation]
+    winner = None
+    if ablation_recs and all(ablation_recs):
+        winner = choose_recipe(pd.concat([r.per_case() for r in ablation_recs if r], ignore_index=True))
+    recipe = plan.fixed_recipe or winner
+    runs: list[RunSpec] = plan.all_runs(recipe)
+    sweep_names = {r.name for r in plan.sweep(recipe)} if recipe else set()
+    summaries, frames, pending = [], [], []
+    for r in runs:
+        rec = records.get(plan.run_id(r))
+        if rec is None:
+            pending.append(plan.run_id(r))
+            continue
+        summaries.append(_summarise(rec, "sweep" if r.name in sweep_names else "ablation", r.name))
+        frames.append(rec.per_case())
+    if recipe is None:
+        pending.append("stage 2 (sweep): waits for every recipe-ablation record")
+    per_case = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    summary = summary_table(per_case) if not per_case.empty else pd.DataFrame()
+    sizes = list(dict.fromkeys(r.size_label for r in runs if r.name in sweep_names))
+    comparisons = []
+    if recipe is not None and not per_case.empty:
+        for a, b in COMPARISONS:
+            if a in plan.config.modes and b in plan.config.modes:
+                pairs = complete_pairs(per_case[per_case["recipe"] == recipe], a, b)
+                for size in sizes:
+                    for structure in [None, *plan.structures]:
+                        c = paired_comparison(pairs, a, b, size, structure, recipe=recipe) if not pairs.empty else {}
+                        if c:
+                            comparisons.append(c)
+    drops = shift_drops(per_case, recipe) if (recipe is not None and not per_case.empty) else pd.DataFrame()
+    ablation_table = recipe_ablation(per_case) if not per_case.empty else pd.DataFrame()
+    return StudyResults(
+        plan, recipe, winner, sizes, summaries, pending, per_case, summary, pd.DataFrame(comparisons), drops, ablation_table,
+        plan.subsets(plan.sweep(recipe)) if recipe else {},
+    )
