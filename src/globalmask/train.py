@@ -48,6 +48,22 @@ from .model import NetConfig, binary_channels, check_mode, intensity_channels, m
 from .preprocess import DEFAULT_WINDOW, PreparedCase, PreprocessConfig, derive_spacing
 
 
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("poly", "cosine", "constant")
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of a run of at most ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(step - warmup, total - warmup) / max(1, total - warmup)
+    if schedule == "poly":
+        return (1 - t) ** 0.9
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * t))
+    return 1.0
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides what a training run computes (stored in config.json)."""
@@ -59,6 +75,10 @@ class TrainConfig:
     batch_size: int = 2
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # "adamw", or "sgd": SGD with Nesterov momentum 0.99 as nnU-Net trains
+    schedule: str = "poly"  # learning rate over the maximum steps: "poly" (power 0.9), "cosine" or "constant"
+    warmup_steps: int = 0  # linear learning-rate warm-up before the schedule
+    bf16: bool = False  # bfloat16 autocast for training on CPUs with native bf16 (CUDA uses mixed precision anyway)
     patch_size: tuple[int, ...] | None = None  # None: whole (cropped) volumes if they fit max_patch_voxels
     max_patch_voxels: int = 96**3
     fg_prob: float = 0.33
@@ -77,6 +97,14 @@ class TrainConfig:
             self.patch_size = tuple(int(p) for p in self.patch_size)
         if self.steps < 1 or self.batch_size < 1:
             raise DatasetError("steps and batch size must be >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise DatasetError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise DatasetError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
+            raise DatasetError(f"warmup_steps must be >= 0 and below steps ({self.steps}), got {self.warmup_steps}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise DatasetError(f"lr must be a finite number > 0, got {self.lr}")
         if self.val_every < 1:
             raise DatasetError(f"val_every must be >= 1, got {self.val_every}")
         if self.patience is not None and self.patience < 1:
@@ -242,8 +270,12 @@ class Trainer:
         self.net = spec.build().to(device)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last_3d)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: (1 - min(s, cfg.steps) / cfg.steps) ** 0.9)
+        if cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.steps, cfg.schedule, cfg.warmup_steps))
+        self.cpu_bf16 = cfg.bf16 and device.type == "cpu"
         # Dice over the structures only (background would dominate it), cross-entropy over all classes
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=False)
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
@@ -274,7 +306,8 @@ class Trainer:
 
     def optimize(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Forward, loss, backward, optimiser and schedule step on a ready batch; returns the loss."""
-        with autocast(self.device):
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if self.cpu_bf16 else autocast(self.device)
+        with amp:
             logits = self.net(x)
         loss = self.loss_fn(logits.float(), y.long())
         self.opt.zero_grad(set_to_none=True)
