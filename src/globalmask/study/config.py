@@ -41,6 +41,11 @@ class StudyConfig:
     min_delta: float = 0.002
     batch_size: int = 2
     lr: float = 2e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # or "sgd" (Nesterov 0.99, as nnU-Net)
+    schedule: str = "poly"  # poly | cosine | constant, over the maximum steps
+    warmup_steps: int = 0
+    bf16: bool = False  # bfloat16 autocast for training on CPUs with native bf16
     patch_size: list[int] | None = None
     max_patch_voxels: int = 96**3
     net: dict[str, Any] = field(default_factory=dict)
@@ -75,7 +80,15 @@ class StudyConfig:
             raise bad("patience", self.patience, "an integer >= 1 (or null: never stop early)")
         if not isinstance(self.overlays, int) or self.overlays < 0:
             raise bad("overlays", self.overlays, "an integer >= 0")
-        for name in ("lr", "min_delta"):
+        if self.optimizer not in ("adamw", "sgd"):
+            raise bad("optimizer", self.optimizer, "'adamw' or 'sgd'")
+        if self.schedule not in ("poly", "cosine", "constant"):
+            raise bad("schedule", self.schedule, "'poly', 'cosine' or 'constant'")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise bad("warmup_steps", self.warmup_steps, "an integer >= 0")
+        if not isinstance(self.bf16, bool):
+            raise bad("bf16", self.bf16, "true or false")
+        for name in ("lr", "min_delta", "weight_decay"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
                 raise bad(name, v, "a finite number > 0" if name == "lr" else "a finite number >= 0")

@@ -138,7 +138,7 @@ class Plan:
     def run_id(self, run: RunSpec) -> str:
         """Readable prefix + hash of what the run computes (spec, training settings, data, split)."""
         cfg = self.config.plan_dict()
-        training = {k: cfg[k] for k in ("spacing", "window", "val_every", "patience", "min_delta", "batch_size", "lr", "patch_size", "max_patch_voxels", "net", "shifts")}
+        training = {k: cfg[k] for k in ("spacing", "window", "val_every", "patience", "min_delta", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_steps", "bf16", "patch_size", "max_patch_voxels", "net", "shifts")}
         digest = _sha({"run": run.identity(), "training": training, "dataset": self.dataset_fingerprint, "split": self.split.as_dict()})[:10]
         return f"{run.mode.replace('+', '_')}-n{run.size_label}-d{run.draw}-{_slug(run.recipe)}-{digest}"
 
