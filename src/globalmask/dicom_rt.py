@@ -466,3 +466,196 @@ def write_ct_series(volume: Volume, folder: str | Path, *, patient_id: str = "PH
         ds.save_as(str(path), enforce_file_format=True)
         files.append(path)
     return files
+
+
+# ----------------------------------------------------------------------------------------------
+# patient folders (CT + RTSTRUCT) -> nnU-Net v2 raw dataset
+
+
+@dataclass
+class PatientFiles:
+    folder: Path
+    series: dict[str, list[Path]]  # image series: SeriesInstanceUID -> files
+    rtstructs: list[Path]
+
+
+def scan_patient(folder: str | Path) -> PatientFiles:
+    """Find the image series and RT Structure Sets under ``folder`` (any depth; other files ignored)."""
+    pydicom = _pydicom()
+    from pydicom.errors import InvalidDicomError
+
+    folder = Path(folder)
+    series: dict[str, list[Path]] = {}
+    rtstructs: list[Path] = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID", "SeriesInstanceUID", "ImagePositionPatient"])
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        if str(getattr(ds, "SOPClassUID", "")) == RTSTRUCT_SOP_CLASS or getattr(ds, "Modality", "") == "RTSTRUCT":
+            rtstructs.append(f)
+        elif "ImagePositionPatient" in ds and "SeriesInstanceUID" in ds:
+            series.setdefault(str(ds.SeriesInstanceUID), []).append(f)
+    return PatientFiles(folder, series, rtstructs)
+
+
+def _patient_folders(src: Path) -> list[Path]:
+    if any(p.is_file() and not p.name.startswith(".") for p in src.iterdir()):
+        return [src]
+    folders = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputFileError("holds no patient folders (CT series + RTSTRUCT)", src)
+    return folders
+
+
+def _case_id(folder: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", folder.name).strip("_") or "case"
+
+
+def convert_patient(folder: Path, label_map: LabelMap) -> tuple[Volume, Volume, dict]:
+    """(CT, label map on the CT grid, table row) for one patient folder."""
+    from .io import read_dicom_series
+
+    found_files = scan_patient(folder)
+    if not found_files.rtstructs:
+        raise InputFileError("no RT Structure Set (RTSTRUCT) found in the patient folder", folder)
+    if len(found_files.rtstructs) > 1:
+        raise InputFileError(f"{len(found_files.rtstructs)} RT Structure Sets found ({', '.join(p.name for p in found_files.rtstructs)}); keep one per patient", folder)
+    ss = read_rtstruct(found_files.rtstructs[0])
+    wanted = [u for u in ss.series_uids if u in found_files.series]
+    if wanted:
+        uid = wanted[0]
+    elif len(found_files.series) == 1 and not ss.series_uids:
+        uid = next(iter(found_files.series))
+    else:
+        raise InputFileError(
+            f"the RT Structure Set references series {ss.series_uids or '(none)'} but the folder holds {list(found_files.series) or 'no image series'}",
+            ss.file,
+        )
+    ct = read_dicom_series(folder, files=found_files.series[uid])
+    headers = read_series_headers(found_files.series[uid][:1])
+    ct_for = str(getattr(headers[0], "FrameOfReferenceUID", ""))
+    if ss.frame_of_reference_uid and ct_for and ss.frame_of_reference_uid != ct_for:
+        raise GeometryError(f"RT Structure Set Frame of Reference {ss.frame_of_reference_uid} differs from the CT's {ct_for}", ss.file)
+    rois = {r.name: r for r in ss.rois}
+    found, missing, ignored = match_rois([r.name for r in ss.rois], label_map)
+    masks: dict[str, np.ndarray] = {}
+    off_plane = 0
+    for label, roi_name in found.items():
+        roi = rois[roi_name]
+        mask, off = rasterise_contours(roi.contours, ct, ss.file)
+        off_plane += off
+        masks[label] = mask
+    array = np.zeros(ct.shape, dtype=np.uint8)
+    lost: dict[str, int] = {}
+    taken = np.zeros(ct.shape, dtype=bool)
+    for label in label_map.priority:  # highest priority first: later labels only fill free voxels
+        if label not in masks:
+            continue
+        lost[label] = int(np.count_nonzero(masks[label] & taken))
+        array[masks[label] & ~taken] = label_map.labels[label]
+        taken |= masks[label]
+    empty = [label for label, m in masks.items() if not m.any()]
+    row = {
+        "patient": folder.name,
+        "case": _case_id(folder),
+        "rtstruct": found_files.rtstructs[0].name,
+        "series_uid": uid,
+        "found": "; ".join(f"{label}={roi}" for label, roi in found.items()),
+        "missing": "; ".join(missing),
+        "ignored": "; ".join(f"{roi} ({why})" for roi, why in ignored.items()),
+        "empty": "; ".join(empty),
+        "overlap_voxels_lost": "; ".join(f"{label}:{n}" for label, n in lost.items() if n),
+        "off_plane_contours": off_plane,
+        "geometry": "; ".join(ct.notes.get("dicom_geometry", {}).get("faults", [])) or "regular",
+    }
+    return ct, ct.with_array(array), row
+
+
+def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str | Path, progress: bool = True) -> tuple[Path, list[dict]]:
+    """Patient folders (CT series + RTSTRUCT) -> nnU-Net v2 raw dataset with a conversion table.
+
+    Writes ``out/imagesTr/<case>_0000.nii.gz``, ``out/labelsTr/<case>.nii.gz``, ``dataset.json``
+    and ``conversion.csv``/``conversion.json`` (one row per patient: ROIs found, missing, ignored,
+    empty, voxels lost to higher-priority overlaps, geometry repairs).
+    """
+    import csv
+    import io as _io
+
+    from tqdm.auto import tqdm
+
+    from .io import write_json, write_text, write_volume
+
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise InputFileError("source folder not found", src)
+    if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()):
+        from .errors import OutputError
+
+        raise OutputError(f"output dataset would be written inside the source folder {src}; choose another --out", out)
+    if out.exists() and any(out.iterdir()):
+        from .errors import OutputError
+
+        raise OutputError("output dataset folder exists and is not empty", out)
+    if not isinstance(label_map, LabelMap):
+        label_map = load_label_map(label_map)
+    rows: list[dict] = []
+    seen: dict[str, Path] = {}
+    for folder in tqdm(_patient_folders(src), desc="convert dicom-rt", unit="patient", disable=not progress):
+        ct, labels, row = convert_patient(folder, label_map)
+        if row["case"] in seen:
+            raise DatasetError(f"patient folders {seen[row['case']].name} and {folder.name} give the same case id {row['case']!r}", src)
+        seen[row["case"]] = folder
+        write_volume(ct, out / "imagesTr" / f"{row['case']}_0000.nii.gz")
+        write_volume(labels, out / "labelsTr" / f"{row['case']}.nii.gz")
+        if ct.notes:
+            write_json(out / "geometry" / f"{row['case']}.json", ct.notes)
+        rows.append(row)
+    write_json(
+        out / "dataset.json",
+        {"channel_names": {"0": "CT"}, "labels": label_map.with_background, "numTraining": len(rows), "file_ending": ".nii.gz",
+         "description": f"converted from DICOM RT by globalmask {__version__}; overlap priority: {', '.join(label_map.priority)}"},
+    )
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "conversion.csv", buf.getvalue())
+    write_json(out / "conversion.json", {"priority": label_map.priority, "patients": rows})
+    return out, rows
+
+
+# ----------------------------------------------------------------------------------------------
+# predictions -> RTSTRUCT / DICOM-SEG beside the NIfTI label maps
+
+
+def check_dicom_inputs(inputs: Sequence[Path], fmt: str) -> None:
+    """Before predicting: RTSTRUCT/DICOM-SEG output needs every input to be a DICOM series folder."""
+    for src in inputs:
+        if not Path(src).is_dir():
+            raise InputFileError(f"--format {fmt} needs DICOM series folders as inputs (the objects reference the series' UIDs), got a file", src)
+
+
+def write_prediction_objects(inputs: Sequence[Path], label_files: Sequence[Path], names: Mapping[str, int], out_dir: str | Path,
+                             fmt: str) -> list[Path]:
+    """For each (DICOM input folder, written label map): ``<case>_rtstruct.dcm`` or ``<case>_seg.dcm``."""
+    from .io import dicom_image_series, read_volume
+
+    out_dir = Path(out_dir)
+    written = []
+    for src, label_file in zip(inputs, label_files):
+        series = dicom_image_series(Path(src))
+        if len(series) != 1:
+            raise InputFileError(f"expected one DICOM image series, found {len(series)}", src)
+        headers = read_series_headers(next(iter(series.values())))
+        labels = read_volume(label_file)
+        case = label_file.name[: -len(".nii.gz")] if label_file.name.endswith(".nii.gz") else label_file.stem
+        if fmt == "rtstruct":
+            written.append(write_rtstruct(labels, names, headers, out_dir / f"{case}_rtstruct.dcm"))
+        elif fmt == "dicom-seg":
+            from .dicom_seg import write_dicom_seg
+
+            written.append(write_dicom_seg(labels, names, headers, out_dir / f"{case}_seg.dcm"))
+        else:
+            raise InputFileError(f"unknown output format {fmt!r} (nifti, rtstruct, dicom-seg)")
+    return written

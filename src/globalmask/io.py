@@ -401,8 +401,7 @@ class SeriesGeometry:
     """Where the slices of a series lie and what (if anything) must be repaired.
 
     ``slices`` are sorted along the normal (duplicates already removed); ``faults`` lists the
-    repaired faults in words; ``regular`` is True when the slices form a regular orthogonal grid as
-    they are (then no resampling is done).
+    repaired faults in words.
     """
 
     slices: list[DicomSlice]
@@ -414,7 +413,9 @@ class SeriesGeometry:
 
     @property
     def regular(self) -> bool:
-        return not self.faults
+        """True when the kept slices already form a regular orthogonal grid (dropping identical
+        duplicates does not need resampling)."""
+        return len(self.faults) == (1 if self.dropped else 0)
 
 
 def analyse_series_geometry(slices: list[DicomSlice], where: str | Path, pixels=None) -> SeriesGeometry:
