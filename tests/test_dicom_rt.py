@@ -212,3 +212,34 @@ def test_overlaps_are_resolved_by_the_stated_priority(tmp_path):
     assert (out == 2).sum() == 12 * 12 * 6  # cord wins the overlap
     assert (out == 1).sum() == 12 * 12 * 6 - 6 * 6 * 6
     assert rows[0]["overlap_voxels_lost"] == "ptv:216"
+
+
+@pytest.mark.slow
+def test_planning_cts_to_model_to_rtstruct_and_seg_predictions(tmp_path):
+    """convert dicom-rt -> train (a few steps) -> predict --format rtstruct / dicom-seg on a DICOM series."""
+    src = tmp_path / "src"
+    for i in range(3):
+        _patient(src, f"p{i}", i, {"brainstem": "Brainstem", "mandible": "Mandible"})
+    label_map = tmp_path / "labels.json"
+    label_map.write_text('{"labels": {"brainstem": 1, "mandible": 2}}', encoding="utf-8")
+    assert main(["convert", "dicom-rt", str(src), "--labels", str(label_map), "--out", str(tmp_path / "ds")]) == 0
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "ds"), "--mode", "gbm", "--steps", "4", "--val-every", "2", "--channels", "8", "16", "32", "--res-units", "1", "--out", str(run), "--device", "cpu"]) == 0
+    ct_folder = src / "p0" / "CT"
+    for fmt, name in (("rtstruct", "CT_rtstruct.dcm"), ("dicom-seg", "CT_seg.dcm")):
+        out = tmp_path / f"pred_{fmt}"
+        assert main(["predict", str(run / "model.pt"), str(ct_folder), "--format", fmt, "--out", str(out)]) == 0
+        pred = read_volume(out / "CT.nii.gz")
+        obj = out / name
+        ds = pydicom.dcmread(obj)
+        headers = read_series_headers(sorted(ct_folder.iterdir()))
+        assert ds.FrameOfReferenceUID if fmt == "dicom-seg" else ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+        if fmt == "rtstruct":
+            ss = read_rtstruct(obj)
+            for roi in ss.rois:
+                mask, _ = rasterise_contours(roi.contours, pred)
+                expected = pred.array == {"brainstem": 1, "mandible": 2}[roi.name]
+                np.testing.assert_array_equal(mask, expected)
+        else:
+            assert ds.FrameOfReferenceUID == headers[0].FrameOfReferenceUID
+            np.testing.assert_array_equal(read_dicom_seg(obj, {"brainstem": 1, "mandible": 2}, like=pred).array, pred.array)
