@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--mode", default=None, help="refuse the model unless it was trained with this input mode")
+    p.add_argument("--format", choices=("nifti", "rtstruct", "dicom-seg"), default="nifti", help="also write a DICOM RT Structure Set or DICOM-SEG per DICOM input series, beside the NIfTI label map (needs globalmask[dicom])")
 
     p = sub.add_parser("evaluate", help="Dice, centre-of-mass distance, HD95, surface distance and volumes per case and structure")
     p.add_argument("pred_dir", type=Path)
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="a tiny run (a minute) to check the installation")
 
+    _add_dicom_rt_parsers(sub)
     _add_study_parsers(sub)
     return parser
 
@@ -265,8 +267,22 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from .infer import Predictor
 
     predictor = Predictor(args.model, device=args.device, expect_mode=args.mode)
+    if getattr(args, "format", "nifti") != "nifti":
+        _predict_dicom(predictor, args)
+        return
     written = predictor.predict_files(args.inputs, args.out)
     print(f"wrote {len(written)} label map(s) to {args.out}")
+
+
+def _predict_dicom(predictor, args: argparse.Namespace) -> None:
+    from .dicom_rt import check_dicom_inputs, write_prediction_objects
+    from .infer import collect_inputs
+
+    inputs = collect_inputs(args.inputs)
+    check_dicom_inputs(inputs, args.format)
+    written = predictor.predict_files(inputs, args.out)
+    objects = write_prediction_objects(inputs, written, predictor.spec.labels, args.out, args.format)
+    print(f"wrote {len(written)} label map(s) and {len(objects)} {args.format} file(s) to {args.out}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -311,6 +327,43 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
     run_demo(args.out, kind=args.kind, train_cases=args.train_cases, steps=args.steps, seed=args.seed, device=args.device, quick=args.quick)
+
+
+def _add_dicom_rt_parsers(sub) -> None:
+    """`convert dicom-rt` and `export nnunet` (radiotherapy and nnU-Net interoperability)."""
+    p = sub.add_parser("convert", help="convert other layouts into a globalmask/nnU-Net dataset")
+    conv = p.add_subparsers(dest="convert_kind", metavar="KIND")
+    conv.required = True
+    q = conv.add_parser("dicom-rt", help="patient folders (CT series + RTSTRUCT) -> nnU-Net v2 raw dataset")
+    q.add_argument("src", type=Path, help="folder of patient folders (or one patient folder)")
+    q.add_argument("--labels", type=Path, required=True, help="label map JSON/YAML: {labels: {name: value}, synonyms: {name: [ROI names]}, priority: [names]}")
+    q.add_argument("--out", type=Path, required=True, help="dataset folder to create (imagesTr, labelsTr, dataset.json, conversion.csv)")
+    q.set_defaults(handler=_cmd_convert_dicom_rt)
+
+    p = sub.add_parser("export", help="export a dataset for other tools")
+    exp = p.add_subparsers(dest="export_kind", metavar="KIND")
+    exp.required = True
+    q = exp.add_parser("nnunet", help="nnU-Net v2 raw dataset with the GBM as a 'noNorm' channel")
+    q.add_argument("dataset", type=Path)
+    q.add_argument("--mode", default="ct+gbm", help="ct | gbm | ct+gbm (default: ct+gbm: _0000 CT, _0001 GBM)")
+    q.add_argument("--recipe", default=None, help="GBM recipe (default: bone:250)")
+    q.add_argument("--out", type=Path, required=True)
+    q.set_defaults(handler=_cmd_export_nnunet)
+
+
+def _cmd_convert_dicom_rt(args: argparse.Namespace) -> None:
+    from .dicom_rt import convert_dicom_rt
+
+    out, rows = convert_dicom_rt(args.src, args.labels, args.out)
+    n_missing = sum(1 for r in rows if r["missing"])
+    print(f"converted {len(rows)} patient(s) to {out}; {n_missing} with missing structures (see {out / 'conversion.csv'})")
+
+
+def _cmd_export_nnunet(args: argparse.Namespace) -> None:
+    from .export import export_nnunet
+
+    out = export_nnunet(args.dataset, args.out, mode=args.mode, recipe=args.recipe)
+    print(f"wrote nnU-Net v2 dataset ({args.mode}) to {out}")
 
 
 COMMANDS = {

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .checkpoint import ModelSpec, load_model
 from .errors import GlobalmaskError, InputFileError, OutputError
-from .io import Volume, case_id_from_path, is_volume_path, read_volume, volume_suffix, write_volume
+from .io import Volume, case_id_from_path, is_volume_path, read_volume, volume_suffix, write_json, write_volume
 from .model import make_input
 from .preprocess import PreparedCase, prepare_case, restore_volume
 
@@ -141,6 +141,8 @@ class Predictor:
         for src, dst in tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not progress):
             ct = read_volume(src)
             written.append(write_volume(self.predict(ct), dst))
+            if ct.notes:  # e.g. a DICOM series resampled on reading: say so beside the prediction
+                write_json(dst.with_name(case_id_from_path(dst) + ".json"), ct.notes)
         return written
 
 

@@ -1,0 +1,661 @@
+"""DICOM RT Structure Sets in and out, ROI-name mapping, and CT series written from volumes.
+
+Contours <-> masks are done here on scikit-image (``measure.find_contours`` at level 0.5,
+``draw.polygon2mask``) rather than with rt-utils: rt-utils (last release 1.2.7, January 2023)
+needs OpenCV, re-reads the series from a folder itself (so it cannot follow a series that
+globalmask resampled onto a regular grid) and writes with attributes pydicom 3 deprecates.
+
+* Reading: every CLOSED_PLANAR contour is mapped from patient coordinates (LPS, mm) through the
+  CT volume's inverse affine; contours of one plane are combined with the even-odd (XOR) rule, so
+  holes and several islands per slice come out right (the convention planning systems use).
+* Writing: each axial plane of a label is traced by marching squares at level 0.5 (a polygon
+  through the mid-points between inside and outside voxel centres, which rasterises back to the
+  same voxels); holes become separate contours (XOR again).
+* Files are written with pydicom and reference the CT series: Frame of Reference, study, series
+  and every SOP instance (Contour Image Sequence per contour where the plane is a CT slice).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import DatasetError, GeometryError, InputFileError
+from .io import Volume, atomic_path
+
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+CT_IMAGE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
+_LPS = np.diag([-1.0, -1.0, 1.0])
+
+#: Display colours (RGB) given to structures in label order.
+PALETTE = [
+    (255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 200, 0), (255, 0, 255), (0, 220, 220),
+    (255, 128, 0), (128, 0, 255), (0, 128, 255), (128, 255, 0), (255, 0, 128), (160, 82, 45),
+]
+
+
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise InputFileError("DICOM RT support needs pydicom: pip install 'globalmask[dicom]'") from exc
+    return pydicom
+
+
+# ----------------------------------------------------------------------------------------------
+# ROI names -> labels
+
+
+def normalise_roi_name(name: str) -> str:
+    """Case, spaces, underscores and hyphens do not matter: 'Brain Stem' == 'brain_stem' == 'BrainStem'."""
+    return re.sub(r"[\s_\-]+", "", str(name)).lower()
+
+
+@dataclass
+class LabelMap:
+    """Label values, accepted ROI names per label, and the overlap priority (first wins)."""
+
+    labels: dict[str, int]
+    synonyms: dict[str, str]  # normalised ROI name -> label name
+    priority: list[str]
+
+    @property
+    def with_background(self) -> dict[str, int]:
+        return {"background": 0, **self.labels}
+
+
+def parse_label_map(obj: object, source: str | Path = "<labels>") -> LabelMap:
+    """Build a :class:`LabelMap` from ``{"labels": {name: value}, "synonyms": {name: [...]}, "priority": [...]}``.
+
+    A plain ``{name: value}`` mapping is accepted too. The label name itself is always a synonym.
+    Priority defaults to the order of ``labels``: where contours overlap, the earlier label wins.
+    """
+    if not isinstance(obj, Mapping):
+        raise DatasetError("label map must be a mapping", source)
+    raw = obj.get("labels", obj) if isinstance(obj.get("labels", None), Mapping) else obj
+    labels: dict[str, int] = {}
+    for name, value in raw.items():
+        if name in ("synonyms", "priority") or str(name) == "background":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value > 255:
+            raise DatasetError(f"label {name!r} must have an integer value 1..255, got {value!r}", source)
+        labels[str(name)] = int(value)
+    if not labels:
+        raise DatasetError("label map names no labels", source)
+    if len(set(labels.values())) != len(labels):
+        raise DatasetError(f"label values must be distinct, got {labels}", source)
+    synonyms: dict[str, str] = {}
+    extra = obj.get("synonyms", {}) if raw is not obj else {}
+    if not isinstance(extra, Mapping):
+        raise DatasetError("'synonyms' must map label names to lists of ROI names", source)
+    for name in labels:
+        names = [name, *([extra[name]] if isinstance(extra.get(name), str) else list(extra.get(name, [])))]
+        for roi in names:
+            key = normalise_roi_name(roi)
+            if key in synonyms and synonyms[key] != name:
+                raise DatasetError(f"ROI name {roi!r} is a synonym of both {synonyms[key]!r} and {name!r}", source)
+            synonyms[key] = name
+    unknown = [k for k in extra if k not in labels]
+    if unknown:
+        raise DatasetError(f"synonyms given for unknown label(s) {unknown}", source)
+    priority = [str(p) for p in (obj.get("priority", []) if raw is not obj else [])]
+    bad = [p for p in priority if p not in labels]
+    if bad:
+        raise DatasetError(f"priority names unknown label(s) {bad}", source)
+    priority += [n for n in labels if n not in priority]
+    return LabelMap(labels, synonyms, priority)
+
+
+def load_label_map(path: str | Path) -> LabelMap:
+    """Read a label map from JSON or YAML (see :func:`parse_label_map`)."""
+    import json
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError("label map file not found", path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        obj = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except Exception as exc:
+        raise DatasetError(f"cannot parse label map ({exc})", path) from exc
+    return parse_label_map(obj, path)
+
+
+def match_rois(roi_names: Sequence[str], label_map: LabelMap) -> tuple[dict[str, str], list[str], dict[str, str]]:
+    """(found {label: ROI name}, missing labels, ignored {ROI name: reason}) for one structure set.
+
+    When two ROIs map to one label the first (in ROI order) is used and the other is ignored as a
+    duplicate, so the choice is visible in the conversion table.
+    """
+    found: dict[str, str] = {}
+    ignored: dict[str, str] = {}
+    for roi in roi_names:
+        label = label_map.synonyms.get(normalise_roi_name(roi))
+        if label is None:
+            ignored[roi] = "not in the label map"
+        elif label in found:
+            ignored[roi] = f"duplicate of {found[label]!r} for {label}"
+        else:
+            found[label] = roi
+    missing = [name for name in label_map.labels if name not in found]
+    return found, missing, ignored
+
+
+# ----------------------------------------------------------------------------------------------
+# reading RTSTRUCT
+
+
+@dataclass
+class Roi:
+    number: int
+    name: str
+    color: tuple[int, int, int] | None
+    contours: list[np.ndarray] = field(default_factory=list)  # (n, 3) LPS mm, closed planar only
+    skipped: int = 0  # contours that are not CLOSED_PLANAR
+
+
+@dataclass
+class StructureSet:
+    file: Path
+    frame_of_reference_uid: str
+    series_uids: list[str]
+    rois: list[Roi]
+
+
+def read_rtstruct(path: str | Path) -> StructureSet:
+    """ROIs and their closed planar contours (LPS mm) from an RT Structure Set file."""
+    pydicom = _pydicom()
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as exc:
+        raise InputFileError(f"cannot read DICOM file ({type(exc).__name__}: {exc})", path) from exc
+    if str(getattr(ds, "SOPClassUID", "")) != RTSTRUCT_SOP_CLASS and getattr(ds, "Modality", "") != "RTSTRUCT":
+        raise InputFileError("not an RT Structure Set (SOP class / Modality)", path)
+    for_uid = ""
+    series: list[str] = []
+    for ref in getattr(ds, "ReferencedFrameOfReferenceSequence", []):
+        for_uid = for_uid or str(getattr(ref, "FrameOfReferenceUID", ""))
+        for study in getattr(ref, "RTReferencedStudySequence", []):
+            for s in getattr(study, "RTReferencedSeriesSequence", []):
+                series.append(str(s.SeriesInstanceUID))
+    rois = {int(r.ROINumber): Roi(int(r.ROINumber), str(r.ROIName), None) for r in getattr(ds, "StructureSetROISequence", [])}
+    for item in getattr(ds, "ROIContourSequence", []):
+        roi = rois.get(int(item.ReferencedROINumber))
+        if roi is None:
+            continue
+        if "ROIDisplayColor" in item:
+            roi.color = tuple(int(c) for c in item.ROIDisplayColor)  # type: ignore[assignment]
+        for contour in getattr(item, "ContourSequence", []):
+            if str(getattr(contour, "ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
+                roi.skipped += 1
+                continue
+            pts = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64).reshape(-1, 3)
+            if len(pts) >= 3:
+                roi.contours.append(pts)
+    return StructureSet(path, for_uid, series, list(rois.values()))
+
+
+def _source_planes(volume: Volume) -> np.ndarray:
+    """Index positions (along the volume's third axis) of the CT slices the contours were drawn on."""
+    note = volume.notes.get("dicom_geometry")
+    if note and note.get("resampled"):
+        return np.asarray(note["source_positions_mm"], dtype=np.float64) / float(note["slice_spacing_mm"])
+    return np.arange(volume.shape[2], dtype=np.float64)
+
+
+def rasterise_contours(contours: Sequence[np.ndarray], volume: Volume, where: str | Path = "") -> tuple[np.ndarray, int]:
+    """Binary mask on ``volume``'s grid from closed planar contours (LPS mm); XOR within a plane.
+
+    Contours must be parallel to the volume's axial planes (third array axis). Each target plane
+    takes the contours of its nearest CT slice (identical planes for a regular series; nearest
+    neighbour along the normal for a series resampled on reading). Returns (mask, number of
+    contours lying more than a quarter slice off every CT slice).
+    """
+    from skimage.draw import polygon2mask
+
+    shape = volume.shape
+    inv = np.linalg.inv(volume.affine)
+    planes = _source_planes(volume)
+    by_plane: dict[int, list[np.ndarray]] = {}
+    off = 0
+    for pts in contours:
+        ras = pts @ _LPS.T
+        idx = ras @ inv[:3, :3].T + inv[:3, 3]
+        kf = idx[:, 2]
+        if float(kf.max() - kf.min()) > 0.1:
+            raise GeometryError("a contour is not parallel to the CT slices (its points span several slices)", where)
+        q = int(np.argmin(np.abs(planes - kf.mean())))
+        off += int(abs(planes[q] - kf.mean()) > 0.25)
+        by_plane.setdefault(q, []).append(idx[:, :2])
+    mask = np.zeros(shape, dtype=bool)
+    if not by_plane:
+        return mask, off
+    for k in range(shape[2]):
+        q = int(np.argmin(np.abs(planes - k)))
+        for poly in by_plane.get(q, []):
+            mask[:, :, k] ^= polygon2mask(shape[:2], poly)
+    return mask, off
+
+
+# ----------------------------------------------------------------------------------------------
+# writing RTSTRUCT
+
+
+def mask_to_contours(mask: np.ndarray, affine: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(plane k, contour points (n, 3) in LPS mm) for every closed contour of every axial plane.
+
+    Marching squares at 0.5 on the zero-padded plane: outer boundaries and hole boundaries alike;
+    the reader's XOR rule turns them back into the same voxels.
+    """
+    from skimage.measure import find_contours
+
+    mask = np.asarray(mask, dtype=bool)
+    affine = np.asarray(affine, dtype=np.float64)
+    out: list[tuple[int, np.ndarray]] = []
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        plane = np.pad(mask[:, :, k], 1).astype(np.float32)
+        for c in find_contours(plane, 0.5):
+            c = c[:-1] if np.allclose(c[0], c[-1]) else c
+            if len(c) < 3:
+                continue
+            idx = np.column_stack([c - 1.0, np.full(len(c), float(k))])
+            ras = idx @ affine[:3, :3].T + affine[:3, 3]
+            out.append((int(k), ras @ _LPS.T))
+    return out
+
+
+def read_series_headers(files: Sequence[str | Path]) -> list:
+    """pydicom datasets (no pixel data) of a CT series, sorted along the slice normal."""
+    pydicom = _pydicom()
+    headers = []
+    for f in files:
+        try:
+            headers.append(pydicom.dcmread(str(f), stop_before_pixels=True))
+        except Exception as exc:
+            raise InputFileError(f"cannot read DICOM header ({type(exc).__name__}: {exc})", f) from exc
+    if not headers:
+        raise InputFileError("no DICOM images given")
+    iop = np.asarray(headers[0].ImageOrientationPatient, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    headers.sort(key=lambda d: float(np.asarray(d.ImagePositionPatient, dtype=np.float64) @ normal))
+    return headers
+
+
+def _copy(src, dst, keywords: Sequence[str]) -> None:
+    for kw in keywords:
+        if kw in src:
+            setattr(dst, kw, getattr(src, kw))
+        else:
+            setattr(dst, kw, "")
+
+
+_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                  "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription")
+
+
+def _normal(headers) -> np.ndarray:
+    iop = np.asarray(headers[0].ImageOrientationPatient, dtype=np.float64)
+    return np.cross(iop[:3], iop[3:])
+
+
+def build_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, label: str = "globalmask",
+                   colors: Mapping[str, tuple[int, int, int]] | None = None):
+    """An RT Structure Set (pydicom Dataset) with one ROI per structure of ``labels``.
+
+    ``headers`` are the CT series' datasets (:func:`read_series_headers`); the label map must be
+    in the same Frame of Reference (a prediction on that series). Empty structures get an ROI with
+    no contours so the planning system still lists them.
+    """
+    pydicom = _pydicom()
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence as Seq
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+    ref = headers[0]
+    now = _dt.datetime.now()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = RTSTRUCT_SOP_CLASS
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    _copy(ref, ds, _PATIENT_STUDY)
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 901
+    ds.SeriesDescription = f"{label} structures"
+    ds.InstanceNumber = 1
+    ds.Manufacturer = "globalmask"
+    ds.ManufacturerModelName = "globalmask"
+    ds.SoftwareVersions = __version__
+    ds.StructureSetLabel = label[:16]
+    ds.StructureSetName = label[:64]
+    ds.StructureSetDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.StructureSetTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    for_uid = str(ref.FrameOfReferenceUID)
+
+    def image_ref(h):
+        item = pydicom.Dataset()
+        item.ReferencedSOPClassUID = h.SOPClassUID
+        item.ReferencedSOPInstanceUID = h.SOPInstanceUID
+        return item
+
+    series = pydicom.Dataset()
+    series.SeriesInstanceUID = ref.SeriesInstanceUID
+    series.ContourImageSequence = Seq([image_ref(h) for h in headers])
+    study = pydicom.Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired, as TPSs expect)
+    study.ReferencedSOPInstanceUID = ref.StudyInstanceUID
+    study.RTReferencedSeriesSequence = Seq([series])
+    frame = pydicom.Dataset()
+    frame.FrameOfReferenceUID = for_uid
+    frame.RTReferencedStudySequence = Seq([study])
+    ds.ReferencedFrameOfReferenceSequence = Seq([frame])
+
+    normal = _normal(headers)
+    slice_pos = np.array([float(np.asarray(h.ImagePositionPatient, dtype=np.float64) @ normal) for h in headers])
+    rois, contours_seq, observations = [], [], []
+    array = np.asarray(labels.array)
+    for number, (name, value) in enumerate(((n, v) for n, v in names.items() if int(v) != 0 and n != "background"), start=1):
+        roi = pydicom.Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = for_uid
+        roi.ROIName = name
+        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        rois.append(roi)
+        rc = pydicom.Dataset()
+        rc.ReferencedROINumber = number
+        rc.ROIDisplayColor = list((colors or {}).get(name, PALETTE[(number - 1) % len(PALETTE)]))
+        items = []
+        for _, pts in mask_to_contours(array == int(value), labels.affine):
+            c = pydicom.Dataset()
+            s = float(pts[0] @ normal)
+            hit = int(np.argmin(np.abs(slice_pos - s)))
+            if abs(slice_pos[hit] - s) < 0.01:
+                c.ContourImageSequence = Seq([image_ref(headers[hit])])
+            c.ContourGeometricType = "CLOSED_PLANAR"
+            c.NumberOfContourPoints = len(pts)
+            c.ContourData = [f"{v:.4f}" for v in pts.ravel()]
+            items.append(c)
+        rc.ContourSequence = Seq(items)
+        contours_seq.append(rc)
+        obs = pydicom.Dataset()
+        obs.ObservationNumber = number
+        obs.ReferencedROINumber = number
+        obs.RTROIInterpretedType = "ORGAN"
+        obs.ROIInterpreter = ""
+        observations.append(obs)
+    ds.StructureSetROISequence = Seq(rois)
+    ds.ROIContourSequence = Seq(contours_seq)
+    ds.RTROIObservationsSequence = Seq(observations)
+    return ds
+
+
+def write_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, path: str | Path, label: str = "globalmask") -> Path:
+    """Build (:func:`build_rtstruct`) and write atomically an RT Structure Set."""
+    ds = build_rtstruct(labels, names, headers, label)
+    with atomic_path(path) as tmp:
+        ds.save_as(str(tmp), enforce_file_format=True)
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# CT series written from a volume (test data, demos, phantoms for planning systems)
+
+
+def write_ct_series(volume: Volume, folder: str | Path, *, patient_id: str = "PHANTOM", study_uid: str | None = None,
+                    positions: np.ndarray | None = None, uid_prefix: str | None = None) -> list[Path]:
+    """Write ``volume`` (orthogonal affine, HU) as a CT Image series, one file per axial plane.
+
+    ``positions`` (n, 3) overrides ImagePositionPatient (LPS) per plane: tests use it to make
+    series with missing slices, uneven spacing or gantry tilt.
+    """
+    pydicom = _pydicom()
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lps = _LPS @ volume.affine[:3, :4]
+    spacing = np.linalg.norm(lps[:, :3], axis=0)
+    row_dir, col_dir = lps[:, 0] / spacing[0], lps[:, 1] / spacing[1]
+    array = np.asarray(volume.array)
+    n = array.shape[2]
+    if positions is None:
+        positions = np.array([lps[:, 3] + k * lps[:, 2] for k in range(n)])
+    study_uid = study_uid or generate_uid(prefix=uid_prefix)
+    series_uid, for_uid = generate_uid(prefix=uid_prefix), generate_uid(prefix=uid_prefix)
+    files = []
+    for k in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CT_IMAGE_SOP_CLASS
+        meta.MediaStorageSOPInstanceUID = generate_uid(prefix=uid_prefix)
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = CT_IMAGE_SOP_CLASS
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"{patient_id}^", patient_id, "", "O"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, for_uid
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20240101", "120000", "1", "", ""
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, k + 1
+        ds.Manufacturer, ds.PositionReferenceIndicator = "globalmask", ""
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in positions[k]]
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_dir, *col_dir)]
+        ds.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]  # row spacing, column spacing
+        ds.SliceThickness = f"{spacing[2]:.6f}"
+        ds.Rows, ds.Columns = array.shape[1], array.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
+        ds.PixelData = np.ascontiguousarray(np.rint(array[:, :, k].T).astype(np.int16)).tobytes()
+        path = folder / f"CT{k:04d}.dcm"
+        ds.save_as(str(path), enforce_file_format=True)
+        files.append(path)
+    return files
+
+
+# ----------------------------------------------------------------------------------------------
+# patient folders (CT + RTSTRUCT) -> nnU-Net v2 raw dataset
+
+
+@dataclass
+class PatientFiles:
+    folder: Path
+    series: dict[str, list[Path]]  # image series: SeriesInstanceUID -> files
+    rtstructs: list[Path]
+
+
+def scan_patient(folder: str | Path) -> PatientFiles:
+    """Find the image series and RT Structure Sets under ``folder`` (any depth; other files ignored)."""
+    pydicom = _pydicom()
+    from pydicom.errors import InvalidDicomError
+
+    folder = Path(folder)
+    series: dict[str, list[Path]] = {}
+    rtstructs: list[Path] = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID", "SeriesInstanceUID", "ImagePositionPatient"])
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        if str(getattr(ds, "SOPClassUID", "")) == RTSTRUCT_SOP_CLASS or getattr(ds, "Modality", "") == "RTSTRUCT":
+            rtstructs.append(f)
+        elif "ImagePositionPatient" in ds and "SeriesInstanceUID" in ds:
+            series.setdefault(str(ds.SeriesInstanceUID), []).append(f)
+    return PatientFiles(folder, series, rtstructs)
+
+
+def _patient_folders(src: Path) -> list[Path]:
+    if any(p.is_file() and not p.name.startswith(".") for p in src.iterdir()):
+        return [src]
+    folders = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputFileError("holds no patient folders (CT series + RTSTRUCT)", src)
+    return folders
+
+
+def _case_id(folder: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", folder.name).strip("_") or "case"
+
+
+def convert_patient(folder: Path, label_map: LabelMap) -> tuple[Volume, Volume, dict]:
+    """(CT, label map on the CT grid, table row) for one patient folder."""
+    from .io import read_dicom_series
+
+    found_files = scan_patient(folder)
+    if not found_files.rtstructs:
+        raise InputFileError("no RT Structure Set (RTSTRUCT) found in the patient folder", folder)
+    if len(found_files.rtstructs) > 1:
+        raise InputFileError(f"{len(found_files.rtstructs)} RT Structure Sets found ({', '.join(p.name for p in found_files.rtstructs)}); keep one per patient", folder)
+    ss = read_rtstruct(found_files.rtstructs[0])
+    wanted = [u for u in ss.series_uids if u in found_files.series]
+    if wanted:
+        uid = wanted[0]
+    elif len(found_files.series) == 1 and not ss.series_uids:
+        uid = next(iter(found_files.series))
+    else:
+        raise InputFileError(
+            f"the RT Structure Set references series {ss.series_uids or '(none)'} but the folder holds {list(found_files.series) or 'no image series'}",
+            ss.file,
+        )
+    ct = read_dicom_series(folder, files=found_files.series[uid])
+    headers = read_series_headers(found_files.series[uid][:1])
+    ct_for = str(getattr(headers[0], "FrameOfReferenceUID", ""))
+    if ss.frame_of_reference_uid and ct_for and ss.frame_of_reference_uid != ct_for:
+        raise GeometryError(f"RT Structure Set Frame of Reference {ss.frame_of_reference_uid} differs from the CT's {ct_for}", ss.file)
+    rois = {r.name: r for r in ss.rois}
+    found, missing, ignored = match_rois([r.name for r in ss.rois], label_map)
+    masks: dict[str, np.ndarray] = {}
+    off_plane = 0
+    for label, roi_name in found.items():
+        roi = rois[roi_name]
+        mask, off = rasterise_contours(roi.contours, ct, ss.file)
+        off_plane += off
+        masks[label] = mask
+    array = np.zeros(ct.shape, dtype=np.uint8)
+    lost: dict[str, int] = {}
+    taken = np.zeros(ct.shape, dtype=bool)
+    for label in label_map.priority:  # highest priority first: later labels only fill free voxels
+        if label not in masks:
+            continue
+        lost[label] = int(np.count_nonzero(masks[label] & taken))
+        array[masks[label] & ~taken] = label_map.labels[label]
+        taken |= masks[label]
+    empty = [label for label, m in masks.items() if not m.any()]
+    row = {
+        "patient": folder.name,
+        "case": _case_id(folder),
+        "rtstruct": found_files.rtstructs[0].name,
+        "series_uid": uid,
+        "found": "; ".join(f"{label}={roi}" for label, roi in found.items()),
+        "missing": "; ".join(missing),
+        "ignored": "; ".join(f"{roi} ({why})" for roi, why in ignored.items()),
+        "empty": "; ".join(empty),
+        "overlap_voxels_lost": "; ".join(f"{label}:{n}" for label, n in lost.items() if n),
+        "off_plane_contours": off_plane,
+        "geometry": "; ".join(ct.notes.get("dicom_geometry", {}).get("faults", [])) or "regular",
+    }
+    return ct, ct.with_array(array), row
+
+
+def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str | Path, progress: bool = True) -> tuple[Path, list[dict]]:
+    """Patient folders (CT series + RTSTRUCT) -> nnU-Net v2 raw dataset with a conversion table.
+
+    Writes ``out/imagesTr/<case>_0000.nii.gz``, ``out/labelsTr/<case>.nii.gz``, ``dataset.json``
+    and ``conversion.csv``/``conversion.json`` (one row per patient: ROIs found, missing, ignored,
+    empty, voxels lost to higher-priority overlaps, geometry repairs).
+    """
+    import csv
+    import io as _io
+
+    from tqdm.auto import tqdm
+
+    from .io import write_json, write_text, write_volume
+
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise InputFileError("source folder not found", src)
+    if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()):
+        from .errors import OutputError
+
+        raise OutputError(f"output dataset would be written inside the source folder {src}; choose another --out", out)
+    if out.exists() and any(out.iterdir()):
+        from .errors import OutputError
+
+        raise OutputError("output dataset folder exists and is not empty", out)
+    if not isinstance(label_map, LabelMap):
+        label_map = load_label_map(label_map)
+    rows: list[dict] = []
+    seen: dict[str, Path] = {}
+    for folder in tqdm(_patient_folders(src), desc="convert dicom-rt", unit="patient", disable=not progress):
+        ct, labels, row = convert_patient(folder, label_map)
+        if row["case"] in seen:
+            raise DatasetError(f"patient folders {seen[row['case']].name} and {folder.name} give the same case id {row['case']!r}", src)
+        seen[row["case"]] = folder
+        write_volume(ct, out / "imagesTr" / f"{row['case']}_0000.nii.gz")
+        write_volume(labels, out / "labelsTr" / f"{row['case']}.nii.gz")
+        if ct.notes:
+            write_json(out / "geometry" / f"{row['case']}.json", ct.notes)
+        rows.append(row)
+    write_json(
+        out / "dataset.json",
+        {"channel_names": {"0": "CT"}, "labels": label_map.with_background, "numTraining": len(rows), "file_ending": ".nii.gz",
+         "description": f"converted from DICOM RT by globalmask {__version__}; overlap priority: {', '.join(label_map.priority)}"},
+    )
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "conversion.csv", buf.getvalue())
+    write_json(out / "conversion.json", {"priority": label_map.priority, "patients": rows})
+    return out, rows
+
+
+# ----------------------------------------------------------------------------------------------
+# predictions -> RTSTRUCT / DICOM-SEG beside the NIfTI label maps
+
+
+def check_dicom_inputs(inputs: Sequence[Path], fmt: str) -> None:
+    """Before predicting: RTSTRUCT/DICOM-SEG output needs every input to be a DICOM series folder."""
+    for src in inputs:
+        if not Path(src).is_dir():
+            raise InputFileError(f"--format {fmt} needs DICOM series folders as inputs (the objects reference the series' UIDs), got a file", src)
+
+
+def write_prediction_objects(inputs: Sequence[Path], label_files: Sequence[Path], names: Mapping[str, int], out_dir: str | Path,
+                             fmt: str) -> list[Path]:
+    """For each (DICOM input folder, written label map): ``<case>_rtstruct.dcm`` or ``<case>_seg.dcm``."""
+    from .io import dicom_image_series, read_volume
+
+    out_dir = Path(out_dir)
+    written = []
+    for src, label_file in zip(inputs, label_files):
+        series = dicom_image_series(Path(src))
+        if len(series) != 1:
+            raise InputFileError(f"expected one DICOM image series, found {len(series)}", src)
+        headers = read_series_headers(next(iter(series.values())))
+        labels = read_volume(label_file)
+        case = label_file.name[: -len(".nii.gz")] if label_file.name.endswith(".nii.gz") else label_file.stem
+        if fmt == "rtstruct":
+            written.append(write_rtstruct(labels, names, headers, out_dir / f"{case}_rtstruct.dcm"))
+        elif fmt == "dicom-seg":
+            from .dicom_seg import write_dicom_seg
+
+            written.append(write_dicom_seg(labels, names, headers, out_dir / f"{case}_seg.dcm"))
+        else:
+            raise InputFileError(f"unknown output format {fmt!r} (nifti, rtstruct, dicom-seg)")
+    return written

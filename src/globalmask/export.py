@@ -1,0 +1,73 @@
+"""Export a dataset for nnU-Net v2 with the GBM as an input channel.
+
+nnU-Net normalises every channel by its ``channel_names`` entry: "CT" gets the dataset-wide HU
+clipping and z-scoring, while "noNorm" leaves values untouched. The GBM channel is declared
+"noNorm" so it stays exactly 0/1 (z-scoring a binary mask would make it a dataset-dependent pair
+of floats), and it is written as uint8 on exactly the CT's grid. Labels are copied on the CT grid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .data import load_case
+from .dataset import load_dataset
+from .errors import GlobalmaskError, OutputError
+from .io import Volume, write_json, write_volume
+from .masks import Recipe, make_gbm
+
+#: Input channels per mode, in nnU-Net's channel order: (name in channel_names, what is written).
+MODES = {
+    "ct": (("CT", "ct"),),
+    "gbm": (("noNorm", "gbm"),),
+    "ct+gbm": (("CT", "ct"), ("noNorm", "gbm")),
+}
+
+
+def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", recipe: str | Recipe | None = None,
+                  progress: bool = True) -> Path:
+    """Write ``out`` as an nnU-Net v2 raw dataset: imagesTr/<case>_000k.nii.gz, labelsTr, dataset.json.
+
+    Cases in the test list of the dataset's ``splits.json`` go to imagesTs/labelsTs so nnU-Net
+    never trains on them; every other labelled case goes to imagesTr. The GBM is made with
+    ``recipe`` (default: globalmask's default recipe), uint8, same shape and affine as the CT.
+    """
+    from tqdm.auto import tqdm
+
+    if mode not in MODES:
+        raise GlobalmaskError(f"unknown --mode {mode!r} for nnU-Net export; use one of {', '.join(MODES)}")
+    ds = load_dataset(dataset)
+    out = Path(out)
+    root = Path(dataset).resolve()
+    if out.resolve() == root or out.resolve().is_relative_to(root):
+        raise OutputError(f"export folder is inside the dataset {root}; choose another --out", out)
+    if out.exists() and any(out.iterdir()):
+        raise OutputError("export folder exists and is not empty", out)
+    recipe = Recipe.parse(recipe)
+    test_ids: set[str] = set()
+    if ds.split_file is not None and ds.split_file.exists():
+        import json
+
+        test_ids = set(json.loads(ds.split_file.read_text(encoding="utf-8")).get("test", []))
+    n_train = 0
+    for case in tqdm(list(ds.cases.values()), desc=f"export nnU-Net {mode}", unit="case", disable=not progress):
+        ct, label = load_case(case, ds.labels)
+        images, labels = ("imagesTs", "labelsTs") if case.id in test_ids or label is None else ("imagesTr", "labelsTr")
+        n_train += images == "imagesTr"
+        for k, (_, what) in enumerate(MODES[mode]):
+            vol = ct if what == "ct" else make_gbm(ct, recipe)
+            write_volume(vol, out / images / f"{case.id}_{k:04d}.nii.gz")
+        if label is not None:
+            write_volume(Volume(label.array, ct.affine), out / labels / f"{case.id}.nii.gz")
+    write_json(
+        out / "dataset.json",
+        {
+            "channel_names": {str(k): name for k, (name, _) in enumerate(MODES[mode])},
+            "labels": ds.labels,
+            "numTraining": n_train,
+            "file_ending": ".nii.gz",
+            "name": out.name,
+            "description": f"globalmask export of {ds.name}: mode {mode}, GBM recipe {recipe.spec} (channel 'noNorm': kept binary)",
+        },
+    )
+    return out

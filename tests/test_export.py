@@ -1,0 +1,59 @@
+"""nnU-Net v2 export: CT and GBM channels on one grid, the GBM binary and declared 'noNorm'."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from globalmask.cli import main
+from globalmask.io import read_volume
+from globalmask.masks import make_gbm
+
+from .conftest import make_tiny_dataset
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    root = make_tiny_dataset(tmp_path / "Dataset001_Tiny", n=4)
+    (root / "splits.json").write_text(json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"], "test": ["case_003"]}), encoding="utf-8")
+    return root
+
+
+def test_export_ct_gbm_writes_two_channels_labels_and_dataset_json(tiny, tmp_path):
+    out = tmp_path / "Dataset002_TinyGBM"
+    assert main(["export", "nnunet", str(tiny), "--mode", "ct+gbm", "--recipe", "threshold:-300", "--out", str(out)]) == 0
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
+    assert meta["channel_names"] == {"0": "CT", "1": "noNorm"}
+    assert meta["labels"] == {"background": 0, "left": 1, "right": 2}
+    assert meta["numTraining"] == 3 and meta["file_ending"] == ".nii.gz"
+    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["case_003_0000.nii.gz", "case_003_0001.nii.gz"]
+    for cid in ("case_000", "case_001", "case_002"):
+        ct = read_volume(out / "imagesTr" / f"{cid}_0000.nii.gz")
+        gbm = read_volume(out / "imagesTr" / f"{cid}_0001.nii.gz")
+        lab = read_volume(out / "labelsTr" / f"{cid}.nii.gz")
+        src = read_volume(tiny / "imagesTr" / f"{cid}_0000.nii.gz")
+        np.testing.assert_array_equal(ct.array, src.array)
+        assert gbm.array.dtype == np.uint8 and set(np.unique(gbm.array)) <= {0, 1}
+        np.testing.assert_array_equal(gbm.array, make_gbm(src, "threshold:-300").array)
+        for v in (gbm, lab):
+            assert v.shape == ct.shape and np.allclose(v.affine, ct.affine)
+
+
+def test_export_refuses_a_bad_mode_and_a_non_empty_folder(tiny, tmp_path, capsys):
+    assert main(["export", "nnunet", str(tiny), "--mode", "ct+coords", "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x", encoding="utf-8")
+    assert main(["export", "nnunet", str(tiny), "--out", str(tmp_path / "full")]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_nnunet_own_dataset_verification_accepts_the_export(tiny, tmp_path):
+    try:
+        from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    except ImportError:
+        pytest.skip("nnunetv2 not installed (pip install 'globalmask[nnunet]'): nnU-Net's verify_dataset_integrity not run")
+    out = tmp_path / "Dataset002_TinyGBM"
+    assert main(["export", "nnunet", str(tiny), "--mode", "ct+gbm", "--out", str(out)]) == 0
+    verify_dataset_integrity(str(out), num_processes=1)  # raises on any inconsistency
