@@ -306,13 +306,13 @@ def convergence_section(results: StudyResults) -> list[str]:
         "",
     ]
     if not_conv:
-        lines += ["Models that hit their maximum number of steps while validation Dice was still rising (not a plateau: their figures are a lower bound of what the setting can reach):", ""]
+        lines += ["Models that reached their maximum number of steps before a validated plateau (validation Dice may still have been rising, so their figures are a lower bound of what the setting can reach):", ""]
         rows = [{"run": r.run_id, "steps (max)": f"{r.steps} ({r.max_steps})", "best step": r.best_step, "best validation Dice": "n/a" if r.best_val_dice is None else f"{r.best_val_dice:.3f}"} for r in not_conv]
         lines += [_md_table(pd.DataFrame(rows)), ""]
     if unjudged:
         lines += [f"{len(unjudged)} model(s) ran without a plateau rule (patience off or no validation cases): not judged.", ""]
-    steps = pd.DataFrame([{"mode": r.mode, "size": r.size_label, "steps": r.steps, "best_step": r.best_step, "minutes": r.train_seconds / 60} for r in runs])
-    tab = steps.groupby(["size", "mode"], sort=False).agg(models=("steps", "size"), steps=("steps", "mean"), best_step=("best_step", "mean"), minutes=("minutes", "mean")).reset_index()
+    steps = pd.DataFrame([{"recipe": r.recipe, "mode": r.mode, "size": r.size_label, "steps": r.steps, "best_step": r.best_step, "minutes": r.train_seconds / 60} for r in runs])
+    tab = steps.groupby(["recipe", "size", "mode"], sort=False).agg(models=("steps", "size"), steps=("steps", "mean"), best_step=("best_step", "mean"), minutes=("minutes", "mean")).reset_index()
     for c in ("steps", "best_step"):
         tab[c] = tab[c].map(lambda v: f"{v:.0f}")
     tab["minutes"] = tab["minutes"].map(lambda v: f"{v:.1f}")
@@ -377,7 +377,7 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
         + ", ".join(f"`{s['name']}` (HU x{s['scale']} {s['offset']:+g}, noise {s['noise']:g} HU, blur {s['blur_mm']:g} mm)" for s in config.shifts)
         + "; the GBM is recomputed from the shifted CT.",
         "",
-        "Training settings (`study_config.json` has all):",
+        "Training settings (`plan.json` and every record hold all):",
         "",
         "```yaml",
         yaml.safe_dump(config.to_dict(), sort_keys=False).strip(),
@@ -490,6 +490,7 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
         "* `per_case.csv`: one row per (run, subset, shift, case, structure), long format.",
         "* `summary.csv`: mean ± std per (mode, size, shift, structure).",
         "* `results.json`: summaries, paired comparisons, shift drops, recipe ablation, one line per run.",
+        "* `plan.json` (where the study ran): the plan's hash, configuration, dataset fingerprint and split.",
         "* `records/<run_id>.json`: the run records this report was computed from (`globalmask study report records/ --out DIR` regenerates it).",
         "* `runs/<run>/` (where the study ran): the model (`model/model.pt`), its training history and test predictions.",
         "",
