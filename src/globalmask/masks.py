@@ -197,7 +197,7 @@ class Recipe:
                 try:
                     params[key.strip()] = float(value)
                 except ValueError as exc:
-                    raise GlobalmaskError(f"recipe {name!r} parameter {key.strip()!r}: got {value.strip()!r}; expected a number") from exc
+                    raise GlobalmaskError(f"recipe parameter {key.strip()!r} must be a number, got {value!r}") from exc
         return cls(name, params)
 
     @property

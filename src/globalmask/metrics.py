@@ -348,15 +348,18 @@ def evaluate_volumes(pred: Volume, ref: Volume, labels: Mapping[str, int], case_
             pred.path,
         )
     pred_array, ref_array = _label_array_of(pred, "prediction"), _label_array_of(ref, "reference")
+    # A prediction value that neither the label map nor the reference knows would silently count
+    # as background (e.g. a model trained with another numbering): refuse it. Values shared with
+    # the reference but left out of ``labels`` are structures deliberately not scored.
     declared = {int(v) for v in labels.values()} | {0}
-    for array, volume, role in ((pred_array, pred, "prediction"), (ref_array, ref, "reference")):
-        undeclared = sorted(_values(array) - declared)
-        if undeclared:
-            raise DatasetError(
-                f"{role} holds label value(s) {undeclared[:10]} not declared in the label map {sorted(declared)}; "
-                "an undeclared value is neither background nor a structure (check --labels / dataset.json)",
-                volume.path,
-            )
+    ref_values = _values(ref_array)
+    undeclared = sorted(_values(pred_array) - declared - ref_values)
+    if undeclared:
+        raise DatasetError(
+            f"prediction holds label value(s) {undeclared[:10]} that are not declared in the label map {sorted(declared)} "
+            f"and not found in the reference {_describe(ref.path)}; check --labels / dataset.json",
+            pred.path,
+        )
     rows = structure_metrics(pred_array, ref_array, ref.affine, labels)
     return [{"case": case_id, **row} for row in rows]
 
