@@ -109,13 +109,30 @@ def world(tmp_path_factory) -> dict[str, Path]:
     nomatch = t / "pred_nomatch"
     nomatch.mkdir()
     shutil.copy(ds / "labelsTr" / "case_000.nii.gz", nomatch / "other_000.nii.gz")
+    (files / "flat.nii.gz").write_bytes(b"")
+    nib.save(nib.Nifti1Image(np.zeros((16, 16), np.int16), np.eye(4)), str(files / "slice.nii.gz"))
+    (files / "huge.mha").write_text("ObjectType = Image\nNDims = 3\nDimSize = 40000 40000 40000\nElementSpacing = 1 1 1\nElementType = MET_SHORT\nElementDataFile = LOCAL\n", encoding="utf-8")
+    (files / "splits_bad.json").write_text('{"train": ["case_000"', encoding="utf-8")
+    (files / "splits_unknown.json").write_text(json.dumps({"train": ["nobody"], "validation": [], "test": []}), encoding="utf-8")
+    half = t / "pred_half"
+    shutil.copytree(ds / "labelsTr", half)
+    lab0 = read_volume(half / "case_000.nii.gz")
+    write_volume(Volume(lab0.array.astype(np.float32) * 0.5, lab0.affine), half / "case_000.nii.gz")
+    small = t / "pred_small"
+    small.mkdir()
+    write_volume(Volume(np.zeros((8, 8, 8), np.uint8), lab0.affine), small / "case_000.nii.gz")
+    moved = t / "pred_moved"
+    moved.mkdir()
+    shifted = lab0.affine.copy()
+    shifted[0, 3] += 1.0
+    write_volume(Volume(lab0.array, shifted), moved / "case_000.nii.gz")
     foreign = t / "foreign"
     foreign.mkdir()
     (foreign / "thesis.docx").write_bytes(b"precious")
     return {
         "t": t, "ds": ds, "img": img, "imgdir": ds / "imagesTr", "lab": ds / "labelsTr", "model": model,
         "models": models, "files": files, "pred": pred, "undeclared": undeclared, "empty": t / "empty",
-        "nomatch": nomatch, "foreign": foreign,
+        "nomatch": nomatch, "foreign": foreign, "half": half, "small": small, "moved": moved,
     }
 
 
@@ -151,6 +168,21 @@ CASES: dict[str, tuple[list[str], str]] = {
     "masks RGB NIfTI": (["masks", "{files}/rgb.nii.gz", "--out", "{out}"], "rgb.nii.gz"),
     "masks complex NIfTI": (["masks", "{files}/complex.nii.gz", "--out", "{out}"], "complex.nii.gz"),
     "masks no --out": (["masks", "{img}"], "--out"),
+    "masks empty file": (["masks", "{files}/flat.nii.gz", "--out", "{out}"], "flat.nii.gz"),
+    "masks 2D image": (["masks", "{files}/slice.nii.gz", "--out", "{out}"], "2D"),
+    "masks implausible MetaImage header": (["masks", "{files}/huge.mha", "--out", "{out}"], "huge.mha"),
+    "masks a text file": (["masks", "{files}/notes.txt", "--out", "{out}"], "notes.txt"),
+    "masks recipe unknown name": (["masks", "{img}", "--recipe", "lungs", "--out", "{out}"], "lungs"),
+    "predict a 2D image": (["predict", "{model}", "{files}/slice.nii.gz", "--out", "{out}"], "2D"),
+    "predict missing model": (["predict", "{t}/none.pt", "{img}", "--out", "{out}"], "none.pt"),
+    "evaluate non-integer prediction": (["evaluate", "{half}", "{lab}", "--out", "{out}"], "non-integer"),
+    "evaluate prediction of another shape": (["evaluate", "{small}", "{lab}", "--out", "{out}"], "shape"),
+    "evaluate prediction on a moved grid": (["evaluate", "{moved}", "{lab}", "--out", "{out}"], "tolerance"),
+    "train --split malformed": (_train("--split", "{files}/splits_bad.json"), "splits_bad.json"),
+    "train --split unknown cases": (_train("--split", "{files}/splits_unknown.json"), "splits_unknown.json"),
+    "train --lr wrong type": (_train("--lr", "fast"), "--lr"),
+    "train --window one value": (_train("--window", "-100"), "--window"),
+    "train a file as the dataset": (["train", "{img}", "--out", "{out}", *TINY], "case_000_0000.nii.gz"),
     # --- predict -------------------------------------------------------------------------------
     "predict into labelsTr": (["predict", "{model}", "{imgdir}", "--out", "{lab}"], "dataset"),
     "predict into the dataset root": (["predict", "{model}", "{imgdir}", "--out", "{ds}"], "dataset"),
@@ -255,8 +287,12 @@ def _digest(folder: Path) -> dict[str, str]:
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     """main(argv) -> (exit status, stderr); a Python exception escaping main counts as a traceback."""
+    import warnings
+
     try:
-        rc = main(argv)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # as on the command line: every warning reaches stderr
+            rc = main(argv)
     except SystemExit as exc:  # argparse
         rc = exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:  # noqa: BLE001 - the point of the test
@@ -274,7 +310,7 @@ def test_bad_invocation(name, world, tmp_path, capsys):
     argv = [a.format(**paths) for a in argv_t]
     before = _digest(world["t"])
     rc, err = run_cli(argv, capsys)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    lines = [ln for ln in err.splitlines() if ln.strip() and ": warning: " not in ln]  # warnings: one line each
     assert "Traceback" not in err, err
     assert rc == 2, (rc, err)
     assert len(lines) == 1, err

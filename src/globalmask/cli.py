@@ -10,6 +10,7 @@ import argparse
 import math
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__, guard, validate
@@ -304,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
     try:
-        with guard.stop_on_signals():
+        with guard.stop_on_signals(), warnings.catch_warnings():
+            warnings.showwarning = lambda message, *a, **k: print(f"globalmask {args.command}: warning: {message}", file=sys.stderr)
             handler(args)
     except GlobalmaskError as exc:
         if args.debug:
