@@ -202,7 +202,7 @@ def test_cli_train_predict_evaluate(phantom_ds, tmp_path, capsys):
     for cid in test_ids:
         shutil.copy(phantom_ds.cases[cid].image, inputs / phantom_ds.cases[cid].image.name)
     assert main(["predict", str(run / "model.pt"), str(inputs), "--out", str(tmp_path / "pred")]) == 0
-    preds = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    preds = sorted(p.name for p in (tmp_path / "pred").iterdir() if not p.name.startswith("."))  # (hidden: globalmask's output marker)
     assert preds == sorted(f"{c}.nii.gz" for c in test_ids)  # nnU-Net naming: channel tag dropped
     labels = tmp_path / "labels"
     labels.mkdir()

@@ -180,9 +180,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from .infer import Predictor
-
-    from .infer import collect_inputs, resolve_device
+    from .infer import Predictor, collect_inputs, resolve_device
     from .io import check_volume_header
     from .model import check_mode
 
