@@ -178,7 +178,7 @@ def test_help_lists_every_command(capsys):
 
 def test_cli_masks_writes_one_mask_per_case(phantom_ds, tmp_path, capsys):
     assert main(["masks", str(phantom_ds.root), "--recipe", "body", "--out", str(tmp_path / "m")]) == 0
-    files = sorted((tmp_path / "m").iterdir())
+    files = sorted(p for p in (tmp_path / "m").iterdir() if not p.name.startswith("."))  # (hidden: globalmask's output marker)
     assert len(files) == len(phantom_ds)
     ct = read_volume(phantom_ds.cases[files[0].name[: -len(".nii.gz")]].image)
     m = read_volume(files[0])
@@ -202,7 +202,7 @@ def test_cli_train_predict_evaluate(phantom_ds, tmp_path, capsys):
     for cid in test_ids:
         shutil.copy(phantom_ds.cases[cid].image, inputs / phantom_ds.cases[cid].image.name)
     assert main(["predict", str(run / "model.pt"), str(inputs), "--out", str(tmp_path / "pred")]) == 0
-    preds = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    preds = sorted(p.name for p in (tmp_path / "pred").iterdir() if not p.name.startswith("."))  # (hidden: globalmask's output marker)
     assert preds == sorted(f"{c}.nii.gz" for c in test_ids)  # nnU-Net naming: channel tag dropped
     labels = tmp_path / "labels"
     labels.mkdir()

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import CheckpointError
-from .io import atomic_path
+from .errors import CheckpointError, GlobalmaskError, WriteError
+from .io import atomic_path, write_failure
 from .masks import Recipe
 from .model import NetConfig, build_network, check_mode, mode_channels
 from .preprocess import PreprocessConfig
@@ -37,6 +37,21 @@ class ModelSpec:
     patch_size: tuple[int, ...]
     sw_overlap: float = 0.25
     info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """A checkpoint is input too: every field is checked before a network is built from it."""
+        from .dataset import parse_labels
+        from .validate import fail, number, sequence, integer
+
+        self.labels = parse_labels(self.labels, Path("checkpoint labels"))
+        dims = self.net.spatial_dims
+        self.patch_size = sequence(integer(1, 1024), dims, "patch sizes in voxels")(self.patch_size, "patch_size")
+        d = self.net.divisor
+        if any(p % d for p in self.patch_size):
+            fail("patch_size", list(self.patch_size), f"multiples of {d} for a U-Net with {len(self.net.channels)} levels")
+        self.sw_overlap = number(self.sw_overlap, "sw_overlap", lo=0.0, hi=1.0, hi_open=True)
+        if not isinstance(self.info, dict):
+            fail("info", self.info, "a mapping")
 
     @property
     def n_classes(self) -> int:
@@ -59,6 +74,9 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        from .validate import check_keys
+
+        check_keys(d, ["mode", "recipe", "preprocess", "labels", "net", "patch_size", "sw_overlap", "info"], "spec")
         return cls(
             mode=check_mode(d["mode"]),
             recipe=Recipe.parse(d["recipe"]),
@@ -79,8 +97,20 @@ def save_model(path: str | Path, spec: ModelSpec, state_dict: dict[str, torch.Te
         "spec": spec.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    return save_atomic(payload, path)
+
+
+def save_atomic(payload: Any, path: str | Path) -> Path:
+    """torch.save via a temporary file: a failure (full disk, ...) leaves the previous file intact.
+
+    torch's zip writer reports a full disk as RuntimeError rather than OSError; both become a
+    :class:`~globalmask.errors.WriteError` saying what happened and that nothing was replaced.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except RuntimeError as exc:
+        raise WriteError(write_failure(path, exc), path) from exc
     return Path(path)
 
 
@@ -92,7 +122,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint, corrupt or not a globalmask model? ({type(exc).__name__}: {str(exc)[:200]})", path) from exc
+        detail = type(exc).__name__ if "pickl" in type(exc).__name__.lower() else f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
+        raise CheckpointError(f"cannot read checkpoint, corrupt or not a globalmask model? ({detail})", path) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError("not a globalmask model checkpoint (no 'format: globalmask-model' entry)", path)
     if _newer(str(payload.get("globalmask_version", "0")), __version__) or payload.get("format_version") != FORMAT_VERSION:
@@ -122,8 +153,10 @@ def load_model(path: str | Path, expect_mode: str | None = None) -> tuple[ModelS
     payload = read_checkpoint(path)
     try:
         spec = ModelSpec.from_dict(payload["spec"])
+    except GlobalmaskError as exc:
+        raise CheckpointError(f"checkpoint specification is invalid: {exc}", path) from exc
     except Exception as exc:
-        raise CheckpointError(f"checkpoint specification is incomplete or invalid ({exc})", path) from exc
+        raise CheckpointError(f"checkpoint specification is incomplete or invalid ({type(exc).__name__}: {exc})", path) from exc
     if expect_mode is not None and spec.mode != expect_mode:
         raise CheckpointError(f"checkpoint was trained with input mode {spec.mode!r}, not {expect_mode!r}", path)
     net = spec.build()

@@ -7,11 +7,21 @@ non-zero exit status; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
+import warnings
 from pathlib import Path
 
-from . import __version__
+from . import __version__, guard, validate
 from .errors import GlobalmaskError, OutputError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage text is one ``--help`` away), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _add_common_train_args(p: argparse.ArgumentParser) -> None:
@@ -23,8 +33,11 @@ def _add_common_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=None, help="folder to cache preprocessed cases across runs")
 
 
+_OVERWRITE_HELP = "allow writing into a non-empty folder globalmask did not create, or into a dataset folder (never over the inputs being read)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="globalmask",
         description="Organ segmentation in CT with global binary masks (GBMs): CT-only, GBM-only and CT+GBM U-Nets.",
     )
@@ -37,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, help="a dataset folder (nnU-Net or images/+labels/), CT files or folders of CTs")
     p.add_argument("--recipe", default=None, help="threshold[:level] | otsu | body[:level] | bone[:level] (default: bone:250, the winner of the OpenKBP recipe ablation)")
     p.add_argument("--out", type=Path, required=True, help="output folder (<case>.nii.gz per case)")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     p = sub.add_parser("train", help="train a U-Net in one input mode on N training cases")
     p.add_argument("dataset", type=Path)
@@ -66,12 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--mode", default=None, help="refuse the model unless it was trained with this input mode")
     p.add_argument("--format", choices=("nifti", "rtstruct", "dicom-seg"), default="nifti", help="also write a DICOM RT Structure Set or DICOM-SEG per DICOM input series, beside the NIfTI label map (needs globalmask[dicom])")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     p = sub.add_parser("evaluate", help="Dice, centre-of-mass distance, HD95, surface distance and volumes per case and structure")
     p.add_argument("pred_dir", type=Path)
     p.add_argument("label_dir", type=Path)
     p.add_argument("--labels", type=Path, default=None, help="dataset.json naming the labels (default: found beside LABEL_DIR)")
-    p.add_argument("--out", type=Path, default=None, help="folder for metrics.csv, summary.csv, summary.json (default: PRED_DIR)")
+    p.add_argument("--out", type=Path, default=None, help="folder for metrics.csv, summary.csv, summary.json (default: PRED_DIR when globalmask wrote it)")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     p = sub.add_parser("phantom", help="generate a synthetic CT cohort with labels (nnU-Net layout)")
     p.add_argument("--kind", choices=("headneck", "thorax"), default="headneck")
@@ -198,7 +214,7 @@ def _cmd_study(args: argparse.Namespace) -> None:
 
 def _cmd_masks(args: argparse.Namespace) -> None:
     from .masks import Recipe, make_gbm
-    from .io import read_volume, write_volume, case_id_from_path
+    from .io import case_id_from_path, check_volume_header, read_volume, write_volume
     from .dataset import load_dataset
     from .infer import collect_inputs, check_outputs
     from tqdm.auto import tqdm
@@ -211,9 +227,13 @@ def _cmd_masks(args: argparse.Namespace) -> None:
         pairs = [(f, case_id_from_path(f)) for f in collect_inputs(args.inputs)]
     targets = [args.out / f"{cid}.nii.gz" for _, cid in pairs]
     check_outputs([p for p, _ in pairs], args.out)
-    for (src, _), dst in tqdm(list(zip(pairs, targets)), desc=f"masks {recipe.spec}", unit="case"):
-        ct = read_volume(src)
-        write_volume(make_gbm(ct, recipe), dst)
+    guard.check_output_dir(args.out, [*args.inputs, *(p for p, _ in pairs)], overwrite=args.overwrite)
+    for src, _ in pairs:  # every input's header before any work
+        check_volume_header(src)
+    with guard.writing(args.out, "masks", [*args.inputs, *(p for p, _ in pairs)], overwrite=args.overwrite):
+        for (src, _), dst in tqdm(list(zip(pairs, targets)), desc=f"masks {recipe.spec}", unit="case"):
+            ct = read_volume(src)
+            write_volume(make_gbm(ct, recipe), dst)
     print(f"wrote {len(targets)} masks ({recipe.spec}) to {args.out}")
 
 
@@ -222,6 +242,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .preprocess import DEFAULT_WINDOW
     from .train import TrainConfig, train
 
+    _check_train_args(args)
     net_kwargs = {"spatial_dims": args.dims, "num_res_units": args.res_units}
     if args.channels:
         net_kwargs["channels"] = tuple(args.channels)
@@ -264,13 +285,23 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from .infer import Predictor
+    from .infer import Predictor, collect_inputs, resolve_device
+    from .io import check_volume_header
+    from .model import check_mode
 
+    resolve_device(args.device)
+    if args.mode is not None:
+        check_mode(args.mode)
+    files = collect_inputs(args.inputs)
+    guard.check_output_dir(args.out, [*args.inputs, *files], overwrite=args.overwrite)
     predictor = Predictor(args.model, device=args.device, expect_mode=args.mode)
-    if getattr(args, "format", "nifti") != "nifti":
-        _predict_dicom(predictor, args)
-        return
-    written = predictor.predict_files(args.inputs, args.out)
+    for f in files:  # every input's header before any work
+        check_volume_header(f)
+    with guard.writing(args.out, "predict", [*args.inputs, *files], overwrite=args.overwrite):
+        if getattr(args, "format", "nifti") != "nifti":
+            _predict_dicom(predictor, args)
+            return
+        written = predictor.predict_files(args.inputs, args.out)
     print(f"wrote {len(written)} label map(s) to {args.out}")
 
 
@@ -286,13 +317,12 @@ def _predict_dicom(predictor, args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .dataset import load_dataset, parse_labels
+    from .dataset import load_dataset, parse_labels, read_json
     from .metrics import evaluate_folder, format_summary
-    import json
 
     labels = None
     if args.labels is not None:
-        meta = json.loads(args.labels.read_text(encoding="utf-8")) if args.labels.is_file() else None
+        meta = read_json(args.labels) if args.labels.is_file() else None
         if meta is None:
             labels = load_dataset(args.labels).labels
         else:
@@ -300,7 +330,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     out = args.out or args.pred_dir
     if out.resolve() == args.label_dir.resolve():
         raise OutputError("metrics would be written into the reference label folder; choose another --out", out)
-    per_case, summary = evaluate_folder(args.pred_dir, args.label_dir, labels, out_dir=out)
+    into_preds = out.resolve() == args.pred_dir.resolve()
+    what = "--out" if args.out is not None else "--out (default: PRED_DIR)"
+    if into_preds and args.pred_dir.is_dir() and not (guard.is_globalmask_output(args.pred_dir) or args.overwrite):
+        raise OutputError(f"{what}: the prediction folder was not written by globalmask; write the metrics elsewhere with --out (or pass --overwrite)", out)
+    inputs = [args.label_dir] + ([] if into_preds else [args.pred_dir])
+    guard.check_output_dir(out, inputs, overwrite=args.overwrite or into_preds, what=what)
+    with guard.writing(out, "evaluate", inputs, overwrite=args.overwrite or into_preds):
+        per_case, summary = evaluate_folder(args.pred_dir, args.label_dir, labels, out_dir=out)
     print(format_summary(summary))
     print(f"\nper-case metrics: {out / 'metrics.csv'}; summary: {out / 'summary.csv'}")
 
@@ -313,8 +350,10 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
         fractions = tuple(float(f) for f in args.split.split(":"))
     except ValueError:
         fractions = ()
-    if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
-        raise GlobalmaskError(f"--split must be three non-negative numbers train:validation:test, got {args.split!r}")
+    if len(fractions) != 3 or not all(math.isfinite(f) for f in fractions) or min(fractions) < 0 or sum(fractions) <= 0:
+        raise GlobalmaskError(f"argument --split: got {args.split!r}; expected three finite non-negative numbers train:validation:test, e.g. 60:20:20")
+    validate.check_namespace(args, {"cases": validate.integer(1, 100_000), "seed": validate.integer(0, 2**32 - 1)})
+    _refuse_inside_dataset(args.out.resolve().parent, args.out)
     path = make_phantom_dataset(args.out, kind=args.kind, cases=args.cases, seed=args.seed, shape=tuple(args.shape), chambers=args.chambers, progress=True)
     ds = load_dataset(path)
     split_path = path / "splits.json"
@@ -325,7 +364,11 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
+    from .infer import resolve_device
 
+    validate.check_namespace(args, {"steps": validate.integer(1, 10**7), "train_cases": validate.integer(1, 10**6), "seed": validate.integer(0, 2**32 - 1)})
+    resolve_device(args.device)
+    _refuse_inside_dataset(args.out, args.out)
     run_demo(args.out, kind=args.kind, train_cases=args.train_cases, steps=args.steps, seed=args.seed, device=args.device, quick=args.quick)
 
 
@@ -366,6 +409,42 @@ def _cmd_export_nnunet(args: argparse.Namespace) -> None:
     print(f"wrote nnU-Net v2 dataset ({args.mode}) to {out}")
 
 
+def _refuse_inside_dataset(folder: Path, out: Path) -> None:
+    ds = guard.enclosing_dataset(folder)
+    if ds is not None:
+        raise OutputError(f"--out is inside the dataset folder {ds}; datasets are read-only: choose another folder", out)
+
+
+def _check_train_args(args: argparse.Namespace) -> None:
+    """Every train argument in range, named as typed, before any data is read."""
+    from .io import MAX_SPACING_MM
+    from .train import TRAIN_RULES
+
+    validate.check_namespace(args, {k: v for k, v in TRAIN_RULES.items() if hasattr(args, k) and k != "patience"})
+    validate.check_namespace(args, {"patience": validate.integer(0, 10**6)})  # 0: never stop early
+    validate.check_namespace(
+        args,
+        {
+            "spacing": validate.sequence(validate.real(0.1, MAX_SPACING_MM), 3, "spacings in mm"),
+            "window": validate.sequence(validate.real(-100_000.0, 100_000.0), 2, "HU values"),
+            "channels": validate.sequence(validate.integer(1, 4096), (2, 10), "channel counts (one per U-Net level)"),
+            "res_units": validate.integer(0, 16),
+        },
+    )
+    if args.window is not None and not args.window[0] < args.window[1]:
+        validate.fail(validate.flag("window"), list(args.window), "LO HI with LO < HI")
+    levels = len(args.channels) if args.channels else 5
+    divisor = 2 ** (levels - 1)
+    if args.patch_size is not None:
+        sides = args.patch_size[:2] if args.dims == 2 else args.patch_size
+        if any(p % divisor for p in sides):
+            validate.fail(validate.flag("patch_size"), list(args.patch_size), f"multiples of {divisor} (a U-Net with {levels} levels halves the grid {levels - 1} times)")
+    if args.max_patch_voxels < divisor**args.dims:
+        validate.fail(validate.flag("max_patch_voxels"), args.max_patch_voxels, f"at least {divisor**args.dims} (one {divisor}^{args.dims} patch for a U-Net with {levels} levels)")
+    if args.cache is not None and guard.enclosing_dataset(args.cache) is not None:
+        validate.fail(validate.flag("cache"), str(args.cache), "a folder outside the dataset (datasets are read-only)")
+
+
 COMMANDS = {
     "masks": _cmd_masks,
     "train": _cmd_train,
@@ -382,7 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(_study_argv(list(sys.argv[1:] if argv is None else argv)))
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
     try:
-        handler(args)
+        with guard.stop_on_signals(), warnings.catch_warnings():
+            warnings.showwarning = lambda message, *a, **k: print(f"globalmask {args.command}: warning: {message}", file=sys.stderr)
+            handler(args)
     except GlobalmaskError as exc:
         if args.debug:
             raise
@@ -394,9 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"globalmask {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\nglobalmask {args.command}: interrupted (runs can be continued with --resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP via guard.stop_on_signals
+        print(f"\nglobalmask {args.command}: interrupted; no partial files were left (runs can be continued with --resume)", file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     return 0
 
 

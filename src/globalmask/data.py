@@ -16,12 +16,12 @@ import numpy as np
 
 from .dataset import Case
 from .errors import DatasetError, GeometryError
-from .io import Volume, atomic_path, read_volume
+from .io import GEOMETRY_ATOL_MM, Volume, affine_difference, atomic_path, read_volume
 from .masks import Recipe
 from .preprocess import Geometry, PreparedCase, PreprocessConfig, prepare_case
 
-#: Image and label affines may differ by this much (mm) from float rounding in headers.
-AFFINE_TOLERANCE_MM = 1e-2
+#: Image and label affines may differ by this much (mm) from float rounding in headers (io's one tolerance).
+AFFINE_TOLERANCE_MM = GEOMETRY_ATOL_MM
 
 
 def load_case(case: Case, labels: dict[str, int] | None = None) -> tuple[Volume, Volume | None]:
@@ -32,8 +32,8 @@ def load_case(case: Case, labels: dict[str, int] | None = None) -> tuple[Volume,
     label = read_volume(case.label)
     if label.shape != ct.shape:
         raise GeometryError(f"label shape {label.shape} differs from image {case.image.name} shape {ct.shape}", case.label)
-    if not np.allclose(label.affine, ct.affine, atol=AFFINE_TOLERANCE_MM):
-        diff = float(np.abs(label.affine - ct.affine).max())
+    diff = affine_difference(label.affine, ct.affine)
+    if not diff <= AFFINE_TOLERANCE_MM:
         raise GeometryError(
             f"label affine differs from image {case.image.name} affine by up to {diff:.3g} mm "
             f"(tolerance {AFFINE_TOLERANCE_MM} mm): they are not on the same grid",

@@ -47,3 +47,9 @@ class OutputError(GlobalmaskError):
 
 class ResourceError(GlobalmaskError):
     """The requested job would not fit in memory at the chosen settings."""
+
+
+class WriteError(OutputError):
+    """An output could not be written (full disk, quota, read-only file system); nothing was replaced."""
+
+    exit_code = 1

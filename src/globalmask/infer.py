@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import ModelSpec, load_model
-from .errors import GlobalmaskError, InputFileError, OutputError
-from .io import Volume, case_id_from_path, is_volume_path, read_volume, volume_suffix, write_json, write_volume
+from .errors import GeometryError, GlobalmaskError, InputFileError, OutputError
+from .io import Volume, case_id_from_path, is_volume_path, read_volume, same_geometry, volume_suffix, write_json, write_volume
 from .model import make_input
 from .preprocess import PreparedCase, prepare_case, restore_volume
 
@@ -126,7 +126,10 @@ class Predictor:
     def predict(self, ct: Volume) -> Volume:
         """Label map (uint8) with exactly ``ct``'s shape and affine."""
         prepared = self.prepare(ct)
-        return restore_volume(self.probabilities(prepared), prepared.geometry)
+        labels = restore_volume(self.probabilities(prepared), prepared.geometry)
+        if not same_geometry(labels, ct):  # the promise of predict, checked with evaluate's tolerance
+            raise GeometryError(f"label map grid {labels.shape} differs from the input grid {ct.shape} (internal error)", ct.path)
+        return labels
 
     def predict_files(self, inputs: Iterable[str | Path], out_dir: str | Path, progress: bool = True) -> list[Path]:
         """Segment each input file/folder and write ``out_dir/<case id><suffix>``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GeometryError, GlobalmaskError, InputFileError
+from .errors import GeometryError, GlobalmaskError, InputFileError, WriteError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -30,6 +31,16 @@ VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
 
 #: Spacings above this (mm) are treated as a broken header rather than a real scan.
 MAX_SPACING_MM = 20.0
+
+#: Two grids are the same when their affines agree within this (mm). One value for every check
+#: (image vs label in training, prediction vs reference in evaluation): header round-off is far
+#: below it (float32 positions of ~500 mm are good to ~1e-4 mm) and a real grid change far above.
+GEOMETRY_ATOL_MM = 1e-2
+
+#: A header declaring more voxels than this (or a side longer than MAX_SIDE) is broken, not a CT:
+#: refused before any memory is allocated. 2**31 voxels is 16x a 1024x1024x2048 whole-body scan.
+MAX_VOXELS = 2**31
+MAX_SIDE = 16384
 
 # SimpleITK works in LPS, NIfTI in RAS: flipping the first two world axes converts between them.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -216,22 +227,50 @@ def read_affine(path: str | Path) -> np.ndarray:
     return read_volume(path).affine
 
 
+def _shape_problem(shape) -> str | None:
+    """Why an array of ``shape`` is not a single-channel 3D volume (None when it is one)."""
+    dims = [int(s) for s in shape]
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()
+    if len(dims) != 3:
+        return (
+            f"expected a 3D volume, got an array of shape {tuple(int(s) for s in shape)}"
+            + (" (a 2D image)" if len(dims) == 2 else " (several channels or time points)" if len(dims) > 3 else "")
+        )
+    if min(dims) < 1:
+        return f"volume has an empty axis: shape {tuple(dims)}"
+    return None
+
+
 def _as_3d(array: np.ndarray, path: Path) -> np.ndarray:
     """Accept 3D, or 4D/5D with singleton trailing axes; refuse 2D and multi-channel."""
+    problem = _shape_problem(array.shape)
+    if problem:
+        raise InputFileError(problem, path)
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim != 3:
-        raise InputFileError(
-            f"expected a 3D volume, got an array of shape {tuple(array.shape)}"
-            + (" (a 2D image)" if array.ndim == 2 else " (several channels or time points)" if array.ndim > 3 else ""),
-            path,
-        )
-    if min(array.shape) < 1:
-        raise InputFileError(f"volume has an empty axis: shape {tuple(array.shape)}", path)
     return array
 
 
-def _read_nifti(path: Path) -> Volume:
+def check_volume_header(path: str | Path) -> None:
+    """Check a volume file from its header alone (no voxel data read), so a batch command can
+    refuse a broken input before it starts working: existence, format, data type, declared size
+    (plausible, and present in the file), spacing. DICOM folders are checked when read."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError("file not found", path)
+    if path.is_dir():
+        return
+    suffix = volume_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        _read_nifti(path, header_only=True)
+    elif suffix in SITK_SUFFIXES:
+        _read_sitk(path, header_only=True)
+    else:
+        raise InputFileError(f"unknown volume format (expected one of {', '.join(VOLUME_SUFFIXES)} or a DICOM folder)", path)
+
+
+def _read_nifti(path: Path, header_only: bool = False) -> Volume | None:
     import nibabel as nib
 
     try:
@@ -243,11 +282,21 @@ def _read_nifti(path: Path) -> Volume:
         n = min(3, len(shape))
         if np.any(pixdim[:n] <= 0) or not np.all(np.isfinite(pixdim[:n])):
             raise GeometryError(f"header voxel size (pixdim) {pixdim[:n].tolist()} is zero, negative or not finite", path)
-        itemsize = img.get_data_dtype().itemsize
+        dtype = img.get_data_dtype()
+        check_data_type(dtype, path)
+        check_declared_shape(shape, path)
+        itemsize = dtype.itemsize
+        needed = int(img.header["vox_offset"]) + int(np.prod(shape, dtype=np.float64)) * itemsize
         if volume_suffix(path) == ".nii":  # uncompressed: a short file is detectable before reading
-            needed = int(img.header["vox_offset"]) + int(np.prod(shape, dtype=np.float64)) * itemsize
             if path.stat().st_size < needed:
                 raise InputFileError(f"file is truncated: the header declares {shape} voxels ({needed} bytes) but the file has {path.stat().st_size}", path)
+        else:
+            _check_gzip_size(path, needed, shape)
+        problem = _shape_problem(shape)
+        if problem:
+            raise InputFileError(problem, path)
+        if header_only:
+            return None
         _check_read_memory(shape, itemsize if not _nifti_scaled(img) else 8, path)
         array = np.asanyarray(img.dataobj)
     except GlobalmaskError:
@@ -257,6 +306,43 @@ def _read_nifti(path: Path) -> Volume:
     array = _as_3d(np.asarray(array), path)
     affine = img.affine if img.affine is not None else np.diag([*pixdim, 1.0])
     return Volume(array, np.asarray(affine, dtype=np.float64), path)
+
+
+def check_data_type(dtype, path: str | Path | None = None) -> None:
+    """Only scalar integer, boolean or real voxels are intensities; RGB, complex or float128 are refused."""
+    dtype = np.dtype(dtype)
+    if dtype.names or dtype.kind not in "biuf" or dtype.itemsize > 8:
+        name = "RGB/structured" if dtype.names else {"c": "complex"}.get(dtype.kind, str(dtype))
+        raise InputFileError(f"voxel data type {name} ({dtype.str}) is not a scalar intensity; expected integers or floats of up to 64 bits", path)
+
+
+def check_declared_shape(shape, path: str | Path | None = None) -> None:
+    """Refuse a header whose declared size is implausible, before anything is allocated."""
+    dims = [int(s) for s in shape]
+    n = float(np.prod(dims, dtype=np.float64))
+    if any(s > MAX_SIDE for s in dims) or n > MAX_VOXELS:
+        raise InputFileError(
+            f"header declares an implausible size {tuple(dims)} ({n:.3g} voxels; at most {MAX_VOXELS:.3g} voxels and {MAX_SIDE} per side are read): broken header?",
+            path,
+        )
+
+
+def _check_gzip_size(path: Path, needed: int, shape) -> None:
+    """Refuse a .nii.gz that cannot unpack to the size its header declares, before decompressing it.
+
+    Deflate compresses at most ~1032:1, so a file holding fewer than needed/1100 bytes cannot
+    contain the declared voxels (a broken or hostile header, or a truncated file).
+    """
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    if needed > 1100 * max(size, 1) and needed > 2**20:
+        raise InputFileError(
+            f"file is truncated or its header is broken: the header declares {tuple(int(s) for s in shape)} voxels "
+            f"({needed} bytes) but {size} compressed bytes cannot hold them",
+            path,
+        )
 
 
 def _raw_pixdim(path: Path, header_class) -> np.ndarray:
@@ -313,7 +399,7 @@ def _sitk_image_to_volume(image, path: Path) -> Volume:
     return Volume(np.ascontiguousarray(array), affine, path)
 
 
-def _read_sitk(path: Path) -> Volume:
+def _read_sitk(path: Path, header_only: bool = False) -> Volume | None:
     import SimpleITK as sitk
 
     try:
@@ -323,6 +409,9 @@ def _read_sitk(path: Path) -> Volume:
         raw = _raw_text_spacing(path)
         if raw and any(v <= 0 for v in raw):
             raise GeometryError(f"header voxel spacing {raw} is zero or negative", path)
+        check_declared_shape(reader.GetSize(), path)
+        if header_only:
+            return None
         _check_read_memory(reader.GetSize(), 8, path)
         image = reader.Execute()
     except GlobalmaskError:
@@ -700,9 +789,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp_path, path)
+    except OSError as exc:  # full disk, quota, ...: say so, and that the old file is still there
+        tmp_path.unlink(missing_ok=True)
+        raise WriteError(write_failure(path, exc), path) from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def write_failure(path: str | Path, exc: BaseException) -> str:
+    """'could not write X (reason); the previous X is unchanged' -- the message of a failed atomic write."""
+    text = str(exc).strip()
+    reason = getattr(exc, "strerror", None) or (text.splitlines()[-1] if text else type(exc).__name__)
+    name = Path(path).name
+    kept = f"the previous {name} is unchanged" if Path(path).exists() else "nothing was written under that name"
+    return f"could not write {name} ({reason}; is the disk full?); {kept}"
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -761,6 +862,13 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
     return path
 
 
-def same_geometry(a: Volume, b: Volume, atol_mm: float = 1e-3) -> bool:
-    """True when both volumes have the same shape and affines agreeing within ``atol_mm``."""
-    return a.shape == b.shape and bool(np.allclose(a.affine, b.affine, atol=atol_mm))
+def affine_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute difference between two affines (mm; NaN-safe: NaN compares as different)."""
+    d = float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
+    return d if math.isfinite(d) else math.inf
+
+
+def same_geometry(a: Volume, b: Volume, atol_mm: float = GEOMETRY_ATOL_MM) -> bool:
+    """True when both volumes have the same shape and affines agreeing within ``atol_mm``
+    (:data:`GEOMETRY_ATOL_MM`, the one tolerance used by train, predict and evaluate)."""
+    return a.shape == b.shape and affine_difference(a.affine, b.affine) <= atol_mm

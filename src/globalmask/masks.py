@@ -39,6 +39,7 @@ from scipy import ndimage
 
 from .errors import GlobalmaskError
 from .io import Volume
+from .validate import integer, real
 
 RecipeFn = Callable[..., np.ndarray]
 
@@ -149,6 +150,11 @@ def fill_holes_slicewise(mask: np.ndarray, axis: int) -> np.ndarray:
 # Recipe: a named, parameterised, serialisable recipe
 
 
+# HU levels: anything a CT can hold (12-bit CT spans -1024..3071, extended scales to ~30000)
+_PARAM_RULES = {"level": real(-10000.0, 100000.0), "bins": integer(2, 65536)}
+_ANY_NUMBER = real()
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A recipe name with its parameters; ``Recipe.parse('threshold:-200')`` or ``'body:level=-400'``."""
@@ -164,7 +170,8 @@ class Recipe:
         if unknown:
             raise GlobalmaskError(f"recipe {self.name!r} has no parameter(s) {sorted(unknown)}; it takes {sorted(defaults)}")
         # store the full parameter set so a checkpoint records exactly what was applied
-        object.__setattr__(self, "params", {**defaults, **{k: type(defaults[k])(v) for k, v in self.params.items()}})
+        checked = {k: _PARAM_RULES.get(k, _ANY_NUMBER)(v, f"recipe {self.name!r} parameter {k!r}") for k, v in self.params.items()}
+        object.__setattr__(self, "params", {**defaults, **{k: type(defaults[k])(v) for k, v in checked.items()}})
 
     @classmethod
     def parse(cls, spec: "str | Recipe | dict | None") -> "Recipe":

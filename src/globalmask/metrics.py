@@ -45,10 +45,10 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .errors import DatasetError, GeometryError, InputFileError
-from .io import Volume, case_id_from_path, read_volume, strip_suffix, volume_suffix, write_json, write_text
+from .io import GEOMETRY_ATOL_MM, Volume, affine_difference, case_id_from_path, read_volume, strip_suffix, volume_suffix, write_json, write_text
 
-#: Affines of a prediction and its reference may differ by this much (mm) and still count as one grid.
-GEOMETRY_ATOL_MM = 1e-3
+# Affines of a prediction and its reference may differ by io.GEOMETRY_ATOL_MM and still count as
+# one grid: the one tolerance, shared with training's image/label check and predict.
 
 #: Columns of the per-case table, in order (``case`` first when it comes from a file).
 ROW_COLUMNS = ("structure", "label", "dice", "com_mm", "hd95_mm", "msd_mm", "pred_ml", "ref_ml", "status")
@@ -347,7 +347,7 @@ def _describe(path: Path | None) -> str:
 def evaluate_volumes(pred: Volume, ref: Volume, labels: Mapping[str, int], case_id: str) -> list[dict]:
     """:func:`structure_metrics` for one case after checking both volumes share one grid.
 
-    Shapes must be equal and affines agree within 1e-3 mm: metrics of a prediction resampled to a
+    Shapes must be equal and affines agree within io.GEOMETRY_ATOL_MM: metrics of a prediction resampled to a
     different grid would silently compare different anatomy. Raises GeometryError naming both files.
     """
     if pred.shape != ref.shape:
@@ -356,15 +356,35 @@ def evaluate_volumes(pred: Volume, ref: Volume, labels: Mapping[str, int], case_
             "predictions must be on the reference grid",
             pred.path,
         )
-    diff = float(np.max(np.abs(pred.affine - ref.affine)))
+    diff = affine_difference(pred.affine, ref.affine)
     if not diff <= GEOMETRY_ATOL_MM:
         raise GeometryError(
             f"prediction affine differs from reference {_describe(ref.path)} affine by up to {diff:.4g} mm "
             f"(tolerance {GEOMETRY_ATOL_MM:g} mm): different voxel grids (spacing, origin or orientation)",
             pred.path,
         )
-    rows = structure_metrics(_label_array_of(pred, "prediction"), _label_array_of(ref, "reference"), ref.affine, labels)
+    pred_array, ref_array = _label_array_of(pred, "prediction"), _label_array_of(ref, "reference")
+    # A prediction value that neither the label map nor the reference knows would silently count
+    # as background (e.g. a model trained with another numbering): refuse it. Values shared with
+    # the reference but left out of ``labels`` are structures deliberately not scored.
+    declared = {int(v) for v in labels.values()} | {0}
+    ref_values = _values(ref_array)
+    undeclared = sorted(_values(pred_array) - declared - ref_values)
+    if undeclared:
+        raise DatasetError(
+            f"prediction holds label value(s) {undeclared[:10]} that are not declared in the label map {sorted(declared)} "
+            f"and not found in the reference {_describe(ref.path)}; check --labels / dataset.json",
+            pred.path,
+        )
+    rows = structure_metrics(pred_array, ref_array, ref.affine, labels)
     return [{"case": case_id, **row} for row in rows]
+
+
+def _values(array: np.ndarray) -> set[int]:
+    """Distinct values of a label map (a bincount for uint8: one pass, no sort)."""
+    if array.dtype == np.uint8:
+        return {int(v) for v in np.flatnonzero(np.bincount(array.ravel(), minlength=1))}
+    return {int(v) for v in np.unique(array)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,6 +477,16 @@ def evaluate_folder(
         if key in preds:
             raise DatasetError(f"two predictions for case {key!r}: {preds[key].name} and {path.name}", pred_dir)
         preds[key] = path
+    if not preds:
+        found = _volume_files(pred_dir)
+        expected = ", ".join(f"{c}.nii.gz" for c in list(refs)[:5]) + (", ..." if len(refs) > 5 else "")
+        if not found:
+            raise DatasetError(f"holds no prediction volumes; expected one per reference in {label_dir}: {expected}", pred_dir)
+        raise DatasetError(
+            f"none of its {len(found)} volume(s) ({', '.join(p.name for p in list(found.values())[:3])}, ...) matches a reference "
+            f"case in {label_dir}; expected names like {expected}",
+            pred_dir,
+        )
     if extra:
         warnings.warn(
             f"{len(extra)} prediction(s) in {pred_dir} have no reference in {label_dir} and were skipped: "

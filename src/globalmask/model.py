@@ -96,12 +96,19 @@ class NetConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
-        if self.spatial_dims not in (2, 3):
-            raise GlobalmaskError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        from .validate import choice, check_fields, integer, real, sequence
+
+        rules = {
+            "spatial_dims": choice((2, 3)),
+            "channels": sequence(integer(1, 4096), (2, 10), "channel counts (one per U-Net level)"),
+            "strides": sequence(integer(1, 4), (1, 9), "strides"),
+            "num_res_units": integer(0, 16),
+            "dropout": real(0.0, 1.0, hi_open=True),
+        }
+        for key, value in check_fields(self, rules, "net.").items():
+            object.__setattr__(self, key, value)
         if len(self.strides) != len(self.channels) - 1:
-            raise GlobalmaskError("a UNet needs one stride fewer than channel levels")
+            raise GlobalmaskError(f"net.strides: got {len(self.strides)} stride(s) for {len(self.channels)} channel levels; a UNet needs one stride fewer than channel levels")
 
     @property
     def divisor(self) -> int:
@@ -113,6 +120,11 @@ class NetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetConfig":
+        from dataclasses import fields
+
+        from .validate import check_keys
+
+        check_keys(d, [f.name for f in fields(cls)], "net settings")
         return cls(**d)
 
 

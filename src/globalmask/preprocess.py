@@ -17,7 +17,8 @@ argmax), giving a label map with exactly the input's shape and affine.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 import nibabel as nib
 import numpy as np
@@ -43,18 +44,26 @@ class PreprocessConfig:
     crop_margin_mm: float = 10.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
-        object.__setattr__(self, "window", tuple(float(w) for w in self.window))
-        if len(self.spacing) != 3 or any(s <= 0 for s in self.spacing):
-            raise GeometryError(f"target spacing must be three positive numbers (mm), got {self.spacing}")
-        if self.window[1] <= self.window[0]:
-            raise GeometryError(f"CT window must be (low, high) with low < high, got {self.window}")
+        try:
+            object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+            object.__setattr__(self, "window", tuple(float(w) for w in self.window))
+        except (TypeError, ValueError):
+            raise GeometryError(f"target spacing and CT window must be numbers, got {self.spacing!r} and {self.window!r}") from None
+        if len(self.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            raise GeometryError(f"target spacing must be three finite positive numbers (mm), got {self.spacing}")
+        if len(self.window) != 2 or not all(math.isfinite(w) for w in self.window) or self.window[1] <= self.window[0]:
+            raise GeometryError(f"CT window must be two finite numbers (low, high) with low < high, got {self.window}")
+        if not (math.isfinite(self.crop_level) and math.isfinite(self.crop_margin_mm) and self.crop_margin_mm >= 0):
+            raise GeometryError(f"crop level and margin must be finite (margin >= 0), got {self.crop_level}, {self.crop_margin_mm}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
+        from .validate import check_keys
+
+        check_keys(d, [f.name for f in fields(cls)], "preprocess settings")
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 

@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +36,54 @@ import torch
 
 from . import __version__
 from .augment import AugmentConfig, apply_intensity, apply_spatial, random_spatial_matrices
-from .checkpoint import ModelSpec, save_model
+from .checkpoint import ModelSpec, save_atomic, save_model
 from .data import PatchSampler, auto_patch_size, check_structures_present, prepare_cases
 from .dataset import Dataset, load_dataset, resolve_split, save_split, select_training_cases
 from .errors import CheckpointError, DatasetError, OutputError
+from .guard import RunLock, enclosing_dataset, remove_temp_files, stop_on_signals
 from .infer import autocast, pad_values, resolve_device, sliding_window_probs
-from .io import atomic_path, read_affine, write_json, write_text
+from .io import read_affine, write_json, write_text
 from .masks import Recipe
 from .metrics import dice
 from .model import NetConfig, binary_channels, check_mode, intensity_channels, make_input
 from .preprocess import DEFAULT_WINDOW, PreparedCase, PreprocessConfig, derive_spacing
+from .validate import Rule, check_fields, check_keys, choice, fail, integer, optional, real, sequence
 
 
+#: Accepted values of every numeric TrainConfig field; the CLI applies the same table to its flags.
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
+
+TRAIN_RULES: dict[str, Rule] = {
+    "steps": integer(1, 10**7),
+    "batch_size": integer(1, 512),
+    "lr": real(0.0, 10.0, lo_open=True),
+    "weight_decay": real(0.0, 10.0),
+    "train_cases": optional(integer(1, 10**6)),
+    "seed": integer(0, 2**32 - 1),
+    "patch_size": optional(sequence(integer(1, 1024), 3, "patch sizes in voxels")),
+    "max_patch_voxels": integer(1, 1024**3),
+    "fg_prob": real(0.0, 1.0),
+    "val_every": integer(1, 10**7),
+    "patience": optional(integer(1, 10**6)),
+    "min_delta": real(0.0, 1.0),
+    "optimizer": choice(OPTIMIZERS),
+    "schedule": choice(SCHEDULES),
+    "warmup_steps": integer(0, 10**7),
+    "checkpoint_every": integer(1, 10**7),
+    "sw_overlap": real(0.0, 1.0, hi_open=True),
+}
+
+
+def check_patch_fits_net(patch_size, max_patch_voxels: int, net: NetConfig, prefix: str = "train.") -> None:
+    """A U-Net halves the grid at every level: patch sides must be multiples of its divisor."""
+    d = net.divisor
+    if patch_size is not None:
+        sides = patch_size[:2] if net.spatial_dims == 2 else patch_size
+        if any(p % d or p < d for p in sides):
+            fail(f"{prefix}patch_size", list(patch_size), f"multiples of {d} (the U-Net with {len(net.channels)} levels halves the grid {len(net.strides)} times)")
+    if max_patch_voxels < d**net.spatial_dims:
+        fail(f"{prefix}max_patch_voxels", max_patch_voxels, f"at least {d**net.spatial_dims} (one {d}^{net.spatial_dims} patch for this U-Net depth)")
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
@@ -93,24 +127,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
-        if self.patch_size is not None:
-            self.patch_size = tuple(int(p) for p in self.patch_size)
-        if self.steps < 1 or self.batch_size < 1:
-            raise DatasetError("steps and batch size must be >= 1")
-        if self.optimizer not in OPTIMIZERS:
-            raise DatasetError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise DatasetError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
-            raise DatasetError(f"warmup_steps must be >= 0 and below steps ({self.steps}), got {self.warmup_steps}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise DatasetError(f"lr must be a finite number > 0, got {self.lr}")
-        if self.val_every < 1:
-            raise DatasetError(f"val_every must be >= 1, got {self.val_every}")
-        if self.patience is not None and self.patience < 1:
-            raise DatasetError(f"patience must be >= 1 validation checks (or None to run every step), got {self.patience}")
-        if not (math.isfinite(self.min_delta) and self.min_delta >= 0):
-            raise DatasetError(f"min_delta must be a finite number >= 0, got {self.min_delta}")
+        for key, value in check_fields(self, TRAIN_RULES, "train.").items():
+            setattr(self, key, value)
+        check_patch_fits_net(self.patch_size, self.max_patch_voxels, self.net, "train.")
+        if self.warmup_steps >= self.steps:
+            fail("train.warmup_steps", self.warmup_steps, f"fewer than the maximum steps ({self.steps})")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -120,6 +141,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        check_keys(d, [f.name for f in fields(cls)], "train settings")
         d = dict(d)
         d["net"] = NetConfig.from_dict(d.get("net", {}))
         d["augment"] = AugmentConfig.from_dict(d.get("augment", {}))
@@ -335,7 +357,56 @@ class Trainer:
         _set_rng_state(state["rng"], self.sampler, self.aug_gen)
 
 
-def train(
+def train(data: PreparedData | Dataset | str | Path, out: str | Path, config: TrainConfig | None = None, **kwargs: Any) -> TrainResult:
+    """Train one model and write the run folder ``out`` (see the module docstring and :func:`_train`).
+
+    Before anything is loaded: the settings are checked, ``out`` must not lie in a dataset or be a
+    foreign non-empty folder, and a lock makes this process its only writer (a second ``train`` on
+    the same folder is refused). SIGTERM stops the run like Ctrl-C: no temporary files stay behind
+    and ``resume=True`` continues from the last checkpoint exactly.
+    """
+    cfg = config or TrainConfig()
+    if not isinstance(cfg, TrainConfig):
+        raise DatasetError(f"config must be a TrainConfig, got {type(cfg).__name__}")
+    out = Path(out)
+    root = data.dataset.root if isinstance(data, PreparedData) else data.root if isinstance(data, Dataset) else Path(data)
+    _check_run_dir_early(out, Path(root), kwargs.get("cache_dir"))
+    if not isinstance(data, PreparedData):
+        Recipe.parse(kwargs.get("recipe"))
+    resolve_device(kwargs.get("device", "auto"))
+    created = not out.exists()
+    try:
+        with RunLock(out, "train"), stop_on_signals():
+            remove_temp_files(out)
+            return _train(data, out, cfg, **kwargs)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused or interrupted before writing anything: leave no empty folder
+
+
+def _check_train_cases(cfg: TrainConfig, split) -> None:
+    """Asking for more training cases than the split holds is a mistake, not a request for 'all'."""
+    if cfg.train_cases is not None and cfg.train_cases > len(split.train):
+        raise DatasetError(f"train_cases (--train-cases): got {cfg.train_cases}; the training split has only {len(split.train)} case(s)")
+
+
+def _check_run_dir_early(out: Path, dataset_root: Path, cache_dir) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputError("run folder exists and is not a folder", out)
+    inside = out.resolve() == dataset_root.resolve() or out.resolve().is_relative_to(dataset_root.resolve())
+    ds = dataset_root if inside else enclosing_dataset(out)
+    if ds is not None:
+        raise OutputError(f"run folder must not be inside the dataset folder {ds} (datasets are read-only)", out)
+    if out.is_dir() and any(not c.name.startswith(".") for c in out.iterdir()) and not (out / "config.json").is_file():
+        raise OutputError("run folder exists and is not a globalmask run; choose an empty or new --out", out)
+    if cache_dir is not None:
+        cache = Path(cache_dir)
+        ds = dataset_root if cache.resolve().is_relative_to(dataset_root.resolve()) else enclosing_dataset(cache)
+        if ds is not None:
+            raise OutputError(f"cache folder must not be inside the dataset folder {ds} (datasets are read-only)", cache)
+
+
+def _train(
     data: PreparedData | Dataset | str | Path,
     out: str | Path,
     config: TrainConfig | None = None,
@@ -370,9 +441,11 @@ def train(
     else:
         ds = data if isinstance(data, Dataset) else load_dataset(data)
         split, _ = resolve_split(ds, split_file, split_seed)
+        _check_train_cases(cfg, split)
         ids = [*select_training_cases(split.train, cfg.train_cases, cfg.seed), *split.validation]
         prepared = prepare_data(ds, recipe, spacing, window, split_file, split_seed, ids, cache_dir, progress)
     ds, split = prepared.dataset, prepared.split
+    _check_train_cases(cfg, split)
     train_ids = select_training_cases(split.train, cfg.train_cases, cfg.seed)
     val_ids = list(split.validation)
     labels = ds.labels
@@ -426,7 +499,7 @@ def train(
     elapsed_before = 0.0  # wall time of earlier (interrupted) calls, so history and done.json count the whole run
     last_path = out / "last.pt"
     if resume and last_path.exists():
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        state = load_resume_state(last_path)
         if state.get("config") != run_config:
             raise CheckpointError("last.pt was written with different settings; cannot resume", last_path)
         trainer.load_state_dict(state)
@@ -443,8 +516,7 @@ def train(
             "config": run_config, **trainer.state_dict(), "step": step, "best": best, "best_step": best_step,
             "history": history, "plateau": plateau.state(), "elapsed": elapsed(),
         }
-        with atomic_path(last_path) as tmp:
-            torch.save(payload, tmp)
+        save_atomic(payload, last_path)
 
     net.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.mode} n={len(train_ids)}", unit="step", disable=not progress, dynamic_ncols=True)
@@ -513,7 +585,7 @@ def _claim_run_dir(out: Path, run_config: dict, resume: bool, dataset_root: Path
     if out.resolve() == Path(dataset_root).resolve() or out.resolve().is_relative_to(Path(dataset_root).resolve()):
         raise OutputError(f"run folder must not be inside the dataset folder {dataset_root}", out)
     cfg_path = out / "config.json"
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(not c.name.startswith(".") for c in out.iterdir()):  # (the lock is hidden)
         if not cfg_path.exists():
             raise OutputError("run folder exists and is not a globalmask run; choose an empty or new --out", out)
         existing = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -524,6 +596,23 @@ def _claim_run_dir(out: Path, run_config: dict, resume: bool, dataset_root: Path
         return
     out.mkdir(parents=True, exist_ok=True)
     write_json(cfg_path, run_config)
+
+
+def load_resume_state(path: Path) -> dict:
+    """last.pt, or a CheckpointError that says what to do when it is corrupt or truncated."""
+    keys = ("config", "model", "optimizer", "scheduler", "rng", "step", "best", "best_step", "history")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot read the resume state, corrupt or truncated? ({type(exc).__name__}: {str(exc)[:120]}); "
+            "delete it to restart this run from scratch",
+            path,
+        ) from exc
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"resume state lacks {', '.join(missing)}; delete it to restart this run from scratch", path)
+    return state
 
 
 def run_is_done(out: str | Path) -> bool:

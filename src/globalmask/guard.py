@@ -1,0 +1,365 @@
+"""Protecting the user's files: read-only inputs, one writer per output folder, clean interrupts.
+
+Four guarantees every command builds on, each checked *before* any work starts:
+
+* :func:`check_output_dir` refuses an output folder that holds the command's inputs, lies in a
+  dataset (nnU-Net ``imagesTr``/``labelsTr``/``imagesTs``, a plain ``images``/``labels`` layout, a
+  DICOM folder), or is a non-empty folder globalmask did not create; ``overwrite=True`` (the CLI's
+  ``--overwrite``) lifts the last two, never the first. It creates nothing.
+* :func:`claim_output_dir` creates the folder and marks it as a globalmask output (a hidden
+  ``.globalmask-output.json``), so a later run may write there again.
+* :class:`RunLock` makes one process the only writer of a folder: an ``fcntl`` lock on a hidden
+  lock file that records host and PID. The kernel drops the lock when its process dies, so a lock
+  left by a killed run is detected as stale and taken over; a live holder is named in the error.
+* :func:`stop_on_signals` turns SIGTERM/SIGHUP into :class:`Interrupted` (a ``KeyboardInterrupt``),
+  so ``finally`` blocks and the atomic writers in :mod:`globalmask.io` remove their temporary
+  files on ``kill`` as on Ctrl-C; :func:`remove_temp_files` clears what a ``kill -9`` left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .errors import OutputError
+
+MARKER_NAME = ".globalmask-output.json"
+LOCK_NAME = ".globalmask.lock"
+TEMP_PREFIX = ".tmp-"  # io.atomic_path's temporary files
+
+#: Entries that make a folder a dataset (read-only to every command).
+DATASET_ENTRIES = ("dataset.json", "imagesTr", "labelsTr", "imagesTs", "labelsTs")
+
+
+class LockedError(OutputError):
+    """Another process is writing to the same output folder."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM/SIGHUP delivered as an exception, so cleanup runs as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# ----------------------------------------------------------------------------------------------
+# what is an input, a dataset, a globalmask output
+
+
+def is_dataset_folder(path: str | Path) -> bool:
+    """True for an nnU-Net dataset, a plain images/+labels/ dataset, one of their parts, or a DICOM folder."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    if any((p / name).exists() for name in DATASET_ENTRIES):
+        return True
+    if (p / "images").is_dir() and (p / "labels").is_dir():
+        return True
+    if p.name in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") or (p.name in ("images", "labels") and (p.parent / ("labels" if p.name == "images" else "images")).is_dir()):
+        return True
+    return _holds_dicom(p)
+
+
+def _holds_dicom(p: Path, limit: int = 64) -> bool:
+    """A few files checked for the DICOM magic (cheap even in a large folder)."""
+    try:
+        with os.scandir(p) as it:
+            for n, entry in enumerate(it):
+                if n >= limit:
+                    break
+                if entry.is_file() and (entry.name.lower().endswith((".dcm", ".ima")) or "." not in entry.name):
+                    try:
+                        with open(entry.path, "rb") as fh:
+                            fh.seek(128)
+                            if fh.read(4) == b"DICM":
+                                return True
+                    except OSError:
+                        continue
+    except OSError:
+        return False
+    return False
+
+
+def enclosing_dataset(path: str | Path) -> Path | None:
+    """``path`` or its nearest existing ancestor that is a dataset folder (see :func:`is_dataset_folder`)."""
+    p = Path(path).resolve()
+    for candidate in (p, *p.parents):
+        if candidate.exists() and is_dataset_folder(candidate):
+            return candidate
+    return None
+
+
+def is_globalmask_output(path: str | Path) -> bool:
+    """A folder globalmask created: its marker, a run's config.json, or a phantom's dataset.json."""
+    p = Path(path)
+    if (p / MARKER_NAME).is_file():
+        return True
+    for name, key in (("config.json", "globalmask_version"), ("dataset.json", "globalmask_phantom_version")):
+        f = p / name
+        if f.is_file():
+            try:
+                if key in json.loads(f.read_text(encoding="utf-8")):
+                    return True
+            except (OSError, ValueError, TypeError):
+                pass
+    return False
+
+
+def _visible_entries(p: Path) -> list[str]:
+    return sorted(c.name for c in p.iterdir() if not c.name.startswith("."))
+
+
+def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = (), *, overwrite: bool = False, what: str = "--out") -> Path:
+    """Refuse an output folder that would touch the user's inputs; create nothing.
+
+    Raises :class:`~globalmask.errors.OutputError` when ``out``
+
+    * is an existing file;
+    * is an input, the folder holding an input file, or lies inside an input folder (always);
+    * is or lies inside a dataset folder (unless ``overwrite``);
+    * is a non-empty folder that globalmask did not create (unless ``overwrite``).
+    """
+    out = Path(out)
+    res = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{what} exists and is not a folder", out)
+    for item in inputs:
+        p = Path(item)
+        pr = p.resolve()
+        folder = pr if p.is_dir() else pr.parent
+        if res == pr or res == folder or (p.is_dir() and res.is_relative_to(pr)):
+            kind = "input dataset folder" if is_dataset_folder(folder) or enclosing_dataset(folder) else "input folder"
+            where = "is" if res == folder else "is inside"
+            raise OutputError(f"{what} {where} the {kind} {folder}; inputs are read-only: choose a separate folder", out)
+    if not overwrite:
+        ds = enclosing_dataset(res)
+        if ds is not None:
+            where = "is the dataset folder" if ds == res else f"is inside the dataset folder {ds}"
+            raise OutputError(f"{what} {where}; datasets are read-only: choose another folder (or pass --overwrite)", out)
+        if out.is_dir() and _visible_entries(out) and not is_globalmask_output(out):
+            shown = ", ".join(_visible_entries(out)[:3])
+            raise OutputError(
+                f"{what} is not empty ({shown}, ...) and is not a globalmask output: choose an empty or new folder (or pass --overwrite)",
+                out,
+            )
+    return out
+
+
+def claim_output_dir(out: str | Path, command: str) -> Path:
+    """Create ``out`` (parents too) and mark it as a globalmask output; call after :func:`check_output_dir`."""
+    from . import __version__
+    from .io import write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / MARKER_NAME
+    if not marker.exists():
+        write_json(marker, {"tool": "globalmask", "version": __version__, "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# one writer per folder
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of ``pid`` in clock ticks (Linux), to tell a live holder from a reused PID."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_lock(folder: str | Path) -> dict | None:
+    """The holder recorded in ``folder``'s lock file (host, pid, command, started), or None."""
+    try:
+        info = json.loads((Path(folder) / LOCK_NAME).read_text(encoding="utf-8"))
+        return info if isinstance(info, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+class RunLock:
+    """Exclusive writer lock on a folder, as a context manager: ``with RunLock(out, "train"): ...``.
+
+    The lock file ``<folder>/.globalmask.lock`` holds ``{"host", "pid", "command", "started"}``.
+    Acquiring takes an ``fcntl.flock`` on it: a live holder on this host keeps it, a dead one has
+    lost it (stale: taken over silently). A lock file written on *another* host whose holder
+    cannot be checked is refused with the holder named (delete the file if that run is gone).
+    Releasing removes the file. Re-entrant within one process (nested acquisitions are counted).
+    """
+
+    _held: dict[Path, int] = {}
+    _mutex = threading.Lock()
+
+    def __init__(self, folder: str | Path, command: str = "run"):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        key = self.folder.resolve()
+        with self._mutex:
+            if key in self._held:
+                self._held[key] += 1
+                return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        host = socket.gethostname()
+        for _ in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                raise LockedError(self._held_message(read_lock(self.folder)), self.folder) from None
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                st = None
+            if st is None or st.st_ino != os.fstat(fd).st_ino:  # released and removed meanwhile: retry
+                os.close(fd)
+                continue
+            previous = read_lock(self.folder)
+            if previous and previous.get("pid") and previous.get("pid") != os.getpid():
+                pid = int(previous["pid"])
+                other_host = previous.get("host") != host
+                # flock is authoritative on a local disk; these catch file systems where it is not (NFS)
+                alive_here = not other_host and _pid_alive(pid) and _process_start(pid) == previous.get("start")
+                if other_host or alive_here:
+                    os.close(fd)
+                    raise LockedError(self._held_message(previous) + f"; if that run is gone, delete {self.path}", self.folder)
+            info = {"host": host, "pid": os.getpid(), "start": _process_start(os.getpid()), "command": self.command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+            self._fd = fd
+            with self._mutex:
+                self._held[key] = 1
+            return self
+        raise LockedError("could not take the folder's lock (it keeps changing hands)", self.folder)
+
+    @staticmethod
+    def _held_message(holder: dict | None) -> str:
+        if not holder:
+            return "another globalmask process is writing to this folder; wait for it to finish or choose another --out"
+        return (
+            f"another globalmask {holder.get('command', 'run')} (pid {holder.get('pid')} on {holder.get('host')}, "
+            f"since {holder.get('started')}) is writing to this folder; wait for it to finish or choose another --out"
+        )
+
+    def release(self) -> None:
+        key = self.folder.resolve()
+        with self._mutex:
+            count = self._held.get(key, 0)
+            if count > 1:
+                self._held[key] = count - 1
+                return
+            self._held.pop(key, None)
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ----------------------------------------------------------------------------------------------
+# interrupts and leftovers
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: Iterable[int] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Deliver SIGTERM/SIGHUP as :class:`Interrupted` inside the block (main thread only).
+
+    Python's default for SIGTERM is to die on the spot, skipping ``finally`` blocks: temporary
+    files and locks would stay behind. Raised as an exception, the signal unwinds the stack like
+    Ctrl-C. Outside the main thread (where handlers cannot be set) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {}
+    for s in signals:
+        with contextlib.suppress(ValueError, OSError):
+            previous[s] = signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def remove_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Delete the ``.tmp-*`` files an interrupted writer left in ``folder``; call while holding its lock."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(f"{TEMP_PREFIX}*") if recursive else folder.glob(f"{TEMP_PREFIX}*")
+    removed = []
+    for p in found:
+        if p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def writing(out: str | Path, command: str, inputs: Iterable[str | Path] = (), *, overwrite: bool = False) -> Iterator[Path]:
+    """The whole protocol for a command writing into ``out``: check, lock, claim, clean, catch signals.
+
+    ``with guard.writing(args.out, "predict", inputs, overwrite=args.overwrite) as out: ...``
+    """
+    inputs = list(inputs)
+    check_output_dir(out, inputs, overwrite=overwrite)
+    created = not Path(out).exists()
+    try:
+        with RunLock(out, command):
+            claim_output_dir(out, command)
+            remove_temp_files(out)
+            with stop_on_signals():
+                yield Path(out)
+    finally:
+        if created:
+            _remove_if_only_ours(Path(out))
+
+
+def _remove_if_only_ours(out: Path) -> None:
+    """A folder this command created and left empty (refused or interrupted early) is removed again."""
+    with contextlib.suppress(OSError):
+        if out.is_dir() and all(c.name in (MARKER_NAME,) for c in out.iterdir()):
+            (out / MARKER_NAME).unlink(missing_ok=True)
+            out.rmdir()

@@ -1,0 +1,330 @@
+"""Every subcommand, bad values of every argument kind: exit 2, one line, no traceback, inputs untouched.
+
+Each row is an invocation a new user could type (non-finite, zero, negative, too large, wrong
+type, wrong shape; outputs aimed at the inputs or a dataset; broken files). The contract checked
+for every row:
+
+* exit status 2 (argparse usage errors included);
+* stderr is exactly one line, ``globalmask <command>: error: ...``, naming what was wrong
+  (the row's ``expect`` text, e.g. the argument or the file);
+* no Python traceback;
+* nothing under the inputs (dataset, model, prediction folders) changed, and no temporary or
+  lock file was left behind;
+* the refusal came before any work: no output folder was created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from globalmask.checkpoint import ModelSpec, save_model
+from globalmask.cli import main
+from globalmask.io import Volume, read_volume, write_volume
+from globalmask.masks import Recipe
+from globalmask.model import NetConfig
+from globalmask.preprocess import PreprocessConfig
+
+from .conftest import make_tiny_dataset
+
+TINY = ["--channels", "4", "8", "--res-units", "0", "--device", "cpu"]
+
+
+def _spec_payload(model: Path) -> dict:
+    return torch.load(model, map_location="cpu", weights_only=True)
+
+
+def _edit_model(src: Path, dst: Path, edit) -> Path:
+    payload = _spec_payload(src)
+    edit(payload)
+    torch.save(payload, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """The user's inputs: a dataset, a model, predictions and some broken files (never modified)."""
+    t = tmp_path_factory.mktemp("inputs")
+    ds = make_tiny_dataset(t / "ds", n=6, shape=(16, 16, 12))
+    labels = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["labels"]
+    spec = ModelSpec("ct", Recipe.parse(None), PreprocessConfig(spacing=(2.0, 2.0, 2.5)), labels, NetConfig(channels=(4, 8), strides=(2,), num_res_units=0), (16, 16, 16))
+    models = t / "models"
+    model = save_model(models / "model.pt", spec, spec.build().state_dict())
+    (models / "garbage.pt").write_bytes(np.random.default_rng(0).bytes(300))
+    (models / "truncated.pt").write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+
+    def nan_spacing(p):
+        p["spec"]["preprocess"]["spacing"] = [float("nan"), 2.0, 2.5]
+
+    def odd_patch(p):
+        p["spec"]["patch_size"] = [15, 16, 16]
+
+    def big_label(p):
+        p["spec"]["labels"] = {"background": 0, "left": 1, "right": 300}
+
+    def bad_overlap(p):
+        p["spec"]["sw_overlap"] = 1.5
+
+    for name, edit in {"nan_spacing": nan_spacing, "odd_patch": odd_patch, "big_label": big_label, "bad_overlap": bad_overlap}.items():
+        _edit_model(model, models / f"{name}.pt", edit)
+
+    files = t / "files"
+    files.mkdir()
+    img = ds / "imagesTr" / "case_000_0000.nii.gz"
+    cut = files / "cut.nii.gz"
+    cut.write_bytes(img.read_bytes()[:200])
+    # a header declaring a 4096 x 4096 x 2048 int16 volume (64 GiB) over a few bytes of data
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((4096, 4096, 2048))
+    hdr.set_data_dtype(np.int16)
+    hdr.set_qform(np.diag([1.0, 1.0, 1.0, 1.0]), code=1)
+    import gzip
+
+    (files / "huge.nii.gz").write_bytes(gzip.compress(hdr.binaryblock + b"\0" * 4 + b"\0" * 1000))
+    (files / "huge.nii").write_bytes(hdr.binaryblock + b"\0" * 4 + b"\0" * 1000)
+    rgb = np.zeros((8, 8, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(files / "rgb.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.complex64), np.eye(4)), str(files / "complex.nii.gz"))
+    (files / "notes.txt").write_text("not a volume", encoding="utf-8")
+    (files / "labels_dup.json").write_text(json.dumps({"background": 0, "a": 1, "b": 1}), encoding="utf-8")
+    (files / "labels_neg.json").write_text(json.dumps({"background": 0, "a": -4}), encoding="utf-8")
+
+    pred = t / "pred"
+    shutil.copytree(ds / "labelsTr", pred)
+    undeclared = t / "pred_undeclared"
+    shutil.copytree(ds / "labelsTr", undeclared)
+    lab = read_volume(undeclared / "case_001.nii.gz")
+    arr = lab.array.copy()
+    arr[0, 0, 0] = 7
+    write_volume(Volume(arr, lab.affine), undeclared / "case_001.nii.gz")
+    (t / "empty").mkdir()
+    nomatch = t / "pred_nomatch"
+    nomatch.mkdir()
+    shutil.copy(ds / "labelsTr" / "case_000.nii.gz", nomatch / "other_000.nii.gz")
+    (files / "flat.nii.gz").write_bytes(b"")
+    nib.save(nib.Nifti1Image(np.zeros((16, 16), np.int16), np.eye(4)), str(files / "slice.nii.gz"))
+    (files / "huge.mha").write_text("ObjectType = Image\nNDims = 3\nDimSize = 40000 40000 40000\nElementSpacing = 1 1 1\nElementType = MET_SHORT\nElementDataFile = LOCAL\n", encoding="utf-8")
+    (files / "splits_bad.json").write_text('{"train": ["case_000"', encoding="utf-8")
+    (files / "splits_unknown.json").write_text(json.dumps({"train": ["nobody"], "validation": [], "test": []}), encoding="utf-8")
+    half = t / "pred_half"
+    shutil.copytree(ds / "labelsTr", half)
+    lab0 = read_volume(half / "case_000.nii.gz")
+    write_volume(Volume(lab0.array.astype(np.float32) * 0.5, lab0.affine), half / "case_000.nii.gz")
+    small = t / "pred_small"
+    small.mkdir()
+    write_volume(Volume(np.zeros((8, 8, 8), np.uint8), lab0.affine), small / "case_000.nii.gz")
+    moved = t / "pred_moved"
+    moved.mkdir()
+    shifted = lab0.affine.copy()
+    shifted[0, 3] += 1.0
+    write_volume(Volume(lab0.array, shifted), moved / "case_000.nii.gz")
+    foreign = t / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.docx").write_bytes(b"precious")
+    return {
+        "t": t, "ds": ds, "img": img, "imgdir": ds / "imagesTr", "lab": ds / "labelsTr", "model": model,
+        "models": models, "files": files, "pred": pred, "undeclared": undeclared, "empty": t / "empty",
+        "nomatch": nomatch, "foreign": foreign, "half": half, "small": small, "moved": moved,
+    }
+
+
+def _train(*extra: str) -> list[str]:
+    return ["train", "{ds}", "--out", "{out}", "--steps", "2", "--val-every", "1", *TINY, *extra]
+
+
+def _phantom(*extra: str) -> list[str]:
+    return ["phantom", "--cases", "3", "--shape", "16", "16", "16", "--out", "{out}", *extra]
+
+
+# (argv with {placeholders}, text the error line must contain)
+CASES: dict[str, tuple[list[str], str]] = {
+    # --- masks ---------------------------------------------------------------------------------
+    "masks into labelsTr": (["masks", "{ds}", "--out", "{lab}"], "dataset"),
+    "masks into the dataset root": (["masks", "{ds}", "--out", "{ds}"], "dataset"),
+    "masks into the input folder": (["masks", "{img}", "--out", "{imgdir}"], "input"),
+    "masks into a foreign folder": (["masks", "{img}", "--out", "{foreign}"], "not a globalmask output"),
+    "masks --out is a file": (["masks", "{img}", "--out", "{files}/notes.txt"], "not a folder"),
+    "masks recipe level nan": (["masks", "{img}", "--recipe", "threshold:nan", "--out", "{out}"], "level"),
+    "masks recipe level inf": (["masks", "{img}", "--recipe", "body:level=inf", "--out", "{out}"], "level"),
+    "masks recipe level too large": (["masks", "{img}", "--recipe", "bone:level=1e9", "--out", "{out}"], "level"),
+    "masks recipe bins zero": (["masks", "{img}", "--recipe", "otsu:bins=0", "--out", "{out}"], "bins"),
+    "masks recipe bins negative": (["masks", "{img}", "--recipe", "otsu:bins=-5", "--out", "{out}"], "bins"),
+    "masks recipe bins fractional": (["masks", "{img}", "--recipe", "otsu:bins=2.5", "--out", "{out}"], "bins"),
+    "masks recipe bins too large": (["masks", "{img}", "--recipe", "otsu:bins=1e12", "--out", "{out}"], "bins"),
+    "masks recipe wrong type": (["masks", "{img}", "--recipe", "bone:level=abc", "--out", "{out}"], "level"),
+    "masks recipe unknown key": (["masks", "{img}", "--recipe", "body:radius=3", "--out", "{out}"], "radius"),
+    "masks missing input": (["masks", "{t}/absent.nii.gz", "--out", "{out}"], "absent.nii.gz"),
+    "masks truncated input": (["masks", "{files}/cut.nii.gz", "--out", "{out}"], "cut.nii.gz"),
+    "masks implausible header (gz)": (["masks", "{files}/huge.nii.gz", "--out", "{out}"], "huge.nii.gz"),
+    "masks implausible header (nii)": (["masks", "{files}/huge.nii", "--out", "{out}"], "huge.nii"),
+    "masks RGB NIfTI": (["masks", "{files}/rgb.nii.gz", "--out", "{out}"], "rgb.nii.gz"),
+    "masks complex NIfTI": (["masks", "{files}/complex.nii.gz", "--out", "{out}"], "complex.nii.gz"),
+    "masks no --out": (["masks", "{img}"], "--out"),
+    "masks empty file": (["masks", "{files}/flat.nii.gz", "--out", "{out}"], "flat.nii.gz"),
+    "masks 2D image": (["masks", "{files}/slice.nii.gz", "--out", "{out}"], "2D"),
+    "masks implausible MetaImage header": (["masks", "{files}/huge.mha", "--out", "{out}"], "huge.mha"),
+    "masks a text file": (["masks", "{files}/notes.txt", "--out", "{out}"], "notes.txt"),
+    "masks recipe unknown name": (["masks", "{img}", "--recipe", "lungs", "--out", "{out}"], "lungs"),
+    "predict a 2D image": (["predict", "{model}", "{files}/slice.nii.gz", "--out", "{out}"], "2D"),
+    "predict missing model": (["predict", "{t}/none.pt", "{img}", "--out", "{out}"], "none.pt"),
+    "evaluate non-integer prediction": (["evaluate", "{half}", "{lab}", "--out", "{out}"], "non-integer"),
+    "evaluate prediction of another shape": (["evaluate", "{small}", "{lab}", "--out", "{out}"], "shape"),
+    "evaluate prediction on a moved grid": (["evaluate", "{moved}", "{lab}", "--out", "{out}"], "tolerance"),
+    "train --split malformed": (_train("--split", "{files}/splits_bad.json"), "splits_bad.json"),
+    "train --split unknown cases": (_train("--split", "{files}/splits_unknown.json"), "splits_unknown.json"),
+    "train --lr wrong type": (_train("--lr", "fast"), "--lr"),
+    "train --window one value": (_train("--window", "-100"), "--window"),
+    "train a file as the dataset": (["train", "{img}", "--out", "{out}", *TINY], "case_000_0000.nii.gz"),
+    # --- predict -------------------------------------------------------------------------------
+    "predict into labelsTr": (["predict", "{model}", "{imgdir}", "--out", "{lab}"], "dataset"),
+    "predict into the dataset root": (["predict", "{model}", "{imgdir}", "--out", "{ds}"], "dataset"),
+    "predict into the input folder": (["predict", "{model}", "{imgdir}", "--out", "{imgdir}"], "input"),
+    "predict into a foreign folder": (["predict", "{model}", "{img}", "--out", "{foreign}"], "not a globalmask output"),
+    "predict garbage checkpoint": (["predict", "{models}/garbage.pt", "{img}", "--out", "{out}"], "garbage.pt"),
+    "predict truncated checkpoint": (["predict", "{models}/truncated.pt", "{img}", "--out", "{out}"], "truncated.pt"),
+    "predict checkpoint NaN spacing": (["predict", "{models}/nan_spacing.pt", "{img}", "--out", "{out}"], "spacing"),
+    "predict checkpoint odd patch": (["predict", "{models}/odd_patch.pt", "{img}", "--out", "{out}"], "patch"),
+    "predict checkpoint label 300": (["predict", "{models}/big_label.pt", "{img}", "--out", "{out}"], "label"),
+    "predict checkpoint overlap 1.5": (["predict", "{models}/bad_overlap.pt", "{img}", "--out", "{out}"], "overlap"),
+    "predict a volume as the model": (["predict", "{img}", "{img}", "--out", "{out}"], "case_000_0000.nii.gz"),
+    "predict unknown device": (["predict", "{model}", "{img}", "--device", "tpu", "--out", "{out}"], "tpu"),
+    "predict unknown mode": (["predict", "{model}", "{img}", "--mode", "mri", "--out", "{out}"], "mri"),
+    "predict missing input": (["predict", "{model}", "{t}/absent.nii.gz", "--out", "{out}"], "absent.nii.gz"),
+    "predict implausible header": (["predict", "{model}", "{files}/huge.nii.gz", "--out", "{out}"], "huge.nii.gz"),
+    "predict truncated input": (["predict", "{model}", "{img}", "{files}/cut.nii.gz", "--out", "{out}"], "cut.nii.gz"),
+    # --- evaluate ------------------------------------------------------------------------------
+    "evaluate empty prediction folder": (["evaluate", "{empty}", "{lab}", "--out", "{out}"], "no prediction"),
+    "evaluate non-matching predictions": (["evaluate", "{nomatch}", "{lab}", "--out", "{out}"], "case_000"),
+    "evaluate undeclared prediction label": (["evaluate", "{undeclared}", "{lab}", "--out", "{out}"], "7"),
+    "evaluate into the reference folder": (["evaluate", "{pred}", "{lab}", "--out", "{lab}"], "reference"),
+    "evaluate into the images folder": (["evaluate", "{pred}", "{lab}", "--out", "{imgdir}"], "dataset"),
+    "evaluate default out is a foreign input": (["evaluate", "{pred}", "{lab}"], "--out"),
+    "evaluate into a foreign folder": (["evaluate", "{pred}", "{lab}", "--out", "{foreign}"], "not a globalmask output"),
+    "evaluate duplicate label values": (["evaluate", "{pred}", "{lab}", "--labels", "{files}/labels_dup.json", "--out", "{out}"], "labels_dup.json"),
+    "evaluate negative label value": (["evaluate", "{pred}", "{lab}", "--labels", "{files}/labels_neg.json", "--out", "{out}"], "labels_neg.json"),
+    "evaluate missing labels file": (["evaluate", "{pred}", "{lab}", "--labels", "{files}/absent.json", "--out", "{out}"], "absent.json"),
+    "evaluate missing reference folder": (["evaluate", "{pred}", "{t}/nowhere", "--out", "{out}"], "nowhere"),
+    # --- train ---------------------------------------------------------------------------------
+    "train --steps 0": (_train("--steps", "0"), "--steps"),
+    "train --steps negative": (_train("--steps", "-5"), "--steps"),
+    "train --steps wrong type": (_train("--steps", "ten"), "--steps"),
+    "train --steps too large": (_train("--steps", "1e12"), "--steps"),
+    "train --lr nan": (_train("--lr", "nan"), "--lr"),
+    "train --lr inf": (_train("--lr", "inf"), "--lr"),
+    "train --lr zero": (_train("--lr", "0"), "--lr"),
+    "train --lr negative": (_train("--lr", "-0.1"), "--lr"),
+    "train --lr too large": (_train("--lr", "1e6"), "--lr"),
+    "train --batch-size 0": (_train("--batch-size", "0"), "--batch-size"),
+    "train --batch-size too large": (_train("--batch-size", "100000"), "--batch-size"),
+    "train --train-cases 0": (_train("--train-cases", "0"), "--train-cases"),
+    "train --train-cases negative": (_train("--train-cases", "-2"), "--train-cases"),
+    "train --train-cases too many": (_train("--train-cases", "999"), "999"),
+    "train --seed negative": (_train("--seed", "-1"), "--seed"),
+    "train --seed too large": (_train("--seed", str(2**70)), "--seed"),
+    "train --patch-size zero": (_train("--patch-size", "0", "0", "0"), "--patch-size"),
+    "train --patch-size not a multiple of the depth": (_train("--patch-size", "15", "16", "16"), "--patch-size"),
+    "train --patch-size too large": (_train("--patch-size", "4096", "4096", "4096"), "--patch-size"),
+    "train --patch-size wrong shape": (_train("--patch-size", "16", "16"), "--patch-size"),
+    "train --spacing zero": (_train("--spacing", "0", "2", "2"), "--spacing"),
+    "train --spacing nan": (_train("--spacing", "nan", "2", "2"), "--spacing"),
+    "train --spacing negative": (_train("--spacing", "-2", "2", "2"), "--spacing"),
+    "train --spacing too large": (_train("--spacing", "500", "2", "2"), "--spacing"),
+    "train --spacing too small": (_train("--spacing", "0.001", "0.001", "0.001"), "--spacing"),
+    "train --window reversed": (_train("--window", "1000", "-1000"), "--window"),
+    "train --window nan": (_train("--window", "nan", "100"), "--window"),
+    "train --val-every 0": (_train("--val-every", "0"), "--val-every"),
+    "train --checkpoint-every negative": (_train("--checkpoint-every", "-3"), "--checkpoint-every"),
+    "train --max-patch-voxels 0": (_train("--max-patch-voxels", "0"), "--max-patch-voxels"),
+    "train --channels one level": (_train("--channels", "4"), "--channels"),
+    "train --channels zero": (_train("--channels", "0", "8"), "--channels"),
+    "train --channels negative": (_train("--channels", "4", "-8"), "--channels"),
+    "train --channels too large": (_train("--channels", "4", "100000"), "--channels"),
+    "train --res-units negative": (_train("--res-units", "-1"), "--res-units"),
+    "train --dims 4": (_train("--dims", "4"), "--dims"),
+    "train --mode unknown": (_train("--mode", "mri"), "mri"),
+    "train --recipe nan": (_train("--recipe", "threshold:nan"), "level"),
+    "train --device unknown": (_train("--device", "tpu"), "tpu"),
+    "train --split missing": (_train("--split", "{t}/absent.json"), "absent.json"),
+    "train --out inside the dataset": (["train", "{ds}", "--out", "{lab}/run", "--steps", "2", *TINY], "dataset"),
+    "train --out a foreign folder": (["train", "{ds}", "--out", "{foreign}", "--steps", "2", *TINY], "not a globalmask"),
+    "train --cache inside the dataset": (_train("--cache", "{ds}/cache"), "--cache"),
+    "train dataset missing": (["train", "{t}/nowhere", "--out", "{out}", *TINY], "nowhere"),
+    # --- phantom -------------------------------------------------------------------------------
+    "phantom --cases 0": (_phantom("--cases", "0"), "cases"),
+    "phantom --cases negative": (_phantom("--cases", "-3"), "cases"),
+    "phantom --cases too many": (_phantom("--cases", "10000000"), "cases"),
+    "phantom --shape zero": (["phantom", "--shape", "0", "16", "16", "--out", "{out}"], "shape"),
+    "phantom --shape too large": (["phantom", "--shape", "100000", "16", "16", "--out", "{out}"], "shape"),
+    "phantom --shape wrong shape": (["phantom", "--shape", "16", "16", "--out", "{out}"], "--shape"),
+    "phantom --split nan": (_phantom("--split", "1:nan:1"), "--split"),
+    "phantom --split inf": (_phantom("--split", "inf:1:1"), "--split"),
+    "phantom --seed negative": (_phantom("--seed", "-1"), "seed"),
+    "phantom into a dataset": (_phantom("--out", "{ds}"), "dataset"),
+    "phantom into labelsTr": (_phantom("--out", "{lab}"), "labelsTr"),
+    # --- demo ----------------------------------------------------------------------------------
+    "demo --steps 0": (["demo", "--quick", "--steps", "0", "--out", "{out}"], "--steps"),
+    "demo --steps negative": (["demo", "--quick", "--steps", "-1", "--out", "{out}"], "--steps"),
+    "demo --train-cases 0": (["demo", "--quick", "--train-cases", "0", "--out", "{out}"], "--train-cases"),
+    "demo --seed negative": (["demo", "--quick", "--seed", "-4", "--out", "{out}"], "--seed"),
+    "demo into a dataset": (["demo", "--quick", "--out", "{ds}"], "dataset"),
+    "demo unknown device": (["demo", "--quick", "--device", "tpu", "--out", "{out}"], "tpu"),
+    # --- no command ----------------------------------------------------------------------------
+    "unknown command": (["segment", "{img}"], "segment"),
+}
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """main(argv) -> (exit status, stderr); a Python exception escaping main counts as a traceback."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # as on the command line: every warning reaches stderr
+            rc = main(argv)
+    except SystemExit as exc:  # argparse
+        rc = exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # noqa: BLE001 - the point of the test
+        import traceback
+
+        rc = "traceback"
+        print("Traceback (escaped main)\n" + "".join(traceback.format_exception(exc)), file=__import__("sys").stderr)
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_invocation(name, world, tmp_path, capsys):
+    argv_t, expect = CASES[name]
+    paths = {k: str(v) for k, v in world.items()} | {"out": str(tmp_path / "out")}
+    argv = [a.format(**paths) for a in argv_t]
+    before = _digest(world["t"])
+    rc, err = run_cli(argv, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip() and ": warning: " not in ln]  # warnings: one line each
+    assert "Traceback" not in err, err
+    assert rc == 2, (rc, err)
+    assert len(lines) == 1, err
+    assert re.match(r"globalmask( [a-z]+)?: error: ", lines[0]), lines[0]
+    assert expect in lines[0], lines[0]
+    assert _digest(world["t"]) == before, "an input file changed"
+    leftovers = [p for p in world["t"].rglob(".*") if p.name.startswith((".tmp-", ".globalmask"))]
+    assert not leftovers, leftovers
+    assert not (tmp_path / "out").exists(), "refused, but only after creating the output folder"
+
+
+def test_table_covers_every_subcommand():
+    from globalmask.cli import COMMANDS
+
+    used = {argv[0] for argv, _ in CASES.values()}
+    assert set(COMMANDS) <= used
+    assert len(CASES) >= 40

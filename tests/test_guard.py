@@ -1,0 +1,271 @@
+"""Inputs are read-only, one writer per folder, interrupts and full disks leave nothing half-done."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from globalmask import guard
+from globalmask.checkpoint import save_atomic
+from globalmask.cli import main
+from globalmask.errors import CheckpointError, OutputError, WriteError
+from globalmask.io import atomic_path, write_text
+
+from .conftest import make_tiny_dataset
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+# ----------------------------------------------------------------------------------------------
+# output folders
+
+
+def test_output_dir_refusals_and_what_overwrite_lifts(tmp_path):
+    ds = make_tiny_dataset(tmp_path / "ds", n=2, shape=(16, 16, 12))
+    img = ds / "imagesTr" / "case_000_0000.nii.gz"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine", encoding="utf-8")
+    refused = {
+        "input folder": (ds / "imagesTr", [img], "input dataset folder"),
+        "inside an input folder": (ds / "imagesTr" / "sub", [ds / "imagesTr"], "inside the input"),
+        "labelsTr": (ds / "labelsTr", [img], "dataset folder"),
+        "new folder inside a dataset": (ds / "preds" / "x", [tmp_path / "other.nii.gz"], "inside the dataset folder"),
+        "foreign non-empty": (foreign, [], "not a globalmask output"),
+        "a file": (img, [], "not a folder"),
+    }
+    for name, (out, inputs, text) in refused.items():
+        with pytest.raises(OutputError, match=text):
+            guard.check_output_dir(out, inputs)
+        assert not (ds / "preds").exists(), name  # a refusal creates nothing
+    # --overwrite lifts the dataset and foreign-folder refusals, never the input-folder one
+    guard.check_output_dir(ds / "labelsTr", [img], overwrite=True)
+    guard.check_output_dir(foreign, [], overwrite=True)
+    with pytest.raises(OutputError, match="input"):
+        guard.check_output_dir(ds / "imagesTr", [img], overwrite=True)
+    # new, empty and globalmask-made folders are fine
+    guard.check_output_dir(tmp_path / "new" / "deeper", [img])
+    (tmp_path / "empty").mkdir()
+    guard.check_output_dir(tmp_path / "empty", [img])
+    ours = guard.claim_output_dir(tmp_path / "ours", "masks")
+    (ours / "case_000.nii.gz").write_bytes(b"x")
+    guard.check_output_dir(ours, [img])
+    assert guard.is_globalmask_output(ours) and not guard.is_globalmask_output(foreign)
+
+
+def test_dicom_and_plain_layouts_are_datasets(tmp_path):
+    dcm = tmp_path / "series"
+    dcm.mkdir()
+    (dcm / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    plain = tmp_path / "plain"
+    (plain / "images").mkdir(parents=True)
+    (plain / "labels").mkdir()
+    assert guard.is_dataset_folder(dcm) and guard.is_dataset_folder(plain) and guard.is_dataset_folder(plain / "labels")
+    assert guard.enclosing_dataset(plain / "labels" / "new") == plain / "labels"
+    assert not guard.is_dataset_folder(tmp_path) and guard.enclosing_dataset(tmp_path / "x") is None
+
+
+def test_overwrite_writes_beside_foreign_files_and_keeps_them(tmp_path, capsys):
+    ds = make_tiny_dataset(tmp_path / "ds", n=2, shape=(16, 16, 12))
+    img = ds / "imagesTr" / "case_000_0000.nii.gz"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine", encoding="utf-8")
+    assert main(["masks", str(img), "--out", str(foreign)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["masks", str(img), "--out", str(foreign), "--overwrite"]) == 0
+    assert (foreign / "notes.txt").read_text(encoding="utf-8") == "mine" and (foreign / "case_000.nii.gz").is_file()
+
+
+def test_evaluate_defaults_to_a_prediction_folder_only_when_globalmask_wrote_it(tmp_path, capsys):
+    ds = make_tiny_dataset(tmp_path / "ds", n=2, shape=(16, 16, 12))
+    # masks are 0/1 label maps: a stand-in for predictions written by globalmask
+    assert main(["masks", str(ds), "--recipe", "threshold", "--out", str(tmp_path / "m")]) == 0
+    assert main(["evaluate", str(tmp_path / "m"), str(ds / "labelsTr")]) == 0
+    assert (tmp_path / "m" / "metrics.csv").is_file()
+    # the same files copied by hand into a folder globalmask did not create: --out is required
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    for p in (tmp_path / "m").glob("*.nii.gz"):
+        (hand / p.name).write_bytes(p.read_bytes())
+    capsys.readouterr()
+    assert main(["evaluate", str(hand), str(ds / "labelsTr")]) == 2
+    assert "--out" in capsys.readouterr().err and not (hand / "metrics.csv").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# one writer per folder
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {src!r})
+from globalmask.guard import RunLock
+with RunLock({folder!r}, "train"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def _hold_lock(folder: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER.format(src=SRC, folder=str(folder))], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_lock_refuses_a_second_writer_and_takes_over_a_stale_lock(tmp_path):
+    folder = tmp_path / "run"
+    proc = _hold_lock(folder)
+    try:
+        holder = guard.read_lock(folder)
+        assert holder["pid"] == proc.pid and holder["host"] == socket.gethostname() and holder["command"] == "train"
+        with pytest.raises(guard.LockedError, match=f"pid {proc.pid}"):
+            guard.RunLock(folder, "predict").acquire()
+    finally:
+        proc.send_signal(signal.SIGKILL)  # dies holding the lock: the file stays, stale
+        proc.wait()
+    assert (folder / guard.LOCK_NAME).exists()
+    with guard.RunLock(folder, "train") as lock:
+        assert guard.read_lock(folder)["pid"] == os.getpid()
+        with guard.RunLock(folder, "train"):  # re-entrant in one process
+            pass
+        assert lock.path.exists()
+    assert not (folder / guard.LOCK_NAME).exists()
+
+
+def test_lock_written_on_another_host_is_not_taken_over(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / guard.LOCK_NAME).write_text(json.dumps({"host": "other-node", "pid": 4242, "command": "study"}), encoding="utf-8")
+    with pytest.raises(guard.LockedError, match="other-node.*delete"):
+        guard.RunLock(folder).acquire()
+
+
+def test_second_train_on_the_same_folder_is_refused(tmp_path, capsys):
+    ds = make_tiny_dataset(tmp_path / "ds", n=6, shape=(16, 16, 12))
+    proc = _hold_lock(tmp_path / "run")
+    try:
+        rc = main(["train", str(ds), "--out", str(tmp_path / "run"), "--steps", "2", "--channels", "4", "8", "--device", "cpu"])
+    finally:
+        proc.kill()
+        proc.wait()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"pid {proc.pid}" in err[0] and "another globalmask train" in err[0]
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# interrupts, leftovers, full disks
+
+
+def test_sigterm_becomes_an_exception_that_cleans_up(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(guard.Interrupted) as info:
+        with guard.stop_on_signals():
+            with atomic_path(target) as tmp:
+                tmp.write_text("half", encoding="utf-8")
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler interrupts this
+    assert info.value.signum == signal.SIGTERM and isinstance(info.value, KeyboardInterrupt)
+    assert list(tmp_path.iterdir()) == []  # neither the temporary nor the target file
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+
+
+def test_leftover_temp_files_are_removed(tmp_path):
+    (tmp_path / ".tmp-model.pt.abc.pt").write_bytes(b"half")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".tmp-x.nii.gz").write_bytes(b"half")
+    (tmp_path / "keep.nii.gz").write_bytes(b"whole")
+    assert [p.name for p in guard.remove_temp_files(tmp_path)] == [".tmp-model.pt.abc.pt"]
+    assert [p.name for p in guard.remove_temp_files(tmp_path, recursive=True)] == [".tmp-x.nii.gz"]
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["keep.nii.gz"]
+
+
+def test_full_disk_during_a_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
+    last = tmp_path / "last.pt"
+    save_atomic({"step": 10, "w": torch.arange(4)}, last)
+    before = last.read_bytes()
+
+    def full_disk(obj, f):  # torch's zip writer fails like this when the disk fills mid-write
+        Path(f).write_bytes(b"PK\x03\x04 partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(WriteError, match="could not write last.pt.*file write failed.*previous last.pt is unchanged") as info:
+        save_atomic({"step": 20}, last)
+    assert info.value.exit_code == 1
+    assert last.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    monkeypatch.undo()
+    assert torch.load(last, weights_only=True)["step"] == 10
+
+
+def test_no_space_left_on_device_is_reported_and_nothing_replaced(tmp_path, monkeypatch):
+    target = write_text(tmp_path / "summary.csv", "old\n")
+
+    def enospc(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", enospc)
+    with pytest.raises(WriteError, match="No space left on device.*previous summary.csv is unchanged"):
+        write_text(target, "new\n")
+    monkeypatch.undo()
+    assert target.read_text(encoding="utf-8") == "old\n" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_corrupt_resume_state_is_a_clear_error(tmp_path):
+    from globalmask.model import NetConfig
+    from globalmask.train import TrainConfig, train
+
+    ds = make_tiny_dataset(tmp_path / "ds", n=6, shape=(16, 16, 12))
+    cfg = TrainConfig(mode="ct", steps=4, val_every=2, checkpoint_every=2, net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0))
+    train(ds, tmp_path / "run", cfg, progress=False, device="cpu", stop_after=2)
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="last.pt: cannot read the resume state.*delete it"):
+        train(ds, tmp_path / "run", cfg, progress=False, device="cpu", resume=True)
+    assert not (tmp_path / "run" / guard.LOCK_NAME).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_train_stopped_by_a_signal_leaves_nothing_half_done_and_resumes_exactly(tmp_path, sig):
+    ds = make_tiny_dataset(tmp_path / "ds", n=6, shape=(24, 24, 20))
+    args = ["train", str(ds), "--mode", "ct", "--seed", "3", "--steps", "40", "--val-every", "10", "--checkpoint-every", "2",
+            "--channels", "4", "8", "16", "--res-units", "0", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
+    cmd = [sys.executable, "-m", "globalmask.cli"]
+    subprocess.run([*cmd, *args, "--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*cmd, *args, "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    err = proc.communicate()[1]
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert "Traceback" not in err
+    assert any(line.startswith("globalmask train: interrupted") for line in err.splitlines())  # (tqdm may redraw after it)
+    assert not (run / "done.json").exists(), "the run finished before the signal"
+    leftovers = [p.name for p in run.iterdir() if p.name.startswith((".tmp-", guard.LOCK_NAME))]
+    assert leftovers == []
+
+    done = subprocess.run([*cmd, *args, "--out", str(run), "--resume"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a = torch.load(tmp_path / "ref" / "last.pt", weights_only=False)
+    b = torch.load(run / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 40
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6)
+    assert a["best_step"] == b["best_step"]
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
