@@ -96,6 +96,17 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (files / "notes.txt").write_text("not a volume", encoding="utf-8")
     (files / "labels_dup.json").write_text(json.dumps({"background": 0, "a": 1, "b": 1}), encoding="utf-8")
     (files / "labels_neg.json").write_text(json.dumps({"background": 0, "a": -4}), encoding="utf-8")
+    for name, text in {
+        "study_unknown.yaml": "modes: [ct]\nsteeps: 10\n",
+        "study_lr_nan.yaml": "lr: .nan\n",
+        "study_steps_zero.yaml": "steps: 0\n",
+        "study_sizes_bad.yaml": "train_sizes: [0, all]\n",
+        "study_mode_bad.yaml": "modes: [mri]\n",
+        "study_recipe_bad.yaml": "recipe: threshold:level=nan\n",
+        "study_list.yaml": "- modes\n- ct\n",
+        "study_ok.yaml": "modes: [ct]\ntrain_sizes: [1]\ndraws: 1\nsteps: 2\nval_every: 1\nshifts: []\nablation_recipes: []\n",
+    }.items():
+        (files / name).write_text(text, encoding="utf-8")
 
     pred = t / "pred"
     shutil.copytree(ds / "labelsTr", pred)
@@ -277,6 +288,24 @@ CASES: dict[str, tuple[list[str], str]] = {
     "demo into a dataset": (["demo", "--quick", "--out", "{ds}"], "dataset"),
     "demo unknown device": (["demo", "--quick", "--device", "tpu", "--out", "{out}"], "tpu"),
     # --- no command ----------------------------------------------------------------------------
+    # --- study -------------------------------------------------------------------------------
+    "study unknown setting": (["study", "run", "{ds}", "--config", "{files}/study_unknown.yaml", "--out", "{out}"], "steeps"),
+    "study lr nan": (["study", "run", "{ds}", "--config", "{files}/study_lr_nan.yaml", "--out", "{out}"], "lr"),
+    "study steps zero": (["study", "run", "{ds}", "--config", "{files}/study_steps_zero.yaml", "--out", "{out}"], "steps"),
+    "study size zero": (["study", "run", "{ds}", "--config", "{files}/study_sizes_bad.yaml", "--out", "{out}"], "train_sizes"),
+    "study unknown mode": (["study", "run", "{ds}", "--config", "{files}/study_mode_bad.yaml", "--out", "{out}"], "mri"),
+    "study recipe nan": (["study", "run", "{ds}", "--config", "{files}/study_recipe_bad.yaml", "--out", "{out}"], "level"),
+    "study config not a mapping": (["study", "run", "{ds}", "--config", "{files}/study_list.yaml", "--out", "{out}"], "mapping"),
+    "study config missing": (["study", "plan", "{files}/nothing.yaml", "{ds}"], "cannot read"),
+    "study shard out of range": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{out}", "--shard", "2/2"], "--shard"),
+    "study shard malformed": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{out}", "--shard", "half"], "--shard"),
+    "study workers zero": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{out}", "--workers", "0"], "--workers"),
+    "study threads negative": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{out}", "--threads", "-2"], "--threads"),
+    "study max-runs zero": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{out}", "--max-runs", "0"], "--max-runs"),
+    "study into labelsTr": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{lab}"], "dataset"),
+    "study into a foreign folder": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{foreign}"], "not a globalmask output"),
+    "study report without records": (["study", "report", "{empty}", "--out", "{out}"], "no run records"),
+    "study report of a file": (["study", "report", "{files}/notes.txt", "--out", "{out}"], "records folder not found"),
     "unknown command": (["segment", "{img}"], "segment"),
 }
 

@@ -68,9 +68,12 @@ def write_outputs(results: StudyResults, out: str | Path, command: str | None = 
 
 def report_from_records(records_dirs: Sequence[str | Path], out: str | Path, command: str | None = None, runs_dir: str | Path | None = None) -> StudyResults:
     """Merge records from any number of folders (machines, shards) and write the report into ``out``."""
+    from .. import guard
+
     plan, records = load_records(records_dirs)
     results = analyse(plan, records)
-    write_outputs(results, out, command=command, runs_dir=runs_dir)
+    with guard.writing(out, "study report", [Path(d) for d in records_dirs]):
+        write_outputs(results, out, command=command, runs_dir=runs_dir)
     return results
 
 

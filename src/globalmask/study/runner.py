@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import load_case
+from .. import guard
 from ..dataset import Dataset, load_dataset, save_split
 from ..errors import GlobalmaskError, OutputError
 from ..dataset import read_json
@@ -164,19 +165,20 @@ class Progress:
     waiting_for: str | None = None
 
 
-def claim_study_folder(out: Path, plan: Plan, command: str | None) -> None:
-    """Create the study folder, or check that it holds this plan (another plan is refused)."""
-    ds_root = Path(plan.dataset_root)
-    if out.resolve() == ds_root or out.resolve().is_relative_to(ds_root):
-        raise OutputError(f"study folder must not be inside the dataset folder {ds_root}", out)
+def check_study_folder(out: Path, plan: Plan) -> None:
+    """Refuse a study folder inside the dataset, foreign to globalmask, or holding another plan."""
+    guard.check_output_dir(out, [plan.dataset_root])
     cfg_path = out / "plan.json"
     if cfg_path.exists():
         previous = read_json(cfg_path)
         if previous.get("plan_hash") != plan.hash:
             raise OutputError(f"study folder holds another study plan ({previous.get('plan_hash')}, this one is {plan.hash}); choose another --out", out)
-    elif out.exists() and any(p for p in out.iterdir() if p.name not in (RECORDS_DIR,)):
-        raise OutputError("study folder exists and is not a globalmask study of this plan; choose an empty or new --out", out)
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def claim_study_folder(out: Path, plan: Plan, command: str | None) -> None:
+    """Mark the study folder as this plan's (call holding the lock, after :func:`check_study_folder`)."""
+    guard.claim_output_dir(out, "study")
+    cfg_path = out / "plan.json"
     if not cfg_path.exists():
         write_json(cfg_path, {**plan.info(), "command": command})
     save_split(plan.split, out / "splits.json", note=f"split used by this study; source: {plan.split_source}")
@@ -219,7 +221,17 @@ def run_plan(
     if workers < 1:
         raise GlobalmaskError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
-    claim_study_folder(out, plan, command)
+    check_study_folder(out, plan)
+    # one writer per study folder, or per shard of it (shards of one plan may share a folder)
+    lock_dir = out if shard is None else out / "shards" / f"{shard[0]}-of-{shard[1]}"
+    with guard.RunLock(lock_dir, "study"), guard.stop_on_signals():
+        claim_study_folder(out, plan, command)
+        guard.remove_temp_files(out / RECORDS_DIR)
+        return _run_plan(plan, out, workers, shard, max_runs, backend, ray_address, threads, retries, progress, echo)
+
+
+def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None, max_runs: int | None, backend: str, ray_address: str | None,
+              threads: int | None, retries: int, progress: bool, echo: Callable[[str], None]) -> Progress:
     dataset_root = plan.dataset_root
     ds = load_dataset(dataset_root)
     if threads is None:
