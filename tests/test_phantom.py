@@ -418,13 +418,13 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(kind, index, *args, **kwargs)
 
-    monkeypatch.setattr(phantom, "make_phantom_case", crash_on_two)
+    monkeypatch.setattr(phantom.cohort, "make_phantom_case", crash_on_two)
     with pytest.raises(KeyboardInterrupt):
         make_phantom_dataset(out, cases=4, shape=shape)
     assert not (out / "dataset.json").exists()
     assert len(list((out / "imagesTr").iterdir())) == 2
     # a different call does not adopt the half-written folder
-    monkeypatch.setattr(phantom, "make_phantom_case", real)
+    monkeypatch.setattr(phantom.cohort, "make_phantom_case", real)
     with pytest.raises(OutputError):
         make_phantom_dataset(out, cases=4, seed=9, shape=shape)
     make_phantom_dataset(out, cases=4, shape=shape, progress=True)
