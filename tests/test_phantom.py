@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -133,6 +134,42 @@ def test_chambers_only_change_how_the_heart_is_labelled():
     np.testing.assert_array_equal(heart, np.isin(split.array, chamber_values))
     for name in ("lung_left", "lung_right", "aorta", "spinal_cord"):
         np.testing.assert_array_equal(whole.array == THORAX_LABELS[name], split.array == THORAX_CHAMBER_LABELS[name])
+
+
+# Output pinned bit for bit: sha256 of (ct, label, affine) little-endian bytes, as produced by
+# PHANTOM_VERSION 1. A refactor must keep these; a deliberate change of what the generator makes
+# must bump PHANTOM_VERSION (so cached datasets are refused) and re-pin them.
+PINNED = {
+    ("headneck", 1, 0, (24, 24, 24), False): (
+        "86b34a9fde452d1fa82050dbe9dcaeefc531959d8c86307cb8c95fb7ab9062ab",
+        "d09b312a9bb4edb835cbe652b2ce574eb86086cbc9852f9574a242d933d08263",
+        "08bbe073c521cca65cfbb80682146cba6122b96b7bac6d10250fc4475c409fe0",
+    ),
+    ("thorax", 2, 3, (20, 24, 28), False): (
+        "61367144f12ae2aedbcdd457f457ded78e583a81830a11f2225fcecd2ac2d5a2",
+        "d495dc3bd72b677d3aff2b9869d777bd89e00139360d644d649a2205e7e321d1",
+        "ab1fbefc785c73b66f2fde1202f8b759874ff96c5ac3fc41b144e23e829d237d",
+    ),
+    ("thorax", 2, 3, (20, 24, 28), True): (
+        "61367144f12ae2aedbcdd457f457ded78e583a81830a11f2225fcecd2ac2d5a2",
+        "a9fd50a1c6fd4230fe5671e980f317bb401a50fb8da972e1481d132ff9d61499",
+        "ab1fbefc785c73b66f2fde1202f8b759874ff96c5ac3fc41b144e23e829d237d",
+    ),
+}
+
+
+def _sha256(array: np.ndarray) -> str:
+    little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return hashlib.sha256(little.tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("args", list(PINNED), ids=lambda a: f"{a[0]}-{a[1]}-{a[2]}-{'x'.join(map(str, a[3]))}-{a[4]}")
+def test_output_is_pinned_bit_for_bit(args):
+    assert phantom.PHANTOM_VERSION == 1, "PHANTOM_VERSION changed: re-pin these hashes"
+    ct, lab = make_phantom_case(*args)
+    got = (_sha256(ct.array), _sha256(lab.array), _sha256(ct.affine))
+    assert got == PINNED[args], f"phantom output changed for {args}: bump PHANTOM_VERSION and re-pin"
+    np.testing.assert_array_equal(lab.affine, ct.affine)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,13 +418,13 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(kind, index, *args, **kwargs)
 
-    monkeypatch.setattr(phantom, "make_phantom_case", crash_on_two)
+    monkeypatch.setattr(phantom.cohort, "make_phantom_case", crash_on_two)
     with pytest.raises(KeyboardInterrupt):
         make_phantom_dataset(out, cases=4, shape=shape)
     assert not (out / "dataset.json").exists()
     assert len(list((out / "imagesTr").iterdir())) == 2
     # a different call does not adopt the half-written folder
-    monkeypatch.setattr(phantom, "make_phantom_case", real)
+    monkeypatch.setattr(phantom.cohort, "make_phantom_case", real)
     with pytest.raises(OutputError):
         make_phantom_dataset(out, cases=4, seed=9, shape=shape)
     make_phantom_dataset(out, cases=4, shape=shape, progress=True)
