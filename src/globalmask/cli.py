@@ -180,15 +180,15 @@ def _cmd_study(args: argparse.Namespace) -> None:
                 shard = f"  shard {k % args.shards}" if args.shards else ""
                 print(f"{stage:<7} {plan.run_id(r):<48} {r.mode:<7} {r.size_label:>4} {r.draw:>4} {r.recipe:<22} {r.steps:>9}{shard}")
         if recipe is None:
-            sweep = plan.sweep("bone")
-            n2 = len([r for r in sweep if not (r.mode == "gbm" and r.size_label == "all" and r.draw < config.ablation_draws)])
-            print(f"2       {n2} sweep runs with the recipe stage 1 chooses on the validation split (ids known once stage 1 is done)")
-            total = len(ablation) + n2
-            est = plan.estimate_seconds(ablation) + plan.estimate_seconds(sweep) * n2 / max(1, len(sweep))
-        else:
-            total, est = len(runs), plan.estimate_seconds(runs)
-        print(f"{total} runs; at most {sum(r.steps for r in runs)} training steps listed; estimated at most {est / 3600:.1f} h on one machine "
-              f"({'given' if args.seconds_per_step else 'scaled from the 2-core CPU benchmark'}; plateau stopping usually ends runs earlier)")
+            sweep = plan.sweep(ablation[0].recipe)  # any candidate: the sweep's size does not depend on the recipe
+            shared = {r.name for r in ablation}
+            stage2 = [r for r in sweep if r.name not in shared]
+            print(f"2       {len(stage2)} sweep runs with the recipe stage 1 chooses on the validation split (ids known once stage 1 is done)")
+        total_runs, steps = len(ablation) + len(stage2), sum(r.steps for r in ablation) + sum(r.steps for r in stage2)
+        sps = args.seconds_per_step
+        est = plan.estimate_seconds([*ablation, *stage2], sps)
+        print(f"{total_runs} runs, at most {steps} training steps; at most {est / 3600:.1f} h on one machine "
+              f"({f'{sps} s/step as given' if sps else 'scaled from the 2-core CPU benchmark'}; plateau stopping usually ends runs earlier)")
         if args.shards:
             print(f"shards: --shard I/{args.shards} with I in 0..{args.shards - 1} runs runs[k] with k % {args.shards} == I within each stage")
         return
