@@ -168,6 +168,26 @@ def table() -> Path:
     return path
 
 
+def snapshot() -> None:
+    """Curves of runs still in progress (from their resumable state), so progress outlives the machine."""
+    import torch
+
+    for last in sorted(WORK.glob("*/last.pt")):
+        name = last.parent.name
+        if (RESULTS / f"{name}.json").exists():
+            continue
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        val = [h for h in state["history"] if "val_dice" in h]
+        out = {
+            "name": name, "in_progress": True, "steps": state["step"], "best_step": state["best_step"], "best_val_dice": state["best"],
+            "plateau": state.get("plateau"), "elapsed_s": state.get("elapsed"),
+            "curve": {"step": [h["step"] for h in val], "val_dice": [h["val_dice"] for h in val], "elapsed_s": [h.get("elapsed_s") for h in val]},
+        }
+        (RESULTS / "in_progress").mkdir(parents=True, exist_ok=True)
+        (RESULTS / "in_progress" / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        print(f"{name}: step {state['step']}, best validation Dice {state['best']:.4f} at step {state['best_step']} (in progress)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?")
@@ -179,12 +199,16 @@ def main() -> None:
     p.add_argument("--min-delta", type=float, default=0.002)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--table", action="store_true", help="write convergence_table.md and the curves from the results")
+    p.add_argument("--snapshot", action="store_true", help="write the curves of runs still in progress to convergence/in_progress/")
     args = p.parse_args()
     for name in args.run or []:
         if (RESULTS / f"{name}-{args.mode.replace('+', '_')}.json").exists():
             print(f"{name} {args.mode}: done already")
             continue
         run(args.dataset, name, args.mode, args.max_steps, args.val_every, args.patience, args.min_delta, args.threads)
+        (RESULTS / "in_progress" / f"{name}-{args.mode.replace('+', '_')}.json").unlink(missing_ok=True)
+    if args.snapshot:
+        snapshot()
     if args.table:
         table()
 
