@@ -36,12 +36,47 @@ def crafted_ct(shape=(40, 40, 30)) -> np.ndarray:
     return ct
 
 
+# one voxel per value, in a 3 x 3 x 2 block: levels sit exactly on a voxel value
+LADDER = np.array(
+    [-1000, -501, -500, -499, -301, -300, -299, -151, -150, -149, 0, 249, 250, 251, 300, 800, 1000, 3000], np.int16
+).reshape(3, 3, 2)
+
+
 def test_threshold_counts_exactly():
     ct = crafted_ct()
     m = threshold_mask(ct, level=-300)
-    assert m.sum() == int((ct > -300).sum())
+    # per axial slice: the body disk dx^2 + dy^2 < 144 has sum over dx = -11..11 of
+    # (2 floor(sqrt(143 - dx^2)) + 1) = 23 + 2 (23+23+23+23+21+21+19+17+15+13+9) = 437 voxels, the
+    # couch 2 x 40 = 80; the airway (9 voxels in each of slices 11..29) is a hole
+    assert m[:, :, 0].sum() == 437 + 80
+    assert m.sum() == (437 + 80) * 30 - 9 * 19
     assert not m[20, 23, 20]  # airway stays a hole: a shape cue
     assert m[:, 34, :].all()  # a plain threshold keeps the couch
+
+
+@pytest.mark.parametrize(
+    "recipe, kept",
+    [
+        ("threshold", [-299, -151, -150, -149, 0, 249, 250, 251, 300, 800, 1000, 3000]),  # level -300: strictly above
+        ("threshold:-150", [-149, 0, 249, 250, 251, 300, 800, 1000, 3000]),
+        ("bone", [251, 300, 800, 1000, 3000]),  # level 250: 250 itself is out
+        ("bone:level=300", [800, 1000, 3000]),
+    ],
+)
+def test_a_voxel_exactly_at_the_level_is_outside_the_mask(recipe, kept):
+    m = Recipe.parse(recipe)(LADDER)
+    assert sorted(LADDER[m].tolist()) == kept
+
+
+def test_body_level_is_strict_too():
+    """The body recipe at -500 HU: -500 is out, -499 is in (one connected block, no holes)."""
+    ct = np.full((5, 5, 5), -1000, np.int16)
+    ct[1:4, 1:4, 1:4] = -499
+    ct[2, 2, 2] = -500  # an enclosed voxel at the level: a hole, then filled
+    ct[0, 0, 0] = -500  # an isolated corner voxel at the level: not part of the body
+    m = body_mask(ct, level=-500)
+    assert m.sum() == 27 and m[2, 2, 2] and not m[0, 0, 0]
+    assert body_mask(ct, level=-499).sum() == 0  # nothing is strictly above -499
 
 
 def test_body_keeps_largest_component_and_fills_airway():
@@ -86,7 +121,7 @@ def test_body_fills_along_superior_axis_from_affine():
 
 def test_bone_and_otsu():
     ct = crafted_ct()
-    assert bone_mask(ct, level=250).sum() == int((ct > 250).sum())
+    assert bone_mask(ct, level=250).sum() == 9 * 30  # the rod: 9 voxels (dx, dy in -1..1) in each of 30 slices
     m = otsu_mask(ct)
     # Otsu lands between air and tissue on a CT: body and couch in, air out
     assert m[20, 18, 5] and not m[2, 2, 2]

@@ -1,0 +1,107 @@
+"""Checkpoint round trips with non-default settings: what was saved is what predict applies.
+
+Every setting here differs from its default (recipe, spacing, window, crop margin, labels, mode,
+network, patch, overlap), so a loader or trainer that falls back to a default anywhere fails.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from globalmask.checkpoint import ModelSpec, load_model, read_checkpoint, save_model
+from globalmask.errors import CheckpointError
+from globalmask.infer import Predictor
+from globalmask.io import Volume
+from globalmask.masks import Recipe
+from globalmask.model import NetConfig
+from globalmask.preprocess import PreprocessConfig
+
+NET = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
+
+
+def odd_spec() -> ModelSpec:
+    return ModelSpec(
+        mode="ct+gbm",
+        recipe=Recipe.parse("threshold:-150"),
+        preprocess=PreprocessConfig(spacing=(2.0, 2.5, 3.0), window=(-400.0, 600.0), crop_margin_mm=4.0),
+        labels={"background": 0, "liver": 1, "tumour": 3},
+        net=NET,
+        patch_size=(8, 8, 8),
+        sw_overlap=0.5,
+        info={"dataset": "x", "best_step": 7},
+    )
+
+
+def test_spec_and_weights_survive_the_round_trip(tmp_path):
+    torch.manual_seed(1)
+    spec = odd_spec()
+    weights = spec.build().state_dict()
+    save_model(tmp_path / "m.pt", spec, weights)
+    back, net = load_model(tmp_path / "m.pt")
+    assert back.mode == "ct+gbm"
+    assert back.recipe.spec == "threshold:level=-150"
+    assert back.preprocess.spacing == (2.0, 2.5, 3.0) and back.preprocess.window == (-400.0, 600.0)
+    assert back.preprocess.crop_margin_mm == 4.0 and back.preprocess.crop_level == -500.0
+    assert back.labels == {"background": 0, "liver": 1, "tumour": 3} and back.n_classes == 4
+    assert back.net == NET and back.patch_size == (8, 8, 8) and back.sw_overlap == 0.5
+    assert back.info == {"dataset": "x", "best_step": 7}
+    assert not net.training  # ready for inference
+    for k, v in weights.items():
+        assert torch.equal(net.state_dict()[k], v), k
+    # the network has 2 input channels (CT, GBM) and 4 output classes (0..3, value 2 unused)
+    out = net(torch.zeros(1, 2, 8, 8, 8))
+    assert out.shape == (1, 4, 8, 8, 8)
+    # written with plain types only: loads with weights_only=True
+    payload = read_checkpoint(tmp_path / "m.pt")
+    assert payload["format"] == "globalmask-model" and payload["spec"]["recipe"] == {"name": "threshold", "params": {"level": -150.0}}
+
+
+def test_predictor_prepares_with_the_checkpoint_settings(tmp_path):
+    """Hand-computed network inputs: GBM at -150 HU, CT window (-400, 600) -> [-1, 1]."""
+    spec = odd_spec()
+    save_model(tmp_path / "m.pt", spec, spec.build().state_dict())
+    predictor = Predictor(tmp_path / "m.pt", device="cpu")
+    assert predictor.spec.recipe.spec == "threshold:level=-150"
+    ct = np.full((20, 16, 8), -1000, np.int16)  # air
+    ct[2:10, 2:8, :] = [-200, -100, 100, 350, 600, 900, 40, 40]  # a body whose slices differ in HU
+    vol = Volume(ct, np.diag([2.0, 2.5, 3.0, 1.0]))  # the checkpoint's spacing: no resampling
+    pc = predictor.prepare(vol)
+    # crop: body (i 2..9, j 2..7, every k) plus 4 mm (ceil(4/2) = 2 voxels along i, ceil(4/2.5) = 2
+    # along j) plus one voxel of slack, clipped to the volume
+    assert pc.geometry.crop_start == (0, 0, 0) and pc.geometry.crop_stop == (13, 11, 8)
+    assert pc.shape == (13, 11, 8)
+    inside = pc.ct[5, 5]  # one column through the body, k = 0..7
+    np.testing.assert_allclose(inside, [-0.6, -0.4, 0.0, 0.5, 1.0, 1.0, -0.12, -0.12], atol=1e-6)
+    assert pc.ct[0, 0, 0] == -1.0  # air clips to the window's low end
+    np.testing.assert_array_equal(pc.gbm[5, 5], [0, 1, 1, 1, 1, 1, 1, 1])  # -200 HU is below -150
+    assert pc.gbm[0, 0].sum() == 0
+
+
+def test_predictor_refuses_a_checkpoint_of_another_mode(tmp_path):
+    spec = odd_spec()
+    save_model(tmp_path / "m.pt", spec, spec.build().state_dict())
+    with pytest.raises(CheckpointError, match="'ct\\+gbm', not 'gbm'"):
+        Predictor(tmp_path / "m.pt", device="cpu", expect_mode="gbm")
+    Predictor(tmp_path / "m.pt", device="cpu", expect_mode="ct+gbm")  # the right mode loads
+
+
+@pytest.mark.slow
+def test_training_stores_its_own_recipe_spacing_window_and_labels(tmp_path):
+    """A run with non-default settings writes a model.pt that carries exactly those settings."""
+    from globalmask.dataset import load_dataset
+    from globalmask.train import TrainConfig, train
+
+    from .conftest import make_tiny_dataset
+
+    ds = load_dataset(make_tiny_dataset(tmp_path / "tiny", n=5, shape=(16, 16, 12)))
+    cfg = TrainConfig(mode="gbm", train_cases=2, steps=1, val_every=1, net=NET, batch_size=1)
+    res = train(ds, tmp_path / "run", cfg, recipe="body:-400", spacing=(3.0, 3.5, 4.0), window=(-300.0, 500.0), progress=False, device="cpu")
+    spec, _ = load_model(res.model_path)
+    assert spec.mode == "gbm"
+    assert spec.recipe.spec == "body:level=-400"
+    assert spec.preprocess.spacing == (3.0, 3.5, 4.0) and spec.preprocess.window == (-300.0, 500.0)
+    assert spec.labels == {"background": 0, "left": 1, "right": 2}
+    assert spec.net == NET and spec.info["train_ids"] == res.train_ids
+    assert Predictor(res.model_path, device="cpu").spec.recipe.spec == "body:level=-400"
