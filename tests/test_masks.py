@@ -119,6 +119,30 @@ def test_body_fills_along_superior_axis_from_affine():
     assert m[20, 20, 23]
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_body_fills_per_slice_across_the_axis_the_affine_calls_superior(axis):
+    """An airway open at the top is closed only by filling slices across the S-I axis.
+
+    The crafted CT has S-I along its last array axis; stored with that axis moved to ``axis``
+    (and the affine saying so), the airway voxel must be filled whatever the axis is.
+    """
+    ct = np.moveaxis(crafted_ct(), 2, axis)
+    airway = [20, 23]
+    airway.insert(axis, 20)
+    assert body_mask(ct, superior_along(axis), level=-500)[tuple(airway)]
+    # filling across another axis leaves the open airway open
+    assert not body_mask(ct, superior_along((axis + 1) % 3), level=-500)[tuple(airway)]
+
+
+def superior_along(axis: int) -> np.ndarray:
+    """A permutation affine whose array axis ``axis`` points superior (world z)."""
+    world = [0, 1]
+    world.insert(axis, 2)
+    affine = np.eye(4)
+    affine[:3, :3] = np.eye(3)[:, world]
+    return affine
+
+
 def test_bone_and_otsu():
     ct = crafted_ct()
     assert bone_mask(ct, level=250).sum() == 9 * 30  # the rod: 9 voxels (dx, dy in -1..1) in each of 30 slices
@@ -150,6 +174,27 @@ def test_make_gbm_keeps_shape_and_affine():
     assert g.array.dtype == np.uint8 and set(np.unique(g.array)) <= {0, 1}
     assert g.shape == ct.shape
     np.testing.assert_array_equal(g.affine, ct.affine)
+    # the body recipe, not the default: airway filled, couch gone, fat rim kept
+    assert g.array[20, 23, 20] == 1 and g.array[:, 34:36, :].sum() == 0 and g.array[20, 7, 5] == 1
+    assert make_gbm(ct, "bone").array[20, 23, 20] == 0 and make_gbm(ct, "bone").array.sum() == 9 * 30
+
+
+def test_make_gbm_reads_the_superior_axis_from_the_affine():
+    """S-I along the first array axis: only slices across that axis close the open airway."""
+    ct = Volume(np.moveaxis(crafted_ct(), 2, 0), superior_along(0))
+    assert make_gbm(ct, "body").array[20, 20, 23] == 1
+
+
+def test_make_gbm_refuses_non_hounsfield_data_for_hu_recipes_only():
+    from globalmask.errors import IntensityError
+
+    scaled = Volume((crafted_ct().astype(np.float32) + 1000) / 4000, np.eye(4), "scaled.nii.gz")  # [0, 0.95]
+    for recipe in ("threshold", "body", "bone:level=0.5"):
+        with pytest.raises(IntensityError, match="Hounsfield"):
+            make_gbm(scaled, recipe)
+    g = make_gbm(scaled, "otsu")  # calibration-free: accepted, and finds the body and couch
+    assert g.array[20, 18, 5] == 1 and g.array[2, 2, 2] == 0
+    assert Recipe.parse("otsu").uses_hounsfield() is False and Recipe.parse("bone").uses_hounsfield() is True
 
 
 @needs_openkbp

@@ -89,10 +89,14 @@ def test_resampled_round_trip_is_close_and_geometry_consistent():
 def test_crop_box_contains_the_body_with_margin():
     ct, lab = phantom_like(shape=(60, 50, 20))
     pc = prepare_case(ct, "threshold", PreprocessConfig(spacing=(1.5, 2.0, 3.0), crop_margin_mm=6), lab)
-    body = np.argwhere(ct.array > -500)
-    start, stop = np.array(pc.geometry.crop_start), np.array(pc.geometry.crop_stop)
-    assert np.all(start <= body.min(0)) and np.all(stop >= body.max(0) + 1)
-    assert pc.shape[0] < 60 and pc.shape[1] < 50  # air around the body was cut away
+    # the body ellipse spans i 6..24 and j 6..20 (every k); a 6 mm margin is ceil(6 / 1.5) = 4
+    # voxels along i, 3 along j and 2 along k, plus one voxel of slack (the box is found on a copy
+    # subsampled by 1 here; by 2 for volumes of 32+ voxels a side), clipped to the volume
+    assert pc.geometry.crop_start == (6 - 5, 6 - 4, 0) and pc.geometry.crop_stop == (25 + 5, 21 + 4, 20)
+    assert pc.shape == (29, 23, 20)  # target spacing = input spacing: no resampling
+    np.testing.assert_array_equal(pc.label, lab.array[1:30, 2:25, :])
+    # the crop's first voxel sits where voxel (1, 2, 0) of the input is
+    np.testing.assert_allclose(pc.geometry.grid_affine @ [0, 0, 0, 1], ct.affine @ [1, 2, 0, 1])
 
 
 def test_resample_affine_keeps_extent():
