@@ -168,6 +168,34 @@ def test_recipe_parsing_and_round_trip():
         Recipe.parse("bone:high")
 
 
+def test_recipe_text_keeps_fractional_levels_and_names_the_choices():
+    r = Recipe.parse("threshold:-200.5")
+    assert r.spec == "threshold:level=-200.5" and Recipe.parse(r.spec) == r
+    assert Recipe.parse("otsu").spec == "otsu:bins=256"  # integral values print without ".0"
+    assert Recipe.parse({"name": "body"}) == Recipe("body")  # a stored recipe without parameters
+    choices = "choose one of body, bone, otsu, threshold"
+    with pytest.raises(GlobalmaskError, match=f"unknown GBM recipe 'magic'; {choices}"):
+        Recipe("magic")
+    with pytest.raises(GlobalmaskError, match=f"unknown GBM recipe 'magic'; {choices}"):
+        Recipe.parse("magic:3")
+    with pytest.raises(GlobalmaskError, match=r"no parameter\(s\) \['foo'\]"):
+        Recipe.parse("bone:level=300,foo=1")  # items are comma-separated
+
+
+def test_make_gbm_errors_name_the_file_and_the_recipe():
+    from globalmask.errors import IntensityError
+
+    nan_ct = crafted_ct().astype(np.float32)
+    nan_ct[1, 2, 3] = np.nan
+    with pytest.raises(IntensityError, match=r"NaN or infinite \(first at index \(1, 2, 3\)\)") as err:
+        make_gbm(Volume(nan_ct, np.eye(4), "nan_ct.nii.gz"), "otsu")
+    assert "nan_ct.nii.gz" in str(err.value)
+    scaled = Volume(np.linspace(0, 1, 64, dtype=np.float32).reshape(4, 4, 4), np.eye(4), "scaled.nii.gz")
+    with pytest.raises(IntensityError, match="recipe 'threshold:level=-300'") as err:
+        make_gbm(scaled, "threshold")
+    assert "scaled.nii.gz" in str(err.value)
+
+
 def test_make_gbm_keeps_shape_and_affine():
     ct = Volume(crafted_ct(), oblique_affine())
     g = make_gbm(ct, "body")
