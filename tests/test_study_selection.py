@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from globalmask.study import paired_comparison, plan_sweep, recipe_ablation, summary_table, training_subsets
+from globalmask.study import paired_comparison, plan_ablation, plan_sweep, recipe_ablation, summary_table, training_subsets
 
 
 def exact_wilcoxon_p(diffs) -> float:
@@ -85,6 +85,35 @@ def test_pairing_matters_re_pairing_the_cases_changes_p():
     assert c["cases_a_better"] == 4
 
 
+def test_paired_comparison_record_and_recipe_filter():
+    table = comparison_table()
+    other = table[table["recipe"] == "bone"].assign(recipe="body", dice=0.5)  # another recipe: all 0.5
+    both = pd.concat([table, other])
+    c = paired_comparison(both, "ct+gbm", "ct", "2", recipe="bone")
+    assert {k: c[k] for k in ("a", "b", "size", "structure")} == {"a": "ct+gbm", "b": "ct", "size": "2", "structure": "all"}
+    assert c["dice_a"] == pytest.approx(0.725) and c["n_pairs"] == 16
+    flat = paired_comparison(both, "ct+gbm", "ct", "2", recipe="body")
+    assert flat["dice_a"] == flat["dice_b"] == 0.5 and flat["wilcoxon_p"] == 1.0
+    assert paired_comparison(table, "ct+gbm", "ct", "2", structure="heart")["structure"] == "heart"
+
+
+def test_paired_comparison_edge_cases():
+    from globalmask.errors import GlobalmaskError
+
+    table = comparison_table()
+    assert paired_comparison(table, "ct+coords", "ct", "2") == {}  # a mode that was not run
+    assert paired_comparison(table, "ct", "ct+coords", "2") == {}
+    unpaired = table[~((table["mode"] == "ct") & (table["case"] == "t0") & (table["subset"] == "test"))]
+    with pytest.raises(GlobalmaskError, match="ct\\+gbm and ct at size 2 are not paired"):
+        paired_comparison(unpaired, "ct+gbm", "ct", "2")
+    # two cases, both better: the exact two-sided p is 2 x 1/4 = 0.5, not the 'no test' 1.0
+    two = table[table["case"].isin(["t0", "t1"])]
+    assert paired_comparison(two, "ct+gbm", "ct", "2")["wilcoxon_p"] == pytest.approx(0.5)
+    # a baseline scoring zero everywhere: the relative improvement is infinite, not an error
+    zero = table.assign(dice=np.where(table["mode"] == "ct", 0.0, table["dice"]))
+    assert paired_comparison(zero, "ct+gbm", "ct", "2")["relative_improvement_pct"] == float("inf")
+
+
 def test_paired_comparison_of_one_structure_and_identical_modes():
     table = comparison_table()
     assert paired_comparison(table, "ct+gbm", "ct", "2", structure="lung") == {}  # only absent rows
@@ -140,6 +169,8 @@ def test_recipe_ranking_uses_validation_only():
     assert row.loc["threshold", "validation_dice"] == pytest.approx(2.7 / 4)  # the miss counts as 0
     assert row.loc["bone", "test_dice"] == pytest.approx(0.95) and row.loc["bone", "test_com_mm"] == pytest.approx(1.0)
     assert row.loc["body", "test_missed"] == 0
+    assert list(table.columns) == ["recipe", "validation_dice", "validation_com_mm", "validation_missed", "test_dice", "test_com_mm", "test_missed"]
+    assert list(table.index) == [0, 1, 2]
 
 
 def test_recipe_ties_break_on_validation_dice():
@@ -158,17 +189,21 @@ def test_recipe_ties_break_on_validation_dice():
 def test_summary_table_by_hand():
     rows = []
     for case, (dh, dl, st) in {"c0": (0.8, 0.4, "ok"), "c1": (0.6, 0.0, "missed"), "c2": (0.7, float("nan"), "absent")}.items():
-        rows.append({"recipe": "bone", "mode": "gbm", "size": "all", "subset": "test", "shift": "none", "case": case, "structure": "heart", "dice": dh, "com_mm": 2.0, "hd95_mm": 4.0, "status": "ok"})
         rows.append({"recipe": "bone", "mode": "gbm", "size": "all", "subset": "test", "shift": "none", "case": case, "structure": "lung", "dice": dl, "com_mm": float("nan") if st != "ok" else 6.0, "hd95_mm": float("nan") if st != "ok" else 8.0, "status": st})
-    s = summary_table(pd.DataFrame(rows)).set_index("structure")
-    assert list(s.index) == ["heart", "lung", "all"]
+        rows.append({"recipe": "bone", "mode": "gbm", "size": "all", "subset": "test", "shift": "none", "case": case, "structure": "heart", "dice": dh, "com_mm": 1.0 + int(case[1]), "hd95_mm": 4.0, "status": "ok"})
+    rows.append({**rows[-1], "mode": "ct", "dice": 0.1})  # another group, listed after the first
+    full = summary_table(pd.DataFrame(rows))
+    assert list(zip(full["mode"], full["structure"])) == [("gbm", "lung"), ("gbm", "heart"), ("gbm", "all"), ("ct", "heart"), ("ct", "all")]
+    s = full[full["mode"] == "gbm"].set_index("structure")
+    assert s.loc["heart", "com_mm_mean"] == pytest.approx(2.0) and s.loc["heart", "com_mm_std"] == pytest.approx(1.0)  # 1, 2, 3
     assert s.loc["heart", "n"] == 3 and s.loc["heart", "dice_mean"] == pytest.approx(0.7)
     assert s.loc["heart", "dice_std"] == pytest.approx(0.1)  # sample std of 0.8, 0.6, 0.7
     assert s.loc["lung", "n"] == 2 and s.loc["lung", "missed"] == 1  # the absent case is not scored
     assert s.loc["lung", "dice_mean"] == pytest.approx(0.2) and s.loc["lung", "dice_std"] == pytest.approx(math.sqrt(0.08))
     assert s.loc["all", "n"] == 5 and s.loc["all", "missed"] == 1
     assert s.loc["all", "dice_mean"] == pytest.approx(2.5 / 5)
-    assert s.loc["all", "com_mm_mean"] == pytest.approx((2.0 * 3 + 6.0) / 4)
+    assert s.loc["all", "com_mm_mean"] == pytest.approx((1.0 + 2.0 + 3.0 + 6.0) / 4)
+    assert s.loc["all", "hd95_mm_mean"] == pytest.approx((4.0 * 3 + 8.0) / 4) and s.loc["all", "hd95_mm_std"] == pytest.approx(2.0)
 
 
 def duck_config(**kw):
@@ -197,6 +232,19 @@ def test_every_mode_trains_on_the_same_cases():
         assert len(ids) == n and len(set(ids)) == n and set(ids) <= set(train_ids)
     # the subsets do not depend on the order the ids are listed in, nor on the modes planned
     assert training_subsets(plan_sweep(duck_config(modes=["gbm"]), 6, "bone"), train_ids[::-1]) == subsets
+
+
+def test_the_ablation_plans_one_full_size_gbm_model_per_recipe_and_draw():
+    cfg = duck_config(ablation_draws=2, steps=7)
+    cfg.candidate_recipes = lambda: ["bone:level=250", "body:level=-500"]
+    runs = plan_ablation(cfg, 5)
+    assert [(r.kind, r.mode, r.size_label, r.n_cases, r.draw, r.seed, r.recipe, r.steps) for r in runs] == [
+        ("ablation", "gbm", "all", 5, 0, 10, "bone:level=250", 7),
+        ("ablation", "gbm", "all", 5, 1, 11, "bone:level=250", 7),
+        ("ablation", "gbm", "all", 5, 0, 10, "body:level=-500", 7),
+        ("ablation", "gbm", "all", 5, 1, 11, "body:level=-500", 7),
+    ]
+    assert all(r.kind == "sweep" and r.recipe == "bone:level=250" for r in plan_sweep(duck_config(), 5, "bone"))
 
 
 def test_a_size_at_or_above_the_training_split_is_the_full_size():
