@@ -93,6 +93,8 @@ def test_each_stage_sees_only_its_own_split(tiny_ds, tmp_path, spies):
     assert set(prepared_ids) == set(trained_ids) | set(SPLIT.validation)
     cfg = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert cfg["validation_ids"] == list(SPLIT.validation) and cfg["train_ids"] == result.train_ids
+    assert cfg["dataset_name"] == "tiny" and cfg["preprocess"]["spacing"] == [2.0, 2.0, 2.5]  # median of the train split
+    assert cfg["train"]["steps"] == 4 and cfg["recipe"] == {"name": "bone", "params": {"level": 250.0}}
     assert json.loads((tmp_path / "run" / "splits.json").read_text(encoding="utf-8"))["test"] == list(SPLIT.test)
 
 
@@ -113,6 +115,7 @@ def test_the_kept_checkpoint_is_the_best_validation_step(tiny_ds, tmp_path, spie
     assert done["best_step"] == 2 and done["best_val_dice"] == 0.5 and done["steps"] == 4
     spec, net = load_model(run / "model.pt")
     assert spec.info["best_step"] == 2 and spec.info["best_val_dice"] == 0.5
+    assert spec.info["steps"] == 4 and spec.info["train_ids"] == result.train_ids
     saved = net.state_dict()
     # the weights are those the validation saw at step 2, not those of any later step
     for k, v in val.weights[1].items():
@@ -156,3 +159,44 @@ def test_without_structures_in_validation_the_final_weights_are_kept(tiny_ds, tm
     assert spec.info["best_step"] == 4 and spec.info["best_val_dice"] is None
     for k, v in scripted.weights[3].items():
         torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+
+
+@pytest.mark.slow  # 2 + 2 + 4 steps of a 4-channel network: a few seconds
+def test_an_interrupted_run_resumes_to_the_same_result(tiny_ds, tmp_path, spies, monkeypatch):
+    from globalmask.errors import OutputError
+
+    val, _, _ = spies
+    part = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", stop_after=2)
+    assert part.steps == 2 and part.best_step == 2 and not (tmp_path / "part" / "done.json").exists()
+    with pytest.raises(OutputError, match="--resume"):
+        train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu")
+    with pytest.raises(OutputError, match="different settings"):
+        train(tiny_ds, tmp_path / "part", _cfg(steps=5), progress=False, device="cpu", resume=True)
+    resumed = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", resume=True)
+    assert resumed.steps == 4 and resumed.best_step == 2 and resumed.best_val_dice == 0.5
+    assert len(val.ids) == 4  # validations at steps 1, 2 (first call) and 3, 4 (resumed)
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation(SCRIPT))
+    full = train(tiny_ds, tmp_path / "full", _cfg(), progress=False, device="cpu")
+    a = load_model(tmp_path / "part" / "model.pt")[1].state_dict()
+    b = load_model(tmp_path / "full" / "model.pt")[1].state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    # a finished run is not trained again: its recorded result comes back
+    again = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", resume=True)
+    done = json.loads((tmp_path / "part" / "done.json").read_text(encoding="utf-8"))
+    assert (again.steps, again.best_step, again.best_val_dice, again.seconds) == (4, 2, 0.5, done["seconds"])
+    assert again.model_path == tmp_path / "part" / "model.pt" and len(val.ids) == 4
+    assert full.best_step == 2
+
+
+@pytest.mark.slow  # 1 step of a 4-channel network
+def test_prepared_data_carries_its_own_recipe_and_spacing(tiny_ds, tmp_path, spies):
+    from globalmask.errors import DatasetError
+
+    prepared = prepare_data(tiny_ds, "threshold:-400", spacing=(4.0, 4.0, 5.0), progress=False)
+    result = train(prepared, tmp_path / "run", _cfg(steps=1), progress=False, device="cpu")
+    spec = load_model(result.model_path)[0]
+    assert spec.recipe.spec == "threshold:level=-400" and spec.preprocess.spacing == (4.0, 4.0, 5.0)
+    for kw in ({"recipe": "bone"}, {"spacing": (1.0, 1.0, 1.0)}):
+        with pytest.raises(DatasetError, match="come from the PreparedData"):
+            train(prepared, tmp_path / "other", _cfg(steps=1), progress=False, device="cpu", **kw)
