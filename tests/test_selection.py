@@ -103,6 +103,28 @@ def test_shared_preprocessing_for_a_study_leaves_the_test_split_out(tiny_ds, spi
     prepared = prepare_data(tiny_ds, "threshold", progress=False)
     assert sorted(prepared.cases) == sorted(SPLIT.train + SPLIT.validation)
     assert sorted(prepared_ids) == sorted(SPLIT.train + SPLIT.validation)
+    assert prepared.split == SPLIT and prepared.split_source.endswith("splits.json")
+
+
+def test_prepare_data_takes_the_split_it_is_given(tiny_ds, tmp_path, spies):
+    """An explicit split file wins over the dataset's; without either, a seeded 60:20:20 split (seed 0)."""
+    _, prepared_ids, _ = spies
+    other = Split(train=("case_004", "case_005", "case_006"), validation=("case_007",), test=SPLIT.train)
+    save_split(other, tmp_path / "other.json")
+    prepared = prepare_data(tiny_ds, "threshold", split_file=tmp_path / "other.json", progress=False)
+    assert prepared.split == other and sorted(prepared.cases) == ["case_004", "case_005", "case_006", "case_007"]
+    assert not set(prepared_ids) & set(SPLIT.train)  # now the test cases: never read
+    # the same cases without any splits.json: round(8 x 0.2) = 2 validation and 2 test cases, 4 to train
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_ds.root, bare)
+    (bare / "splits.json").unlink()
+    a = prepare_data(bare, "threshold", case_ids=[], progress=False)
+    b = prepare_data(bare, "threshold", split_seed=0, case_ids=[], progress=False)
+    c = prepare_data(bare, "threshold", split_seed=1, case_ids=[], progress=False)
+    assert a.split == b.split != c.split and a.split_source == "seeded split (seed 0)"
+    assert (len(a.split.train), len(a.split.validation), len(a.split.test)) == (4, 2, 2)
 
 
 @pytest.mark.slow  # 4 steps of a 4-channel network: about a second
@@ -126,8 +148,13 @@ def test_the_kept_checkpoint_is_the_best_validation_step(tiny_ds, tmp_path, spie
     assert last["step"] == 4 and last["best_step"] == 2
     for k, v in val.weights[3].items():
         torch.testing.assert_close(last["model"][k], v, rtol=0, atol=0)
-    history = (run / "history.csv").read_text(encoding="utf-8").splitlines()
-    assert len(history) == 5 and [float(line.split(",")[2]) for line in history[1:]] == SCRIPT
+    import csv
+
+    with open(run / "history.csv", encoding="utf-8") as fh:
+        history = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in history] == [1, 2, 3, 4]
+    assert [float(r["val_dice"]) for r in history] == SCRIPT and [float(r["val_left"]) for r in history] == SCRIPT
+    assert result.model_path == run / "model.pt" and result.run_dir == run and result.steps == 4
 
 
 @pytest.mark.slow  # 4 steps of a 4-channel network: about a second
