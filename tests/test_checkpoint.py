@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from globalmask.checkpoint import ModelSpec, load_model, read_checkpoint, save_model
+from globalmask import __version__
+from globalmask.checkpoint import FORMAT_VERSION, ModelSpec, load_model, read_checkpoint, save_model
 from globalmask.errors import CheckpointError
 from globalmask.infer import Predictor
 from globalmask.io import Volume
@@ -85,6 +86,59 @@ def test_predictor_refuses_a_checkpoint_of_another_mode(tmp_path):
     with pytest.raises(CheckpointError, match="'ct\\+gbm', not 'gbm'"):
         Predictor(tmp_path / "m.pt", device="cpu", expect_mode="gbm")
     Predictor(tmp_path / "m.pt", device="cpu", expect_mode="ct+gbm")  # the right mode loads
+
+
+def test_older_specs_without_overlap_or_info_load_with_defaults():
+    d = odd_spec().to_dict()
+    del d["sw_overlap"], d["info"]
+    spec = ModelSpec.from_dict(d)
+    assert spec.sw_overlap == 0.25 and spec.info == {} and spec.recipe.spec == "threshold:level=-150"
+
+
+def _rewrite(path, **changes):
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload.update(changes)
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize(
+    "version, accepted",
+    [
+        (__version__, True),
+        ("0.1.9", True),  # a newer patch release keeps the format: accepted
+        ("0.0.7", True),  # older
+        ("0.2.0", False),  # a newer minor release may have changed the format
+        ("0.10.0", False),  # compared as numbers: 10 > 1 (as text '0.10' < '0.2')
+        ("1.0", False),
+        ("v2.0.0rc1", False),  # digits are read out of decorated parts
+    ],
+)
+def test_checkpoints_from_newer_releases_are_refused(tmp_path, version, accepted):
+    assert __version__.startswith("0.1.")  # the cases above are written for 0.1.x
+    spec = odd_spec()
+    path = save_model(tmp_path / "m.pt", spec, spec.build().state_dict())
+    assert read_checkpoint(path)["globalmask_version"] == __version__ and read_checkpoint(path)["format_version"] == FORMAT_VERSION
+    _rewrite(path, globalmask_version=version)
+    if accepted:
+        assert load_model(path)[0].mode == "ct+gbm"
+    else:
+        with pytest.raises(CheckpointError, match=f"written by globalmask {version}"):
+            load_model(path)
+
+
+def test_missing_and_unsafe_checkpoints_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found") as err:
+        load_model(tmp_path / "nothing.pt")
+    assert "nothing.pt" in str(err.value)
+    spec = odd_spec()
+    path = save_model(tmp_path / "m.pt", spec, spec.build().state_dict())
+    _rewrite(path, info=Unpicklable())  # arbitrary objects never load: opening a model runs no code
+    with pytest.raises(CheckpointError, match="cannot read checkpoint, corrupt or not a globalmask model\\? \\(UnpicklingError"):
+        load_model(path)
+
+
+class Unpicklable:
+    """Any class outside torch's allowlist: weights_only loading must refuse it."""
 
 
 @pytest.mark.slow
