@@ -68,15 +68,16 @@ def sample(module: str, work: Path) -> list[str]:
     return keys[::step]
 
 
-def run(module: str, out: Path, report_only: bool = False) -> dict:
+def run(module: str, out: Path, report_only: bool = False, only: list[str] | None = None) -> dict:
+    """Run the module's sample (or only the named mutants, e.g. an earlier run's survivors)."""
     work = out / module
     t0 = time.perf_counter()
     if not report_only:
         prepare(module, work)
         # first call: only generates the mutants (it then stops: no mutant has that name)
         subprocess.run([MUTMUT, "run", f"globalmask.{module}.no_such_function*"], cwd=work, check=False, capture_output=True)
-        subprocess.run([MUTMUT, "run", "--max-children", "2", *sample(module, work)], cwd=work, check=False, capture_output=True)
-    names = sample(module, work)
+        subprocess.run([MUTMUT, "run", "--max-children", "2", *(only or sample(module, work))], cwd=work, check=False, capture_output=True)
+    names = only or sample(module, work)
     listing = subprocess.run([MUTMUT, "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
     status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, flags=re.M))
     chosen = {n: status.get(n, "not checked") for n in names}
@@ -96,9 +97,13 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", default=list(PLAN))
     parser.add_argument("--out", type=Path, default=Path("/tmp/globalmask-mutation"))
     parser.add_argument("--report-only", action="store_true", help="summarise an earlier run in --out, run nothing")
+    parser.add_argument("--survivors-of", type=Path, help="run only the mutants that survived the run in this folder")
     args = parser.parse_args()
     for module in args.modules:
-        r = run(module, args.out, args.report_only)
+        only = None
+        if args.survivors_of is not None:
+            only = list(json.loads((args.survivors_of / f"{module}.json").read_text(encoding="utf-8"))["survivors"])
+        r = run(module, args.out, args.report_only, only)
         killed = r["counts"].get("killed", 0) + r["counts"].get("timeout", 0)
         print(f"## {module}: {r['sampled']} mutants sampled, {killed} killed (incl. timeouts), counts {r['counts']}, {r['seconds']} s")
         for name, lines in r["survivors"].items():

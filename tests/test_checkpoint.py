@@ -137,6 +137,27 @@ def test_missing_and_unsafe_checkpoints_are_refused(tmp_path):
         load_model(path)
 
 
+def test_broken_specs_weights_and_formats_name_the_file(tmp_path):
+    spec = odd_spec()
+    path = save_model(tmp_path / "m.pt", spec, spec.build().state_dict())
+    _rewrite(path, format_version=FORMAT_VERSION + 1)
+    with pytest.raises(CheckpointError, match=f"checkpoint format version {FORMAT_VERSION + 1} written by globalmask") as err:
+        load_model(path)
+    assert "m.pt" in str(err.value)
+    path = save_model(tmp_path / "s.pt", spec, spec.build().state_dict())
+    broken = spec.to_dict()
+    del broken["mode"]
+    _rewrite(path, spec=broken)
+    with pytest.raises(CheckpointError, match="checkpoint specification is incomplete or invalid") as err:
+        load_model(path)
+    assert "s.pt" in str(err.value)
+    other = ModelSpec(**{**spec.__dict__, "net": NetConfig(channels=(2, 4), strides=(2,), num_res_units=0)})
+    path = save_model(tmp_path / "w.pt", spec, other.build().state_dict())  # weights of another network
+    with pytest.raises(CheckpointError, match="weights do not fit the network described in the checkpoint") as err:
+        load_model(path)
+    assert "w.pt" in str(err.value)
+
+
 class Unpicklable:
     """Any class outside torch's allowlist: weights_only loading must refuse it."""
 
