@@ -159,6 +159,19 @@ def test_geometry_survives_its_serialised_form():
     np.testing.assert_array_equal(restore_labels(onehot(pc.label, 3), back), restore_labels(onehot(pc.label, 3), pc.geometry))
 
 
+def test_preprocess_config_normalises_and_checks_its_values():
+    from globalmask.errors import GeometryError
+
+    cfg = PreprocessConfig(spacing=[1, 0.8, 0.5], window=[-100, 200])  # sub-millimetre spacing is fine
+    assert cfg.spacing == (1.0, 0.8, 0.5) and cfg.window == (-100.0, 200.0)
+    assert all(isinstance(v, float) for v in (*cfg.spacing, *cfg.window))
+    for bad in ((0.0, 1.0, 1.0), (1.0, -2.0, 1.0), (1.0, 1.0)):
+        with pytest.raises(GeometryError, match="three positive numbers"):
+            PreprocessConfig(spacing=bad)
+    with pytest.raises(GeometryError, match="low < high"):
+        PreprocessConfig(spacing=(1.0, 1.0, 1.0), window=(100.0, 100.0))
+
+
 def test_resample_affine_keeps_extent():
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
     new = resample_affine(aff, (10, 10, 10), (5, 5, 5))
