@@ -36,12 +36,47 @@ def crafted_ct(shape=(40, 40, 30)) -> np.ndarray:
     return ct
 
 
+# one voxel per value, in a 3 x 3 x 2 block: levels sit exactly on a voxel value
+LADDER = np.array(
+    [-1000, -501, -500, -499, -301, -300, -299, -151, -150, -149, 0, 249, 250, 251, 300, 800, 1000, 3000], np.int16
+).reshape(3, 3, 2)
+
+
 def test_threshold_counts_exactly():
     ct = crafted_ct()
     m = threshold_mask(ct, level=-300)
-    assert m.sum() == int((ct > -300).sum())
+    # per axial slice: the body disk dx^2 + dy^2 < 144 has sum over dx = -11..11 of
+    # (2 floor(sqrt(143 - dx^2)) + 1) = 23 + 2 (23+23+23+23+21+21+19+17+15+13+9) = 437 voxels, the
+    # couch 2 x 40 = 80; the airway (9 voxels in each of slices 11..29) is a hole
+    assert m[:, :, 0].sum() == 437 + 80
+    assert m.sum() == (437 + 80) * 30 - 9 * 19
     assert not m[20, 23, 20]  # airway stays a hole: a shape cue
     assert m[:, 34, :].all()  # a plain threshold keeps the couch
+
+
+@pytest.mark.parametrize(
+    "recipe, kept",
+    [
+        ("threshold", [-299, -151, -150, -149, 0, 249, 250, 251, 300, 800, 1000, 3000]),  # level -300: strictly above
+        ("threshold:-150", [-149, 0, 249, 250, 251, 300, 800, 1000, 3000]),
+        ("bone", [251, 300, 800, 1000, 3000]),  # level 250: 250 itself is out
+        ("bone:level=300", [800, 1000, 3000]),
+    ],
+)
+def test_a_voxel_exactly_at_the_level_is_outside_the_mask(recipe, kept):
+    m = Recipe.parse(recipe)(LADDER)
+    assert sorted(LADDER[m].tolist()) == kept
+
+
+def test_body_level_is_strict_too():
+    """The body recipe at -500 HU: -500 is out, -499 is in (one connected block, no holes)."""
+    ct = np.full((5, 5, 5), -1000, np.int16)
+    ct[1:4, 1:4, 1:4] = -499
+    ct[2, 2, 2] = -500  # an enclosed voxel at the level: a hole, then filled
+    ct[0, 0, 0] = -500  # an isolated corner voxel at the level: not part of the body
+    m = body_mask(ct, level=-500)
+    assert m.sum() == 27 and m[2, 2, 2] and not m[0, 0, 0]
+    assert body_mask(ct, level=-499).sum() == 0  # nothing is strictly above -499
 
 
 def test_body_keeps_largest_component_and_fills_airway():
@@ -84,9 +119,33 @@ def test_body_fills_along_superior_axis_from_affine():
     assert m[20, 20, 23]
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_body_fills_per_slice_across_the_axis_the_affine_calls_superior(axis):
+    """An airway open at the top is closed only by filling slices across the S-I axis.
+
+    The crafted CT has S-I along its last array axis; stored with that axis moved to ``axis``
+    (and the affine saying so), the airway voxel must be filled whatever the axis is.
+    """
+    ct = np.moveaxis(crafted_ct(), 2, axis)
+    airway = [20, 23]
+    airway.insert(axis, 20)
+    assert body_mask(ct, superior_along(axis), level=-500)[tuple(airway)]
+    # filling across another axis leaves the open airway open
+    assert not body_mask(ct, superior_along((axis + 1) % 3), level=-500)[tuple(airway)]
+
+
+def superior_along(axis: int) -> np.ndarray:
+    """A permutation affine whose array axis ``axis`` points superior (world z)."""
+    world = [0, 1]
+    world.insert(axis, 2)
+    affine = np.eye(4)
+    affine[:3, :3] = np.eye(3)[:, world]
+    return affine
+
+
 def test_bone_and_otsu():
     ct = crafted_ct()
-    assert bone_mask(ct, level=250).sum() == int((ct > 250).sum())
+    assert bone_mask(ct, level=250).sum() == 9 * 30  # the rod: 9 voxels (dx, dy in -1..1) in each of 30 slices
     m = otsu_mask(ct)
     # Otsu lands between air and tissue on a CT: body and couch in, air out
     assert m[20, 18, 5] and not m[2, 2, 2]
@@ -109,12 +168,61 @@ def test_recipe_parsing_and_round_trip():
         Recipe.parse("bone:high")
 
 
+def test_recipe_text_keeps_fractional_levels_and_names_the_choices():
+    r = Recipe.parse("threshold:-200.5")
+    assert r.spec == "threshold:level=-200.5" and Recipe.parse(r.spec) == r
+    assert Recipe.parse("otsu").spec == "otsu:bins=256"  # integral values print without ".0"
+    assert Recipe.parse({"name": "body"}) == Recipe("body")  # a stored recipe without parameters
+    choices = "choose one of body, bone, otsu, threshold"
+    with pytest.raises(GlobalmaskError, match=f"unknown GBM recipe 'magic'; {choices}"):
+        Recipe("magic")
+    with pytest.raises(GlobalmaskError, match=f"unknown GBM recipe 'magic'; {choices}"):
+        Recipe.parse("magic:3")
+    with pytest.raises(GlobalmaskError, match=r"no parameter\(s\) \['foo'\]"):
+        Recipe.parse("bone:level=300,foo=1")  # items are comma-separated
+
+
+def test_make_gbm_errors_name_the_file_and_the_recipe():
+    from globalmask.errors import IntensityError
+
+    nan_ct = crafted_ct().astype(np.float32)
+    nan_ct[1, 2, 3] = np.nan
+    with pytest.raises(IntensityError, match=r"NaN or infinite \(first at index \(1, 2, 3\)\)") as err:
+        make_gbm(Volume(nan_ct, np.eye(4), "nan_ct.nii.gz"), "otsu")
+    assert "nan_ct.nii.gz" in str(err.value)
+    scaled = Volume(np.linspace(0, 1, 64, dtype=np.float32).reshape(4, 4, 4), np.eye(4), "scaled.nii.gz")
+    with pytest.raises(IntensityError, match="recipe 'threshold:level=-300'") as err:
+        make_gbm(scaled, "threshold")
+    assert "scaled.nii.gz" in str(err.value)
+
+
 def test_make_gbm_keeps_shape_and_affine():
     ct = Volume(crafted_ct(), oblique_affine())
     g = make_gbm(ct, "body")
     assert g.array.dtype == np.uint8 and set(np.unique(g.array)) <= {0, 1}
     assert g.shape == ct.shape
     np.testing.assert_array_equal(g.affine, ct.affine)
+    # the body recipe, not the default: airway filled, couch gone, fat rim kept
+    assert g.array[20, 23, 20] == 1 and g.array[:, 34:36, :].sum() == 0 and g.array[20, 7, 5] == 1
+    assert make_gbm(ct, "bone").array[20, 23, 20] == 0 and make_gbm(ct, "bone").array.sum() == 9 * 30
+
+
+def test_make_gbm_reads_the_superior_axis_from_the_affine():
+    """S-I along the first array axis: only slices across that axis close the open airway."""
+    ct = Volume(np.moveaxis(crafted_ct(), 2, 0), superior_along(0))
+    assert make_gbm(ct, "body").array[20, 20, 23] == 1
+
+
+def test_make_gbm_refuses_non_hounsfield_data_for_hu_recipes_only():
+    from globalmask.errors import IntensityError
+
+    scaled = Volume((crafted_ct().astype(np.float32) + 1000) / 4000, np.eye(4), "scaled.nii.gz")  # [0, 0.95]
+    for recipe in ("threshold", "body", "bone:level=0.5"):
+        with pytest.raises(IntensityError, match="Hounsfield"):
+            make_gbm(scaled, recipe)
+    g = make_gbm(scaled, "otsu")  # calibration-free: accepted, and finds the body and couch
+    assert g.array[20, 18, 5] == 1 and g.array[2, 2, 2] == 0
+    assert Recipe.parse("otsu").uses_hounsfield() is False and Recipe.parse("bone").uses_hounsfield() is True
 
 
 @needs_openkbp

@@ -251,6 +251,10 @@ def test_structure_metrics_statuses():
     pancreas = rows["pancreas"]
     assert pancreas["status"] == "absent" and math.isnan(pancreas["dice"])
     assert set(liver) == {"structure", "label", "dice", "com_mm", "hd95_mm", "msd_mm", "pred_ml", "ref_ml", "status"}
+    assert set(pancreas) == set(liver) and pancreas["pred_ml"] == pancreas["ref_ml"] == 0.0  # same columns for every status
+    assert all(math.isnan(pancreas[k]) for k in ("com_mm", "hd95_mm", "msd_mm"))
+    # a label set with no structure at all (background only) gives no rows, not an error
+    assert structure_metrics(pred, ref, aff, {"background": 0}) == []
 
 
 def test_structure_metrics_agree_with_the_binary_functions_under_an_oblique_affine():
@@ -331,6 +335,11 @@ def test_format_summary_is_a_readable_table():
     kidney = next(line for line in lines if line.startswith("kidney"))
     assert "1.00" in kidney and "n/a" not in kidney.split()[2]
     assert lines[-1].startswith("all")
+    # one value (the kidney CoM: one case) prints without a spread; no value at all as n/a
+    assert " 1.00 " in kidney and "nan" not in text
+    no_distance = per_case_table().assign(com_mm=float("nan"), hd95_mm=float("nan"), msd_mm=float("nan"))
+    kidney = next(line for line in format_summary(summarize(no_distance)).splitlines() if line.startswith("kidney"))
+    assert kidney.split()[5:8] == ["n/a", "n/a", "n/a"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,6 +410,7 @@ def test_evaluate_folder_round_trip_with_a_missing_prediction(tmp_path):
     assert meta["missing_predictions"] == ["c2"] and meta["ignored_predictions"] == ["stray.nii.gz"]
     assert [r["structure"] for r in meta["summary"]] == ["left", "right", "all"]
     assert meta["labels"] == {"background": 0, "left": 1, "right": 2}
+    assert meta["label_dir"] == str(labels_dir)
 
 
 def test_evaluate_folder_geometry_mismatch_names_the_files(tmp_path):
@@ -435,6 +445,14 @@ def test_evaluate_folder_derives_labels_pairs_channel_tags_and_filters_cases(tmp
         evaluate_folder(pred_dir, labels_dir, cases=["zzz"])
     with pytest.raises(InputFileError):
         evaluate_folder(tmp_path / "nope", labels_dir)
+    # labels stored as int16 (not uint8): the values are derived the same way
+    write_volume(Volume(ref.astype(np.int16), aff), tmp_path / "l16" / "a.nii.gz")
+    with pytest.warns(UserWarning, match="b.mha"):  # its reference is not in this folder
+        per16, _ = evaluate_folder(pred_dir, tmp_path / "l16")
+    assert sorted(set(per16["structure"])) == ["label_3", "label_7"] and (per16["dice"] == 1.0).all()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="holds no reference label volumes"):
+        evaluate_folder(pred_dir, tmp_path / "empty")
 
 
 # ----------------------------------------------------------------------------------------------

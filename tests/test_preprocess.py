@@ -89,10 +89,87 @@ def test_resampled_round_trip_is_close_and_geometry_consistent():
 def test_crop_box_contains_the_body_with_margin():
     ct, lab = phantom_like(shape=(60, 50, 20))
     pc = prepare_case(ct, "threshold", PreprocessConfig(spacing=(1.5, 2.0, 3.0), crop_margin_mm=6), lab)
-    body = np.argwhere(ct.array > -500)
-    start, stop = np.array(pc.geometry.crop_start), np.array(pc.geometry.crop_stop)
-    assert np.all(start <= body.min(0)) and np.all(stop >= body.max(0) + 1)
-    assert pc.shape[0] < 60 and pc.shape[1] < 50  # air around the body was cut away
+    # the body ellipse spans i 6..24 and j 6..20 (every k); a 6 mm margin is ceil(6 / 1.5) = 4
+    # voxels along i, 3 along j and 2 along k, plus one voxel of slack (the box is found on a copy
+    # subsampled by 1 here; by 2 for volumes of 32+ voxels a side), clipped to the volume
+    assert pc.geometry.crop_start == (6 - 5, 6 - 4, 0) and pc.geometry.crop_stop == (25 + 5, 21 + 4, 20)
+    assert pc.shape == (29, 23, 20)  # target spacing = input spacing: no resampling
+    np.testing.assert_array_equal(pc.label, lab.array[1:30, 2:25, :])
+    # the crop's first voxel sits where voxel (1, 2, 0) of the input is
+    np.testing.assert_allclose(pc.geometry.grid_affine @ [0, 0, 0, 1], ct.affine @ [1, 2, 0, 1])
+
+
+def test_resampling_samples_where_the_grid_affine_says():
+    """CT = a linear ramp in world x: every resampled voxel holds the ramp's value at the world
+    position the grid affine gives it (align_corners=False sampling, as resample_affine assumes)."""
+    shape, aff = (40, 12, 10), np.diag([1.0, 2.0, 3.0, 1.0])
+    aff[:3, 3] = [-20.0, 5.0, 0.0]
+    x_mm = (aff @ np.vstack([np.indices(shape).reshape(3, -1), np.ones(np.prod(shape))]))[0].reshape(shape)
+    ct = Volume((10.0 * x_mm).astype(np.float32), aff)  # -200 .. 190 HU: no air, so no crop
+    cfg = PreprocessConfig(spacing=(3.0, 2.0, 3.0), window=(-400.0, 400.0))
+    pc = prepare_case(ct, "otsu", cfg)
+    assert pc.geometry.grid_shape == (13, 12, 10)  # 40 x 1 mm -> round(40 / 3) voxels of ~3.08 mm
+    world = pc.geometry.grid_affine @ np.vstack([np.indices(pc.shape).reshape(3, -1), np.ones(np.prod(pc.shape))])
+    expected = (10.0 * world[0] / 400.0).reshape(pc.shape)  # window (-400, 400) -> /400
+    inner = (slice(1, -1), slice(None), slice(None))  # the outermost voxels clamp at the edge
+    np.testing.assert_allclose(pc.ct[inner], expected[inner], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(pc.geometry.grid_affine[:3, :3], axis=0), [40 / 13, 2.0, 3.0])
+
+
+def test_resize_samples_voxel_centres():
+    from globalmask.preprocess import resize
+
+    ramp = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    # 8 -> 4 voxels: new voxel k sits at old index 2k + 0.5 (voxel centres, not corners, aligned)
+    np.testing.assert_allclose(resize(ramp, (4, 2, 2), "linear")[:, 0, 0].numpy(), [0.5, 2.5, 4.5, 6.5])
+    labels = np.repeat(np.array([0, 0, 1, 1, 2, 2, 3, 3], np.uint8), 4).reshape(8, 2, 2)
+    assert resize(labels, (4, 2, 2), "nearest")[:, 0, 0].tolist() == [0, 1, 2, 3]
+    assert resize(labels, (16, 2, 2), "nearest")[:, 0, 0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+
+
+def test_without_crop_the_whole_field_of_view_is_kept():
+    ct, lab = phantom_like(shape=(60, 50, 20))
+    pc = prepare_case(ct, "threshold", PreprocessConfig(spacing=(1.5, 2.0, 3.0), crop=False), lab)
+    assert pc.geometry.crop_start == (0, 0, 0) and pc.geometry.crop_stop == (60, 50, 20) and pc.shape == (60, 50, 20)
+    np.testing.assert_array_equal(pc.label, lab.array)
+
+
+def test_label_of_another_shape_is_refused():
+    from globalmask.errors import GeometryError
+
+    ct, lab = phantom_like()
+    bad = Volume(lab.array[:-1], lab.affine, "lab.nii.gz")
+    with pytest.raises(GeometryError, match=r"label shape \(29, 26, 22\) differs from image shape \(30, 26, 22\)"):
+        prepare_case(ct, "threshold", PreprocessConfig(spacing=(2.0, 2.0, 2.0)), bad)
+
+
+def test_geometry_survives_its_serialised_form():
+    """The preprocessing cache stores Geometry as JSON: the restored map must be identical."""
+    import json
+
+    from globalmask.preprocess import Geometry
+
+    ct, lab = phantom_like(affine=ORIENTATIONS["PLI"])
+    pc = prepare_case(ct, "threshold", PreprocessConfig(spacing=(2.5, 2.5, 2.5)), lab)
+    back = Geometry.from_dict(json.loads(json.dumps(pc.geometry.to_dict())))
+    for k in ("original_affine", "canonical_affine", "grid_affine"):
+        assert getattr(back, k).dtype == np.float64
+        np.testing.assert_array_equal(getattr(back, k), getattr(pc.geometry, k))
+    assert back.crop_start == pc.geometry.crop_start and back.grid_shape == pc.geometry.grid_shape
+    np.testing.assert_array_equal(restore_labels(onehot(pc.label, 3), back), restore_labels(onehot(pc.label, 3), pc.geometry))
+
+
+def test_preprocess_config_normalises_and_checks_its_values():
+    from globalmask.errors import GeometryError
+
+    cfg = PreprocessConfig(spacing=[1, 0.8, 0.5], window=[-100, 200])  # sub-millimetre spacing is fine
+    assert cfg.spacing == (1.0, 0.8, 0.5) and cfg.window == (-100.0, 200.0)
+    assert all(isinstance(v, float) for v in (*cfg.spacing, *cfg.window))
+    for bad in ((0.0, 1.0, 1.0), (1.0, -2.0, 1.0), (1.0, 1.0)):
+        with pytest.raises(GeometryError, match="three positive numbers"):
+            PreprocessConfig(spacing=bad)
+    with pytest.raises(GeometryError, match="low < high"):
+        PreprocessConfig(spacing=(1.0, 1.0, 1.0), window=(100.0, 100.0))
 
 
 def test_resample_affine_keeps_extent():

@@ -161,6 +161,9 @@ def test_two_d_slice_model_trains_and_predicts(phantom_ds, tmp_path):
     ct = read_volume(phantom_ds.cases[phantom_ds.load_split().test[0]].image)
     pred = Predictor(res.model_path, device="cpu").predict(ct)
     assert pred.shape == ct.shape and np.array_equal(pred.affine, ct.affine)
+    assert set(np.unique(pred.array)) <= {0, *phantom_ds.structures.values()}
+    spec, _ = load_model(res.model_path)
+    assert spec.net.spatial_dims == 2 and len(spec.patch_size) == 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,6 +187,10 @@ def test_cli_masks_writes_one_mask_per_case(phantom_ds, tmp_path, capsys):
     m = read_volume(files[0])
     assert m.shape == ct.shape and np.allclose(m.affine, ct.affine) and m.array.dtype == np.uint8
     assert set(np.unique(m.array)) == {0, 1}
+    # a solid body silhouette: every organ inside it, the field-of-view corners (air) outside
+    lab = read_volume(phantom_ds.cases[files[0].name[: -len(".nii.gz")]].label).array
+    assert m.array[lab > 0].all()
+    assert m.array[0, 0, 0] == 0 and m.array[-1, -1, -1] == 0
 
 
 def test_cli_refuses_to_write_into_the_input_folder(phantom_ds, capsys):

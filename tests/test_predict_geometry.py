@@ -1,0 +1,143 @@
+"""predict keeps the input's geometry in any orientation: fast, with tiny untrained networks.
+
+Two known answers, no training:
+
+* a tiny untrained U-Net sees the same canonical (RAS) array whatever the file's axis order, so
+  its labels, mapped voxel by voxel through the affines, must be identical for RAS, LPS, PLI and
+  oblique copies of one scan, and every output must carry its own input's shape and affine;
+* a voxel-wise "network" that labels every voxel above 150 HU must give exactly ``ct > 150`` on
+  the input's own grid (target spacing = input spacing, so no resampling blurs the answer).
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from globalmask.checkpoint import ModelSpec, save_model
+from globalmask.infer import Predictor
+from globalmask.io import Volume, read_volume
+from globalmask.masks import Recipe
+from globalmask.model import NetConfig
+from globalmask.preprocess import PreprocessConfig
+
+from .conftest import oblique_affine
+
+SHAPE = (22, 18, 14)
+RAS_AFFINE = np.array([[2.0, 0, 0, -20.0], [0, 2.5, 0, 10.0], [0, 0, 3.0, 4.0], [0, 0, 0, 1]])
+# for each RAS array axis: (axis of the new array, direction) - nibabel's orientation convention
+ORNTS = {"LPS": [[0, -1], [1, -1], [2, 1]], "PLI": [[1, -1], [0, -1], [2, -1]]}
+
+
+def scan() -> Volume:
+    """An asymmetric body (40 HU) in air with a dense block (300 HU) off to one side and top."""
+    x, y, z = np.meshgrid(*[np.arange(s) for s in SHAPE], indexing="ij")
+    ct = np.full(SHAPE, -1000, np.int16)
+    ct[(x - 11) ** 2 / 64 + (y - 9) ** 2 / 36 < 1] = 40
+    ct[12:16, 5:8, 8:12] = 300
+    return Volume(ct, RAS_AFFINE.copy())
+
+
+def reoriented(vol: Volume, name: str) -> Volume:
+    """The same scan (same world content) stored with other array axes, or an oblique affine."""
+    if name == "RAS":
+        return vol
+    if name == "oblique":  # world frame rotated 30 degrees about z: closest canonical is still RAS
+        rot = oblique_affine((1.0, 1.0, 1.0), 30.0, (0.0, 0.0, 0.0))
+        return Volume(vol.array.copy(), rot @ vol.affine)
+    ornt = np.array(ORNTS[name])
+    arr = nib.orientations.apply_orientation(vol.array, ornt)
+    aff = vol.affine @ nib.orientations.inv_ornt_aff(ornt, vol.shape)
+    assert "".join(nib.aff2axcodes(aff)) == name
+    return Volume(np.ascontiguousarray(arr), aff)
+
+
+def to_ras_indices(moved: Volume, ras: Volume) -> tuple[np.ndarray, ...]:
+    """RAS voxel index of every voxel of ``moved`` (same world point), in C order."""
+    idx = np.indices(moved.shape).reshape(3, -1)
+    world = moved.affine @ np.vstack([idx, np.ones(idx.shape[1])])
+    return tuple(np.round(np.linalg.solve(ras.affine, world)[:3]).astype(int))
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """A tiny untrained U-Net checkpoint (3 classes) on a grid coarser than the scans."""
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        mode="ct+gbm",
+        recipe=Recipe.parse("threshold"),
+        preprocess=PreprocessConfig(spacing=(3.0, 3.0, 3.0), crop_margin_mm=4.0),
+        labels={"background": 0, "a": 1, "b": 2},
+        net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+        patch_size=(8, 8, 8),
+    )
+    path = tmp_path_factory.mktemp("geo") / "untrained.pt"
+    save_model(path, spec, spec.build().state_dict())
+    return path
+
+
+@pytest.mark.parametrize("name", ["LPS", "PLI", "oblique"])
+def test_untrained_network_labels_are_the_same_in_world_space(untrained, name):
+    predictor = Predictor(untrained, device="cpu")
+    ras = scan()
+    ras_pred = predictor.predict(ras)
+    assert len(np.unique(ras_pred.array)) > 1  # a prediction with structure, so mistakes show
+    moved = reoriented(ras, name)
+    pred = predictor.predict(moved)
+    assert pred.shape == moved.shape
+    np.testing.assert_array_equal(pred.affine, moved.affine)
+    if name == "oblique":  # a rotated world frame, same voxels: identical labels voxel for voxel
+        np.testing.assert_array_equal(pred.array, ras_pred.array)
+    else:
+        np.testing.assert_array_equal(pred.array.reshape(-1), ras_pred.array[to_ras_indices(moved, ras)])
+
+
+@pytest.mark.parametrize("name", ["RAS", "LPS", "PLI", "oblique"])
+def test_written_prediction_has_the_input_header(untrained, tmp_path, name):
+    """The file on disk carries the input's own affine and axis codes, not the internal RAS ones."""
+    from globalmask.io import write_volume
+
+    moved = reoriented(scan(), name)
+    src = write_volume(moved, tmp_path / "in" / "scan_0000.nii.gz")
+    (out,) = Predictor(untrained, device="cpu").predict_files([src], tmp_path / "out", progress=False)
+    assert out.name == "scan.nii.gz"
+    back, ref = read_volume(out), read_volume(src)
+    assert back.shape == ref.shape and back.array.dtype == np.uint8
+    np.testing.assert_allclose(back.affine, ref.affine, atol=1e-5)
+    assert nib.aff2axcodes(back.affine) == nib.aff2axcodes(moved.affine)
+
+
+class AboveLevel(torch.nn.Module):
+    """Voxel-wise 'network': class 1 where the normalised CT channel is above ``x0``, else 0."""
+
+    def __init__(self, x0: float):
+        super().__init__()
+        self.x0 = x0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ct = x[:, :1]
+        return torch.cat([torch.zeros_like(ct), 50.0 * (ct - self.x0)], dim=1)
+
+
+@pytest.mark.parametrize("name", ["RAS", "LPS", "PLI", "oblique"])
+def test_voxelwise_network_gives_the_known_label_map_in_any_orientation(tmp_path, name):
+    moved = reoriented(scan(), name)
+    spacing = (2.0, 2.5, 3.0)  # the scan's own spacing in RAS order: no resampling
+    spec = ModelSpec(
+        mode="ct",
+        recipe=Recipe.parse("threshold"),
+        preprocess=PreprocessConfig(spacing=spacing),
+        labels={"background": 0, "dense": 1},
+        net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+        patch_size=(8, 8, 8),
+    )
+    save_model(tmp_path / "m.pt", spec, spec.build().state_dict())
+    predictor = Predictor(tmp_path / "m.pt", device="cpu")
+    predictor.net = AboveLevel(150.0 / 1000.0)  # window (-1000, 1000): 150 HU -> 0.15
+    pred = predictor.predict(moved)
+    np.testing.assert_array_equal(pred.affine, moved.affine)
+    expected = (moved.array > 150).astype(np.uint8)
+    assert expected.sum() == 4 * 3 * 4  # the 300 HU block, and nothing else
+    np.testing.assert_array_equal(pred.array, expected)

@@ -1,0 +1,252 @@
+"""The study's selection and statistics on hand-made per-case tables with known answers.
+
+* the recipe ablation ranks on the validation split only (validation and test disagree here);
+* the paired Wilcoxon test pairs test cases (8 cases, mixed signs: re-pairing changes p);
+* the summary table and the training subsets, by hand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from globalmask.study import paired_comparison, plan_ablation, plan_sweep, recipe_ablation, summary_table, training_subsets
+
+
+def exact_wilcoxon_p(diffs) -> float:
+    """Exact two-sided signed-rank p by enumerating all 2^n sign patterns (no ties, no zeros)."""
+    mags = [abs(d) for d in diffs]
+    assert len(set(mags)) == len(mags) and min(mags) > 0
+    ranks = {m: r for r, m in enumerate(sorted(mags), start=1)}
+    r = [ranks[m] for m in mags]
+    w_plus = sum(ri for ri, d in zip(r, diffs) if d > 0)
+    w = min(w_plus, sum(r) - w_plus)
+    n = len(r)
+    at_most = sum(1 for signs in itertools.product((0, 1), repeat=n) if sum(ri for ri, s in zip(r, signs) if s) <= w)
+    return min(1.0, 2 * at_most / 2**n)
+
+
+# ----------------------------------------------------------------------------------------------
+# paired comparison
+
+A = [0.80, 0.75, 0.60, 0.85, 0.70, 0.55, 0.90, 0.65]  # mode a, per test case (mean over draws)
+D = [0.08, 0.07, -0.01, 0.06, 0.05, -0.02, 0.04, 0.03]  # a - b: six up, two down
+B = [a - d for a, d in zip(A, D)]
+CASES = [f"t{i}" for i in range(8)]
+
+
+def comparison_table(b_for_case=None) -> pd.DataFrame:
+    """Two draws of each mode on 8 test cases, plus rows the comparison must ignore."""
+    b_for_case = b_for_case or dict(zip(CASES, B))
+    base = {"recipe": "bone", "size": "2", "subset": "test", "shift": "none", "status": "ok", "structure": "heart"}
+    rows = []
+    for draw, jitter in ((0, 0.01), (1, -0.01)):  # a's draws differ; their mean per case is A
+        for case, a in zip(CASES, A):
+            rows.append({**base, "mode": "ct+gbm", "draw": draw, "case": case, "dice": a + jitter})
+            rows.append({**base, "mode": "ct", "draw": draw, "case": case, "dice": b_for_case[case]})
+    # distractors: validation, shifted, another size, another mode, absent structures
+    for case in CASES:
+        for mode in ("ct+gbm", "ct"):
+            rows.append({**base, "mode": mode, "draw": 0, "case": case, "dice": 0.0 if mode == "ct+gbm" else 1.0, "subset": "validation"})
+            rows.append({**base, "mode": mode, "draw": 0, "case": case, "dice": 0.0 if mode == "ct+gbm" else 1.0, "shift": "shifted"})
+            rows.append({**base, "mode": mode, "draw": 0, "case": case, "dice": 0.0 if mode == "ct+gbm" else 1.0, "size": "4"})
+            rows.append({**base, "mode": mode, "draw": 0, "case": case, "dice": float("nan"), "structure": "lung", "status": "absent"})
+        rows.append({**base, "mode": "gbm", "draw": 0, "case": case, "dice": 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_paired_comparison_of_eight_cases_with_mixed_signs():
+    c = paired_comparison(comparison_table(), "ct+gbm", "ct", "2")
+    # |a - b| ranks 1..8 are 0.01, 0.02, ..., 0.08: W- = 1 + 2 = 3, and 5 of the 256 sign
+    # patterns have a rank sum <= 3 ({}, {1}, {2}, {3}, {1,2}): p = 2 x 5 / 256
+    assert c["wilcoxon_p"] == pytest.approx(10 / 256, abs=1e-12)
+    assert exact_wilcoxon_p(D) == 10 / 256
+    assert c["n_cases"] == 8 and c["n_pairs"] == 16 and c["cases_a_better"] == 6
+    mean_a, mean_b = sum(A) / 8, sum(B) / 8  # 0.725 and 0.6875
+    assert c["dice_a"] == pytest.approx(0.725) and c["dice_b"] == pytest.approx(0.6875)
+    assert c["relative_improvement_pct"] == pytest.approx((mean_a - mean_b) / mean_b * 100)  # 5.4545...%
+    assert c["relative_improvement_pct"] == pytest.approx(100 * 0.0375 / 0.6875)
+
+
+def test_pairing_matters_re_pairing_the_cases_changes_p():
+    """The same Dice values of mode b, assigned to other cases: the p-value must change."""
+    rolled = dict(zip(CASES, B[-1:] + B[:-1]))  # case i gets b of case i-1
+    c = paired_comparison(comparison_table(rolled), "ct+gbm", "ct", "2")
+    diffs = [a - rolled[case] for case, a in zip(CASES, A)]
+    # |d| = .18 .03 .08 .24 .09 .10 .33 .21 -> W- = 2+3+4+6 = 15, W+ = 21: p = 2 x 95 / 256
+    assert exact_wilcoxon_p(diffs) == pytest.approx(190 / 256)
+    assert c["wilcoxon_p"] == pytest.approx(190 / 256, abs=1e-12)
+    assert c["dice_a"] == pytest.approx(0.725) and c["dice_b"] == pytest.approx(0.6875)  # means unchanged
+    assert c["cases_a_better"] == 4
+
+
+def test_paired_comparison_record_and_recipe_filter():
+    table = comparison_table()
+    other = table[table["recipe"] == "bone"].assign(recipe="body", dice=0.5)  # another recipe: all 0.5
+    both = pd.concat([table, other])
+    c = paired_comparison(both, "ct+gbm", "ct", "2", recipe="bone")
+    assert {k: c[k] for k in ("a", "b", "size", "structure")} == {"a": "ct+gbm", "b": "ct", "size": "2", "structure": "all"}
+    assert c["dice_a"] == pytest.approx(0.725) and c["n_pairs"] == 16
+    flat = paired_comparison(both, "ct+gbm", "ct", "2", recipe="body")
+    assert flat["dice_a"] == flat["dice_b"] == 0.5 and flat["wilcoxon_p"] == 1.0
+    assert paired_comparison(table, "ct+gbm", "ct", "2", structure="heart")["structure"] == "heart"
+
+
+def test_paired_comparison_edge_cases():
+    from globalmask.errors import GlobalmaskError
+
+    table = comparison_table()
+    assert paired_comparison(table, "ct+coords", "ct", "2") == {}  # a mode that was not run
+    assert paired_comparison(table, "ct", "ct+coords", "2") == {}
+    unpaired = table[~((table["mode"] == "ct") & (table["case"] == "t0") & (table["subset"] == "test"))]
+    with pytest.raises(GlobalmaskError, match="ct\\+gbm and ct at size 2 are not paired"):
+        paired_comparison(unpaired, "ct+gbm", "ct", "2")
+    # two cases, both better: the exact two-sided p is 2 x 1/4 = 0.5, not the 'no test' 1.0
+    two = table[table["case"].isin(["t0", "t1"])]
+    assert paired_comparison(two, "ct+gbm", "ct", "2")["wilcoxon_p"] == pytest.approx(0.5)
+    # a baseline scoring zero everywhere: the relative improvement is infinite, not an error
+    zero = table.assign(dice=np.where(table["mode"] == "ct", 0.0, table["dice"]))
+    assert paired_comparison(zero, "ct+gbm", "ct", "2")["relative_improvement_pct"] == float("inf")
+
+
+def test_paired_comparison_of_one_structure_and_identical_modes():
+    table = comparison_table()
+    assert paired_comparison(table, "ct+gbm", "ct", "2", structure="lung") == {}  # only absent rows
+    same = table[table["mode"] == "ct"].assign(mode="gbm")
+    c = paired_comparison(pd.concat([table[table["mode"] == "ct"], same]), "gbm", "ct", "2")
+    assert c["wilcoxon_p"] == 1.0 and c["cases_a_better"] == 0 and c["relative_improvement_pct"] == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# recipe choice
+
+
+def ablation_table() -> pd.DataFrame:
+    """Three recipes whose validation and test rankings disagree, plus rows that must not count.
+
+    validation (2 cases x 2 structures):  test:
+      body        0 missed, CoM 3.0, Dice 0.60   CoM 9.0, Dice 0.30
+      bone        0 missed, CoM 4.0, Dice 0.70   CoM 1.0, Dice 0.95  (best on test)
+      threshold   1 missed, CoM 1.0, Dice 0.90   CoM 1.0, Dice 0.95
+    """
+    base = {"mode": "gbm", "size": "all", "shift": "none"}
+    spec = {
+        ("body", "validation"): ([0.5, 0.7, 0.6, 0.6], [2.0, 4.0, 3.0, 3.0], 0),
+        ("body", "test"): ([0.3] * 4, [9.0] * 4, 0),
+        ("bone", "validation"): ([0.7] * 4, [4.0] * 4, 0),
+        ("bone", "test"): ([0.95] * 4, [1.0] * 4, 0),
+        ("threshold", "validation"): ([0.9, 0.9, 0.9, 0.0], [1.0, 1.0, 1.0, float("nan")], 1),
+        ("threshold", "test"): ([0.95] * 4, [1.0] * 4, 0),
+    }
+    rows = []
+    for (recipe, subset), (dice, com, missed) in spec.items():
+        for k, (d, c) in enumerate(zip(dice, com)):
+            status = "missed" if k >= 4 - missed else "ok"
+            rows.append({**base, "recipe": recipe, "subset": subset, "case": f"c{k // 2}", "structure": f"s{k % 2}", "dice": d, "com_mm": c, "status": status})
+        # an absent structure with a misleading score, not counted
+        rows.append({**base, "recipe": recipe, "subset": subset, "case": "c0", "structure": "s9", "dice": 1.0, "com_mm": 0.0, "status": "absent"})
+    # other modes, sizes and shifted evaluations where 'threshold' would look perfect on validation
+    for extra in ({"mode": "ct"}, {"size": "2"}, {"shift": "shifted"}):
+        rows.append({**base, "recipe": "threshold", "subset": "validation", "case": "c0", "structure": "s1", "dice": 1.0, "com_mm": 0.0, "status": "ok", **extra})
+        rows.append({**base, "recipe": "body", "subset": "validation", "case": "c0", "structure": "s1", "dice": 0.0, "com_mm": 99.0, "status": "missed", **extra})
+    return pd.DataFrame(rows)
+
+
+def test_recipe_ranking_uses_validation_only():
+    table = recipe_ablation(ablation_table())
+    # fewest validation misses first (threshold has one), then lowest validation CoM (body 3.0 <
+    # bone 4.0) - although bone is the best on test and threshold has the lowest CoM overall
+    assert list(table["recipe"]) == ["body", "bone", "threshold"]
+    row = table.set_index("recipe")
+    assert row.loc["body", "validation_com_mm"] == pytest.approx(3.0)
+    assert row.loc["body", "validation_dice"] == pytest.approx(0.6)
+    assert row.loc["threshold", "validation_missed"] == 1 and row.loc["threshold", "validation_com_mm"] == pytest.approx(1.0)
+    assert row.loc["threshold", "validation_dice"] == pytest.approx(2.7 / 4)  # the miss counts as 0
+    assert row.loc["bone", "test_dice"] == pytest.approx(0.95) and row.loc["bone", "test_com_mm"] == pytest.approx(1.0)
+    assert row.loc["body", "test_missed"] == 0
+    assert list(table.columns) == ["recipe", "validation_dice", "validation_com_mm", "validation_missed", "test_dice", "test_com_mm", "test_missed"]
+    assert list(table.index) == [0, 1, 2]
+
+
+def test_recipe_ties_break_on_validation_dice():
+    """Equal misses and equal CoM: the higher validation Dice wins, whatever the test says."""
+    rows = []
+    for recipe, val_dice, test_dice in (("otsu", 0.6, 0.99), ("body", 0.8, 0.10)):
+        for subset, d in (("validation", val_dice), ("test", test_dice)):
+            rows.append({"mode": "gbm", "size": "all", "shift": "none", "recipe": recipe, "subset": subset, "case": "c0", "structure": "s", "dice": d, "com_mm": 2.0, "status": "ok"})
+    assert list(recipe_ablation(pd.DataFrame(rows))["recipe"]) == ["body", "otsu"]
+
+
+# ----------------------------------------------------------------------------------------------
+# summary and subsets
+
+
+def test_summary_table_by_hand():
+    rows = []
+    for case, (dh, dl, st) in {"c0": (0.8, 0.4, "ok"), "c1": (0.6, 0.0, "missed"), "c2": (0.7, float("nan"), "absent")}.items():
+        rows.append({"recipe": "bone", "mode": "gbm", "size": "all", "subset": "test", "shift": "none", "case": case, "structure": "lung", "dice": dl, "com_mm": float("nan") if st != "ok" else 6.0, "hd95_mm": float("nan") if st != "ok" else 8.0, "status": st})
+        rows.append({"recipe": "bone", "mode": "gbm", "size": "all", "subset": "test", "shift": "none", "case": case, "structure": "heart", "dice": dh, "com_mm": 1.0 + int(case[1]), "hd95_mm": 4.0, "status": "ok"})
+    rows.append({**rows[-1], "mode": "ct", "dice": 0.1})  # another group, listed after the first
+    full = summary_table(pd.DataFrame(rows))
+    assert list(zip(full["mode"], full["structure"])) == [("gbm", "lung"), ("gbm", "heart"), ("gbm", "all"), ("ct", "heart"), ("ct", "all")]
+    s = full[full["mode"] == "gbm"].set_index("structure")
+    assert s.loc["heart", "com_mm_mean"] == pytest.approx(2.0) and s.loc["heart", "com_mm_std"] == pytest.approx(1.0)  # 1, 2, 3
+    assert s.loc["heart", "n"] == 3 and s.loc["heart", "dice_mean"] == pytest.approx(0.7)
+    assert s.loc["heart", "dice_std"] == pytest.approx(0.1)  # sample std of 0.8, 0.6, 0.7
+    assert s.loc["lung", "n"] == 2 and s.loc["lung", "missed"] == 1  # the absent case is not scored
+    assert s.loc["lung", "dice_mean"] == pytest.approx(0.2) and s.loc["lung", "dice_std"] == pytest.approx(math.sqrt(0.08))
+    assert s.loc["all", "n"] == 5 and s.loc["all", "missed"] == 1
+    assert s.loc["all", "dice_mean"] == pytest.approx(2.5 / 5)
+    assert s.loc["all", "com_mm_mean"] == pytest.approx((1.0 + 2.0 + 3.0 + 6.0) / 4)
+    assert s.loc["all", "hd95_mm_mean"] == pytest.approx((4.0 * 3 + 8.0) / 4) and s.loc["all", "hd95_mm_std"] == pytest.approx(2.0)
+
+
+def duck_config(**kw):
+    """The attributes plan_sweep reads from a study configuration."""
+    cfg = SimpleNamespace(modes=["ct", "gbm", "ct+gbm"], train_sizes=[1, 2, "all"], draws=2, full_draws=1, seed=10, steps=5)
+    cfg.__dict__.update(kw)
+    cfg.steps_for = lambda label: cfg.steps
+    return cfg
+
+
+def test_every_mode_trains_on_the_same_cases():
+    train_ids = [f"case_{i:02d}" for i in range(6)]
+    sweep = plan_sweep(duck_config(), len(train_ids), "bone")
+    # sizes 1 and 2 with 2 draws, the full size with 1 draw, 3 modes each
+    assert len(sweep) == (2 + 2 + 1) * 3
+    assert {r.mode for r in sweep} == {"ct", "gbm", "ct+gbm"}
+    by_key: dict[tuple, set] = {}
+    for r in sweep:
+        by_key.setdefault((r.size_label, r.draw), set()).add((r.n_cases, r.seed))
+    assert by_key == {("1", 0): {(1, 10)}, ("1", 1): {(1, 11)}, ("2", 0): {(2, 10)}, ("2", 1): {(2, 11)}, ("all", 0): {(6, 10)}}
+    subsets = training_subsets(sweep, train_ids)
+    assert sorted(subsets) == ["n1-d0", "n1-d1", "n2-d0", "n2-d1", "nall-d0"]
+    assert subsets["nall-d0"] == train_ids
+    for key, ids in subsets.items():
+        n = 6 if key.startswith("nall") else int(key[1])
+        assert len(ids) == n and len(set(ids)) == n and set(ids) <= set(train_ids)
+    # the subsets do not depend on the order the ids are listed in, nor on the modes planned
+    assert training_subsets(plan_sweep(duck_config(modes=["gbm"]), 6, "bone"), train_ids[::-1]) == subsets
+
+
+def test_the_ablation_plans_one_full_size_gbm_model_per_recipe_and_draw():
+    cfg = duck_config(ablation_draws=2, steps=7)
+    cfg.candidate_recipes = lambda: ["bone:level=250", "body:level=-500"]
+    runs = plan_ablation(cfg, 5)
+    assert [(r.kind, r.mode, r.size_label, r.n_cases, r.draw, r.seed, r.recipe, r.steps) for r in runs] == [
+        ("ablation", "gbm", "all", 5, 0, 10, "bone:level=250", 7),
+        ("ablation", "gbm", "all", 5, 1, 11, "bone:level=250", 7),
+        ("ablation", "gbm", "all", 5, 0, 10, "body:level=-500", 7),
+        ("ablation", "gbm", "all", 5, 1, 11, "body:level=-500", 7),
+    ]
+    assert all(r.kind == "sweep" and r.recipe == "bone:level=250" for r in plan_sweep(duck_config(), 5, "bone"))
+
+
+def test_a_size_at_or_above_the_training_split_is_the_full_size():
+    sweep = plan_sweep(duck_config(train_sizes=[2, 8, "all"], modes=["ct"], draws=1), 4, "bone")
+    assert [(r.size_label, r.n_cases) for r in sweep] == [("2", 2), ("all", 4)]  # 8 and 'all' are one run
