@@ -15,11 +15,13 @@ from typing import Any
 import torch
 
 from . import __version__
+from .dataset import parse_labels
 from .errors import CheckpointError, GlobalmaskError, WriteError
 from .io import atomic_path, write_failure
 from .masks import Recipe
 from .model import NetConfig, build_network, check_mode, mode_channels
 from .preprocess import PreprocessConfig
+from .validate import check_keys, fail, integer, number, sequence
 
 FORMAT = "globalmask-model"
 FORMAT_VERSION = 1
@@ -40,8 +42,6 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         """A checkpoint is input too: every field is checked before a network is built from it."""
-        from .dataset import parse_labels
-        from .validate import fail, number, sequence, integer
 
         self.labels = parse_labels(self.labels, Path("checkpoint labels"))
         dims = self.net.spatial_dims
@@ -73,9 +73,7 @@ class ModelSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
-        from .validate import check_keys
-
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         check_keys(d, ["mode", "recipe", "preprocess", "labels", "net", "patch_size", "sw_overlap", "info"], "spec")
         return cls(
             mode=check_mode(d["mode"]),

@@ -9,12 +9,14 @@ because it carries anatomy" from "it helps because it carries position".
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import GlobalmaskError
+from .validate import check_fields, check_keys, choice, integer, real, sequence
 
 # mode -> (number of channels, builder from (ct, gbm) arrays of one case/patch)
 ChannelFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -51,10 +53,6 @@ def _ct_coords(ct: np.ndarray, gbm: np.ndarray) -> np.ndarray:
 
 
 MODES: tuple[str, ...] = ("ct", "gbm", "ct+gbm")
-
-
-def available_modes() -> list[str]:
-    return list(_MODES)
 
 
 def mode_channels(mode: str) -> int:
@@ -96,8 +94,6 @@ class NetConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        from .validate import choice, check_fields, integer, real, sequence
-
         rules = {
             "spatial_dims": choice((2, 3)),
             "channels": sequence(integer(1, 4096), (2, 10), "channel counts (one per U-Net level)"),
@@ -115,15 +111,11 @@ class NetConfig:
         """Input sizes must be multiples of this (the product of the strides)."""
         return int(np.prod(self.strides))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetConfig":
-        from dataclasses import fields
-
-        from .validate import check_keys
-
+    def from_dict(cls, d: dict[str, Any]) -> NetConfig:
         check_keys(d, [f.name for f in fields(cls)], "net settings")
         return cls(**d)
 

@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import AugmentConfig, apply_intensity, apply_spatial, random_spatial_matrices
 from .checkpoint import ModelSpec, save_atomic, save_model
-from .data import PatchSampler, auto_patch_size, check_structures_present, prepare_cases
 from .dataset import Dataset, load_dataset, resolve_split, save_split, select_training_cases
 from .errors import CheckpointError, DatasetError, OutputError
 from .guard import RunLock, enclosing_dataset, remove_temp_files, stop_on_signals
@@ -47,8 +48,8 @@ from .masks import Recipe
 from .metrics import dice
 from .model import NetConfig, binary_channels, check_mode, intensity_channels, make_input
 from .preprocess import DEFAULT_WINDOW, PreparedCase, PreprocessConfig, derive_spacing
+from .training_data import PatchSampler, auto_patch_size, check_structures_present, prepare_cases
 from .validate import Rule, check_fields, check_keys, choice, fail, integer, optional, real, sequence
-
 
 #: Accepted values of every numeric TrainConfig field; the CLI applies the same table to its flags.
 OPTIMIZERS = ("adamw", "sgd")
@@ -140,7 +141,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         check_keys(d, [f.name for f in fields(cls)], "train settings")
         d = dict(d)
         d["net"] = NetConfig.from_dict(d.get("net", {}))
@@ -232,7 +233,7 @@ def prepare_data(
     split, source = resolve_split(ds, split_file, split_seed)
     if spacing is None:
         spacing = derive_spacing([read_affine(ds.cases[c].image) for c in split.train])
-    config = PreprocessConfig(spacing=tuple(spacing), window=tuple(window))
+    config = PreprocessConfig(spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])), window=(float(window[0]), float(window[1])))
     ids = list(case_ids) if case_ids is not None else [*split.train, *split.validation]
     prepared = prepare_cases(ds.subset(ids), recipe, config, ds.labels, cache_dir, progress)
     return PreparedData(ds, recipe, config, split, source, {pc.id: pc for pc in prepared})
@@ -291,7 +292,8 @@ class Trainer:
         self.channels_last = cfg.channels_last and cfg.net.spatial_dims == 3
         self.net = spec.build().to(device)
         if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last_3d)
+            self.net = self.net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stubs lack memory_format
+        self.opt: torch.optim.Optimizer
         if cfg.optimizer == "sgd":
             self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay)
         else:
@@ -303,9 +305,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
         pad = pad_values(cfg.mode)
         inputs = [make_input(cfg.mode, pc.ct, pc.gbm) for pc in cases]
-        self.sampler = PatchSampler(inputs, [pc.label for pc in cases], self.patch, pad, cfg.fg_prob, np.random.default_rng([cfg.seed, 1]))
+        labels = [pc.label for pc in cases if pc.label is not None]
+        if len(labels) != len(cases):
+            raise DatasetError("every training case needs a label map")
+        self.sampler = PatchSampler(inputs, labels, self.patch, pad, cfg.fg_prob, np.random.default_rng([cfg.seed, 1]))
         self.aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 7)
-        self.extent_mm = tuple(p * s for p, s in zip(self.patch, spacing))
+        self.extent_mm = (self.patch[0] * spacing[0], self.patch[1] * spacing[1], self.patch[2] * spacing[2])
         self.bin_ch, self.int_ch = binary_channels(cfg.mode), intensity_channels(cfg.mode)
         self.background = torch.as_tensor(pad)
 
@@ -318,7 +323,9 @@ class Trainer:
         y = torch.from_numpy(y_np).to(self.device, non_blocking=True)
         two_d = cfg.net.spatial_dims == 2
         mats = random_spatial_matrices(x.shape[0], self.extent_mm, cfg.augment, self.aug_gen, in_plane_only=two_d)
-        x, y = apply_spatial(x, y, mats, self.bin_ch, self.background)
+        x, y_aug = apply_spatial(x, y, mats, self.bin_ch, self.background)
+        assert y_aug is not None  # a label in, a label out
+        y = y_aug
         if two_d:
             x, y = x[..., 0], y[..., 0]
         x = apply_intensity(x, self.int_ch, cfg.augment, self.aug_gen)
@@ -429,7 +436,6 @@ def _train(
     passes one to share preprocessing). ``stop_after`` ends the loop early after that many steps
     without finishing the run (for tests of resuming).
     """
-    from tqdm.auto import tqdm
 
     cfg = config or TrainConfig()
     out = Path(out)
@@ -575,8 +581,6 @@ def _train(
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    import pandas as pd
-
     write_text(path, pd.DataFrame(history).to_csv(index=False))
 
 

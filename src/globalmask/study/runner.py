@@ -16,6 +16,7 @@ machines merge into one report (``globalmask study report``).
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -25,18 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from ..data import load_case
 from .. import guard
-from ..dataset import Dataset, load_dataset, save_split
+from ..dataset import Dataset, load_dataset, read_json, save_split
 from ..errors import GlobalmaskError, OutputError
-from ..dataset import read_json
+from ..infer import Predictor
 from ..io import write_json, write_volume
 from ..metrics import evaluate_volumes
 from ..model import NetConfig
 from ..preprocess import restore_volume
 from ..shift import ScannerShift
+from ..train import TrainConfig, prepare_data, train
+from ..training_data import load_case
 from .plan import Plan, RunSpec, shard_runs
 from .records import RECORDS_DIR, RunRecord, machine_info, read_record, record_path, write_record
 from .stats import choose_recipe
@@ -46,7 +49,6 @@ _WORKER_CACHE: dict[str, Any] = {}
 
 def _prepared(out: Path, dataset_root: str, plan: Plan, recipe: str):
     """PreparedData for a recipe, loaded once per process from the study's preprocessing cache."""
-    from ..train import prepare_data
 
     key = f"prep:{dataset_root}:{recipe}"
     if key not in _WORKER_CACHE:
@@ -68,10 +70,7 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
     Idempotent: an existing record is returned as it is. Runs in worker processes and Ray tasks,
     so it takes only picklable arguments and re-derives everything else.
     """
-    import torch
 
-    from ..infer import Predictor
-    from ..train import TrainConfig, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -248,8 +247,6 @@ def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None
         mine = shard_runs(runs, shard)
         pending = [r for r in mine if not is_done(r)]
         if pending:
-            from ..train import prepare_data
-
             for recipe in sorted({r.recipe for r in pending}):  # preprocess once, before workers start
                 prepare_data(ds, recipe, plan.config.spacing, plan.config.window, out / "splits.json", case_ids=None, cache_dir=out / "cache", progress=progress)
         where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)} of them)"
@@ -275,8 +272,6 @@ def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None
                 bar.set_postfix_str(r.name)
                 finished(execute_run(out, dataset_root, info, r, threads=threads, progress=progress))
         else:
-            import multiprocessing as mp
-
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
                 futures = {pool.submit(execute_run, out, dataset_root, info, r, threads, False): r for r in pending}
                 try:
