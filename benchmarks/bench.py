@@ -47,7 +47,7 @@ from globalmask.infer import Predictor, pad_values, resolve_device, sliding_wind
 from globalmask.io import write_text  # noqa: E402
 from globalmask.masks import Recipe, available_recipes  # noqa: E402
 from globalmask.model import NetConfig, make_input  # noqa: E402
-from globalmask.train import TrainConfig, Trainer, prepare_data  # noqa: E402
+from globalmask.train import DataConfig, TrainConfig, Trainer, prepare_data  # noqa: E402
 
 #: The committed OpenKBP study's setting (benchmarks/openkbp/study.yaml).
 SPACING = (6.0, 6.0, 6.0)
@@ -109,7 +109,7 @@ def md_table(rows: list[dict]) -> str:
 
 
 def _prepared(recipe="bone"):
-    return prepare_data(OPENKBP, recipe, SPACING, progress=False)
+    return prepare_data(OPENKBP, DataConfig(recipe, SPACING), progress=False)
 
 
 def _trainer(prepared, mode: str, device, ids=None, **cfg_kwargs) -> Trainer:
@@ -236,7 +236,7 @@ def _levers(prepared, device, reps: int) -> str:
 
 def _model(tmp: Path, mode: str = "ct+gbm", spacing=SPACING) -> Path:
     """An untrained model at a grid spacing (timing does not depend on the weights)."""
-    prepared = _prepared() if tuple(spacing) == SPACING else prepare_data(OPENKBP, "bone", spacing, case_ids=list(load_dataset(OPENKBP).load_split().train[:1]), progress=False)
+    prepared = _prepared() if tuple(spacing) == SPACING else prepare_data(OPENKBP, DataConfig("bone", tuple(spacing)), case_ids=list(load_dataset(OPENKBP).load_split().train[:1]), progress=False)
     spec = ModelSpec(mode, prepared.recipe, prepared.preprocess, prepared.dataset.labels, NET, PATCH)
     torch.manual_seed(0)
     return save_model(tmp / f"model_{spacing[0]:g}mm.pt", spec, spec.build().state_dict())

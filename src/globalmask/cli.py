@@ -240,9 +240,9 @@ def _cmd_masks(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .model import NetConfig
+    from .model import InputMode, NetConfig
     from .preprocess import DEFAULT_WINDOW
-    from .train import TrainConfig, train
+    from .train import DataConfig, TrainConfig, train
 
     _check_train_args(args)
     net_kwargs = {"spatial_dims": args.dims, "num_res_units": args.res_units}
@@ -250,7 +250,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         net_kwargs["channels"] = tuple(args.channels)
         net_kwargs["strides"] = (2,) * (len(args.channels) - 1)
     cfg = TrainConfig(
-        mode=args.mode,
+        mode=InputMode.parse(args.mode),
         train_cases=args.train_cases,
         seed=args.seed,
         steps=args.steps,
@@ -264,18 +264,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every,
         net=NetConfig(**net_kwargs),
     )
-    result = train(
-        args.dataset,
-        args.out,
-        cfg,
+    data = DataConfig(
         recipe=args.recipe,
         spacing=args.spacing,
         window=tuple(args.window) if args.window else DEFAULT_WINDOW,
         split_file=args.split,
         cache_dir=args.cache,
-        device=args.device,
-        resume=args.resume,
     )
+    result = train(args.dataset, args.out, cfg, data, device=args.device, resume=args.resume)
     print(
         f"trained {cfg.mode} on {len(result.train_ids)} case(s) in {result.seconds:.0f} s; "
         f"best validation Dice {result.best_val_dice:.3f} at step {result.best_step}; model: {result.model_path}"
@@ -289,14 +285,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from .infer import Predictor, collect_inputs, resolve_device
     from .io import check_volume_header
-    from .model import check_mode
+    from .model import InputMode
 
     resolve_device(args.device)
-    if args.mode is not None:
-        check_mode(args.mode)
+    expect_mode = InputMode.parse(args.mode) if args.mode is not None else None
     files = collect_inputs(args.inputs)
     guard.check_output_dir(args.out, [*args.inputs, *files], overwrite=args.overwrite)
-    predictor = Predictor(args.model, device=args.device, expect_mode=args.mode)
+    predictor = Predictor(args.model, device=args.device, expect_mode=expect_mode)
     for f in files:  # every input's header before any work
         check_volume_header(f)
     with guard.writing(args.out, "predict", [*args.inputs, *files], overwrite=args.overwrite):

@@ -19,9 +19,9 @@ from .dataset import load_dataset, make_split, save_split
 from .infer import Predictor
 from .io import write_text
 from .metrics import evaluate_folder, mean_std_text, summarize
-from .model import MODES, NetConfig
+from .model import MODES, InputMode, NetConfig
 from .phantom import make_phantom_dataset
-from .train import TrainConfig, train
+from .train import DataConfig, TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def run_demo(
     seed: int = 0,
     device: str = "auto",
     quick: bool = False,
-    modes: Sequence[str] = MODES,
+    modes: Sequence[InputMode] = MODES,
     echo: Callable[[str], object] = print,
 ) -> pd.DataFrame:
     """Run the demo into ``out`` and return the per-mode summary table."""
@@ -85,11 +85,11 @@ def run_demo(
             net=demo_net(),
         )
         run = out / "runs" / mode.replace("+", "_")
-        result = train(ds, run, cfg, device=device, resume=True, cache_dir=out / "cache")
+        result = train(ds, run, cfg, DataConfig(cache_dir=out / "cache"), device=device, resume=True)
         pred_dir = out / "predictions" / mode.replace("+", "_")
         Predictor(result.model_path, device=device).predict_files([ds.cases[c].image for c in split.test], pred_dir, progress=True)
         per_case, _ = evaluate_folder(pred_dir, data / "labelsTr", ds.labels, cases=split.test)
-        per_case.insert(0, "mode", mode)
+        per_case.insert(0, "mode", mode.value)
         tables.append(per_case)
     per_case = pd.concat(tables, ignore_index=True)
     table = demo_table(per_case)

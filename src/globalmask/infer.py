@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .checkpoint import ModelSpec, load_model
 from .errors import GeometryError, GlobalmaskError, InputFileError, OutputError
 from .io import Volume, case_id_from_path, is_volume_path, read_volume, same_geometry, volume_suffix, write_json, write_volume
-from .model import make_input
+from .model import InputMode, make_input
 from .preprocess import PreparedCase, prepare_case, restore_volume
 
 
@@ -48,7 +48,7 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return torch.autocast("cuda", dtype=dtype)
 
 
-def pad_values(mode: str) -> np.ndarray:
+def pad_values(mode: InputMode) -> np.ndarray:
     """Per-channel value of 'nothing there': air (-1 after normalisation) for CT, 0 for masks."""
     ct_air = -1.0
     dummy_ct = np.full((1, 1, 1), ct_air, dtype=np.float32)
@@ -108,7 +108,7 @@ def sliding_window_probs(
 class Predictor:
     """A loaded model, ready to segment volumes; load once, predict many."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", expect_mode: str | None = None):
+    def __init__(self, checkpoint: str | Path, device: str = "auto", expect_mode: InputMode | None = None):
         self.checkpoint = Path(checkpoint)
         self.spec: ModelSpec
         self.spec, self.net = load_model(checkpoint, expect_mode)

@@ -222,16 +222,17 @@ def _fmt(v: Any) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-def check_ct(ct: Volume, recipe: Recipe | str | None = None) -> None:
+def check_ct(ct: Volume, recipe: Recipe) -> None:
     """Refuse NaN/inf voxels, and non-HU data when the recipe applies HU levels."""
-    recipe = Recipe.parse(recipe)
     check_finite(ct.array, ct.path)
     if recipe.uses_hounsfield():
         check_hounsfield(ct.array, ct.path, f"recipe {recipe.spec!r}")
 
 
 def make_gbm(ct: Volume, recipe: Recipe | str | None = None) -> Volume:
-    """GBM of a CT volume: uint8 0/1 with exactly the CT's shape and affine."""
+    """GBM of a CT volume: uint8 0/1 with exactly the CT's shape and affine.
+
+    A public entry point, so a recipe spec string (or None: the default) is parsed here."""
     recipe = Recipe.parse(recipe)
     check_ct(ct, recipe)
     return Volume(recipe(ct.array, ct.affine).astype(np.uint8), ct.affine.copy(), None)

@@ -91,7 +91,7 @@ def _load_prepared(path: Path, case_id: str) -> PreparedCase:
 
 def prepare_cases(
     cases: Sequence[Case],
-    recipe: Recipe | str | None,
+    recipe: Recipe,
     config: PreprocessConfig,
     labels: dict[str, int] | None = None,
     cache_dir: str | Path | None = None,
@@ -105,7 +105,6 @@ def prepare_cases(
     model that is compared.
     """
 
-    recipe = Recipe.parse(recipe)
     out: list[PreparedCase] = []
     cache = Path(cache_dir) if cache_dir is not None else None
     for case in tqdm(cases, desc=desc, disable=not progress, leave=False):

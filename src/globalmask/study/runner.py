@@ -34,17 +34,25 @@ from ..dataset import Dataset, load_dataset, read_json, save_split
 from ..errors import GlobalmaskError, OutputError
 from ..infer import Predictor
 from ..io import write_json, write_volume
+from ..masks import Recipe
 from ..metrics import evaluate_volumes
-from ..model import NetConfig
+from ..model import InputMode, NetConfig
 from ..preprocess import restore_volume
 from ..shift import ScannerShift
-from ..train import TrainConfig, prepare_data, train
+from ..train import DataConfig, TrainConfig, prepare_data, train
 from ..training_data import load_case
+from .config import StudyConfig
 from .plan import Plan, RunSpec, shard_runs
 from .records import RECORDS_DIR, RunRecord, machine_info, read_record, record_path, write_record
 from .stats import choose_recipe
 
 _WORKER_CACHE: dict[str, Any] = {}
+
+
+def _data_config(recipe: str, cfg: StudyConfig, out: Path) -> DataConfig:
+    """One study's data settings: every run shares the study's split file and preprocessing cache."""
+    spacing = tuple(cfg.spacing) if cfg.spacing is not None else None
+    return DataConfig(Recipe.parse(recipe), spacing, tuple(cfg.window), out / "splits.json", cache_dir=out / "cache")
 
 
 def _prepared(out: Path, dataset_root: str, plan: Plan, recipe: str):
@@ -53,7 +61,7 @@ def _prepared(out: Path, dataset_root: str, plan: Plan, recipe: str):
     key = f"prep:{dataset_root}:{recipe}"
     if key not in _WORKER_CACHE:
         cfg = plan.config
-        _WORKER_CACHE[key] = prepare_data(dataset_root, recipe, cfg.spacing, cfg.window, out / "splits.json", case_ids=None, cache_dir=out / "cache", progress=False)
+        _WORKER_CACHE[key] = prepare_data(dataset_root, _data_config(recipe, cfg, out), case_ids=None, progress=False)
     return _WORKER_CACHE[key]
 
 
@@ -86,7 +94,7 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
     t0 = time.perf_counter()
     prepared = _prepared(out, dataset_root, plan, run.recipe)
     tcfg = TrainConfig(
-        mode=run.mode,
+        mode=InputMode.parse(run.mode),
         train_cases=run.train_cases,
         seed=run.seed,
         steps=run.steps,
@@ -248,7 +256,7 @@ def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None
         pending = [r for r in mine if not is_done(r)]
         if pending:
             for recipe in sorted({r.recipe for r in pending}):  # preprocess once, before workers start
-                prepare_data(ds, recipe, plan.config.spacing, plan.config.window, out / "splits.json", case_ids=None, cache_dir=out / "cache", progress=progress)
+                prepare_data(ds, _data_config(recipe, plan.config, out), case_ids=None, progress=progress)
         where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)} of them)"
         echo(f"study {stage}: {len(runs)} runs{where}, {len(mine) - len(pending)} already done; "
              f"{plan.n_train}/{len(plan.split.validation)}/{len(plan.split.test)} train/validation/test cases; backend {backend}")
