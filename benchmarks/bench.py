@@ -35,7 +35,7 @@ import numpy as np
 
 # a cold torch.compile cache, so the first-compile time is what a fresh run pays
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="gm-bench-inductor-"))
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENKBP = ROOT.parent / "shared" / "data" / "Dataset501_OpenKBPHeadNeck"
@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from globalmask.checkpoint import ModelSpec, save_model  # noqa: E402
 from globalmask.dataset import load_dataset  # noqa: E402
+from globalmask.infer import Predictor, pad_values, resolve_device, sliding_window_probs  # noqa: E402
 from globalmask.io import write_text  # noqa: E402
-from globalmask.infer import Predictor, resolve_device, sliding_window_probs, pad_values  # noqa: E402
 from globalmask.masks import Recipe, available_recipes  # noqa: E402
 from globalmask.model import NetConfig, make_input  # noqa: E402
-from globalmask.train import Trainer, TrainConfig, prepare_data  # noqa: E402
+from globalmask.train import DataConfig, TrainConfig, Trainer, prepare_data  # noqa: E402
 
 #: The committed OpenKBP study's setting (benchmarks/openkbp/study.yaml).
 SPACING = (6.0, 6.0, 6.0)
@@ -79,10 +79,11 @@ def alternate(fa, fb, reps: int, warmup: int = 2) -> tuple[float, float]:
 def machine(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""
@@ -108,7 +109,7 @@ def md_table(rows: list[dict]) -> str:
 
 
 def _prepared(recipe="bone"):
-    return prepare_data(OPENKBP, recipe, SPACING, progress=False)
+    return prepare_data(OPENKBP, DataConfig(recipe, SPACING), progress=False)
 
 
 def _trainer(prepared, mode: str, device, ids=None, **cfg_kwargs) -> Trainer:
@@ -146,7 +147,7 @@ def bench_train(device, reps: int) -> str:
 def _monai_loop_vs_globalmask(prepared, device, reps: int) -> tuple[float, float]:
     from monai.data import CacheDataset, DataLoader
     from monai.losses import DiceCELoss
-    from monai.transforms import Compose, RandAffined, RandScaleIntensityd, RandShiftIntensityd, SpatialPadd, RandSpatialCropd, ConcatItemsd
+    from monai.transforms import Compose, ConcatItemsd, RandAffined, RandScaleIntensityd, RandShiftIntensityd, RandSpatialCropd, SpatialPadd
 
     ids = list(prepared.split.train[:8])
     items = [{"ct": prepared.cases[i].ct[None], "gbm": prepared.cases[i].gbm[None].astype(np.float32), "label": prepared.cases[i].label[None]} for i in ids]
@@ -235,7 +236,7 @@ def _levers(prepared, device, reps: int) -> str:
 
 def _model(tmp: Path, mode: str = "ct+gbm", spacing=SPACING) -> Path:
     """An untrained model at a grid spacing (timing does not depend on the weights)."""
-    prepared = _prepared() if tuple(spacing) == SPACING else prepare_data(OPENKBP, "bone", spacing, case_ids=list(load_dataset(OPENKBP).load_split().train[:1]), progress=False)
+    prepared = _prepared() if tuple(spacing) == SPACING else prepare_data(OPENKBP, DataConfig("bone", tuple(spacing)), case_ids=list(load_dataset(OPENKBP).load_split().train[:1]), progress=False)
     spec = ModelSpec(mode, prepared.recipe, prepared.preprocess, prepared.dataset.labels, NET, PATCH)
     torch.manual_seed(0)
     return save_model(tmp / f"model_{spacing[0]:g}mm.pt", spec, spec.build().state_dict())

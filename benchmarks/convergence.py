@@ -67,7 +67,7 @@ def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int,
     from globalmask.dataset import load_dataset, resolve_split
     from globalmask.model import NetConfig
     from globalmask.preprocess import DEFAULT_WINDOW
-    from globalmask.train import TrainConfig, train
+    from globalmask.train import DataConfig, TrainConfig, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -81,7 +81,7 @@ def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int,
     cfg = TrainConfig(mode=mode, seed=0, steps=max_steps, val_every=val_every, patience=patience, min_delta=min_delta, net=net, **settings)
     run_dir = WORK / f"{name}-{mode.replace('+', '_')}"
     t0 = time.time()
-    result = train(ds, run_dir, cfg, spacing=(6.0, 6.0, 6.0), window=window, cache_dir=WORK / "cache", device="cpu", resume=run_dir.exists(), progress=True)
+    result = train(ds, run_dir, cfg, DataConfig(spacing=(6.0, 6.0, 6.0), window=window, cache_dir=WORK / "cache"), device="cpu", resume=run_dir.exists(), progress=True)
     import pandas as pd
 
     hist = pd.read_csv(run_dir / "history.csv")

@@ -18,11 +18,10 @@ from pathlib import Path
 from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402
-
-from globalmask.infer import Predictor  # noqa: E402
-from globalmask.io import write_text  # noqa: E402
-from globalmask.masks import Recipe  # noqa: E402
+import bench
+from globalmask.infer import Predictor
+from globalmask.io import write_text
+from globalmask.masks import Recipe
 
 
 def _table(prof, rows: int = 12) -> str:
@@ -65,7 +64,7 @@ def profile_recipes() -> str:
         total = time.perf_counter() - t
         buf = io.StringIO()
         pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(6)
-        body = "\n".join(line for line in buf.getvalue().splitlines() if line.strip() and not line.startswith(("   Ordered", "      ")) or "(" in line)
+        body = "\n".join(line for line in buf.getvalue().splitlines() if (line.strip() and not line.startswith(("   Ordered", "      "))) or "(" in line)
         parts.append(f"`{recipe.spec}`: {total:.2f} s\n\n```\n{body.strip()}\n```")
     return "\n\n".join(parts)
 

@@ -21,7 +21,7 @@ import torch
 
 from globalmask.dataset import load_dataset, resolve_split
 from globalmask.io import read_volume, write_text
-from globalmask.metrics import evaluate_volumes
+from globalmask.metrics import evaluate_volumes, mean_std_text
 from globalmask.preprocess import PreprocessConfig, prepare_case, restore_volume
 
 
@@ -55,9 +55,9 @@ def main() -> None:
     g = df.groupby("structure")
     table = pd.DataFrame(
         {
-            "Dice": g["dice"].agg(lambda s: f"{s.mean():.3f} ± {s.std(ddof=1):.3f}"),
-            "CoM error (mm)": g["com_mm"].agg(lambda s: f"{s.mean():.2f} ± {s.std(ddof=1):.2f}"),
-            "HD95 (mm)": g["hd95_mm"].agg(lambda s: f"{s.mean():.2f} ± {s.std(ddof=1):.2f}"),
+            "Dice": g["dice"].agg(lambda s: mean_std_text(s.mean(), s.std(ddof=1), 3)),
+            "CoM error (mm)": g["com_mm"].agg(lambda s: mean_std_text(s.mean(), s.std(ddof=1), 2)),
+            "HD95 (mm)": g["hd95_mm"].agg(lambda s: mean_std_text(s.mean(), s.std(ddof=1), 2)),
         }
     ).reset_index()
     spacing = " x ".join(f"{s:g}" for s in a.spacing)

@@ -22,7 +22,6 @@ import torch
 from globalmask import checks
 from globalmask.checkpoint import FORMAT, FORMAT_VERSION, load_model, save_model
 from globalmask.cli import main
-from globalmask.data import load_case
 from globalmask.dataset import load_dataset, resolve_split
 from globalmask.errors import (
     CheckpointError,
@@ -39,6 +38,7 @@ from globalmask.io import Volume, read_volume, write_volume
 from globalmask.masks import Recipe, make_gbm
 from globalmask.model import NetConfig, check_mode
 from globalmask.train import TrainConfig, train
+from globalmask.training_data import load_case
 
 from .conftest import make_tiny_dataset
 
@@ -381,7 +381,7 @@ def test_unreadable_file_names_the_file(tmp_path):
         pytest.skip("running as root: file permissions do not stop reads")
     p = write_volume(Volume(ct_array(), AFF), tmp_path / "locked.nii.gz")
     p.chmod(0)
-    with pytest.raises(InputFileError, match="locked.nii.gz"):
+    with pytest.raises(InputFileError, match=r"locked\.nii\.gz"):
         read_volume(p)
 
 

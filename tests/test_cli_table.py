@@ -324,7 +324,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
             rc = main(argv)
     except SystemExit as exc:  # argparse
         rc = exc.code if isinstance(exc.code, int) else 1
-    except Exception as exc:  # noqa: BLE001 - the point of the test
+    except Exception as exc:
         import traceback
 
         rc = "traceback"

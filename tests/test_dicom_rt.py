@@ -147,7 +147,7 @@ def test_dicom_seg_decoded_by_highdicom_equals_the_labels(phantom_series, tmp_pa
     frames = seg.get_pixels_by_source_instance(uids, combine_segments=True, relabel=False)
     number = {d.SegmentLabel: d.SegmentNumber for d in seg.SegmentSequence}
     k = int(np.argmax((labels.array == HN["brainstem"]).sum(axis=(0, 1))))
-    np.testing.assert_array_equal(frames[k].T == number["brainstem"], labels.array[:, :, k] == HN["brainstem"])
+    np.testing.assert_array_equal(number["brainstem"] == frames[k].T, labels.array[:, :, k] == HN["brainstem"])
 
 
 def _patient(root, name, case_index, roi_names, seed=0):

@@ -147,7 +147,7 @@ def test_lock_written_on_another_host_is_not_taken_over(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / guard.LOCK_NAME).write_text(json.dumps({"host": "other-node", "pid": 4242, "command": "study"}), encoding="utf-8")
-    with pytest.raises(guard.LockedError, match="other-node.*delete"):
+    with pytest.raises(guard.LockedError, match=r"other-node.*delete"):
         guard.RunLock(folder).acquire()
 
 
@@ -170,12 +170,10 @@ def test_second_train_on_the_same_folder_is_refused(tmp_path, capsys):
 
 def test_sigterm_becomes_an_exception_that_cleans_up(tmp_path):
     target = tmp_path / "out.txt"
-    with pytest.raises(guard.Interrupted) as info:
-        with guard.stop_on_signals():
-            with atomic_path(target) as tmp:
-                tmp.write_text("half", encoding="utf-8")
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)  # the handler interrupts this
+    with pytest.raises(guard.Interrupted) as info, guard.stop_on_signals(), atomic_path(target) as tmp:
+        tmp.write_text("half", encoding="utf-8")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
     assert info.value.signum == signal.SIGTERM and isinstance(info.value, KeyboardInterrupt)
     assert list(tmp_path.iterdir()) == []  # neither the temporary nor the target file
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
@@ -201,7 +199,7 @@ def test_full_disk_during_a_checkpoint_save_keeps_the_previous_one(tmp_path, mon
         raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(WriteError, match="could not write last.pt.*file write failed.*previous last.pt is unchanged") as info:
+    with pytest.raises(WriteError, match=r"could not write last\.pt.*file write failed.*previous last\.pt is unchanged") as info:
         save_atomic({"step": 20}, last)
     assert info.value.exit_code == 1
     assert last.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
@@ -216,7 +214,7 @@ def test_no_space_left_on_device_is_reported_and_nothing_replaced(tmp_path, monk
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "write_text", enospc)
-    with pytest.raises(WriteError, match="No space left on device.*previous summary.csv is unchanged"):
+    with pytest.raises(WriteError, match=r"No space left on device.*previous summary\.csv is unchanged"):
         write_text(target, "new\n")
     monkeypatch.undo()
     assert target.read_text(encoding="utf-8") == "old\n" and len(list(tmp_path.iterdir())) == 1
@@ -231,7 +229,7 @@ def test_corrupt_resume_state_is_a_clear_error(tmp_path):
     train(ds, tmp_path / "run", cfg, progress=False, device="cpu", stop_after=2)
     last = tmp_path / "run" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match="last.pt: cannot read the resume state.*delete it"):
+    with pytest.raises(CheckpointError, match=r"last\.pt: cannot read the resume state.*delete it"):
         train(ds, tmp_path / "run", cfg, progress=False, device="cpu", resume=True)
     assert not (tmp_path / "run" / guard.LOCK_NAME).exists()
 

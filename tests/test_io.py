@@ -115,7 +115,7 @@ def test_case_ids():
 
 
 def test_missing_and_corrupt_files_name_the_file(tmp_path):
-    with pytest.raises(InputFileError, match="nope.nii.gz: file not found"):
+    with pytest.raises(InputFileError, match=r"nope\.nii\.gz: file not found"):
         read_volume(tmp_path / "nope.nii.gz")
     good = write_volume(Volume(np.zeros((20, 20, 20), np.int16), np.eye(4)), tmp_path / "g.nii.gz")
     data = good.read_bytes()

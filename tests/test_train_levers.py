@@ -36,13 +36,13 @@ def test_bad_levers_are_refused(bad):
 
 def test_sgd_and_cpu_bf16_train_a_tiny_net(tmp_path):
     """The nnU-Net optimiser is SGD + Nesterov 0.99; bf16 autocast on CPU must still give a finite loss that falls."""
+    import numpy as np
+
     from globalmask.checkpoint import ModelSpec
     from globalmask.masks import Recipe
     from globalmask.model import NetConfig
     from globalmask.preprocess import PreparedCase, PreprocessConfig
     from globalmask.train import Trainer
-
-    import numpy as np
 
     shape = (16, 16, 16)
     ct = np.full(shape, -1.0, np.float32)

@@ -18,7 +18,7 @@ from globalmask.io import Volume, read_volume
 from globalmask.metrics import dice
 from globalmask.model import NetConfig
 from globalmask.phantom import make_phantom_dataset
-from globalmask.train import TrainConfig, train
+from globalmask.train import DataConfig, TrainConfig, train
 
 from .conftest import OPENKBP, needs_openkbp
 
@@ -232,7 +232,7 @@ def test_openkbp_train_and_predict_one_case_keeps_geometry(tmp_path):
     """A tiny model on 2 real cases at coarse spacing; prediction on a test case has its geometry."""
     ds = load_dataset(OPENKBP)
     cfg = TrainConfig(mode="ct+gbm", train_cases=2, steps=3, val_every=3, net=SMALL_NET, max_patch_voxels=48**3)
-    res = train(ds, tmp_path / "run", cfg, spacing=(8.0, 8.0, 8.0), progress=False, device="cpu", split_file=_small_split(ds, tmp_path))
+    res = train(ds, tmp_path / "run", cfg, DataConfig(spacing=(8.0, 8.0, 8.0), split_file=_small_split(ds, tmp_path)), progress=False, device="cpu")
     case = ds.cases[ds.load_split().test[0]]
     ct = read_volume(case.image)
     Predictor(res.model_path, device="cpu").predict_files([case.image], tmp_path / "pred", progress=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +34,13 @@ class AugmentConfig:
     noise_std: float = 0.05
     p_noise: float = 0.3
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AugmentConfig":
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+    def from_dict(cls, d: dict[str, Any]) -> AugmentConfig:
+        kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**kwargs)
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:

@@ -15,11 +15,13 @@ from typing import Any
 import torch
 
 from . import __version__
+from .dataset import parse_labels
 from .errors import CheckpointError, GlobalmaskError, WriteError
 from .io import atomic_path, write_failure
 from .masks import Recipe
-from .model import NetConfig, build_network, check_mode, mode_channels
+from .model import InputMode, NetConfig, build_network
 from .preprocess import PreprocessConfig
+from .validate import check_keys, fail, integer, number, sequence
 
 FORMAT = "globalmask-model"
 FORMAT_VERSION = 1
@@ -29,7 +31,7 @@ FORMAT_VERSION = 1
 class ModelSpec:
     """What a trained model is, apart from its weights."""
 
-    mode: str
+    mode: InputMode
     recipe: Recipe
     preprocess: PreprocessConfig
     labels: dict[str, int]
@@ -40,8 +42,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         """A checkpoint is input too: every field is checked before a network is built from it."""
-        from .dataset import parse_labels
-        from .validate import fail, number, sequence, integer
+        self.mode = InputMode.parse(self.mode)
 
         self.labels = parse_labels(self.labels, Path("checkpoint labels"))
         dims = self.net.spatial_dims
@@ -58,11 +59,11 @@ class ModelSpec:
         return max(self.labels.values()) + 1
 
     def build(self) -> torch.nn.Module:
-        return build_network(mode_channels(self.mode), self.n_classes, self.net)
+        return build_network(self.mode.channels, self.n_classes, self.net)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "mode": self.mode,
+            "mode": self.mode.value,  # a plain str: checkpoints load with weights_only=True
             "recipe": self.recipe.to_dict(),
             "preprocess": self.preprocess.to_dict(),
             "labels": dict(self.labels),
@@ -73,12 +74,10 @@ class ModelSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
-        from .validate import check_keys
-
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         check_keys(d, ["mode", "recipe", "preprocess", "labels", "net", "patch_size", "sw_overlap", "info"], "spec")
         return cls(
-            mode=check_mode(d["mode"]),
+            mode=InputMode.parse(d["mode"]),
             recipe=Recipe.parse(d["recipe"]),
             preprocess=PreprocessConfig.from_dict(d["preprocess"]),
             labels={str(k): int(v) for k, v in d["labels"].items()},
@@ -148,7 +147,7 @@ def _newer(a: str, b: str) -> bool:
     return key(a) > key(b)
 
 
-def load_model(path: str | Path, expect_mode: str | None = None) -> tuple[ModelSpec, torch.nn.Module]:
+def load_model(path: str | Path, expect_mode: InputMode | None = None) -> tuple[ModelSpec, torch.nn.Module]:
     """Rebuild the network from a checkpoint, with its weights loaded (eval mode, CPU)."""
     payload = read_checkpoint(path)
     try:
@@ -158,7 +157,7 @@ def load_model(path: str | Path, expect_mode: str | None = None) -> tuple[ModelS
     except Exception as exc:
         raise CheckpointError(f"checkpoint specification is incomplete or invalid ({type(exc).__name__}: {exc})", path) from exc
     if expect_mode is not None and spec.mode != expect_mode:
-        raise CheckpointError(f"checkpoint was trained with input mode {spec.mode!r}, not {expect_mode!r}", path)
+        raise CheckpointError(f"checkpoint was trained with input mode {spec.mode.value!r}, not {str(expect_mode)!r}", path)
     net = spec.build()
     try:
         net.load_state_dict(payload["state_dict"])

@@ -12,6 +12,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__, guard, validate
 from .errors import GlobalmaskError, OutputError
@@ -20,7 +21,7 @@ from .errors import GlobalmaskError, OutputError
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error (the usage text is one ``--help`` away), exit status 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -206,18 +207,19 @@ def _cmd_study(args: argparse.Namespace) -> None:
             raise GlobalmaskError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if args.retries < 0:
         raise GlobalmaskError(f"--retries must be >= 0, got {args.retries}")
-    shard = parse_shard(args.shard) if args.shard else None
+    shard_range = parse_shard(args.shard) if args.shard else None
     out = args.out or Path(f"study-{Path(args.dataset).resolve().name}")
-    run_study(args.dataset, out, config, workers=args.workers, max_runs=args.max_runs, command=command, shard=shard,
+    run_study(args.dataset, out, config, workers=args.workers, max_runs=args.max_runs, command=command, shard=shard_range,
               backend=args.backend, ray_address=args.ray_address, threads=args.threads, retries=args.retries)
 
 
 def _cmd_masks(args: argparse.Namespace) -> None:
-    from .masks import Recipe, make_gbm
-    from .io import case_id_from_path, check_volume_header, read_volume, write_volume
-    from .dataset import load_dataset
-    from .infer import collect_inputs, check_outputs
     from tqdm.auto import tqdm
+
+    from .dataset import load_dataset
+    from .infer import check_outputs, collect_inputs
+    from .io import case_id_from_path, check_volume_header, read_volume, write_volume
+    from .masks import Recipe, make_gbm
 
     recipe = Recipe.parse(args.recipe)
     if len(args.inputs) == 1 and args.inputs[0].is_dir() and ((args.inputs[0] / "dataset.json").exists() or (args.inputs[0] / "images").is_dir()):
@@ -238,9 +240,9 @@ def _cmd_masks(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .model import NetConfig
+    from .model import InputMode, NetConfig
     from .preprocess import DEFAULT_WINDOW
-    from .train import TrainConfig, train
+    from .train import DataConfig, TrainConfig, train
 
     _check_train_args(args)
     net_kwargs = {"spatial_dims": args.dims, "num_res_units": args.res_units}
@@ -248,7 +250,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         net_kwargs["channels"] = tuple(args.channels)
         net_kwargs["strides"] = (2,) * (len(args.channels) - 1)
     cfg = TrainConfig(
-        mode=args.mode,
+        mode=InputMode.parse(args.mode),
         train_cases=args.train_cases,
         seed=args.seed,
         steps=args.steps,
@@ -262,18 +264,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every,
         net=NetConfig(**net_kwargs),
     )
-    result = train(
-        args.dataset,
-        args.out,
-        cfg,
+    data = DataConfig(
         recipe=args.recipe,
         spacing=args.spacing,
         window=tuple(args.window) if args.window else DEFAULT_WINDOW,
         split_file=args.split,
         cache_dir=args.cache,
-        device=args.device,
-        resume=args.resume,
     )
+    result = train(args.dataset, args.out, cfg, data, device=args.device, resume=args.resume)
     print(
         f"trained {cfg.mode} on {len(result.train_ids)} case(s) in {result.seconds:.0f} s; "
         f"best validation Dice {result.best_val_dice:.3f} at step {result.best_step}; model: {result.model_path}"
@@ -287,14 +285,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from .infer import Predictor, collect_inputs, resolve_device
     from .io import check_volume_header
-    from .model import check_mode
+    from .model import InputMode
 
     resolve_device(args.device)
-    if args.mode is not None:
-        check_mode(args.mode)
+    expect_mode = InputMode.parse(args.mode) if args.mode is not None else None
     files = collect_inputs(args.inputs)
     guard.check_output_dir(args.out, [*args.inputs, *files], overwrite=args.overwrite)
-    predictor = Predictor(args.model, device=args.device, expect_mode=args.mode)
+    predictor = Predictor(args.model, device=args.device, expect_mode=expect_mode)
     for f in files:  # every input's header before any work
         check_volume_header(f)
     with guard.writing(args.out, "predict", [*args.inputs, *files], overwrite=args.overwrite):
@@ -337,14 +334,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     inputs = [args.label_dir] + ([] if into_preds else [args.pred_dir])
     guard.check_output_dir(out, inputs, overwrite=args.overwrite or into_preds, what=what)
     with guard.writing(out, "evaluate", inputs, overwrite=args.overwrite or into_preds):
-        per_case, summary = evaluate_folder(args.pred_dir, args.label_dir, labels, out_dir=out)
+        _, summary = evaluate_folder(args.pred_dir, args.label_dir, labels, out_dir=out)
     print(format_summary(summary))
     print(f"\nper-case metrics: {out / 'metrics.csv'}; summary: {out / 'summary.csv'}")
 
 
 def _cmd_phantom(args: argparse.Namespace) -> None:
-    from .phantom import make_phantom_dataset
     from .dataset import load_dataset, make_split, save_split
+    from .phantom import make_phantom_dataset
 
     try:
         fractions = tuple(float(f) for f in args.split.split(":"))
@@ -463,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with guard.stop_on_signals(), warnings.catch_warnings():
             warnings.showwarning = lambda message, *a, **k: print(f"globalmask {args.command}: warning: {message}", file=sys.stderr)
+            assert handler is not None  # argparse requires a command
             handler(args)
     except GlobalmaskError as exc:
         if args.debug:

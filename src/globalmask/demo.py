@@ -9,6 +9,8 @@ continues where it stopped (finished models are reused).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -16,14 +18,24 @@ import pandas as pd
 from .dataset import load_dataset, make_split, save_split
 from .infer import Predictor
 from .io import write_text
-from .metrics import evaluate_folder, summarize
-from .model import MODES, NetConfig
+from .metrics import evaluate_folder, mean_std_text, summarize
+from .model import MODES, InputMode, NetConfig
 from .phantom import make_phantom_dataset
-from .train import TrainConfig, train
+from .train import DataConfig, TrainConfig, train
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    cases: int
+    shape: tuple[int, int, int]
+    train_cases: int
+    steps: int
+    val_every: int
+
 
 #: Demo defaults: small enough for ~10 minutes on two CPU cores, large enough to show the effect.
-DEMO = {"cases": 30, "shape": (64, 64, 64), "train_cases": 3, "steps": 500, "val_every": 50}
-QUICK = {"cases": 9, "shape": (48, 48, 48), "train_cases": 2, "steps": 20, "val_every": 10}
+DEMO = DemoSettings(cases=30, shape=(64, 64, 64), train_cases=3, steps=500, val_every=50)
+QUICK = DemoSettings(cases=9, shape=(48, 48, 48), train_cases=2, steps=20, val_every=10)
 
 
 def demo_net() -> NetConfig:
@@ -38,45 +50,46 @@ def run_demo(
     seed: int = 0,
     device: str = "auto",
     quick: bool = False,
-    modes=MODES,
-    echo=print,
+    modes: Sequence[InputMode] = MODES,
+    echo: Callable[[str], object] = print,
 ) -> pd.DataFrame:
     """Run the demo into ``out`` and return the per-mode summary table."""
-    settings = dict(QUICK if quick else DEMO)
+    settings = QUICK if quick else DEMO
     if train_cases is not None:
-        settings["train_cases"] = train_cases
+        settings = replace(settings, train_cases=train_cases)
     if steps is not None:
-        settings["steps"] = steps
+        settings = replace(settings, steps=steps)
     out = Path(out)
     t0 = time.perf_counter()
-    data = make_phantom_dataset(out / f"phantom_{kind}", kind=kind, cases=settings["cases"], seed=seed, shape=settings["shape"], progress=True)
+    data = make_phantom_dataset(out / f"phantom_{kind}", kind=kind, cases=settings.cases, seed=seed, shape=settings.shape, progress=True)
     ds = load_dataset(data)
     if ds.split_file is None:
         save_split(make_split(ds.cases, seed=seed), data / "splits.json", note=f"seeded 60:20:20 split (seed {seed})")
         ds = load_dataset(data)
     split = ds.load_split()
+    assert split is not None  # saved above when the cohort had none
     echo(
-        f"phantom cohort: {len(ds)} {kind} cases at {settings['shape'][0]}^3 "
+        f"phantom cohort: {len(ds)} {kind} cases at {settings.shape[0]}^3 "
         f"({len(split.train)} train / {len(split.validation)} validation / {len(split.test)} test); "
-        f"each mode trains on the same {settings['train_cases']} case(s) for {settings['steps']} steps"
+        f"each mode trains on the same {settings.train_cases} case(s) for {settings.steps} steps"
     )
     tables = []
     for mode in modes:
         cfg = TrainConfig(
             mode=mode,
-            train_cases=settings["train_cases"],
+            train_cases=settings.train_cases,
             seed=seed,
-            steps=settings["steps"],
-            val_every=settings["val_every"],
+            steps=settings.steps,
+            val_every=settings.val_every,
             patience=None,  # a fixed budget so the demo's minutes are predictable; `train` stops at a plateau
             net=demo_net(),
         )
         run = out / "runs" / mode.replace("+", "_")
-        result = train(ds, run, cfg, device=device, resume=True, cache_dir=out / "cache")
+        result = train(ds, run, cfg, DataConfig(cache_dir=out / "cache"), device=device, resume=True)
         pred_dir = out / "predictions" / mode.replace("+", "_")
         Predictor(result.model_path, device=device).predict_files([ds.cases[c].image for c in split.test], pred_dir, progress=True)
         per_case, _ = evaluate_folder(pred_dir, data / "labelsTr", ds.labels, cases=split.test)
-        per_case.insert(0, "mode", mode)
+        per_case.insert(0, "mode", mode.value)
         tables.append(per_case)
     per_case = pd.concat(tables, ignore_index=True)
     table = demo_table(per_case)
@@ -98,9 +111,9 @@ def demo_table(per_case: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             {
                 "mode": mode,
-                "Dice": f"{allrow['dice_mean']:.3f} ± {allrow['dice_std']:.3f}",
-                "CoM error (mm)": f"{allrow['com_mm_mean']:.2f} ± {allrow['com_mm_std']:.2f}",
-                "HD95 (mm)": f"{allrow['hd95_mm_mean']:.2f} ± {allrow['hd95_mm_std']:.2f}",
+                "Dice": mean_std_text(allrow["dice_mean"], allrow["dice_std"], 3),
+                "CoM error (mm)": mean_std_text(allrow["com_mm_mean"], allrow["com_mm_std"], 2),
+                "HD95 (mm)": mean_std_text(allrow["hd95_mm_mean"], allrow["hd95_mm_std"], 2),
                 "missed": int(allrow["n_missed"]),
             }
         )

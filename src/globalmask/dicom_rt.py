@@ -17,17 +17,25 @@ globalmask resampled onto a regular grid) and writes with attributes pydicom 3 d
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import io as _io
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
+from skimage.draw import polygon2mask
+from skimage.measure import find_contours
+from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import DatasetError, GeometryError, InputFileError
-from .io import Volume, atomic_path
+from .dicom_seg import write_dicom_seg
+from .errors import DatasetError, GeometryError, InputFileError, OutputError
+from .io import Volume, atomic_path, dicom_image_series, read_dicom_series, read_volume, voxel_spacing, write_json, write_text, write_volume
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 CT_IMAGE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
@@ -114,9 +122,7 @@ def parse_label_map(obj: object, source: str | Path = "<labels>") -> LabelMap:
 
 def load_label_map(path: str | Path) -> LabelMap:
     """Read a label map from JSON or YAML (see :func:`parse_label_map`)."""
-    import json
 
-    import yaml
 
     path = Path(path)
     if not path.is_file():
@@ -220,7 +226,6 @@ def rasterise_contours(contours: Sequence[np.ndarray], volume: Volume, where: st
     neighbour along the normal for a series resampled on reading). Returns (mask, number of
     contours lying more than a quarter slice off every CT slice).
     """
-    from skimage.draw import polygon2mask
 
     shape = volume.shape
     inv = np.linalg.inv(volume.affine)
@@ -256,7 +261,6 @@ def mask_to_contours(mask: np.ndarray, affine: np.ndarray) -> list[tuple[int, np
     Marching squares at 0.5 on the zero-padded plane: outer boundaries and hole boundaries alike;
     the reader's XOR rule turns them back into the same voxels.
     """
-    from skimage.measure import find_contours
 
     mask = np.asarray(mask, dtype=bool)
     affine = np.asarray(affine, dtype=np.float64)
@@ -318,16 +322,16 @@ def build_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, 
     pydicom = _pydicom()
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.sequence import Sequence as Seq
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     ref = headers[0]
     now = _dt.datetime.now()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
+    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS  # type: ignore[assignment]  # pydicom accepts a str UID
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)  # type: ignore[arg-type]  # an in-memory dataset has no file name
     ds.SOPClassUID = RTSTRUCT_SOP_CLASS
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     _copy(ref, ds, _PATIENT_STUDY)
@@ -422,14 +426,14 @@ def write_ct_series(volume: Volume, folder: str | Path, *, patient_id: str = "PH
     ``positions`` (n, 3) overrides ImagePositionPatient (LPS) per plane: tests use it to make
     series with missing slices, uneven spacing or gantry tilt.
     """
-    pydicom = _pydicom()
+    _pydicom()  # a clear error when the optional DICOM extra is missing
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lps = _LPS @ volume.affine[:3, :4]
-    spacing = np.linalg.norm(lps[:, :3], axis=0)
+    spacing = voxel_spacing(lps)
     row_dir, col_dir = lps[:, 0] / spacing[0], lps[:, 1] / spacing[1]
     array = np.asarray(volume.array)
     n = array.shape[2]
@@ -440,11 +444,11 @@ def write_ct_series(volume: Volume, folder: str | Path, *, patient_id: str = "PH
     files = []
     for k in range(n):
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CT_IMAGE_SOP_CLASS
+        meta.MediaStorageSOPClassUID = CT_IMAGE_SOP_CLASS  # type: ignore[assignment]  # pydicom accepts a str UID
         meta.MediaStorageSOPInstanceUID = generate_uid(prefix=uid_prefix)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)  # type: ignore[arg-type]  # an in-memory dataset has no file name
         ds.SOPClassUID = CT_IMAGE_SOP_CLASS
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"{patient_id}^", patient_id, "", "O"
@@ -514,7 +518,6 @@ def _case_id(folder: Path) -> str:
 
 def convert_patient(folder: Path, label_map: LabelMap) -> tuple[Volume, Volume, dict]:
     """(CT, label map on the CT grid, table row) for one patient folder."""
-    from .io import read_dicom_series
 
     found_files = scan_patient(folder)
     if not found_files.rtstructs:
@@ -579,23 +582,15 @@ def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str
     and ``conversion.csv``/``conversion.json`` (one row per patient: ROIs found, missing, ignored,
     empty, voxels lost to higher-priority overlaps, geometry repairs).
     """
-    import csv
-    import io as _io
 
-    from tqdm.auto import tqdm
 
-    from .io import write_json, write_text, write_volume
 
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise InputFileError("source folder not found", src)
     if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()):
-        from .errors import OutputError
-
         raise OutputError(f"output dataset would be written inside the source folder {src}; choose another --out", out)
     if out.exists() and any(out.iterdir()):
-        from .errors import OutputError
-
         raise OutputError("output dataset folder exists and is not empty", out)
     if not isinstance(label_map, LabelMap):
         label_map = load_label_map(label_map)
@@ -639,7 +634,6 @@ def check_dicom_inputs(inputs: Sequence[Path], fmt: str) -> None:
 def write_prediction_objects(inputs: Sequence[Path], label_files: Sequence[Path], names: Mapping[str, int], out_dir: str | Path,
                              fmt: str) -> list[Path]:
     """For each (DICOM input folder, written label map): ``<case>_rtstruct.dcm`` or ``<case>_seg.dcm``."""
-    from .io import dicom_image_series, read_volume
 
     out_dir = Path(out_dir)
     written = []
@@ -653,8 +647,6 @@ def write_prediction_objects(inputs: Sequence[Path], label_files: Sequence[Path]
         if fmt == "rtstruct":
             written.append(write_rtstruct(labels, names, headers, out_dir / f"{case}_rtstruct.dcm"))
         elif fmt == "dicom-seg":
-            from .dicom_seg import write_dicom_seg
-
             written.append(write_dicom_seg(labels, names, headers, out_dir / f"{case}_seg.dcm"))
         else:
             raise InputFileError(f"unknown output format {fmt!r} (nifti, rtstruct, dicom-seg)")

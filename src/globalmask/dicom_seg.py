@@ -12,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from . import __version__
 from .errors import GeometryError, InputFileError
-from .io import Volume, atomic_path
+from .io import GEOMETRY_ATOL_MM, Volume, atomic_path, voxel_spacing
 
 _LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -45,19 +46,19 @@ def build_dicom_seg(labels: Volume, names: Mapping[str, int], source_images: Seq
     structures = _structures(names)
     array = np.asarray(labels.array)
     lps = _LPS @ labels.affine[:3, :4]
-    spacing = np.linalg.norm(lps[:, :3], axis=0)
+    spacing = voxel_spacing(lps)
     ref = source_images[0]
     iop = np.asarray(ref.ImageOrientationPatient, dtype=np.float64)
     if not np.allclose(lps[:, 0] / spacing[0], iop[:3], atol=1e-4) or not np.allclose(lps[:, 1] / spacing[1], iop[3:], atol=1e-4):
         raise GeometryError("label map axes are not the CT series' row/column directions: not a prediction on this series")
     # (frames, rows, columns, segments): frame k is the array's plane k, rows are its y axis.
-    frames = np.stack([np.stack([array[:, :, k].T == v for _, v in structures], axis=-1) for k in range(array.shape[2])])
+    frames = np.stack([np.stack([v == array[:, :, k].T for _, v in structures], axis=-1) for k in range(array.shape[2])])
     positions = [lps[:, 3] + k * lps[:, 2] for k in range(array.shape[2])]
     src_pos = [np.asarray(h.ImagePositionPatient, dtype=np.float64) for h in source_images]
     same_grid = (
         len(positions) == len(src_pos)
         and array.shape[:2] == (int(ref.Columns), int(ref.Rows))
-        and all(np.allclose(p, q, atol=0.01) for p, q in zip(positions, src_pos))
+        and all(np.allclose(p, q, atol=GEOMETRY_ATOL_MM) for p, q in zip(positions, src_pos))
     )
     algorithm = hd.AlgorithmIdentificationSequence(
         name="globalmask", version=__version__, family=codes.cid7162.ArtificialIntelligence
@@ -137,7 +138,6 @@ def read_dicom_seg(path: str | Path, names: Mapping[str, int], like: Volume | No
 def _onto_grid(src: Volume, like: Volume) -> Volume:
     """Copy ``src`` voxels onto ``like``'s grid when both grids share voxel centres (axis flips and
     permutations allowed); voxels of ``like`` outside ``src`` are 0."""
-    from scipy import ndimage
 
     m = np.linalg.inv(src.affine) @ like.affine
     if not np.allclose(m[:3, :], np.round(m[:3, :]), atol=1e-3):

@@ -8,13 +8,16 @@ of floats), and it is written as uint8 on exactly the CT's grid. Labels are copi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from .data import load_case
+from tqdm.auto import tqdm
+
 from .dataset import load_dataset
 from .errors import GlobalmaskError, OutputError
 from .io import Volume, write_json, write_volume
 from .masks import Recipe, make_gbm
+from .training_data import load_case
 
 #: Input channels per mode, in nnU-Net's channel order: (name in channel_names, what is written).
 MODES = {
@@ -32,7 +35,6 @@ def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", re
     never trains on them; every other labelled case goes to imagesTr. The GBM is made with
     ``recipe`` (default: globalmask's default recipe), uint8, same shape and affine as the CT.
     """
-    from tqdm.auto import tqdm
 
     if mode not in MODES:
         raise GlobalmaskError(f"unknown --mode {mode!r} for nnU-Net export; use one of {', '.join(MODES)}")
@@ -46,8 +48,6 @@ def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", re
     recipe = Recipe.parse(recipe)
     test_ids: set[str] = set()
     if ds.split_file is not None and ds.split_file.exists():
-        import json
-
         test_ids = set(json.loads(ds.split_file.read_text(encoding="utf-8")).get("test", []))
     n_train = 0
     for case in tqdm(list(ds.cases.values()), desc=f"export nnU-Net {mode}", unit="case", disable=not progress):

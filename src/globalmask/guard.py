@@ -28,8 +28,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
+from . import __version__
 from .errors import OutputError
+from .io import write_json
 
 MARKER_NAME = ".globalmask-output.json"
 LOCK_NAME = ".globalmask.lock"
@@ -136,7 +139,7 @@ def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = (), *, over
         p = Path(item)
         pr = p.resolve()
         folder = pr if p.is_dir() else pr.parent
-        if res == pr or res == folder or (p.is_dir() and res.is_relative_to(pr)):
+        if res in (pr, folder) or (p.is_dir() and res.is_relative_to(pr)):
             kind = "input dataset folder" if is_dataset_folder(folder) or enclosing_dataset(folder) else "input folder"
             where = "is" if res == folder else "is inside"
             raise OutputError(f"{what} {where} the {kind} {folder}; inputs are read-only: choose a separate folder", out)
@@ -156,8 +159,6 @@ def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = (), *, over
 
 def claim_output_dir(out: str | Path, command: str) -> Path:
     """Create ``out`` (parents too) and mark it as a globalmask output; call after :func:`check_output_dir`."""
-    from . import __version__
-    from .io import write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,7 +210,7 @@ class RunLock:
     Releasing removes the file. Re-entrant within one process (nested acquisitions are counted).
     """
 
-    _held: dict[Path, int] = {}
+    _held: ClassVar[dict[Path, int]] = {}
     _mutex = threading.Lock()
 
     def __init__(self, folder: str | Path, command: str = "run"):
@@ -219,7 +220,7 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        import fcntl
+        import fcntl  # noqa: PLC0415  POSIX-only module, needed only where a lock is taken
 
         key = self.folder.resolve()
         with self._mutex:

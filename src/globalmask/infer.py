@@ -10,15 +10,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .checkpoint import ModelSpec, load_model
 from .errors import GeometryError, GlobalmaskError, InputFileError, OutputError
 from .io import Volume, case_id_from_path, is_volume_path, read_volume, same_geometry, volume_suffix, write_json, write_volume
-from .model import make_input
+from .model import InputMode, make_input
 from .preprocess import PreparedCase, prepare_case, restore_volume
 
 
@@ -35,7 +37,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def autocast(device: torch.device, enabled: bool = True):
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
     """Mixed precision on CUDA (bfloat16 where supported, else float16); nothing on CPU.
 
     On CPUs without native bf16 autocast is many times *slower*, so it is never used there.
@@ -46,7 +48,7 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def pad_values(mode: str) -> np.ndarray:
+def pad_values(mode: InputMode) -> np.ndarray:
     """Per-channel value of 'nothing there': air (-1 after normalisation) for CT, 0 for masks."""
     ct_air = -1.0
     dummy_ct = np.full((1, 1, 1), ct_air, dtype=np.float32)
@@ -95,9 +97,9 @@ def sliding_window_probs(
             logits = sliding_window_inference(x[None], tuple(patch_size), sw_batch_size, net, overlap=overlap, mode="gaussian")[0]
         else:
             slices = x.permute(3, 0, 1, 2)  # (Z, C, X, Y)
-            chunks = []
+            chunks: list[torch.Tensor] = []
             for k in range(0, slices.shape[0], 32):
-                chunks.append(sliding_window_inference(slices[k : k + 32], tuple(patch_size[:2]), 32, net, overlap=overlap, mode="gaussian"))
+                chunks.append(torch.as_tensor(sliding_window_inference(slices[k : k + 32], tuple(patch_size[:2]), 32, net, overlap=overlap, mode="gaussian")))
             logits = torch.cat(chunks).permute(1, 2, 3, 0)  # (K, X, Y, Z)
     probs = F.softmax(logits.float(), dim=0)
     return probs[(slice(None), *inner)].cpu()
@@ -106,7 +108,7 @@ def sliding_window_probs(
 class Predictor:
     """A loaded model, ready to segment volumes; load once, predict many."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", expect_mode: str | None = None):
+    def __init__(self, checkpoint: str | Path, device: str = "auto", expect_mode: InputMode | None = None):
         self.checkpoint = Path(checkpoint)
         self.spec: ModelSpec
         self.spec, self.net = load_model(checkpoint, expect_mode)
@@ -133,7 +135,6 @@ class Predictor:
 
     def predict_files(self, inputs: Iterable[str | Path], out_dir: str | Path, progress: bool = True) -> list[Path]:
         """Segment each input file/folder and write ``out_dir/<case id><suffix>``."""
-        from tqdm.auto import tqdm
 
         files = collect_inputs(inputs)
         out_dir = Path(out_dir)
@@ -187,5 +188,5 @@ def check_outputs(inputs: Sequence[Path], out_dir: Path) -> None:
     out_res = out_dir.resolve()
     for p in inputs:
         folder = p.resolve() if p.is_dir() else p.resolve().parent
-        if out_res == folder or out_res.is_relative_to(folder) and p.is_dir():
+        if out_res == folder or (out_res.is_relative_to(folder) and p.is_dir()):
             raise OutputError(f"output folder is the input folder {folder}; choose a separate --out", out_dir)

@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
+from nibabel.openers import ImageOpener
+from numpy.typing import ArrayLike, DTypeLike
+from scipy import ndimage
 
+from .checks import check_memory
 from .errors import GeometryError, GlobalmaskError, InputFileError, WriteError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -46,6 +53,15 @@ MAX_SIDE = 16384
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel size in mm along each array axis: the column norms of the affine's 3x3 part.
+
+    The one definition of spacing: whatever the orientation (flips, rotations, LPS or RAS), the
+    length of one step along an array axis is the norm of that axis' column.
+    """
+    return np.asarray(np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0))
+
+
 @dataclass
 class Volume:
     """A 3D array with its voxel-to-world affine (RAS+, mm).
@@ -58,7 +74,7 @@ class Volume:
     path: Path | None = field(default=None, compare=False)
     #: How the volume was read when that matters downstream (e.g. a DICOM series resampled onto
     #: a regular grid); written beside predictions as a sidecar JSON.
-    notes: dict = field(default_factory=dict, compare=False)
+    notes: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         self.affine = np.asarray(self.affine, dtype=np.float64)
@@ -72,7 +88,8 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along each array axis (column norms of the affine)."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        sx, sy, sz = (float(s) for s in voxel_spacing(self.affine))
+        return sx, sy, sz
 
     def with_array(self, array: np.ndarray) -> Volume:
         """Same geometry, new voxels (which must have the same shape)."""
@@ -119,10 +136,7 @@ def is_volume_path(path: str | Path) -> bool:
 
 
 def _looks_like_dicom_dir(path: Path) -> bool:
-    for child in path.iterdir():
-        if child.is_file() and (child.suffix.lower() in (".dcm", ".ima", "") and _has_dicm_magic(child)):
-            return True
-    return False
+    return any(child.is_file() and child.suffix.lower() in (".dcm", ".ima", "") and _has_dicm_magic(child) for child in path.iterdir())
 
 
 def _has_dicm_magic(path: Path) -> bool:
@@ -138,7 +152,7 @@ def _has_dicm_magic(path: Path) -> bool:
 # geometry helpers
 
 
-def sitk_geometry_to_affine(spacing, origin, direction) -> np.ndarray:
+def sitk_geometry_to_affine(spacing: ArrayLike, origin: ArrayLike, direction: ArrayLike) -> np.ndarray:
     """SimpleITK (LPS) spacing/origin/direction -> RAS+ 4x4 affine in array order (x, y, z)."""
     direction = np.asarray(direction, dtype=np.float64).reshape(3, 3)
     affine = np.eye(4)
@@ -147,10 +161,10 @@ def sitk_geometry_to_affine(spacing, origin, direction) -> np.ndarray:
     return affine
 
 
-def affine_to_sitk_geometry(affine: np.ndarray) -> tuple[tuple, tuple, tuple]:
+def affine_to_sitk_geometry(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
     """Inverse of :func:`sitk_geometry_to_affine`: (spacing, origin, direction) in LPS."""
     lps = _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3, :4]
-    spacing = np.linalg.norm(lps[:, :3], axis=0)
+    spacing = voxel_spacing(lps)
     direction = lps[:, :3] / spacing
     return tuple(spacing.tolist()), tuple(lps[:, 3].tolist()), tuple(direction.ravel().tolist())
 
@@ -160,7 +174,7 @@ def check_spacing(affine: np.ndarray, path: str | Path | None = None) -> None:
     affine = np.asarray(affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)):
         raise GeometryError("the affine contains NaN or infinite values (broken header)", path)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = voxel_spacing(affine)
     if np.any(spacing < 1e-6) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise GeometryError(
             f"voxel spacing {np.round(spacing, 4).tolist()} mm has a zero axis (broken header)", path
@@ -187,6 +201,7 @@ def read_volume(path: str | Path) -> Volume:
     path = Path(path)
     if not path.exists():
         raise InputFileError("file not found", path)
+    volume: Volume | None
     if path.is_dir():
         volume = _read_dicom_series(path)
     else:
@@ -200,6 +215,7 @@ def read_volume(path: str | Path) -> Volume:
                 f"unknown volume format (expected one of {', '.join(VOLUME_SUFFIXES)} or a DICOM folder)",
                 path,
             )
+    assert volume is not None  # only header_only reads return None
     check_spacing(volume.affine, path)
     return volume
 
@@ -208,15 +224,11 @@ def read_affine(path: str | Path) -> np.ndarray:
     """The affine of a volume from its header only (no voxel data read): cheap for big cohorts."""
     path = Path(path)
     if path.is_file() and volume_suffix(path) in NIFTI_SUFFIXES:
-        import nibabel as nib
-
         try:
-            return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+            return np.asarray(nib.load(str(path)).affine, dtype=np.float64)  # type: ignore[attr-defined]  # every NIfTI image has one
         except Exception as exc:
             raise InputFileError(f"cannot read NIfTI header ({type(exc).__name__}: {exc})", path) from exc
     if path.is_file() and volume_suffix(path) in SITK_SUFFIXES:
-        import SimpleITK as sitk
-
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:
@@ -227,7 +239,7 @@ def read_affine(path: str | Path) -> np.ndarray:
     return read_volume(path).affine
 
 
-def _shape_problem(shape) -> str | None:
+def _shape_problem(shape: Sequence[int]) -> str | None:
     """Why an array of ``shape`` is not a single-channel 3D volume (None when it is one)."""
     dims = [int(s) for s in shape]
     while len(dims) > 3 and dims[-1] == 1:
@@ -271,8 +283,6 @@ def check_volume_header(path: str | Path) -> None:
 
 
 def _read_nifti(path: Path, header_only: bool = False) -> Volume | None:
-    import nibabel as nib
-
     try:
         img = nib.load(str(path))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -308,7 +318,7 @@ def _read_nifti(path: Path, header_only: bool = False) -> Volume | None:
     return Volume(array, np.asarray(affine, dtype=np.float64), path)
 
 
-def check_data_type(dtype, path: str | Path | None = None) -> None:
+def check_data_type(dtype: DTypeLike, path: str | Path | None = None) -> None:
     """Only scalar integer, boolean or real voxels are intensities; RGB, complex or float128 are refused."""
     dtype = np.dtype(dtype)
     if dtype.names or dtype.kind not in "biuf" or dtype.itemsize > 8:
@@ -316,7 +326,7 @@ def check_data_type(dtype, path: str | Path | None = None) -> None:
         raise InputFileError(f"voxel data type {name} ({dtype.str}) is not a scalar intensity; expected integers or floats of up to 64 bits", path)
 
 
-def check_declared_shape(shape, path: str | Path | None = None) -> None:
+def check_declared_shape(shape: Sequence[int], path: str | Path | None = None) -> None:
     """Refuse a header whose declared size is implausible, before anything is allocated."""
     dims = [int(s) for s in shape]
     n = float(np.prod(dims, dtype=np.float64))
@@ -327,7 +337,7 @@ def check_declared_shape(shape, path: str | Path | None = None) -> None:
         )
 
 
-def _check_gzip_size(path: Path, needed: int, shape) -> None:
+def _check_gzip_size(path: Path, needed: int, shape: Sequence[int]) -> None:
     """Refuse a .nii.gz that cannot unpack to the size its header declares, before decompressing it.
 
     Deflate compresses at most ~1032:1, so a file holding fewer than needed/1100 bytes cannot
@@ -345,9 +355,8 @@ def _check_gzip_size(path: Path, needed: int, shape) -> None:
         )
 
 
-def _raw_pixdim(path: Path, header_class) -> np.ndarray:
+def _raw_pixdim(path: Path, header_class: Any) -> np.ndarray:
     """pixdim[1:4] exactly as stored in the file, before nibabel's automatic fixes."""
-    from nibabel.openers import ImageOpener
 
     with ImageOpener(str(path)) as fh:
         header = header_class.from_fileobj(fh, check=False)
@@ -373,20 +382,16 @@ def _raw_text_spacing(path: Path) -> list[float] | None:
     return None
 
 
-def _check_read_memory(shape, itemsize: int, path: Path) -> None:
-    from .checks import check_memory
-
+def _check_read_memory(shape: Sequence[int], itemsize: int, path: Path) -> None:
     check_memory(float(np.prod(shape)) * itemsize, f"reading a {tuple(int(s) for s in shape)} volume", path)
 
 
-def _nifti_scaled(img) -> bool:
+def _nifti_scaled(img: Any) -> bool:
     slope, inter = img.header.get_slope_inter()
     return (slope not in (None, 1.0)) or (inter not in (None, 0.0))
 
 
-def _sitk_image_to_volume(image, path: Path) -> Volume:
-    import SimpleITK as sitk
-
+def _sitk_image_to_volume(image: sitk.Image, path: Path) -> Volume:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputFileError(f"expected one channel, got {image.GetNumberOfComponentsPerPixel()} components per voxel", path)
     if image.GetDimension() != 3:
@@ -400,8 +405,6 @@ def _sitk_image_to_volume(image, path: Path) -> Volume:
 
 
 def _read_sitk(path: Path, header_only: bool = False) -> Volume | None:
-    import SimpleITK as sitk
-
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -456,13 +459,12 @@ class DicomSlice:
     sop_uid: str = ""
 
 
-def _meta(reader, key: str) -> str:
+def _meta(reader: sitk.ImageFileReader, key: str) -> str:
     return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
 
 
 def read_dicom_slice_header(file: str | Path) -> DicomSlice:
     """Header of one DICOM image (no pixels read); refuses files without a position."""
-    import SimpleITK as sitk
 
     file = Path(file)
     reader = sitk.ImageFileReader()
@@ -507,7 +509,7 @@ class SeriesGeometry:
         return len(self.faults) == (1 if self.dropped else 0)
 
 
-def analyse_series_geometry(slices: list[DicomSlice], where: str | Path, pixels=None) -> SeriesGeometry:
+def analyse_series_geometry(slices: list[DicomSlice], where: str | Path, pixels: Callable[[Path], np.ndarray] | None = None) -> SeriesGeometry:
     """Sort slices along their normal and classify the series' geometry (pure, for tests).
 
     ``pixels(file) -> ndarray`` is used only to compare slices that share a position: identical
@@ -590,7 +592,6 @@ def _lps_affine(direction: np.ndarray, spacing: tuple[float, float, float], orig
 
 def _read_slice_pixels(file: Path) -> np.ndarray:
     """One slice's pixels (rescaled to HU by GDCM) in (x, y) = (column, row) order."""
-    import SimpleITK as sitk
 
     try:
         image = sitk.ReadImage(str(file))
@@ -609,7 +610,6 @@ def _resample_series(geom: SeriesGeometry) -> tuple[np.ndarray, np.ndarray]:
     keeps the slices' pixel spacing and covers every slice (voxels outside them get the series'
     minimum, i.e. air).
     """
-    from scipy import ndimage
 
     first = geom.slices[0]
     dx, dy = first.spacing
@@ -637,7 +637,7 @@ def _resample_series(geom: SeriesGeometry) -> tuple[np.ndarray, np.ndarray]:
         dv = (v0 - geom.inplane_mm[i, 1]) / dy
         if (out_nx, out_ny) == (nx, ny) and abs(du) < 1e-9 and abs(dv) < 1e-9:
             return source(i)
-        return ndimage.map_coordinates(source(i), [grid_u + du, grid_v + dv], order=1, mode="constant", cval=fill)
+        return np.asarray(ndimage.map_coordinates(source(i), [grid_u + du, grid_v + dv], order=1, mode="constant", cval=fill))
 
     out = np.empty((out_nx, out_ny, n_out), dtype=np.float32)
     for t in range(n_out):
@@ -656,7 +656,6 @@ def _resample_series(geom: SeriesGeometry) -> tuple[np.ndarray, np.ndarray]:
 
 def dicom_image_series(folder: Path) -> dict[str, list[Path]]:
     """{SeriesInstanceUID: files} of the image series in ``folder`` (RTSTRUCT, SEG, ... left out)."""
-    import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
     out: dict[str, list[Path]] = {}
@@ -683,9 +682,7 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, files: li
     a regular orthogonal grid, with ``notes['dicom_geometry']`` saying what was done; duplicates
     with different pixels, mixed orientations, large gaps and several series are refused.
     """
-    import logging
 
-    import SimpleITK as sitk
 
     path = Path(path)
     if files is None:
@@ -742,7 +739,7 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, files: li
     return volume
 
 
-def _geometry_note(geom: SeriesGeometry, uid: str, resampled: bool, shape=None) -> dict:
+def _geometry_note(geom: SeriesGeometry, uid: str, resampled: bool, shape: Sequence[int] | None = None) -> dict[str, Any]:
     note = {
         "series_uid": uid,
         "faults": list(geom.faults),
@@ -752,7 +749,7 @@ def _geometry_note(geom: SeriesGeometry, uid: str, resampled: bool, shape=None) 
         "source_inplane_shift_mm": np.round(geom.inplane_mm, 4).tolist(),
         "dropped_duplicates": [str(p) for p in geom.dropped],
     }
-    if resampled:
+    if resampled and shape is not None:
         note.update(interpolation="linear", slice_spacing_mm=geom.spacing_z, shape=[int(s) for s in shape])
     return note
 
@@ -813,13 +810,36 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
+    """``obj`` as indented JSON; numpy values and paths are converted (see :func:`json_safe` for NaN)."""
     return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every value JSON can hold: NaN and infinities become null (JSON has neither,
+    ``json.dumps`` would write the invalid token ``NaN``), numpy scalars and arrays become Python
+    numbers and lists, paths become strings; dicts, lists and tuples are converted recursively."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, (np.floating,)):
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _json_default(obj: Any) -> Any:
+    """json.dumps hook for values it cannot write (numpy, paths); NaN is left to the caller (:func:`json_safe`)."""
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
@@ -843,16 +863,12 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
         array = array.astype(np.uint8)
     with atomic_path(path) as tmp:
         if suffix in NIFTI_SUFFIXES:
-            import nibabel as nib
-
             img = nib.Nifti1Image(array, volume.affine)  # Fortran-ordered arrays write fastest
             img.set_qform(volume.affine, code=1)
             img.set_sform(volume.affine, code=1)
             img.header.set_xyzt_units("mm")
             nib.save(img, str(tmp))
         else:
-            import SimpleITK as sitk
-
             image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
             spacing, origin, direction = affine_to_sitk_geometry(volume.affine)
             image.SetSpacing(spacing)

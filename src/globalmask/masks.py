@@ -35,8 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
+from .checks import check_finite, check_hounsfield
 from .errors import GlobalmaskError
 from .io import Volume
 from .validate import integer, real
@@ -69,25 +72,23 @@ def available_recipes() -> dict[str, dict[str, Any]]:
 
 
 @register("threshold", level=-300.0)
-def threshold_mask(ct: np.ndarray, affine=None, level: float = -300.0) -> np.ndarray:
+def threshold_mask(ct: np.ndarray, affine: np.ndarray | None = None, level: float = -300.0) -> np.ndarray:
     """Voxels strictly above ``level`` HU."""
     return np.asarray(ct) > level
 
 
 @register("otsu", bins=256)
-def otsu_mask(ct: np.ndarray, affine=None, bins: int = 256) -> np.ndarray:
+def otsu_mask(ct: np.ndarray, affine: np.ndarray | None = None, bins: int = 256) -> np.ndarray:
     """Voxels above Otsu's threshold of the volume's histogram (calibration-free)."""
-    from skimage.filters import threshold_otsu
-
     ct = np.asarray(ct)
     if ct.min() == ct.max():
         return np.zeros(ct.shape, dtype=bool)
     sample = ct[::2, ::2, ::2] if ct.size > 8_000_000 else ct  # histogram of a subsample is enough
-    return ct > threshold_otsu(sample, nbins=int(bins))
+    return np.asarray(ct > threshold_otsu(sample, nbins=int(bins)))
 
 
 @register("body", level=-500.0)
-def body_mask(ct: np.ndarray, affine=None, level: float = -500.0) -> np.ndarray:
+def body_mask(ct: np.ndarray, affine: np.ndarray | None = None, level: float = -500.0) -> np.ndarray:
     """Solid body silhouette: threshold, largest connected component, holes filled.
 
     Holes are filled in 3D and then slice by slice across the superior-inferior array axis (read
@@ -104,7 +105,7 @@ def body_mask(ct: np.ndarray, affine=None, level: float = -500.0) -> np.ndarray:
 
 
 @register("bone", level=250.0)
-def bone_mask(ct: np.ndarray, affine=None, level: float = 250.0) -> np.ndarray:
+def bone_mask(ct: np.ndarray, affine: np.ndarray | None = None, level: float = 250.0) -> np.ndarray:
     """Voxels above ``level`` HU: the skeleton (and contrast-filled vessels on CT angiograms)."""
     return np.asarray(ct) > level
 
@@ -123,13 +124,11 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     ``scipy.ndimage.label`` + arg-max of sizes (tested) and, with :func:`fill_holes_slicewise`,
     2-3.5x faster ``body`` masks on a 512 x 512 x 200 CT (``benchmarks/RESULTS.md``).
     """
-    import SimpleITK as sitk
-
     mask = np.ascontiguousarray(mask, dtype=bool)
     if not mask.any():
         return mask
     components = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.view(np.uint8)), True)
-    return sitk.GetArrayFromImage(sitk.RelabelComponent(components, sortByObjectSize=True)) == 1
+    return np.asarray(sitk.GetArrayFromImage(sitk.RelabelComponent(components, sortByObjectSize=True)) == 1)
 
 
 def fill_holes_slicewise(mask: np.ndarray, axis: int) -> np.ndarray:
@@ -174,7 +173,7 @@ class Recipe:
         object.__setattr__(self, "params", {**defaults, **{k: type(defaults[k])(v) for k, v in checked.items()}})
 
     @classmethod
-    def parse(cls, spec: "str | Recipe | dict | None") -> "Recipe":
+    def parse(cls, spec: str | Recipe | dict[str, Any] | None) -> Recipe:
         """Parse ``name``, ``name:value`` (first parameter) or ``name:key=value,key=value``."""
         if spec is None:
             return cls()
@@ -210,7 +209,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": dict(self.params)}
 
-    def __call__(self, ct: np.ndarray, affine=None) -> np.ndarray:
+    def __call__(self, ct: np.ndarray, affine: np.ndarray | None = None) -> np.ndarray:
         fn, _ = _RECIPES[self.name]
         return np.asarray(fn(ct, affine, **self.params), dtype=bool)
 
@@ -223,18 +222,17 @@ def _fmt(v: Any) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-def check_ct(ct: Volume, recipe: "Recipe | str | None" = None) -> None:
+def check_ct(ct: Volume, recipe: Recipe) -> None:
     """Refuse NaN/inf voxels, and non-HU data when the recipe applies HU levels."""
-    from .checks import check_finite, check_hounsfield
-
-    recipe = Recipe.parse(recipe)
     check_finite(ct.array, ct.path)
     if recipe.uses_hounsfield():
         check_hounsfield(ct.array, ct.path, f"recipe {recipe.spec!r}")
 
 
-def make_gbm(ct: Volume, recipe: "Recipe | str | None" = None) -> Volume:
-    """GBM of a CT volume: uint8 0/1 with exactly the CT's shape and affine."""
+def make_gbm(ct: Volume, recipe: Recipe | str | None = None) -> Volume:
+    """GBM of a CT volume: uint8 0/1 with exactly the CT's shape and affine.
+
+    A public entry point, so a recipe spec string (or None: the default) is parsed here."""
     recipe = Recipe.parse(recipe)
     check_ct(ct, recipe)
     return Volume(recipe(ct.array, ct.affine).astype(np.uint8), ct.affine.copy(), None)

@@ -38,14 +38,16 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .dataset import parse_labels, read_json
 from .errors import DatasetError, GeometryError, InputFileError
-from .io import GEOMETRY_ATOL_MM, Volume, affine_difference, case_id_from_path, read_volume, strip_suffix, volume_suffix, write_json, write_text
+from .io import GEOMETRY_ATOL_MM, Volume, affine_difference, case_id_from_path, json_safe, read_volume, strip_suffix, volume_suffix, voxel_spacing, write_json, write_text
 
 # Affines of a prediction and its reference may differ by io.GEOMETRY_ATOL_MM and still count as
 # one grid: the one tolerance, shared with training's image/label check and predict.
@@ -53,7 +55,6 @@ from .io import GEOMETRY_ATOL_MM, Volume, affine_difference, case_id_from_path, 
 #: Columns of the per-case table, in order (``case`` first when it comes from a file).
 ROW_COLUMNS = ("structure", "label", "dice", "com_mm", "hd95_mm", "msd_mm", "pred_ml", "ref_ml", "status")
 CASE_COLUMNS = ("case", *ROW_COLUMNS)
-STATUSES = ("ok", "missed", "false_positive", "absent")
 
 _METRICS = ("com_mm", "hd95_mm", "msd_mm")
 SUMMARY_COLUMNS = (
@@ -107,11 +108,11 @@ def _spacing(affine: np.ndarray) -> np.ndarray:
     Orthogonal grids keep the column-norm path so their results stay bit-identical.
     """
     m = _check_affine(affine)[:3, :3]
-    norms = np.linalg.norm(m, axis=0)
+    norms = voxel_spacing(m)
     gram = m.T @ m
     off = gram - np.diag(np.diag(gram))
     if np.all(norms > 0) and np.max(np.abs(off)) <= 1e-6 * float(np.max(norms)) ** 2:
-        return norms
+        return np.asarray(norms)
     return m
 
 
@@ -159,7 +160,7 @@ def _to_label_array(array: np.ndarray) -> np.ndarray:
         raise ValueError("label map holds non-integer values (a probability map rather than labels?)")
     lo, hi = (float(rounded.min()), float(rounded.max())) if rounded.size else (0.0, 0.0)
     dtype = np.uint8 if lo >= 0 and hi <= 255 else np.int32
-    return rounded.astype(dtype)
+    return np.asarray(rounded.astype(dtype))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ def center_of_mass_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray | None
         return None
     com_vox = np.asarray(ndimage.center_of_mass(mask[box]), dtype=np.float64)
     com_vox += np.array([s.start for s in box], dtype=np.float64)
-    return affine[:3, :3] @ com_vox + affine[:3, 3]
+    return np.asarray(affine[:3, :3] @ com_vox + affine[:3, 3])
 
 
 def center_of_mass_distance_mm(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray) -> float:
@@ -228,7 +229,7 @@ def _directed_surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: np.n
 
 def _to_mm(index_points: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Voxel offsets -> mm offsets: per-axis scaling (orthogonal grid) or the full matrix (sheared)."""
-    return index_points * spacing if spacing.ndim == 1 else index_points @ spacing.T
+    return np.asarray(index_points * spacing if spacing.ndim == 1 else index_points @ spacing.T)
 
 
 def _surface_metrics(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray) -> tuple[float, float]:
@@ -281,7 +282,7 @@ def _status(n_pred: int, n_ref: int) -> str:
     return "absent"
 
 
-def structure_metrics(pred_label: np.ndarray, ref_label: np.ndarray, affine: np.ndarray, labels: Mapping[str, int]) -> list[dict]:
+def structure_metrics(pred_label: np.ndarray, ref_label: np.ndarray, affine: np.ndarray, labels: Mapping[str, int]) -> list[dict[str, Any]]:
     """One row per structure of ``labels`` (background / value 0 skipped), in the order given.
 
     Row keys: structure, label, dice, com_mm, hd95_mm, msd_mm, pred_ml, ref_ml, status (see the
@@ -305,13 +306,13 @@ def structure_metrics(pred_label: np.ndarray, ref_label: np.ndarray, affine: np.
     pred_boxes = ndimage.find_objects(pred_label, max_label) if max_label else []
     ref_boxes = ndimage.find_objects(ref_label, max_label) if max_label else []
     shape = pred_label.shape
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for name, value in wanted:
         if value > 0:
             pb, rb = pred_boxes[value - 1], ref_boxes[value - 1]
         else:  # negative values are unusual; fall back to explicit boxes
             pb, rb = _bbox(pred_label == value), _bbox(ref_label == value)
-        row: dict = {"structure": name, "label": value}
+        row: dict[str, Any] = {"structure": name, "label": value}
         if pb is None and rb is None:
             row.update(dice=float("nan"), com_mm=float("nan"), hd95_mm=float("nan"), msd_mm=float("nan"), pred_ml=0.0, ref_ml=0.0, status="absent")
             rows.append(row)
@@ -344,7 +345,7 @@ def _describe(path: Path | None) -> str:
     return str(path) if path is not None else "<in-memory volume>"
 
 
-def evaluate_volumes(pred: Volume, ref: Volume, labels: Mapping[str, int], case_id: str) -> list[dict]:
+def evaluate_volumes(pred: Volume, ref: Volume, labels: Mapping[str, int], case_id: str) -> list[dict[str, Any]]:
     """:func:`structure_metrics` for one case after checking both volumes share one grid.
 
     Shapes must be equal and affines agree within io.GEOMETRY_ATOL_MM: metrics of a prediction resampled to a
@@ -405,8 +406,6 @@ def _volume_files(folder: Path) -> dict[str, Path]:
 
 
 def _labels_from_json(label_dir: Path) -> dict[str, int] | None:
-    from .dataset import parse_labels, read_json  # local import: dataset is a heavier, higher-level module
-
     for candidate in (label_dir / "dataset.json", label_dir.parent / "dataset.json", label_dir.parent / "labels.json"):
         if not candidate.is_file():
             continue
@@ -513,7 +512,7 @@ def evaluate_folder(
         labels = {"background": 0, **{f"label_{v}": v for v in sorted(values) if v != 0}}
     labels = dict(labels)
 
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for case_id, ref_path in refs.items():
         ref = read_volume(ref_path)
         if case_id in preds:
@@ -537,25 +536,11 @@ def evaluate_folder(
                 "n_cases": len(refs),
                 "missing_predictions": missing,
                 "ignored_predictions": [p.name for p in extra],
-                "summary": _json_records(summary),
+                "summary": json_safe(summary.to_dict(orient="records")),
             },
         )
     return per_case, summary
 
-
-def _json_records(df: pd.DataFrame) -> list[dict]:
-    """Records with NaN -> null: json.dumps would write NaN, which is not valid JSON."""
-    out = []
-    for record in df.to_dict(orient="records"):
-        clean = {}
-        for key, value in record.items():
-            if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
-                value = None
-            elif isinstance(value, np.integer):
-                value = int(value)
-            clean[key] = value
-        out.append(clean)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -570,11 +555,11 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
     return float(values.mean()), std
 
 
-def _summary_row(name: str, df: pd.DataFrame) -> dict:
+def _summary_row(name: str, df: pd.DataFrame) -> dict[str, Any]:
     status = df["status"].astype(str) if "status" in df else pd.Series(["ok"] * len(df), index=df.index)
     scored = df[status != "absent"]
     n_cases = int(df["case"].nunique()) if "case" in df else len(df)
-    row: dict = {
+    row: dict[str, Any] = {
         "structure": name,
         "n_cases": n_cases,
         "n_scored": int(len(scored)),
@@ -605,10 +590,14 @@ def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 
-def _pm(mean: float, std: float, digits: int) -> str:
-    if mean is None or not np.isfinite(mean):
+def mean_std_text(mean: float | None, std: float | None = None, digits: int = 3) -> str:
+    """'0.712 ± 0.083': the one way every table (CLI, demo, report) prints a mean and its std.
+
+    A missing or non-finite mean prints 'n/a'; a missing or non-finite std (one value) prints the mean alone.
+    """
+    if mean is None or not math.isfinite(mean):
         return "n/a"
-    if std is None or not np.isfinite(std):
+    if std is None or not math.isfinite(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -622,10 +611,10 @@ def format_summary(summary: pd.DataFrame) -> str:
             [
                 str(r["structure"]),
                 str(int(r["n_scored"])),
-                _pm(r["dice_mean"], r["dice_std"], 3),
-                _pm(r["com_mm_mean"], r["com_mm_std"], 2),
-                _pm(r["hd95_mm_mean"], r["hd95_mm_std"], 2),
-                _pm(r["msd_mm_mean"], r["msd_mm_std"], 2),
+                mean_std_text(r["dice_mean"], r["dice_std"], 3),
+                mean_std_text(r["com_mm_mean"], r["com_mm_std"], 2),
+                mean_std_text(r["hd95_mm_mean"], r["hd95_mm_std"], 2),
+                mean_std_text(r["msd_mm_mean"], r["msd_mm_std"], 2),
                 str(int(r["n_missed"])),
                 str(int(r["n_false_positive"])),
             ]

@@ -9,79 +9,90 @@ because it carries anatomy" from "it helps because it carries position".
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import GlobalmaskError
-
-# mode -> (number of channels, builder from (ct, gbm) arrays of one case/patch)
-ChannelFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-_MODES: dict[str, tuple[int, ChannelFn]] = {}
+from .validate import check_fields, check_keys, choice, integer, real, sequence
 
 
-def register_mode(name: str, channels: int) -> Callable[[ChannelFn], ChannelFn]:
-    def wrap(fn: ChannelFn) -> ChannelFn:
-        _MODES[name] = (channels, fn)
-        return fn
+class InputMode(StrEnum):
+    """Which channels the network sees. A str enum: it compares equal to, prints as, and is stored
+    in JSON/YAML/checkpoints as its value (``"ct+gbm"``), so files written before it stay readable.
 
-    return wrap
+    Parse user text once at the edge (CLI, config, checkpoint) with :meth:`parse`; everything past
+    the edge takes an ``InputMode``.
+    """
+
+    CT = "ct"
+    GBM = "gbm"
+    CT_GBM = "ct+gbm"
+    CT_COORDS = "ct+coords"
+
+    @classmethod
+    def parse(cls, value: object) -> InputMode:
+        """The mode named ``value``, or a one-line error listing the modes."""
+        if isinstance(value, str) and value in cls._value2member_map_:
+            return cls(value)
+        raise GlobalmaskError(f"unknown input mode {value!r}; choose one of {', '.join(m.value for m in cls)}")
+
+    @property
+    def channels(self) -> int:
+        return _CHANNELS[self][0]
+
+    @property
+    def binary_channels(self) -> list[int]:
+        """Indices of channels that are binary masks (nearest-neighbour only, no intensity change)."""
+        return {InputMode.GBM: [0], InputMode.CT_GBM: [1]}.get(self, [])
+
+    @property
+    def intensity_channels(self) -> list[int]:
+        """Indices of CT channels (the only ones that get intensity augmentation)."""
+        return {InputMode.CT: [0], InputMode.CT_GBM: [0], InputMode.CT_COORDS: [0]}.get(self, [])
 
 
-@register_mode("ct", 1)
 def _ct(ct: np.ndarray, gbm: np.ndarray) -> np.ndarray:
     return ct[None].astype(np.float32, copy=False)
 
 
-@register_mode("gbm", 1)
 def _gbm(ct: np.ndarray, gbm: np.ndarray) -> np.ndarray:
     return gbm[None].astype(np.float32)
 
 
-@register_mode("ct+gbm", 2)
 def _ct_gbm(ct: np.ndarray, gbm: np.ndarray) -> np.ndarray:
     return np.stack([ct.astype(np.float32, copy=False), gbm.astype(np.float32)])
 
 
-@register_mode("ct+coords", 4)
 def _ct_coords(ct: np.ndarray, gbm: np.ndarray) -> np.ndarray:
     grids = np.meshgrid(*[np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in ct.shape], indexing="ij")
     return np.stack([ct.astype(np.float32, copy=False), *grids])
 
 
-MODES: tuple[str, ...] = ("ct", "gbm", "ct+gbm")
+# mode -> (number of channels, builder from the (ct, gbm) arrays of one case or patch)
+ChannelFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+_CHANNELS: dict[InputMode, tuple[int, ChannelFn]] = {
+    InputMode.CT: (1, _ct),
+    InputMode.GBM: (1, _gbm),
+    InputMode.CT_GBM: (2, _ct_gbm),
+    InputMode.CT_COORDS: (4, _ct_coords),
+}
+
+#: The paper's three modes (``ct+coords`` is a control, run on request).
+MODES: tuple[InputMode, ...] = (InputMode.CT, InputMode.GBM, InputMode.CT_GBM)
 
 
-def available_modes() -> list[str]:
-    return list(_MODES)
+def check_mode(mode: object) -> InputMode:
+    """Alias of :meth:`InputMode.parse` for callers that validate a name."""
+    return InputMode.parse(mode)
 
 
-def mode_channels(mode: str) -> int:
-    check_mode(mode)
-    return _MODES[mode][0]
-
-
-def check_mode(mode: str) -> str:
-    if mode not in _MODES:
-        raise GlobalmaskError(f"unknown input mode {mode!r}; choose one of {', '.join(_MODES)}")
-    return mode
-
-
-def binary_channels(mode: str) -> list[int]:
-    """Indices of channels that are binary masks (nearest-neighbour only, no intensity change)."""
-    return {"gbm": [0], "ct+gbm": [1]}.get(mode, [])
-
-
-def intensity_channels(mode: str) -> list[int]:
-    """Indices of CT channels (the only ones that get intensity augmentation)."""
-    return {"ct": [0], "ct+gbm": [0], "ct+coords": [0]}.get(mode, [])
-
-
-def make_input(mode: str, ct: np.ndarray, gbm: np.ndarray) -> np.ndarray:
+def make_input(mode: InputMode, ct: np.ndarray, gbm: np.ndarray) -> np.ndarray:
     """Stack the channels of ``mode`` from a case's normalised CT and GBM arrays: (C, *shape)."""
-    check_mode(mode)
-    return _MODES[mode][1](ct, gbm)
+    return _CHANNELS[mode][1](ct, gbm)
 
 
 @dataclass(frozen=True)
@@ -96,8 +107,6 @@ class NetConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        from .validate import choice, check_fields, integer, real, sequence
-
         rules = {
             "spatial_dims": choice((2, 3)),
             "channels": sequence(integer(1, 4096), (2, 10), "channel counts (one per U-Net level)"),
@@ -115,15 +124,11 @@ class NetConfig:
         """Input sizes must be multiples of this (the product of the strides)."""
         return int(np.prod(self.strides))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetConfig":
-        from dataclasses import fields
-
-        from .validate import check_keys
-
+    def from_dict(cls, d: dict[str, Any]) -> NetConfig:
         check_keys(d, [f.name for f in fields(cls)], "net settings")
         return cls(**d)
 

@@ -18,17 +18,20 @@ argmax), giving a label map with exactly the input's shape and affine.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import GeometryError
-from .io import Volume
 from .checks import check_memory
+from .errors import GeometryError
+from .io import Volume, voxel_spacing
 from .masks import Recipe, check_ct, largest_component
+from .validate import check_keys
 
 DEFAULT_WINDOW = (-1000.0, 1000.0)
 
@@ -56,15 +59,14 @@ class PreprocessConfig:
         if not (math.isfinite(self.crop_level) and math.isfinite(self.crop_margin_mm) and self.crop_margin_mm >= 0):
             raise GeometryError(f"crop level and margin must be finite (margin >= 0), got {self.crop_level}, {self.crop_margin_mm}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessConfig":
-        from .validate import check_keys
-
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
         check_keys(d, [f.name for f in fields(cls)], "preprocess settings")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+        kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**kwargs)
 
 
 @dataclass
@@ -75,8 +77,8 @@ class Geometry:
     original_affine: np.ndarray
     canonical_shape: tuple[int, int, int]
     canonical_affine: np.ndarray
-    crop_start: tuple[int, int, int]
-    crop_stop: tuple[int, int, int]
+    crop_start: tuple[int, ...]
+    crop_stop: tuple[int, ...]
     grid_shape: tuple[int, int, int]
     grid_affine: np.ndarray
 
@@ -84,14 +86,15 @@ class Geometry:
     def crop_slices(self) -> tuple[slice, slice, slice]:
         return tuple(slice(a, b) for a, b in zip(self.crop_start, self.crop_stop))  # type: ignore[return-value]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return {k: (v.tolist() if isinstance(v, np.ndarray) else list(v)) for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Geometry":
+    def from_dict(cls, d: dict[str, Any]) -> Geometry:
         arr = {"original_affine", "canonical_affine", "grid_affine"}
-        return cls(**{k: (np.asarray(v, dtype=np.float64) if k in arr else tuple(int(x) for x in v)) for k, v in d.items()})
+        kwargs: dict[str, Any] = {k: (np.asarray(v, dtype=np.float64) if k in arr else tuple(int(x) for x in v)) for k, v in d.items()}
+        return cls(**kwargs)
 
 
 @dataclass
@@ -103,11 +106,11 @@ class PreparedCase:
     gbm: np.ndarray  # uint8 0/1
     geometry: Geometry
     label: np.ndarray | None = None  # uint8
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.ct.shape)  # type: ignore[return-value]
+        return tuple(self.ct.shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,7 +125,7 @@ def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
     return canon, new_affine
 
 
-def from_canonical(array: np.ndarray, original_affine: np.ndarray, order: str = "C") -> np.ndarray:
+def from_canonical(array: np.ndarray, original_affine: np.ndarray, order: Literal["C", "F"] = "C") -> np.ndarray:
     """Inverse of :func:`to_canonical` for an array on the canonical grid.
 
     ``order="F"`` gives the Fortran-ordered array NIfTI stores, so writing it needs no second
@@ -136,10 +139,11 @@ def from_canonical(array: np.ndarray, original_affine: np.ndarray, order: str = 
 def canonical_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel spacing in RAS array order (what :class:`PreprocessConfig.spacing` refers to)."""
     _, a = to_canonical(np.zeros((1, 1, 1)), affine)
-    return tuple(float(s) for s in np.linalg.norm(a[:3, :3], axis=0))  # type: ignore[return-value]
+    sx, sy, sz = (float(s) for s in voxel_spacing(a))
+    return sx, sy, sz
 
 
-def derive_spacing(affines) -> tuple[float, float, float]:
+def derive_spacing(affines: Iterable[np.ndarray]) -> tuple[float, float, float]:
     """Median canonical spacing over a training set (nnU-Net's default target)."""
     spacings = np.array([canonical_spacing(a) for a in affines])
     if len(spacings) == 0:
@@ -163,7 +167,7 @@ def body_box(ct: np.ndarray, affine: np.ndarray, level: float, margin_mm: float)
     if not body.any():
         return (0, 0, 0), tuple(ct.shape)
     idx = np.nonzero(body)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = voxel_spacing(affine)
     start, stop = [], []
     for ax in range(3):
         margin = int(np.ceil(margin_mm / spacing[ax])) + step
@@ -172,11 +176,11 @@ def body_box(ct: np.ndarray, affine: np.ndarray, level: float, margin_mm: float)
     return tuple(start), tuple(stop)
 
 
-def resampled_shape(shape, spacing, target) -> tuple[int, int, int]:
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float] | np.ndarray, target: Sequence[float]) -> tuple[int, int, int]:
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))  # type: ignore[return-value]
 
 
-def resample_affine(affine: np.ndarray, old_shape, new_shape) -> np.ndarray:
+def resample_affine(affine: np.ndarray, old_shape: Sequence[int], new_shape: Sequence[int]) -> np.ndarray:
     """Affine of a grid resampled from ``old_shape`` to ``new_shape`` over the same extent.
 
     Matches ``interpolate(..., align_corners=False)``: new voxel k samples old index
@@ -189,7 +193,7 @@ def resample_affine(affine: np.ndarray, old_shape, new_shape) -> np.ndarray:
     return affine @ t
 
 
-def resize(array: np.ndarray | torch.Tensor, shape, mode: str) -> torch.Tensor:
+def resize(array: np.ndarray | torch.Tensor, shape: Sequence[int], mode: str) -> torch.Tensor:
     """Resize a 3D array (or C x 3D) with torch; ``mode`` 'linear' or 'nearest'."""
     t = torch.as_tensor(array)
     squeeze = t.ndim == 3
@@ -204,7 +208,7 @@ def resize(array: np.ndarray | torch.Tensor, shape, mode: str) -> torch.Tensor:
     return t[0, 0] if squeeze else t[0]
 
 
-def normalize_ct(ct: np.ndarray | torch.Tensor, window) -> torch.Tensor:
+def normalize_ct(ct: np.ndarray | torch.Tensor, window: Sequence[float]) -> torch.Tensor:
     lo, hi = window
     t = torch.as_tensor(ct).float().clamp_(lo, hi)
     return t.sub_((lo + hi) / 2).div_((hi - lo) / 2)
@@ -288,7 +292,7 @@ def restore_labels(probabilities: np.ndarray | torch.Tensor, geometry: Geometry)
     return from_canonical(canon, geometry.original_affine, order="F")
 
 
-def restore_volume(probabilities, geometry: Geometry) -> Volume:
+def restore_volume(probabilities: np.ndarray | torch.Tensor, geometry: Geometry) -> Volume:
     """Like :func:`restore_labels`, wrapped with the original affine."""
     return Volume(restore_labels(probabilities, geometry), geometry.original_affine.copy())
 

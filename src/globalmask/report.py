@@ -7,21 +7,24 @@ number is computed that is not also in ``per_case.csv`` / ``results.json``.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from .io import atomic_path, read_volume, write_text
+from .dataset import load_dataset
+from .io import atomic_path, read_volume, voxel_spacing, write_text
 from .masks import Recipe, largest_component
+from .metrics import mean_std_text
+from .preprocess import to_canonical
 
 if TYPE_CHECKING:
     from .study import StudyResults
 
 #: The paper's numbers (Kazemimoghadam et al. 2022, arXiv:2205.09107), for side-by-side tables.
-PAPER = {
+PAPER: dict[str, dict[str, Any]] = {
     "brain": {"gbm_dice": (0.77, 0.06), "gbm_com_mm": (3.12, 1.43), "improvement_pct": (4.3, 125.3), "split": "26:10:10"},
     "heart": {"gbm_dice": (0.85, 0.04), "gbm_com_mm": (2.5, 0.93), "improvement_pct": (1.3, 48.1), "split": "12:3:5"},
 }
@@ -31,14 +34,6 @@ MODE_COLORS = {"ct": "tab:blue", "gbm": "tab:orange", "ct+gbm": "tab:green", "ct
 
 def _size_value(label: str, n_train: int) -> int:
     return n_train if str(label) == "all" else int(label)
-
-
-def _fmt(mean: float, std: float | None = None, digits: int = 3) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "n/a"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _rel(c: dict) -> str:
@@ -170,10 +165,8 @@ def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .dataset import load_dataset
-    from .preprocess import to_canonical
 
-    if results.sweep_recipe is None or not Path(results.plan.dataset_root, "dataset.json").exists() and not Path(results.plan.dataset_root, "images").is_dir():
+    if results.sweep_recipe is None or (not Path(results.plan.dataset_root, "dataset.json").exists() and not Path(results.plan.dataset_root, "images").is_dir()):
         return []
     recipe = Recipe.parse(results.sweep_recipe)
     full = [r for r in results.runs if r.role == "sweep" and r.recipe == recipe.spec and r.size_label == "all" and r.draw == 0]
@@ -185,6 +178,7 @@ def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path
     for case_id in cases:
         case = ds.cases[case_id]
         ct = read_volume(case.image)
+        assert case.label is not None  # test cases of a study have labels
         ref = read_volume(case.label)
         canon, caff = to_canonical(np.asarray(ct.array), ct.affine)
         rcanon, _ = to_canonical(np.asarray(ref.array), ref.affine)
@@ -199,7 +193,8 @@ def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path
         xlim = (min(canon.shape[0] - 0.5, xs.max() + pad), max(-0.5, xs.min() - pad))  # reversed: radiological
         ylim = (max(-0.5, ys.min() - pad), min(canon.shape[1] - 0.5, ys.max() + pad))
         fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
-        extent_ratio = np.linalg.norm(caff[:3, 1]) / np.linalg.norm(caff[:3, 0])
+        spacing = voxel_spacing(caff)
+        extent_ratio = spacing[1] / spacing[0]
         for ax, (title, run) in zip(np.atleast_1d(axes), panels):
             ax.imshow(np.clip(canon[:, :, z].T, -400, 600), cmap="gray", origin="lower", aspect=extent_ratio)
             if title.startswith("GBM"):
@@ -246,10 +241,10 @@ def paper_section(summary: pd.DataFrame, comps: pd.DataFrame, config: Any, main_
     gbm_all = _row(summary, recipe=main_recipe, mode="gbm", size="all", subset="test", shift="none", structure="all")
     small = comps[(comps["a"] == "ct+gbm") & (comps["b"] == "ct") & (comps["structure"] == "all") & (comps["size"].isin(["1", "2", "4", "8"]))] if not comps.empty else comps
     rows = [
-        {"quantity": f"GBM-only Dice ({structure}, full training set)", "paper": _fmt(*ref["gbm_dice"], 2), "ours": "n/a" if gbm is None else _fmt(gbm["dice_mean"], gbm["dice_std"])},
-        {"quantity": f"GBM-only CoM error, mm ({structure})", "paper": _fmt(*ref["gbm_com_mm"], 2), "ours": "n/a" if gbm is None else _fmt(gbm["com_mm_mean"], gbm["com_mm_std"], 2)},
-        {"quantity": "GBM-only Dice, all structures", "paper": "-", "ours": "n/a" if gbm_all is None else _fmt(gbm_all["dice_mean"], gbm_all["dice_std"])},
-        {"quantity": "GBM-only CoM error, mm, all structures", "paper": "-", "ours": "n/a" if gbm_all is None else _fmt(gbm_all["com_mm_mean"], gbm_all["com_mm_std"], 2)},
+        {"quantity": f"GBM-only Dice ({structure}, full training set)", "paper": mean_std_text(ref["gbm_dice"][0], ref["gbm_dice"][1], 2), "ours": "n/a" if gbm is None else mean_std_text(gbm["dice_mean"], gbm["dice_std"])},
+        {"quantity": f"GBM-only CoM error, mm ({structure})", "paper": mean_std_text(ref["gbm_com_mm"][0], ref["gbm_com_mm"][1], 2), "ours": "n/a" if gbm is None else mean_std_text(gbm["com_mm_mean"], gbm["com_mm_std"], 2)},
+        {"quantity": "GBM-only Dice, all structures", "paper": "-", "ours": "n/a" if gbm_all is None else mean_std_text(gbm_all["dice_mean"], gbm_all["dice_std"])},
+        {"quantity": "GBM-only CoM error, mm, all structures", "paper": "-", "ours": "n/a" if gbm_all is None else mean_std_text(gbm_all["com_mm_mean"], gbm_all["com_mm_std"], 2)},
     ]
     if not small.empty:
         lo, hi = small["relative_improvement_pct"].min(), small["relative_improvement_pct"].max()
@@ -322,7 +317,6 @@ def convergence_section(results: StudyResults) -> list[str]:
 
 def write_report(study_dir: str | Path, results: StudyResults, command: str | None = None, runs_dir: str | Path | None = None, reference: str | None = None) -> Path:
     """Figures plus ``report.md`` in ``study_dir``; overlays when ``runs_dir`` holds the predictions."""
-    import yaml
 
     out = Path(study_dir)
     config = results.config
@@ -393,7 +387,7 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
         r = _row(summary, recipe=main_recipe, mode=main, size="all", subset="test", shift="none", structure=structure)
         if r is None:
             continue
-        rows.append({"structure": structure, "Dice": _fmt(r["dice_mean"], r["dice_std"]), "CoM error (mm)": _fmt(r["com_mm_mean"], r["com_mm_std"], 2), "HD95 (mm)": _fmt(r["hd95_mm_mean"], r["hd95_mm_std"], 2), "missed": int(r["missed"])})
+        rows.append({"structure": structure, "Dice": mean_std_text(r["dice_mean"], r["dice_std"]), "CoM error (mm)": mean_std_text(r["com_mm_mean"], r["com_mm_std"], 2), "HD95 (mm)": mean_std_text(r["hd95_mm_mean"], r["hd95_mm_std"], 2), "missed": int(r["missed"])})
     if rows:
         lines += [f"GBM-only models at the full training size ({n_train} cases), test split:", "", _md_table(pd.DataFrame(rows)), ""]
 
@@ -401,10 +395,10 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
     lines += ["## 2. Data scarcity: Dice by training-set size", ""]
     rows = []
     for size in sizes:
-        row = {"training cases": size if size != "all" else f"all ({n_train})"}
+        row: dict[str, Any] = {"training cases": size if size != "all" else f"all ({n_train})"}
         for mode in modes:
             r = _row(summary, recipe=main_recipe, mode=mode, size=size, subset="test", shift="none", structure="all")
-            row[mode] = "n/a" if r is None else _fmt(r["dice_mean"], r["dice_std"])
+            row[mode] = "n/a" if r is None else mean_std_text(r["dice_mean"], r["dice_std"])
         rows.append(row)
     lines += [_md_table(pd.DataFrame(rows)), ""]
     rows = []
@@ -412,7 +406,7 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
         row = {"training cases": size if size != "all" else f"all ({n_train})"}
         for mode in modes:
             r = _row(summary, recipe=main_recipe, mode=mode, size=size, subset="test", shift="none", structure="all")
-            row[f"{mode} CoM (mm)"] = "n/a" if r is None else _fmt(r["com_mm_mean"], r["com_mm_std"], 2)
+            row[f"{mode} CoM (mm)"] = "n/a" if r is None else mean_std_text(r["com_mm_mean"], r["com_mm_std"], 2)
         rows.append(row)
     lines += ["Centre-of-mass error (mm):", "", _md_table(pd.DataFrame(rows)), ""]
     if figs:

@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import AugmentConfig, apply_intensity, apply_spatial, random_spatial_matrices
 from .checkpoint import ModelSpec, save_atomic, save_model
-from .data import PatchSampler, auto_patch_size, check_structures_present, prepare_cases
 from .dataset import Dataset, load_dataset, resolve_split, save_split, select_training_cases
 from .errors import CheckpointError, DatasetError, OutputError
 from .guard import RunLock, enclosing_dataset, remove_temp_files, stop_on_signals
@@ -45,10 +46,10 @@ from .infer import autocast, pad_values, resolve_device, sliding_window_probs
 from .io import read_affine, write_json, write_text
 from .masks import Recipe
 from .metrics import dice
-from .model import NetConfig, binary_channels, check_mode, intensity_channels, make_input
+from .model import InputMode, NetConfig, make_input
 from .preprocess import DEFAULT_WINDOW, PreparedCase, PreprocessConfig, derive_spacing
+from .training_data import PatchSampler, auto_patch_size, check_structures_present, prepare_cases
 from .validate import Rule, check_fields, check_keys, choice, fail, integer, optional, real, sequence
-
 
 #: Accepted values of every numeric TrainConfig field; the CLI applies the same table to its flags.
 OPTIMIZERS = ("adamw", "sgd")
@@ -102,7 +103,7 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
 class TrainConfig:
     """Everything that decides what a training run computes (stored in config.json)."""
 
-    mode: str = "ct+gbm"
+    mode: InputMode = InputMode.CT_GBM  # a mode name (str) is parsed on construction
     train_cases: int | None = None  # None: the whole training split
     seed: int = 0
     steps: int = 1000
@@ -126,7 +127,7 @@ class TrainConfig:
     channels_last: bool = True  # channels_last_3d: ~25% faster 3D convolutions on CPU (benchmarks/)
 
     def __post_init__(self) -> None:
-        check_mode(self.mode)
+        self.mode = InputMode.parse(self.mode)
         for key, value in check_fields(self, TRAIN_RULES, "train.").items():
             setattr(self, key, value)
         check_patch_fits_net(self.patch_size, self.max_patch_voxels, self.net, "train.")
@@ -135,12 +136,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["mode"] = self.mode.value
         d["net"] = self.net.to_dict()
         d["augment"] = self.augment.to_dict()
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         check_keys(d, [f.name for f in fields(cls)], "train settings")
         d = dict(d)
         d["net"] = NetConfig.from_dict(d.get("net", {}))
@@ -193,6 +195,29 @@ class Plateau:
         self.reference, self.waited = float(state["reference"]), int(state["waited"])
 
 
+@dataclass(frozen=True)
+class DataConfig:
+    """The data side of a run: GBM recipe, target grid, CT window, split and preprocessing cache.
+
+    Run control (``device``, ``resume``, ``progress``, ...) stays keyword arguments of :func:`train`:
+    it decides how a run executes, never what it computes. A recipe spec such as ``"bone:250"``
+    is parsed here, once.
+    """
+
+    recipe: Recipe = field(default_factory=Recipe)
+    spacing: tuple[float, ...] | None = None  # mm, RAS array order; None: median over the training split
+    window: tuple[float, ...] = DEFAULT_WINDOW  # CT clip window (HU), scaled to [-1, 1]
+    split_file: str | Path | None = None  # None: the dataset's splits.json, else a seeded split saved in the run
+    split_seed: int = 0
+    cache_dir: str | Path | None = None  # preprocessed cases reused across runs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipe", Recipe.parse(self.recipe))
+        if self.spacing is not None:
+            object.__setattr__(self, "spacing", tuple(self.spacing))
+        object.__setattr__(self, "window", tuple(self.window))
+
+
 @dataclass
 class PreparedData:
     """Preprocessed cases shared between runs (the study prepares once, trains many)."""
@@ -213,13 +238,8 @@ def seed_everything(seed: int) -> None:
 
 def prepare_data(
     dataset: Dataset | str | Path,
-    recipe: Recipe | str | None = None,
-    spacing: Sequence[float] | None = None,
-    window: Sequence[float] = DEFAULT_WINDOW,
-    split_file: str | Path | None = None,
-    split_seed: int = 0,
+    data: DataConfig | None = None,
     case_ids: Sequence[str] | None = None,
-    cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> PreparedData:
     """Resolve the split and target spacing, and preprocess the cases (train + validation by default).
@@ -227,18 +247,17 @@ def prepare_data(
     The target spacing defaults to the median over the *whole* training split (headers only), so
     every training subset of a study shares one grid. Test cases are not loaded here.
     """
+    data = data or DataConfig()
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
-    recipe = Recipe.parse(recipe)
-    split, source = resolve_split(ds, split_file, split_seed)
-    if spacing is None:
-        spacing = derive_spacing([read_affine(ds.cases[c].image) for c in split.train])
-    config = PreprocessConfig(spacing=tuple(spacing), window=tuple(window))
+    split, source = resolve_split(ds, data.split_file, data.split_seed)
+    spacing = data.spacing if data.spacing is not None else derive_spacing([read_affine(ds.cases[c].image) for c in split.train])
+    config = PreprocessConfig(spacing=tuple(spacing), window=tuple(data.window))  # type: ignore[arg-type]  # PreprocessConfig checks the lengths
     ids = list(case_ids) if case_ids is not None else [*split.train, *split.validation]
-    prepared = prepare_cases(ds.subset(ids), recipe, config, ds.labels, cache_dir, progress)
-    return PreparedData(ds, recipe, config, split, source, {pc.id: pc for pc in prepared})
+    prepared = prepare_cases(ds.subset(ids), data.recipe, config, ds.labels, data.cache_dir, progress)
+    return PreparedData(ds, data.recipe, config, split, source, {pc.id: pc for pc in prepared})
 
 
-def _validate(net, cases: Sequence[PreparedCase], mode: str, spec_patch, cfg: TrainConfig, labels, device) -> tuple[float, dict]:
+def _validate(net, cases: Sequence[PreparedCase], mode: InputMode, spec_patch, cfg: TrainConfig, labels, device) -> tuple[float, dict]:
     """Mean Dice over (case, structure) pairs with a non-empty reference, on the network grid."""
     net.eval()
     pad = pad_values(mode)
@@ -291,7 +310,8 @@ class Trainer:
         self.channels_last = cfg.channels_last and cfg.net.spatial_dims == 3
         self.net = spec.build().to(device)
         if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last_3d)
+            self.net = self.net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stubs lack memory_format
+        self.opt: torch.optim.Optimizer
         if cfg.optimizer == "sgd":
             self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay)
         else:
@@ -303,10 +323,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
         pad = pad_values(cfg.mode)
         inputs = [make_input(cfg.mode, pc.ct, pc.gbm) for pc in cases]
-        self.sampler = PatchSampler(inputs, [pc.label for pc in cases], self.patch, pad, cfg.fg_prob, np.random.default_rng([cfg.seed, 1]))
+        labels = [pc.label for pc in cases if pc.label is not None]
+        if len(labels) != len(cases):
+            raise DatasetError("every training case needs a label map")
+        self.sampler = PatchSampler(inputs, labels, self.patch, pad, cfg.fg_prob, np.random.default_rng([cfg.seed, 1]))
         self.aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 7)
-        self.extent_mm = tuple(p * s for p, s in zip(self.patch, spacing))
-        self.bin_ch, self.int_ch = binary_channels(cfg.mode), intensity_channels(cfg.mode)
+        self.extent_mm = (self.patch[0] * spacing[0], self.patch[1] * spacing[1], self.patch[2] * spacing[2])
+        self.bin_ch, self.int_ch = cfg.mode.binary_channels, cfg.mode.intensity_channels
         self.background = torch.as_tensor(pad)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,7 +341,9 @@ class Trainer:
         y = torch.from_numpy(y_np).to(self.device, non_blocking=True)
         two_d = cfg.net.spatial_dims == 2
         mats = random_spatial_matrices(x.shape[0], self.extent_mm, cfg.augment, self.aug_gen, in_plane_only=two_d)
-        x, y = apply_spatial(x, y, mats, self.bin_ch, self.background)
+        x, y_aug = apply_spatial(x, y, mats, self.bin_ch, self.background)
+        assert y_aug is not None  # a label in, a label out
+        y = y_aug
         if two_d:
             x, y = x[..., 0], y[..., 0]
         x = apply_intensity(x, self.int_ch, cfg.augment, self.aug_gen)
@@ -357,8 +382,22 @@ class Trainer:
         _set_rng_state(state["rng"], self.sampler, self.aug_gen)
 
 
-def train(data: PreparedData | Dataset | str | Path, out: str | Path, config: TrainConfig | None = None, **kwargs: Any) -> TrainResult:
+def train(
+    data: PreparedData | Dataset | str | Path,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    data_config: DataConfig | None = None,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
     """Train one model and write the run folder ``out`` (see the module docstring and :func:`_train`).
+
+    ``config`` says what the network learns, ``data_config`` what it learns from (both parsed and
+    checked on construction); the keywords control the run.
 
     Before anything is loaded: the settings are checked, ``out`` must not lie in a dataset or be a
     foreign non-empty folder, and a lock makes this process its only writer (a second ``train`` on
@@ -370,15 +409,15 @@ def train(data: PreparedData | Dataset | str | Path, out: str | Path, config: Tr
         raise DatasetError(f"config must be a TrainConfig, got {type(cfg).__name__}")
     out = Path(out)
     root = data.dataset.root if isinstance(data, PreparedData) else data.root if isinstance(data, Dataset) else Path(data)
-    _check_run_dir_early(out, Path(root), kwargs.get("cache_dir"))
-    if not isinstance(data, PreparedData):
-        Recipe.parse(kwargs.get("recipe"))
-    resolve_device(kwargs.get("device", "auto"))
+    if data_config is not None and not isinstance(data_config, DataConfig):
+        raise DatasetError(f"data_config must be a DataConfig, got {type(data_config).__name__}")
+    _check_run_dir_early(out, Path(root), data_config.cache_dir if data_config is not None else None)
+    resolve_device(device)
     created = not out.exists()
     try:
         with RunLock(out, "train"), stop_on_signals():
             remove_temp_files(out)
-            return _train(data, out, cfg, **kwargs)
+            return _train(data, out, cfg, data_config, device=device, resume=resume, progress=progress, stop_after=stop_after, log=log)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # refused or interrupted before writing anything: leave no empty folder
@@ -410,13 +449,8 @@ def _train(
     data: PreparedData | Dataset | str | Path,
     out: str | Path,
     config: TrainConfig | None = None,
+    data_config: DataConfig | None = None,
     *,
-    recipe: Recipe | str | None = None,
-    spacing: Sequence[float] | None = None,
-    window: Sequence[float] = DEFAULT_WINDOW,
-    split_file: str | Path | None = None,
-    split_seed: int = 0,
-    cache_dir: str | Path | None = None,
     device: str = "auto",
     resume: bool = False,
     progress: bool = True,
@@ -429,21 +463,21 @@ def _train(
     passes one to share preprocessing). ``stop_after`` ends the loop early after that many steps
     without finishing the run (for tests of resuming).
     """
-    from tqdm.auto import tqdm
 
     cfg = config or TrainConfig()
     out = Path(out)
     t0 = time.perf_counter()
     if isinstance(data, PreparedData):
         prepared = data
-        if recipe is not None or spacing is not None:
-            raise DatasetError("recipe and spacing come from the PreparedData; do not pass them again")
+        if data_config is not None:
+            raise DatasetError("the data settings (recipe, spacing, ...) come from the PreparedData; do not pass a data_config too")
     else:
+        data_config = data_config or DataConfig()
         ds = data if isinstance(data, Dataset) else load_dataset(data)
-        split, _ = resolve_split(ds, split_file, split_seed)
+        split, _ = resolve_split(ds, data_config.split_file, data_config.split_seed)
         _check_train_cases(cfg, split)
         ids = [*select_training_cases(split.train, cfg.train_cases, cfg.seed), *split.validation]
-        prepared = prepare_data(ds, recipe, spacing, window, split_file, split_seed, ids, cache_dir, progress)
+        prepared = prepare_data(ds, data_config, ids, progress)
     ds, split = prepared.dataset, prepared.split
     _check_train_cases(cfg, split)
     train_ids = select_training_cases(split.train, cfg.train_cases, cfg.seed)
@@ -575,8 +609,6 @@ def _train(
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    import pandas as pd
-
     write_text(path, pd.DataFrame(history).to_csv(index=False))
 
 

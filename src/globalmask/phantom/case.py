@@ -83,7 +83,7 @@ def check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
         raise GlobalmaskError(f"phantom shape must be three integers, got {shape!r}")
     if min(out) < MIN_SIDE or max(out) > 512:
         raise GlobalmaskError(f"phantom shape {out} is out of range: each side must be {MIN_SIDE}..512 voxels")
-    return out  # type: ignore[return-value]
+    return out
 
 
 def check_int(value: int, name: str) -> int:

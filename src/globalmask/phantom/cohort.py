@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..errors import GlobalmaskError, OutputError
 from ..io import write_json, write_volume
 from .case import PHANTOM_VERSION, check_int, check_kind, check_shape, make_phantom_case, phantom_case_id, phantom_labels
@@ -55,8 +57,6 @@ def make_phantom_dataset(
         write_json(marker, {**block, "version": PHANTOM_VERSION})
     iterator = todo
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(todo, desc=f"phantom {kind}", unit="case")
     for i in iterator:
         cid = phantom_case_id(kind, i)

@@ -8,9 +8,8 @@ any grid with the same millimetre size. Builders paint HU and labels into it wit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage
 
 from .shapes import FAR, Coords, Draw, rotation
@@ -96,14 +95,14 @@ class Scene:
             qk += np.float32(self.centre[k])
             qk += disp[k]
             q.append(qk)
-        self.q: Coords = tuple(q)  # type: ignore[assignment]
+        self.q: Coords = tuple(q)
         self.pad_mm = float(max(np.abs(f).max() for f in disp)) * self.scale + 2.0
 
     # -- sub-blocks
 
-    def box(self, lo: Sequence[float], hi: Sequence[float]) -> Block | None:
+    def box(self, lo_mm: ArrayLike, hi_mm: ArrayLike) -> Block | None:
         """Voxel slices covering the anatomy-space box [lo, hi] (None when it misses the grid)."""
-        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        lo, hi = np.asarray(lo_mm, float), np.asarray(hi_mm, float)
         corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
         world = (self.scale * (corners - self.centre)) @ self.rot.T + self.fov_centre + self.shift
         idx = (world - self.origin) / self.spacing

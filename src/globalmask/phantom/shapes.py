@@ -91,6 +91,7 @@ def sd_tube(q: Coords, pts, radii, scale: Vec = (1.0, 1.0, 1.0)) -> np.ndarray:
         ez -= t * np.float32(d[2])
         dist = np.sqrt(ex * ex + ey * ey + ez * ez) - (np.float32(ra) + t * np.float32(rb - ra))
         best = dist if best is None else np.minimum(best, dist)
+    assert best is not None  # at least one segment
     return best
 
 
@@ -114,7 +115,8 @@ def polyline2(x: np.ndarray, y: np.ndarray, pts, attrs) -> tuple[np.ndarray, lis
         else:
             closer = dist < best
             best = np.where(closer, dist, best)
-            out = [np.where(closer, v, o) for v, o in zip(vals, out)]
+            out = [np.where(closer, v, o) for v, o in zip(vals, out or [])]
+    assert best is not None and out is not None  # at least one segment
     return best, out
 
 

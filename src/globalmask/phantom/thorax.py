@@ -157,7 +157,7 @@ def _draw_anatomy(D: Draw) -> _Anatomy:
     )
 
 
-def _apex_factor(z: np.ndarray) -> np.ndarray:
+def _apex_factor(z: np.ndarray | np.floating | float) -> np.ndarray:
     """Scale of the pleural cavity's cross-section at height z: 1 below 40 mm, closing to the apex."""
     return np.sqrt(np.clip(1 - (np.clip(z - 40.0, 0, None) / 95.0) ** 2, 0.02, 1)).astype(np.float32)
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..dataset import Dataset
+from .. import guard
+from ..dataset import Dataset, Split
 from ..io import write_json, write_text
+from ..report import write_report
 from .config import ALL, StudyConfig
 from .plan import Plan, RunSpec, make_plan, parse_shard, shard_runs, training_subsets
 from .records import RECORDS_DIR, RecordError, RunRecord, load_records, read_record
@@ -27,10 +29,34 @@ from .runner import Progress, execute_run, run_plan
 from .stats import StudyResults, analyse, choose_recipe, paired_comparison, recipe_ablation, shift_drops, summary_table
 
 __all__ = [
-    "ALL", "Plan", "Progress", "RECORDS_DIR", "RecordError", "RunRecord", "RunSpec", "StudyConfig", "StudyResults",
-    "analyse", "choose_recipe", "execute_run", "load_records", "make_plan", "paired_comparison", "parse_shard",
-    "plan_ablation", "plan_sweep", "read_record", "recipe_ablation", "report_from_records", "run_plan", "run_study",
-    "shard_runs", "shift_drops", "summary_table", "training_subsets", "write_outputs",
+    "ALL",
+    "RECORDS_DIR",
+    "Plan",
+    "Progress",
+    "RecordError",
+    "RunRecord",
+    "RunSpec",
+    "StudyConfig",
+    "StudyResults",
+    "analyse",
+    "choose_recipe",
+    "execute_run",
+    "load_records",
+    "make_plan",
+    "paired_comparison",
+    "parse_shard",
+    "plan_ablation",
+    "plan_sweep",
+    "read_record",
+    "recipe_ablation",
+    "report_from_records",
+    "run_plan",
+    "run_study",
+    "shard_runs",
+    "shift_drops",
+    "summary_table",
+    "training_subsets",
+    "write_outputs",
 ]
 
 
@@ -45,14 +71,11 @@ def plan_sweep(config: StudyConfig, n_train: int, recipe: str) -> list[RunSpec]:
 
 
 def _bare_plan(config: StudyConfig, n_train: int) -> Plan:
-    from ..dataset import Split
-
     return Plan(config, "", "", "", Split(tuple(f"t{i}" for i in range(n_train)), ("v",), ("x",)), "", {})
 
 
 def write_outputs(results: StudyResults, out: str | Path, command: str | None = None, runs_dir: str | Path | None = None) -> Path:
     """per_case.csv, summary.csv, results.json, recipe_choice.json, subsets.json, figures, report.md."""
-    from ..report import write_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +91,6 @@ def write_outputs(results: StudyResults, out: str | Path, command: str | None = 
 
 def report_from_records(records_dirs: Sequence[str | Path], out: str | Path, command: str | None = None, runs_dir: str | Path | None = None) -> StudyResults:
     """Merge records from any number of folders (machines, shards) and write the report into ``out``."""
-    from .. import guard
 
     plan, records = load_records(records_dirs)
     results = analyse(plan, records)

@@ -110,9 +110,9 @@ class StudyConfig:
             NetConfig(**self.net)
         except TypeError as exc:
             raise bad("net", self.net, f"settings of NetConfig ({exc})") from exc
-        for s in self.shifts:
+        for shift in self.shifts:
             try:
-                ScannerShift(**s)
+                ScannerShift(**shift)
             except TypeError as exc:
                 raise bad("shifts", s, f"name, scale, offset, noise, blur_mm ({exc})") from exc
         if self.reference is not None and self.reference not in ("brain", "heart"):

@@ -17,10 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 
+from .. import __version__
 from ..errors import GlobalmaskError
-from ..io import write_json
+from ..io import json_safe, write_json
 from .plan import Plan, RunSpec
 
 RECORD_FORMAT = "globalmask-study-record/1"
@@ -74,10 +77,7 @@ class RunRecord:
 
 def machine_info(device: str, threads: int | None) -> dict[str, Any]:
     import monai
-    import numpy
-    import torch
 
-    from .. import __version__
 
     return {
         "host": socket.gethostname(),
@@ -87,7 +87,7 @@ def machine_info(device: str, threads: int | None) -> dict[str, Any]:
         "globalmask": __version__,
         "torch": torch.__version__,
         "monai": monai.__version__,
-        "numpy": numpy.__version__,
+        "numpy": np.__version__,
         "device": device,
         "threads": threads if threads is not None else torch.get_num_threads(),
     }
@@ -99,7 +99,7 @@ def record_path(folder: str | Path, run_id: str) -> Path:
 
 def write_record(folder: str | Path, record: RunRecord) -> Path:
     """Atomically: a record is either complete or absent."""
-    return write_json(record_path(folder, record.run_id), _json_safe(record.to_dict()))
+    return write_json(record_path(folder, record.run_id), json_safe(record.to_dict()))
 
 
 def read_record(path: str | Path) -> RunRecord:
@@ -161,21 +161,4 @@ def load_records(folders: Sequence[str | Path], plan_hash: str | None = None) ->
 
 
 def _metrics_key(rec: RunRecord) -> str:
-    return json.dumps(_json_safe(rec.metrics), sort_keys=True)
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN and infinities become null (JSON has neither); numpy scalars become Python numbers."""
-    import math
-
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
+    return json.dumps(json_safe(rec.metrics), sort_keys=True)

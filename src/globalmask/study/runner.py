@@ -16,6 +16,7 @@ machines merge into one report (``globalmask study report``).
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -25,18 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from ..data import load_case
 from .. import guard
-from ..dataset import Dataset, load_dataset, save_split
+from ..dataset import Dataset, load_dataset, read_json, save_split
 from ..errors import GlobalmaskError, OutputError
-from ..dataset import read_json
+from ..infer import Predictor
 from ..io import write_json, write_volume
+from ..masks import Recipe
 from ..metrics import evaluate_volumes
-from ..model import NetConfig
+from ..model import InputMode, NetConfig
 from ..preprocess import restore_volume
 from ..shift import ScannerShift
+from ..train import DataConfig, TrainConfig, prepare_data, train
+from ..training_data import load_case
+from .config import StudyConfig
 from .plan import Plan, RunSpec, shard_runs
 from .records import RECORDS_DIR, RunRecord, machine_info, read_record, record_path, write_record
 from .stats import choose_recipe
@@ -44,14 +49,19 @@ from .stats import choose_recipe
 _WORKER_CACHE: dict[str, Any] = {}
 
 
+def _data_config(recipe: str, cfg: StudyConfig, out: Path) -> DataConfig:
+    """One study's data settings: every run shares the study's split file and preprocessing cache."""
+    spacing = tuple(cfg.spacing) if cfg.spacing is not None else None
+    return DataConfig(Recipe.parse(recipe), spacing, tuple(cfg.window), out / "splits.json", cache_dir=out / "cache")
+
+
 def _prepared(out: Path, dataset_root: str, plan: Plan, recipe: str):
     """PreparedData for a recipe, loaded once per process from the study's preprocessing cache."""
-    from ..train import prepare_data
 
     key = f"prep:{dataset_root}:{recipe}"
     if key not in _WORKER_CACHE:
         cfg = plan.config
-        _WORKER_CACHE[key] = prepare_data(dataset_root, recipe, cfg.spacing, cfg.window, out / "splits.json", case_ids=None, cache_dir=out / "cache", progress=False)
+        _WORKER_CACHE[key] = prepare_data(dataset_root, _data_config(recipe, cfg, out), case_ids=None, progress=False)
     return _WORKER_CACHE[key]
 
 
@@ -68,10 +78,7 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
     Idempotent: an existing record is returned as it is. Runs in worker processes and Ray tasks,
     so it takes only picklable arguments and re-derives everything else.
     """
-    import torch
 
-    from ..infer import Predictor
-    from ..train import TrainConfig, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -87,7 +94,7 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
     t0 = time.perf_counter()
     prepared = _prepared(out, dataset_root, plan, run.recipe)
     tcfg = TrainConfig(
-        mode=run.mode,
+        mode=InputMode.parse(run.mode),
         train_cases=run.train_cases,
         seed=run.seed,
         steps=run.steps,
@@ -248,10 +255,8 @@ def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None
         mine = shard_runs(runs, shard)
         pending = [r for r in mine if not is_done(r)]
         if pending:
-            from ..train import prepare_data
-
             for recipe in sorted({r.recipe for r in pending}):  # preprocess once, before workers start
-                prepare_data(ds, recipe, plan.config.spacing, plan.config.window, out / "splits.json", case_ids=None, cache_dir=out / "cache", progress=progress)
+                prepare_data(ds, _data_config(recipe, plan.config, out), case_ids=None, progress=progress)
         where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)} of them)"
         echo(f"study {stage}: {len(runs)} runs{where}, {len(mine) - len(pending)} already done; "
              f"{plan.n_train}/{len(plan.split.validation)}/{len(plan.split.test)} train/validation/test cases; backend {backend}")
@@ -275,8 +280,6 @@ def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None
                 bar.set_postfix_str(r.name)
                 finished(execute_run(out, dataset_root, info, r, threads=threads, progress=progress))
         else:
-            import multiprocessing as mp
-
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
                 futures = {pool.submit(execute_run, out, dataset_root, info, r, threads, False): r for r in pending}
                 try:

@@ -17,9 +17,10 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from ..errors import GlobalmaskError
+from ..io import json_safe
 from .config import ALL, StudyConfig
 from .plan import Plan, RunSpec
-from .records import RunRecord, _json_safe
+from .records import RunRecord
 
 COMPARISONS = (("ct+gbm", "ct"), ("gbm", "ct"), ("ct+coords", "ct"))
 
@@ -191,7 +192,7 @@ class StudyResults:
 
     def to_json(self) -> dict[str, Any]:
         p = self.plan
-        return _json_safe(
+        return json_safe(
             {
                 "plan_hash": p.hash,
                 "dataset": p.dataset_root,

@@ -1,4 +1,4 @@
-"""Training data: load and check cases, preprocess once (with an on-disk cache), sample patches.
+"""Training data: load and check labelled cases, preprocess once (with an on-disk cache), sample patches.
 
 Everything the training loop draws per step comes from arrays already in memory: NIfTI files are
 read once per case, preprocessed once, and (with ``cache_dir``) never again across runs - the
@@ -11,17 +11,16 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .dataset import Case
 from .errors import DatasetError, GeometryError
 from .io import GEOMETRY_ATOL_MM, Volume, affine_difference, atomic_path, read_volume
 from .masks import Recipe
 from .preprocess import Geometry, PreparedCase, PreprocessConfig, prepare_case
-
-#: Image and label affines may differ by this much (mm) from float rounding in headers (io's one tolerance).
-AFFINE_TOLERANCE_MM = GEOMETRY_ATOL_MM
 
 
 def load_case(case: Case, labels: dict[str, int] | None = None) -> tuple[Volume, Volume | None]:
@@ -33,10 +32,10 @@ def load_case(case: Case, labels: dict[str, int] | None = None) -> tuple[Volume,
     if label.shape != ct.shape:
         raise GeometryError(f"label shape {label.shape} differs from image {case.image.name} shape {ct.shape}", case.label)
     diff = affine_difference(label.affine, ct.affine)
-    if not diff <= AFFINE_TOLERANCE_MM:
+    if not diff <= GEOMETRY_ATOL_MM:
         raise GeometryError(
             f"label affine differs from image {case.image.name} affine by up to {diff:.3g} mm "
-            f"(tolerance {AFFINE_TOLERANCE_MM} mm): they are not on the same grid",
+            f"(tolerance {GEOMETRY_ATOL_MM} mm): they are not on the same grid",
             case.label,
         )
     arr = np.asarray(label.array)
@@ -46,7 +45,7 @@ def load_case(case: Case, labels: dict[str, int] | None = None) -> tuple[Volume,
         arr = arr.astype(np.int32)
     if labels is not None:
         found = np.unique(arr)
-        undeclared = sorted(set(int(v) for v in found) - set(labels.values()))
+        undeclared = sorted({int(v) for v in found} - set(labels.values()))
         if undeclared:
             raise DatasetError(
                 f"label values {undeclared} are not declared in dataset.json labels {sorted(labels.values())}",
@@ -68,15 +67,14 @@ def _cache_key(case: Case, recipe: Recipe, config: PreprocessConfig) -> str:
 
 
 def _save_prepared(path: Path, pc: PreparedCase) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                ct=pc.ct.astype(np.float16),  # normalised CT in [-1, 1]: float16 keeps 1e-3 precision at half the size
-                gbm=pc.gbm,
-                label=pc.label if pc.label is not None else np.zeros(0, np.uint8),
-                geometry=np.frombuffer(json.dumps(pc.geometry.to_dict()).encode(), dtype=np.uint8),
-            )
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            ct=pc.ct.astype(np.float16),  # normalised CT in [-1, 1]: float16 keeps 1e-3 precision at half the size
+            gbm=pc.gbm,
+            label=pc.label if pc.label is not None else np.zeros(0, np.uint8),
+            geometry=np.frombuffer(json.dumps(pc.geometry.to_dict()).encode(), dtype=np.uint8),
+        )
 
 
 def _load_prepared(path: Path, case_id: str) -> PreparedCase:
@@ -93,7 +91,7 @@ def _load_prepared(path: Path, case_id: str) -> PreparedCase:
 
 def prepare_cases(
     cases: Sequence[Case],
-    recipe: Recipe | str | None,
+    recipe: Recipe,
     config: PreprocessConfig,
     labels: dict[str, int] | None = None,
     cache_dir: str | Path | None = None,
@@ -106,9 +104,7 @@ def prepare_cases(
     prepared one by at most ~5e-4 in normalised units (0.5 HU): use the same cache for every
     model that is compared.
     """
-    from tqdm.auto import tqdm
 
-    recipe = Recipe.parse(recipe)
     out: list[PreparedCase] = []
     cache = Path(cache_dir) if cache_dir is not None else None
     for case in tqdm(cases, desc=desc, disable=not progress, leave=False):
@@ -177,7 +173,7 @@ class PatchSampler:
         inputs: Sequence[np.ndarray],
         labels: Sequence[np.ndarray],
         patch_size: Sequence[int],
-        pad_values: Sequence[float],
+        pad_values: Sequence[float] | np.ndarray,
         fg_prob: float,
         rng: np.random.Generator,
         max_fg_points: int = 20000,
@@ -227,14 +223,14 @@ class PatchSampler:
                 pts = self.fg[i][classes[int(self.rng.integers(len(classes)))]]
                 center = pts[int(self.rng.integers(len(pts)))]
             start = self._start(lab.shape, center)
-            src = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch, lab.shape))
-            dst = tuple(slice(max(-s, 0), max(-s, 0) + (sl.stop - sl.start)) for s, sl in zip(start, src))
-            x[(b, slice(None), *dst)] = img[(slice(None), *src)]
-            y[(b, 0, *dst)] = lab[src]
+            src: tuple[slice, ...] = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch, lab.shape))
+            dst: tuple[slice, ...] = tuple(slice(max(-s, 0), max(-s, 0) + (sl.stop - sl.start)) for s, sl in zip(start, src))
+            x[(b, slice(None), *dst)] = img[(slice(None), *src)]  # type: ignore[index]  # numpy's stubs reject a starred slice tuple
+            y[(b, 0, *dst)] = lab[src]  # type: ignore[index]
         return x, y
 
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
+    def state(self) -> dict[str, Any]:
+        return dict(self.rng.bit_generator.state)
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state
