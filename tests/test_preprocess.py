@@ -166,7 +166,7 @@ def test_preprocess_config_normalises_and_checks_its_values():
     assert cfg.spacing == (1.0, 0.8, 0.5) and cfg.window == (-100.0, 200.0)
     assert all(isinstance(v, float) for v in (*cfg.spacing, *cfg.window))
     for bad in ((0.0, 1.0, 1.0), (1.0, -2.0, 1.0), (1.0, 1.0)):
-        with pytest.raises(GeometryError, match="three (finite )?positive numbers"):
+        with pytest.raises(GeometryError, match=r"three (finite )?positive numbers"):
             PreprocessConfig(spacing=bad)
     with pytest.raises(GeometryError, match="low < high"):
         PreprocessConfig(spacing=(1.0, 1.0, 1.0), window=(100.0, 100.0))
