@@ -166,13 +166,13 @@ class Unpicklable:
 def test_training_stores_its_own_recipe_spacing_window_and_labels(tmp_path):
     """A run with non-default settings writes a model.pt that carries exactly those settings."""
     from globalmask.dataset import load_dataset
-    from globalmask.train import TrainConfig, train
+    from globalmask.train import DataConfig, TrainConfig, train
 
     from .conftest import make_tiny_dataset
 
     ds = load_dataset(make_tiny_dataset(tmp_path / "tiny", n=5, shape=(16, 16, 12)))
     cfg = TrainConfig(mode="gbm", train_cases=2, steps=1, val_every=1, net=NET, batch_size=1)
-    res = train(ds, tmp_path / "run", cfg, recipe="body:-400", spacing=(3.0, 3.5, 4.0), window=(-300.0, 500.0), progress=False, device="cpu")
+    res = train(ds, tmp_path / "run", cfg, DataConfig(recipe="body:-400", spacing=(3.0, 3.5, 4.0), window=(-300.0, 500.0)), progress=False, device="cpu")
     spec, _ = load_model(res.model_path)
     assert spec.mode == "gbm"
     assert spec.recipe.spec == "body:level=-400"

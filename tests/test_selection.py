@@ -16,7 +16,7 @@ import globalmask.train as train_mod
 from globalmask.checkpoint import load_model
 from globalmask.dataset import Split, load_dataset, save_split
 from globalmask.model import NetConfig
-from globalmask.train import TrainConfig, prepare_data, train
+from globalmask.train import DataConfig, TrainConfig, prepare_data, train
 
 from .conftest import make_tiny_dataset
 
@@ -100,7 +100,7 @@ def test_each_stage_sees_only_its_own_split(tiny_ds, tmp_path, spies):
 
 def test_shared_preprocessing_for_a_study_leaves_the_test_split_out(tiny_ds, spies):
     _, prepared_ids, _ = spies
-    prepared = prepare_data(tiny_ds, "threshold", progress=False)
+    prepared = prepare_data(tiny_ds, DataConfig(recipe="threshold"), progress=False)
     assert sorted(prepared.cases) == sorted(SPLIT.train + SPLIT.validation)
     assert sorted(prepared_ids) == sorted(SPLIT.train + SPLIT.validation)
     assert prepared.split == SPLIT and prepared.split_source.endswith("splits.json")
@@ -111,7 +111,7 @@ def test_prepare_data_takes_the_split_it_is_given(tiny_ds, tmp_path, spies):
     _, prepared_ids, _ = spies
     other = Split(train=("case_004", "case_005", "case_006"), validation=("case_007",), test=SPLIT.train)
     save_split(other, tmp_path / "other.json")
-    prepared = prepare_data(tiny_ds, "threshold", split_file=tmp_path / "other.json", progress=False)
+    prepared = prepare_data(tiny_ds, DataConfig(recipe="threshold", split_file=tmp_path / "other.json"), progress=False)
     assert prepared.split == other and sorted(prepared.cases) == ["case_004", "case_005", "case_006", "case_007"]
     assert not set(prepared_ids) & set(SPLIT.train)  # now the test cases: never read
     # the same cases without any splits.json: round(8 x 0.2) = 2 validation and 2 test cases, 4 to train
@@ -120,9 +120,9 @@ def test_prepare_data_takes_the_split_it_is_given(tiny_ds, tmp_path, spies):
     bare = tmp_path / "bare"
     shutil.copytree(tiny_ds.root, bare)
     (bare / "splits.json").unlink()
-    a = prepare_data(bare, "threshold", case_ids=[], progress=False)
-    b = prepare_data(bare, "threshold", split_seed=0, case_ids=[], progress=False)
-    c = prepare_data(bare, "threshold", split_seed=1, case_ids=[], progress=False)
+    a = prepare_data(bare, DataConfig(recipe="threshold"), case_ids=[], progress=False)
+    b = prepare_data(bare, DataConfig(recipe="threshold", split_seed=0), case_ids=[], progress=False)
+    c = prepare_data(bare, DataConfig(recipe="threshold", split_seed=1), case_ids=[], progress=False)
     assert a.split == b.split != c.split and a.split_source == "seeded split (seed 0)"
     assert (len(a.split.train), len(a.split.validation), len(a.split.test)) == (4, 2, 2)
 
@@ -220,7 +220,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_ds, tmp_path, spies,
 def test_prepared_data_carries_its_own_recipe_and_spacing(tiny_ds, tmp_path, spies):
     from globalmask.errors import DatasetError
 
-    prepared = prepare_data(tiny_ds, "threshold:-400", spacing=(4.0, 4.0, 5.0), progress=False)
+    prepared = prepare_data(tiny_ds, DataConfig(recipe="threshold:-400", spacing=(4.0, 4.0, 5.0)), progress=False)
     result = train(prepared, tmp_path / "run", _cfg(steps=1), progress=False, device="cpu")
     spec = load_model(result.model_path)[0]
     assert spec.recipe.spec == "threshold:level=-400" and spec.preprocess.spacing == (4.0, 4.0, 5.0)
