@@ -256,12 +256,12 @@ def prepare_case(
         grid_shape=grid_shape,
         grid_affine=resample_affine(crop_affine, crop_shape, grid_shape),
     )
-    ct_grid = resize(normalize_ct(np.ascontiguousarray(canon[sl]), config.window), grid_shape, "linear")
-    gbm_grid = resize(np.ascontiguousarray(gbm_full[sl]).astype(np.uint8), grid_shape, "nearest")
+    ct_grid = resize(normalize_ct(np.ascontiguousarray(canon[sl], dtype=np.float32), config.window), grid_shape, "linear")  # one pass: crop, copy, convert
+    gbm_grid = resize(np.ascontiguousarray(gbm_full[sl], dtype=np.uint8), grid_shape, "nearest")
     lab_grid = None
     if label is not None:
         lcanon, _ = to_canonical(np.asarray(label.array), label.affine)
-        lab_grid = resize(np.ascontiguousarray(lcanon[sl]).astype(np.uint8), grid_shape, "nearest").numpy()
+        lab_grid = resize(np.ascontiguousarray(lcanon[sl], dtype=np.uint8), grid_shape, "nearest").numpy()
     return PreparedCase(case_id, ct_grid.numpy().astype(np.float32, copy=False), gbm_grid.numpy(), geometry, lab_grid)
 
 
