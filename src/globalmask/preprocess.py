@@ -342,7 +342,7 @@ def restore_labels(probabilities: np.ndarray | torch.Tensor, geometry: Geometry,
     resampled one axis at a time (see :func:`_linear_axis`), a large one in one trilinear call.
     Channels go in groups of at most ``max_bytes`` of resampled values, with a running argmax.
     """
-    probs = torch.as_tensor(probabilities).float()
+    probs = torch.as_tensor(probabilities).float().cpu()  # the CPU kernels are the ones the equivalence is tested on
     if tuple(probs.shape[1:]) != tuple(geometry.grid_shape):
         raise GeometryError(f"prediction shape {tuple(probs.shape[1:])} is not the grid shape {geometry.grid_shape}")
     out = np.zeros(geometry.original_shape, dtype=np.uint8, order="F")  # NIfTI's order: written without a copy
@@ -350,6 +350,8 @@ def restore_labels(probabilities: np.ndarray | torch.Tensor, geometry: Geometry,
     if tuple(canon.shape) != tuple(geometry.canonical_shape):
         raise GeometryError(f"canonical shape {canon.shape} of the input grid is not {geometry.canonical_shape}")
     crop_shape = tuple(b - a for a, b in zip(geometry.crop_start, geometry.crop_stop))
+    if probs.shape[0] < 2:
+        return out
     fg = probs[1:].amax(0) > probs[0]  # a structure wins (argmax != 0; amax is the fast reduction)
     if not bool(fg.any()):
         return out
