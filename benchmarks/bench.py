@@ -273,7 +273,7 @@ def bench_predict(device, reps: int, spacings=((6.0, 6.0, 6.0), (3.0, 3.0, 3.0))
             folder = time.perf_counter() - t
             rows.append({"grid": f"{spacing[0]:g} mm ({'x'.join(str(n) for n in x.shape[1:])})", "end to end (s)": f"{e2e:.3f}", "bare sliding-window forward (s)": f"{fwd:.3f}", "end to end / bare": f"{e2e / fwd:.2f}", f"folder of {len(images)} cases (cases/s)": f"{len(images) / folder:.2f}"})
             if spacing == spacings[0]:
-                stages = _predict_stages(pred, case.image, tmp / "stage.nii.gz", device, case.label)
+                stages = _predict_stages(pred, case.image, tmp / "stage.nii.gz", device, case.label, reps)
     text = f"### Prediction: end to end vs bare network (OpenKBP test case {case.id}, 128 x 128 x 128 CT; ct+gbm)\n\n"
     text += md_table(rows)
     text += f"\n\nWhere one end-to-end prediction spends its time ({spacings[0][0]:g} mm grid):\n\n" + md_table([{"stage": k, "seconds": f"{v:.4f}"} for k, v in stages.items()])
@@ -285,7 +285,7 @@ def bench_predict(device, reps: int, spacings=((6.0, 6.0, 6.0), (3.0, 3.0, 3.0))
     return text
 
 
-def _predict_stages(pred: Predictor, image: Path, out: Path, device, label: Path) -> dict[str, float]:
+def _predict_stages(pred: Predictor, image: Path, out: Path, device, label: Path, reps: int = 3) -> dict[str, float]:
     from globalmask.io import read_volume, write_volume
     from globalmask.preprocess import prepare_case, restore_volume
 
@@ -293,8 +293,9 @@ def _predict_stages(pred: Predictor, image: Path, out: Path, device, label: Path
     g = torch.Generator().manual_seed(0)
     logits = 6.0 * torch.as_tensor(np.stack([lab == c for c in range(pred.spec.n_classes)]), dtype=torch.float32)
     trained_like = torch.softmax(logits + 0.5 * torch.randn(logits.shape, generator=g), dim=0)
-    times: dict[str, float] = {}
-    for _ in range(3):  # keep the last (warm) pass
+    runs: dict[str, list[float]] = {}
+    for i in range(reps + 1):  # the first (cold) pass is dropped, the median of the others kept
+        times: dict[str, float] = {}
         t = time.perf_counter()
         ct = read_volume(image)
         times["read NIfTI"] = time.perf_counter() - t
@@ -314,7 +315,10 @@ def _predict_stages(pred: Predictor, image: Path, out: Path, device, label: Path
         t = time.perf_counter()
         write_volume(vol, out)
         times["write NIfTI"] = time.perf_counter() - t
-    return times
+        if i:
+            for k, v in times.items():
+                runs.setdefault(k, []).append(v)
+    return {k: float(np.median(v)) for k, v in runs.items()}
 
 
 # ----------------------------------------------------------------------------------------------
