@@ -5,6 +5,7 @@ Run from the repository root (needs ../shared/data for the OpenKBP cases):
     .venv/bin/python benchmarks/bench.py                 # everything, writes benchmarks/RESULTS.md
     .venv/bin/python benchmarks/bench.py --sections gbm  # one section
     .venv/bin/python benchmarks/bench.py --device cuda --out benchmarks/RESULTS-gpu.md
+    .venv/bin/python benchmarks/bench.py --sections predict --reps 20 --merge   # rerun one section of RESULTS.md
 
 Sections:
   train    full globalmask training step vs the bare network step on tensors in memory, per input
@@ -273,19 +274,29 @@ def bench_predict(device, reps: int, spacings=((6.0, 6.0, 6.0), (3.0, 3.0, 3.0))
             folder = time.perf_counter() - t
             rows.append({"grid": f"{spacing[0]:g} mm ({'x'.join(str(n) for n in x.shape[1:])})", "end to end (s)": f"{e2e:.3f}", "bare sliding-window forward (s)": f"{fwd:.3f}", "end to end / bare": f"{e2e / fwd:.2f}", f"folder of {len(images)} cases (cases/s)": f"{len(images) / folder:.2f}"})
             if spacing == spacings[0]:
-                stages = _predict_stages(pred, case.image, tmp / "stage.nii.gz", device)
+                stages = _predict_stages(pred, case.image, tmp / "stage.nii.gz", device, case.label, reps)
     text = f"### Prediction: end to end vs bare network (OpenKBP test case {case.id}, 128 x 128 x 128 CT; ct+gbm)\n\n"
     text += md_table(rows)
     text += f"\n\nWhere one end-to-end prediction spends its time ({spacings[0][0]:g} mm grid):\n\n" + md_table([{"stage": k, "seconds": f"{v:.4f}"} for k, v in stages.items()])
+    text += (
+        "\n\nThe network is untrained (timing the network does not depend on its weights), so its argmax is noise"
+        " all over the grid: the worst case for the inversion, which resamples only the box where a structure can win."
+        " The trained-like row inverts softmax(6 x one-hot reference label + N(0, 0.5)) on the same grid instead."
+    )
     return text
 
 
-def _predict_stages(pred: Predictor, image: Path, out: Path, device) -> dict[str, float]:
+def _predict_stages(pred: Predictor, image: Path, out: Path, device, label: Path, reps: int = 3) -> dict[str, float]:
     from globalmask.io import read_volume, write_volume
-    from globalmask.preprocess import restore_volume
+    from globalmask.preprocess import prepare_case, restore_volume
 
-    times: dict[str, float] = {}
-    for _ in range(3):  # keep the last (warm) pass
+    lab = prepare_case(read_volume(image), pred.spec.recipe, pred.spec.preprocess, read_volume(label)).label
+    g = torch.Generator().manual_seed(0)
+    logits = 6.0 * torch.as_tensor(np.stack([lab == c for c in range(pred.spec.n_classes)]), dtype=torch.float32)
+    trained_like = torch.softmax(logits + 0.5 * torch.randn(logits.shape, generator=g), dim=0)
+    runs: dict[str, list[float]] = {}
+    for i in range(reps + 1):  # the first (cold) pass is dropped, the median of the others kept
+        times: dict[str, float] = {}
         t = time.perf_counter()
         ct = read_volume(image)
         times["read NIfTI"] = time.perf_counter() - t
@@ -300,9 +311,15 @@ def _predict_stages(pred: Predictor, image: Path, out: Path, device) -> dict[str
         vol = restore_volume(probs, prepared.geometry)
         times["invert to the input grid"] = time.perf_counter() - t
         t = time.perf_counter()
+        restore_volume(trained_like, prepared.geometry)
+        times["(invert, trained-like probabilities)"] = time.perf_counter() - t
+        t = time.perf_counter()
         write_volume(vol, out)
         times["write NIfTI"] = time.perf_counter() - t
-    return times
+        if i:
+            for k, v in times.items():
+                runs.setdefault(k, []).append(v)
+    return {k: float(np.median(v)) for k, v in runs.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,6 +492,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--study", type=Path, default=ROOT / "benchmarks" / "openkbp", help="a finished study (folder with results.json) to read run times from")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    ap.add_argument("--grids", default="6,3", help="predict section: grid spacings (mm) to time, comma-separated; the first gets the stage table")
+    ap.add_argument("--merge", action="store_true", help="replace only the sections run in the existing --out file, keep the rest")
     args = ap.parse_args()
     if not (OPENKBP / "dataset.json").exists():
         sys.exit(f"benchmarks need the OpenKBP data at {OPENKBP}")
@@ -482,22 +501,41 @@ def main() -> None:
     sections = args.sections.split(",")
     parts = [f"# globalmask benchmarks\n\nMachine: {machine(device)}.  \nCommand: `{' '.join(['.venv/bin/python', 'benchmarks/bench.py', *sys.argv[1:]])}`  \nDate: {time.strftime('%Y-%m-%d')}\n"]
     t0 = time.perf_counter()
+    done: dict[str, str] = {}
     for name in sections:
         print(f"[bench] {name} ...", flush=True)
+        load = os.getloadavg()[0]
         if name == "train":
             parts.append(bench_train(device, args.reps))
         elif name == "predict":
-            parts.append(bench_predict(device, args.reps))
+            parts.append(bench_predict(device, args.reps, tuple((float(g),) * 3 for g in args.grids.split(","))))
         elif name == "gbm":
             parts.append(bench_gbm(max(3, args.reps // 2)))
         elif name == "memory":
             parts.append(bench_memory())
         elif name == "study":
             parts.append(bench_study(args.study))
+        note = f"_Load average (1 min) {load:.1f} before and {os.getloadavg()[0]:.1f} after this section, on {os.cpu_count()} cores"
+        note += ": a loaded machine, so compare ratios, not seconds._" if max(load, os.getloadavg()[0]) > 0.5 * (os.cpu_count() or 1) else "._"
+        parts[-1] = done[name] = f"<!-- section:{name} -->\n{parts[-1]}\n\n{note}\n<!-- /section:{name} -->"
         print(parts[-1], flush=True)
-    parts.append(f"\n_Total benchmark time {time.perf_counter() - t0:.0f} s._\n")
-    write_text(args.out, "\n\n".join(parts))
+    if args.merge and args.out.exists():
+        text = args.out.read_text(encoding="utf-8")
+        for name, part in done.items():
+            text = merge_section(text, name, f"{part[:-len(f'<!-- /section:{name} -->')]}_Rerun alone on {time.strftime('%Y-%m-%d')}: `{' '.join(['.venv/bin/python', 'benchmarks/bench.py', *sys.argv[1:]])}`_\n<!-- /section:{name} -->")
+        write_text(args.out, text)
+    else:
+        parts.append(f"\n_Total benchmark time {time.perf_counter() - t0:.0f} s._\n")
+        write_text(args.out, "\n\n".join(parts))
     print(f"wrote {args.out}")
+
+
+def merge_section(text: str, name: str, part: str) -> str:
+    """``text`` with the section between ``<!-- section:name -->`` markers replaced by ``part`` (appended if absent)."""
+    start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
+    if start in text and end in text:
+        return text[: text.index(start)] + part + text[text.index(end) + len(end) :]
+    return text.rstrip("\n") + "\n\n" + part + "\n"
 
 
 if __name__ == "__main__":

@@ -260,36 +260,136 @@ def prepare_case(
         grid_shape=grid_shape,
         grid_affine=resample_affine(crop_affine, crop_shape, grid_shape),
     )
-    ct_grid = resize(normalize_ct(np.ascontiguousarray(canon[sl]), config.window), grid_shape, "linear")
-    gbm_grid = resize(np.ascontiguousarray(gbm_full[sl]).astype(np.uint8), grid_shape, "nearest")
+    ct_grid = resize(normalize_ct(np.ascontiguousarray(canon[sl], dtype=np.float32), config.window), grid_shape, "linear")  # one pass: crop, copy, convert
+    gbm_grid = resize(np.ascontiguousarray(gbm_full[sl], dtype=np.uint8), grid_shape, "nearest")
     lab_grid = None
     if label is not None:
         lcanon, _ = to_canonical(np.asarray(label.array), label.affine)
-        lab_grid = resize(np.ascontiguousarray(lcanon[sl]).astype(np.uint8), grid_shape, "nearest").numpy()
+        lab_grid = resize(np.ascontiguousarray(lcanon[sl], dtype=np.uint8), grid_shape, "nearest").numpy()
     return PreparedCase(case_id, ct_grid.numpy().astype(np.float32, copy=False), gbm_grid.numpy(), geometry, lab_grid)
 
 
-def restore_labels(probabilities: np.ndarray | torch.Tensor, geometry: Geometry) -> np.ndarray:
+def _linear_axis(x: torch.Tensor, axis: int, n: int, start: int = 0, length: int | None = None) -> torch.Tensor:
+    """Resample one axis of ``x`` linearly to ``n`` voxels (``interpolate``, align_corners=False).
+
+    Torch's CPU trilinear kernel nests three 1D linear interpolations (last axis innermost) from
+    the same code, so applying this to the last, middle, then first spatial axis gives
+    bit-identical results (tests/test_predict_fast.py checks it). (Bilinear with an unchanged
+    axis is *not* bit-identical: its CPU kernel differs.) ``x`` may hold only rows
+    [start, start + x.shape[axis]) of an axis of ``length``: the rest count as zeros, which is
+    exact for every output voxel whose two source rows lie inside.
+    """
+    length = x.shape[axis] if length is None else length
+    xt = x.movedim(axis, -1)
+    if start or xt.shape[-1] != length:
+        full = x.new_zeros((*xt.shape[:-1], length))
+        full[..., start : start + xt.shape[-1]] = xt
+        xt = full
+    if length == n:
+        return xt.movedim(-1, axis)  # trilinear leaves an axis of unchanged size exactly as it is
+    y = F.interpolate(xt.reshape(1, -1, length), size=n, mode="linear", align_corners=False)
+    return y.view(*xt.shape[:-1], n).movedim(-1, axis)
+
+
+def _sources(start: int, stop: int, n_in: int, n_out: int) -> tuple[int, int]:
+    """Input voxels [lo, hi) that output voxels [start, stop) interpolate from (a superset, like :func:`_touching`)."""
+    if n_in == n_out:
+        return start, stop
+    real = np.maximum((np.array([start, stop - 1]) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    return max(0, int(np.floor(real[0] - 0.01))), min(n_in, int(np.floor(real[1] + 0.01)) + 2)
+
+
+def _touching(lo: int, hi: int, n_in: int, n_out: int) -> tuple[int, int]:
+    """Output voxels [start, stop) whose linear-interpolation support may meet input voxels [lo, hi].
+
+    Output voxel k samples input coordinate (k + 0.5) * n_in / n_out - 0.5 from its two neighbours
+    (``interpolate``, align_corners=False); a margin of 0.01 voxel covers float32 rounding, so the
+    range is a superset: output voxels outside it only see inputs outside [lo, hi].
+    """
+    if n_in == n_out:
+        return lo, hi + 1
+    real = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    eps = 0.01
+    hit = np.nonzero((np.floor(real + eps) + 1 >= lo) & (np.floor(real - eps) <= hi))[0]
+    return (int(hit[0]), int(hit[-1]) + 1) if len(hit) else (0, 0)
+
+
+def _first_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max over the first axis and the first index reaching it (uint8), like ``max(dim=0)``.
+
+    ``amax`` plus one comparison per class, in uint8 arithmetic: several times faster on the CPU
+    than ``argmax``/``max`` over a leading axis, which torch does not vectorise.
+    """
+    best = x.amax(0)
+    arg = torch.zeros(x.shape[1:], dtype=torch.uint8)
+    for c in range(x.shape[0] - 1, -1, -1):  # downwards, so the first class reaching the max wins
+        hit = (x[c] == best).view(torch.uint8)
+        arg += hit * (c - arg)  # arg = c where hit (exact in uint8 arithmetic, which wraps)
+    return best, arg
+
+
+#: Resample one axis at a time when the box holds less than this fraction of the crop: per voxel it
+#: costs about twice one trilinear call (transposed copies), but skips everything outside the box.
+_BY_AXIS_BELOW = 0.5
+
+
+def restore_labels(probabilities: np.ndarray | torch.Tensor, geometry: Geometry, max_bytes: int = 2**28) -> np.ndarray:
     """Class probabilities (C, *grid_shape) -> uint8 label map on the original grid.
 
-    Each class channel is resampled linearly to the cropped canonical grid (one channel at a
-    time, keeping a running argmax, so memory stays at two volumes), the crop is pasted into a
-    background volume, and the axes are put back in the input's own order.
+    Bit for bit what this gives: every class channel resampled linearly (``interpolate``,
+    trilinear) to the cropped canonical grid, the first class with the highest probability per
+    voxel, pasted into background, axes put back in the input's order. Two shortcuts make it
+    cheap for a typical prediction: outside the box of network voxels where a structure beats
+    background, grown by the interpolation support, every resampled probability vector is a
+    non-negative combination of background-winning vectors (and rounding is monotone), so
+    background wins there too and nothing is computed; inside a small box the channels are
+    resampled one axis at a time (see :func:`_linear_axis`), a large one in one trilinear call.
+    Channels go in groups of at most ``max_bytes`` of resampled values, with a running argmax.
     """
-    probs = torch.as_tensor(probabilities)
+    probs = torch.as_tensor(probabilities).float().cpu()  # the CPU kernels are the ones the equivalence is tested on
     if tuple(probs.shape[1:]) != tuple(geometry.grid_shape):
         raise GeometryError(f"prediction shape {tuple(probs.shape[1:])} is not the grid shape {geometry.grid_shape}")
+    out = np.zeros(geometry.original_shape, dtype=np.uint8, order="F")  # NIfTI's order: written without a copy
+    canon, _ = to_canonical(out, geometry.original_affine)  # a view of ``out`` with the axes in RAS order
+    if tuple(canon.shape) != tuple(geometry.canonical_shape):
+        raise GeometryError(f"canonical shape {canon.shape} of the input grid is not {geometry.canonical_shape}")
     crop_shape = tuple(b - a for a, b in zip(geometry.crop_start, geometry.crop_stop))
-    best = resize(probs[0], crop_shape, "linear")
-    arg = torch.zeros(crop_shape, dtype=torch.uint8)
-    for c in range(1, probs.shape[0]):
-        p = resize(probs[c], crop_shape, "linear")
-        better = p > best
-        best = torch.where(better, p, best)
-        arg[better] = c
-    canon = np.zeros(geometry.canonical_shape, dtype=np.uint8)
-    canon[geometry.crop_slices] = arg.numpy()
-    return from_canonical(canon, geometry.original_affine, order="F")
+    if probs.shape[0] < 2:
+        return out
+    fg = probs[1:].amax(0) > probs[0]  # a structure wins (argmax != 0; amax is the fast reduction)
+    if not bool(fg.any()):
+        return out
+    boxes = []
+    for ax in range(3):
+        idx = torch.nonzero(fg.any(dim=tuple(d for d in range(3) if d != ax))).flatten()
+        boxes.append(_touching(int(idx[0]), int(idx[-1]), probs.shape[1 + ax], crop_shape[ax]))
+    if any(a == b for a, b in boxes):  # structures fall between output voxels (strong downsampling)
+        return out
+    box_voxels = int(np.prod([b - a for a, b in boxes]))
+    by_axis = box_voxels < _BY_AXIS_BELOW * np.prod(crop_shape)
+    group = max(1, min(probs.shape[0], max_bytes // (4 * (box_voxels if by_axis else int(np.prod(crop_shape))))))
+    best = arg = None
+    for c0 in range(0, probs.shape[0], group):
+        x = probs[c0 : c0 + group]
+        if by_axis:  # only the grid rows the box reads, one axis at a time, last axis first (torch's order)
+            (d0, d1), (h0, h1), _ = [_sources(*boxes[ax], probs.shape[1 + ax], crop_shape[ax]) for ax in range(3)]
+            x = _linear_axis(x[:, d0:d1, h0:h1], 3, crop_shape[2]).narrow(3, boxes[2][0], boxes[2][1] - boxes[2][0])
+            x = _linear_axis(x, 2, crop_shape[1], h0, probs.shape[2]).narrow(2, boxes[1][0], boxes[1][1] - boxes[1][0])
+            x = _linear_axis(x, 1, crop_shape[0], d0, probs.shape[1]).narrow(1, boxes[0][0], boxes[0][1] - boxes[0][0])
+            gbest, garg = _first_max(x.movedim(1, -1))  # the memory order the last pass left
+            gbest, garg = gbest.movedim(-1, 0), garg.movedim(-1, 0)
+        else:
+            x = resize(x, crop_shape, "linear")
+            gbest, garg = _first_max(x[(slice(None), *(slice(a, b) for a, b in boxes))])
+        garg += c0
+        if best is None:
+            best, arg = gbest, garg
+        else:
+            better = gbest > best  # strictly: an earlier class keeps a tie
+            best = torch.where(better, gbest, best)
+            arg = torch.where(better, garg, arg)
+    canon[tuple(slice(s + a, s + b) for s, (a, b) in zip(geometry.crop_start, boxes))] = arg.numpy()
+    return out
 
 
 def restore_volume(probabilities: np.ndarray | torch.Tensor, geometry: Geometry) -> Volume:
