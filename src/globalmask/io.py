@@ -12,6 +12,7 @@ into place, so a crash never leaves a half-written file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 import math
@@ -875,8 +876,6 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
             if array.nbytes <= IN_MEMORY_WRITE_BYTES:  # one deflate call: about twice as fast as nibabel's stream
                 data = img.to_bytes()
                 if suffix == ".nii.gz":
-                    import gzip
-
                     data = gzip.compress(data, compresslevel=1, mtime=0)  # nibabel's own level for .nii.gz
                 tmp.write_bytes(data)
             else:

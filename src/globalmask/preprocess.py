@@ -368,7 +368,8 @@ def restore_labels(probabilities: np.ndarray | torch.Tensor, geometry: Geometry,
     box_voxels = int(np.prod([b - a for a, b in boxes]))
     by_axis = box_voxels < _BY_AXIS_BELOW * np.prod(crop_shape)
     group = max(1, min(probs.shape[0], max_bytes // (4 * (box_voxels if by_axis else int(np.prod(crop_shape))))))
-    best = arg = None
+    best: torch.Tensor | None = None
+    arg: torch.Tensor | None = None
     for c0 in range(0, probs.shape[0], group):
         x = probs[c0 : c0 + group]
         if by_axis:  # only the grid rows the box reads, one axis at a time, last axis first (torch's order)
@@ -382,12 +383,13 @@ def restore_labels(probabilities: np.ndarray | torch.Tensor, geometry: Geometry,
             x = resize(x, crop_shape, "linear")
             gbest, garg = _first_max(x[(slice(None), *(slice(a, b) for a, b in boxes))])
         garg += c0
-        if best is None:
+        if best is None or arg is None:
             best, arg = gbest, garg
         else:
             better = gbest > best  # strictly: an earlier class keeps a tie
             best = torch.where(better, gbest, best)
             arg = torch.where(better, garg, arg)
+    assert arg is not None  # at least one class group
     canon[tuple(slice(s + a, s + b) for s, (a, b) in zip(geometry.crop_start, boxes))] = arg.numpy()
     return out
 
