@@ -226,4 +226,4 @@ def test_prepared_data_carries_its_own_recipe_and_spacing(tiny_ds, tmp_path, spi
     assert spec.recipe.spec == "threshold:level=-400" and spec.preprocess.spacing == (4.0, 4.0, 5.0)
     for kw in ({"recipe": "bone"}, {"spacing": (1.0, 1.0, 1.0)}):
         with pytest.raises(DatasetError, match="come from the PreparedData"):
-            train(prepared, tmp_path / "other", _cfg(steps=1), progress=False, device="cpu", **kw)
+            train(prepared, tmp_path / "other", _cfg(steps=1), DataConfig(**kw), progress=False, device="cpu")
