@@ -28,7 +28,10 @@ def test_plateau_counts_checks_without_a_min_delta_rise():
     never = Plateau(patience=None, min_delta=0.01)
     assert not any(never.update(0.1) for _ in range(50))
     nan = Plateau(patience=2, min_delta=0.0)
-    assert [nan.update(float("nan")) for _ in range(2)] == [False, True]  # a NaN score is never an improvement
+    assert [nan.update(float("nan")) for _ in range(5)] == [False] * 5  # no score yet: nothing to wait on
+    stuck = Plateau(patience=2, min_delta=0.002)
+    assert [stuck.update(0.0) for _ in range(10)] == [False] * 10  # Dice 0 throughout: not started, not a plateau
+    assert [stuck.update(s) for s in (0.3, 0.3, 0.3)] == [False, False, True]  # once it scores, the count begins
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ uninterrupted run with the same seed (every random draw comes from generators sa
 the best-scoring weights become ``model.pt`` (validation picks the checkpoint, so a small training
 set that overfits late never replaces a better earlier model). A check *improves* when it beats the
 best score by more than ``min_delta``; after ``patience`` checks in a row without such an
-improvement the run has reached its plateau and stops (``converged: true``). A run that hits
+improvement the run has reached its plateau and stops (``converged: true``). Checks count only once
+the model has scored above zero: a run stuck at Dice 0 has not reached a plateau, it has not started,
+and it runs on to the maximum (``converged: false``). A run that hits
 ``steps`` first is reported ``converged: false``: it may still have been improving.
 """
 
@@ -180,7 +182,7 @@ class Plateau:
         """Record one validation score; True when the plateau is reached (stop now)."""
         if math.isfinite(score) and score - self.min_delta > self.reference:
             self.reference, self.waited = score, 0
-        else:
+        elif self.reference > 0:  # a model that has found nothing yet has not plateaued: it has not started
             self.waited += 1
         return self.reached
 
