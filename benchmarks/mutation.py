@@ -25,22 +25,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 
-# module: (tests mutmut may run for it, functions to mutate (regex; None = all), every k-th mutant)
+# module (dotted below globalmask): (tests mutmut may run for it, functions to mutate (regex; None = all), every k-th mutant).
+# The tests are the module's own test module (tests/README.md: the test tree mirrors the source tree), minus
+# the trainings of a real network that would dominate every mutant's run.
+HEAVY_TRAININGS = "not (sigkill or untrained or run_folder or uninterrupted_run or two_d_slice_model)"
 PLAN: dict[str, tuple[list[str], str | None, int]] = {
-    "masks": (["tests/test_masks.py"], None, 1),
-    "checkpoint": (["tests/test_checkpoint.py", "tests/test_bad_input.py", "-k", "checkpoint"], None, 2),
-    "preprocess": (["tests/test_preprocess.py", "tests/test_predict_geometry.py", "tests/test_checkpoint.py", "-m", "not slow"], None, 6),
+    "masks": (["tests/test_masks.py", "-k", "not cli_masks"], None, 1),
+    "checkpoint": (["tests/test_checkpoint.py", "tests/integration/test_bad_input.py", "-k", "checkpoint and not identical_predictions"], None, 2),
+    "preprocess": (["tests/test_preprocess.py", "tests/test_infer.py", "tests/test_checkpoint.py", "-m", "not slow"], None, 6),
     "metrics": (["tests/test_metrics.py"], None, 16),
-    "study": (["tests/test_study_selection.py"], r"x_(plan_ablation|plan_sweep|training_subsets|_size_label|summary_table|paired_comparison|recipe_ablation)$", 4),
-    "train": (["tests/test_selection.py"], r"x_(prepare_data|train)$", 10),
+    "study.plan": (["tests/study/test_plan.py"], r"x_(training_subsets|size_label)$|xǁPlanǁ(sweep|ablation)", 4),
+    "study.stats": (["tests/study/test_stats.py"], r"x_(summary_table|paired_comparison|recipe_ablation|choose_recipe)$", 4),
+    "train": (["tests/test_train.py", "-k", HEAVY_TRAININGS], r"x_(prepare_data|_?train)$|xǁPlateauǁ", 10),
 }
+
+
+def source(module: str) -> str:
+    """src/globalmask/study/plan.py for "study.plan"."""
+    return "src/globalmask/" + module.replace(".", "/") + ".py"
 
 
 def mutmut_section(module: str, tests: list[str]) -> str:
     return (
         "[tool.mutmut]\n"
         'source_paths = ["src"]\n'
-        f'only_mutate = ["src/globalmask/{module}.py"]\n'
+        f'only_mutate = ["{source(module)}"]\n'
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
         'process_isolation = "forkserver"\n'
@@ -60,7 +69,7 @@ def prepare(module: str, work: Path) -> None:
 
 def sample(module: str, work: Path) -> list[str]:
     _, pattern, step = PLAN[module]
-    meta = json.loads((work / "mutants" / "src" / "globalmask" / f"{module}.py.meta").read_text(encoding="utf-8"))
+    meta = json.loads((work / "mutants" / (source(module) + ".meta")).read_text(encoding="utf-8"))
     keys = list(meta.get("exit_code_by_key", meta))
     keys.sort(key=lambda k: (k.rsplit("__mutmut_", 1)[0], int(k.rsplit("__mutmut_", 1)[1])))
     if pattern:

@@ -1,3 +1,6 @@
+"""Shared by every test module: real-data paths and skips, tiny synthetic datasets, and the fixtures
+that several modules use (a phantom dataset, a trained model, a DICOM series), each built once."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -5,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from globalmask.io import Volume, write_volume
+from globalmask.dataset import load_dataset, make_split, save_split
+from globalmask.dicom_rt import write_ct_series
+from globalmask.io import Volume, read_volume, write_volume
+from globalmask.model import NetConfig
+from globalmask.phantom import make_phantom_case, make_phantom_dataset
+from globalmask.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -19,6 +27,10 @@ needs_openkbp = pytest.mark.skipif(
 needs_chest = pytest.mark.skipif(
     not (CHEST / "ct.nii.gz").exists(), reason=f"real chest CT not found at {CHEST}"
 )
+
+#: networks of the end-to-end tests: a small one (seconds per run) and the demo one (the `trained` fixture)
+SMALL_NET = NetConfig(channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1)
+DEMO_NET = NetConfig(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1)
 
 
 def oblique_affine(spacing=(1.5, 2.0, 3.0), angle_deg=30.0, origin=(10.0, -20.0, 5.0)) -> np.ndarray:
@@ -54,3 +66,34 @@ def make_tiny_dataset(root: Path, n: int = 6, shape=(24, 24, 20), seed: int = 0)
         json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "left": 1, "right": 2}, "numTraining": n, "file_ending": ".nii.gz"})
     )
     return root
+
+
+# ----------------------------------------------------------------------------------------------
+# fixtures shared by several test modules (session-scoped: built once per test run)
+
+
+@pytest.fixture(scope="session")
+def phantom_ds(tmp_path_factory):
+    """An 8-case head-and-neck phantom dataset (48^3) with a fixed 5/1/2 split."""
+    root = make_phantom_dataset(tmp_path_factory.mktemp("ph") / "phantom", kind="headneck", cases=8, seed=3, shape=(48, 48, 48))
+    save_split(make_split(load_dataset(root).cases, seed=0, fractions=(5, 1, 2)), root / "splits.json")
+    return load_dataset(root)
+
+
+@pytest.fixture(scope="session")
+def trained(phantom_ds, tmp_path_factory):
+    """A small CT+GBM model trained for 250 steps on 4 phantom cases (about 35 s on 2 cores)."""
+    run = tmp_path_factory.mktemp("runs") / "ctgbm"
+    cfg = TrainConfig(mode="ct+gbm", train_cases=4, seed=0, steps=250, val_every=50, net=DEMO_NET)
+    result = train(phantom_ds, run, cfg, progress=False)
+    return result
+
+
+@pytest.fixture(scope="session")
+def phantom_series(tmp_path_factory):
+    """A head-and-neck phantom written as a CT series, with its labels on the series' grid."""
+    folder = tmp_path_factory.mktemp("dcm") / "patient"
+    ct, lab = make_phantom_case("headneck", 0, 0, shape=(48, 48, 32))
+    files = write_ct_series(ct, folder / "ct")
+    volume = read_volume(folder / "ct")
+    return volume, volume.with_array(lab.array), files

@@ -12,9 +12,10 @@ import torch
 
 from globalmask import __version__
 from globalmask.checkpoint import FORMAT_VERSION, ModelSpec, load_model, read_checkpoint, save_model
+from globalmask.dataset import load_dataset
 from globalmask.errors import CheckpointError
 from globalmask.infer import Predictor
-from globalmask.io import Volume
+from globalmask.io import Volume, read_volume
 from globalmask.masks import Recipe
 from globalmask.model import NetConfig
 from globalmask.preprocess import PreprocessConfig
@@ -165,7 +166,6 @@ class Unpicklable:
 @pytest.mark.slow
 def test_training_stores_its_own_recipe_spacing_window_and_labels(tmp_path):
     """A run with non-default settings writes a model.pt that carries exactly those settings."""
-    from globalmask.dataset import load_dataset
     from globalmask.train import DataConfig, TrainConfig, train
 
     from .conftest import make_tiny_dataset
@@ -180,3 +180,15 @@ def test_training_stores_its_own_recipe_spacing_window_and_labels(tmp_path):
     assert spec.labels == {"background": 0, "left": 1, "right": 2}
     assert spec.net == NET and spec.info["train_ids"] == res.train_ids
     assert Predictor(res.model_path, device="cpu").spec.recipe.spec == "body:level=-400"
+
+
+@pytest.mark.slow
+def test_checkpoint_round_trip_gives_identical_predictions(trained, phantom_ds, tmp_path):
+    from globalmask.checkpoint import save_model
+
+    spec, net = load_model(trained.model_path)
+    save_model(tmp_path / "copy.pt", spec, net.state_dict())
+    ct = read_volume(phantom_ds.cases[phantom_ds.load_split().test[0]].image)
+    a = Predictor(trained.model_path, device="cpu").predict(ct)
+    b = Predictor(tmp_path / "copy.pt", device="cpu").predict(ct)
+    np.testing.assert_array_equal(a.array, b.array)

@@ -10,6 +10,7 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 pytest.importorskip("highdicom")
 
+
 from globalmask.cli import main
 from globalmask.dataset import load_dataset
 from globalmask.dicom_rt import (
@@ -24,23 +25,13 @@ from globalmask.dicom_rt import (
     write_ct_series,
     write_rtstruct,
 )
-from globalmask.dicom_seg import read_dicom_seg, write_dicom_seg
+from globalmask.dicom_seg import read_dicom_seg
 from globalmask.errors import DatasetError
 from globalmask.io import Volume, read_volume
 from globalmask.metrics import dice
 from globalmask.phantom import make_phantom_case, phantom_labels
 
 HN = phantom_labels("headneck")
-
-
-@pytest.fixture(scope="module")
-def phantom_series(tmp_path_factory):
-    """A head-and-neck phantom written as a CT series, with its labels on the series' grid."""
-    folder = tmp_path_factory.mktemp("dcm") / "patient"
-    ct, lab = make_phantom_case("headneck", 0, 0, shape=(48, 48, 32))
-    files = write_ct_series(ct, folder / "ct")
-    volume = read_volume(folder / "ct")
-    return volume, volume.with_array(lab.array), files
 
 
 def test_roi_names_match_ignoring_case_spaces_and_underscores():
@@ -128,26 +119,6 @@ def test_written_rtstruct_is_valid_and_references_the_series(phantom_series, tmp
         for c in rc.ContourSequence:
             z = float(c.ContourData[2])
             assert z_of[c.ContourImageSequence[0].ReferencedSOPInstanceUID] == pytest.approx(z, abs=1e-3)
-
-
-def test_dicom_seg_decoded_by_highdicom_equals_the_labels(phantom_series, tmp_path):
-    import highdicom as hd
-
-    volume, labels, files = phantom_series
-    headers = read_series_headers(files)
-    path = write_dicom_seg(labels, HN, [pydicom.dcmread(f) for f in files], tmp_path / "seg.dcm")
-    seg = hd.seg.segread(str(path))
-    assert seg.FrameOfReferenceUID == headers[0].FrameOfReferenceUID
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == headers[0].SeriesInstanceUID
-    assert [d.SegmentLabel for d in seg.SegmentSequence] == [n for n in HN if n != "background"]
-    back = read_dicom_seg(path, HN, like=labels)
-    np.testing.assert_array_equal(back.array, labels.array)
-    # highdicom's own per-source-instance decoding agrees frame by frame
-    uids = [h.SOPInstanceUID for h in headers]
-    frames = seg.get_pixels_by_source_instance(uids, combine_segments=True, relabel=False)
-    number = {d.SegmentLabel: d.SegmentNumber for d in seg.SegmentSequence}
-    k = int(np.argmax((labels.array == HN["brainstem"]).sum(axis=(0, 1))))
-    np.testing.assert_array_equal(number["brainstem"] == frames[k].T, labels.array[:, :, k] == HN["brainstem"])
 
 
 def _patient(root, name, case_index, roi_names, seed=0):

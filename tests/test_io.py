@@ -1,27 +1,36 @@
+"""io.py: reading and writing volumes with their geometry, atomic writes, clear errors, and DICOM series
+with real-world geometry faults (read correctly, resampled and recorded, or refused)."""
+
 from __future__ import annotations
 
-import json
+import gzip
+import logging
 import os
+import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from globalmask.dataset import load_dataset, make_split, resolve_split, select_training_cases, validate_split
-from globalmask.errors import DatasetError, GeometryError, InputFileError
+from globalmask.cli import main
+from globalmask.dicom_rt import write_ct_series
+from globalmask.errors import GeometryError, GlobalmaskError, InputFileError
 from globalmask.io import (
     Volume,
     affine_to_sitk_geometry,
     case_id_from_path,
     read_affine,
+    read_dicom_series,
     read_volume,
     sitk_geometry_to_affine,
     write_text,
     write_volume,
 )
 
-from .conftest import OPENKBP, make_tiny_dataset, needs_openkbp, oblique_affine
+from .conftest import oblique_affine
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
@@ -145,58 +154,275 @@ def test_absurd_spacing_is_refused(tmp_path):
 # datasets and splits
 
 
-def test_nnunet_dataset_and_seeded_split(tmp_path):
-    root = make_tiny_dataset(tmp_path / "ds", n=10)
-    ds = load_dataset(root)
-    assert len(ds) == 10 and ds.structures == {"left": 1, "right": 2}
-    split, source = resolve_split(ds, seed=3)
-    assert "seeded" in source
-    assert sorted([*split.train, *split.validation, *split.test]) == sorted(ds.cases)
-    assert (len(split.train), len(split.validation), len(split.test)) == (6, 2, 2)
-    assert make_split(ds.cases, seed=3) == split  # deterministic
-    assert make_split(ds.cases, seed=4) != split
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_write_volume_gives_nibabels_file_content(tmp_path, suffix, monkeypatch):
+    """The in-memory NIfTI writer stores exactly what nibabel's own save stores (header and voxels)."""
+    import gzip
+
+    import nibabel as nib
+
+    from globalmask import io
+
+    rng = np.random.default_rng(0)
+    for array in (np.asfortranarray(rng.integers(0, 4, (9, 8, 7)).astype(np.uint8)), rng.normal(0, 100, (5, 6, 7)).astype(np.int16)):
+        vol = Volume(array, oblique_affine())
+        fast = io.write_volume(vol, tmp_path / f"fast{suffix}")
+        monkeypatch.setattr(io, "IN_MEMORY_WRITE_BYTES", -1)  # nibabel's streaming save
+        slow = io.write_volume(vol, tmp_path / f"slow{suffix}")
+        monkeypatch.undo()
+        raw = (lambda p: gzip.decompress(p.read_bytes())) if suffix == ".nii.gz" else (lambda p: p.read_bytes())
+        assert raw(fast) == raw(slow)
+        back = io.read_volume(fast)
+        np.testing.assert_array_equal(back.array, array)
+        np.testing.assert_allclose(back.affine, vol.affine, atol=1e-5)
+        assert nib.load(fast).header.get_xyzt_units() == ("mm", "unknown")
 
 
-def test_split_validation_errors():
-    ids = ["a", "b", "c", "d"]
-    with pytest.raises(DatasetError, match="not in the dataset"):
-        validate_split({"train": ["a", "x"], "validation": [], "test": []}, ids)
-    with pytest.raises(DatasetError, match="in both 'train' and 'test'"):
-        validate_split({"train": ["a", "b"], "validation": ["c"], "test": ["b"]}, ids)
-    with pytest.raises(DatasetError, match="more than once"):
-        validate_split({"train": ["a", "a"], "validation": [], "test": []}, ids)
+# ----------------------------------------------------------------------------------------------
+# robustness: random bytes, corrupted headers and absurd sizes give a volume or a clear error (hypothesis)
 
 
-def test_training_subsets_are_seeded_and_nested_in_train():
-    ids = [f"c{i}" for i in range(20)]
-    a = select_training_cases(ids, 4, seed=1)
-    assert a == select_training_cases(list(reversed(ids)), 4, seed=1)  # order of the list does not matter
-    assert len(set(a)) == 4 and set(a) <= set(ids)
-    assert select_training_cases(ids, 4, seed=2) != a
-    assert select_training_cases(ids, None, seed=2) == sorted(ids)
+FUZZ = settings(max_examples=40, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def test_plain_folder_dataset(tmp_path):
-    (tmp_path / "images").mkdir()
-    (tmp_path / "labels").mkdir()
-    for name in ("p1", "p2"):
-        write_volume(Volume(np.zeros((4, 4, 4), np.int16), np.eye(4)), tmp_path / "images" / f"{name}.nrrd")
-        lab = np.zeros((4, 4, 4), np.uint8)
-        lab[1, 1, 1] = 3
-        write_volume(Volume(lab, np.eye(4)), tmp_path / "labels" / f"{name}.nii.gz")
-    ds = load_dataset(tmp_path)
-    assert set(ds.cases) == {"p1", "p2"} and ds.labels == {"background": 0, "label_3": 3}
-    (tmp_path / "labels.json").write_text(json.dumps({"liver": 3}))
-    assert load_dataset(tmp_path).labels == {"background": 0, "liver": 3}
+def _valid_nifti_bytes() -> bytes:
+    arr = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4) - 1000
+    img = nib.Nifti1Image(arr, np.diag([1.5, 1.5, 3.0, 1.0]))
+    return img.to_bytes()
 
 
-@needs_openkbp
-def test_openkbp_dataset_loads_with_its_fixed_split():
-    ds = load_dataset(OPENKBP)
-    assert len(ds) == 46
-    assert ds.structures == {"brainstem": 1, "spinal_cord": 2, "parotid_right": 3, "parotid_left": 4, "mandible": 5}
-    split, source = resolve_split(ds)
-    assert source.endswith("splits.json")
-    assert (len(split.train), len(split.validation), len(split.test)) == (26, 10, 10)
-    vol = read_volume(ds.cases["openkbp_001"].image)
-    assert vol.shape == (128, 128, 128) and nib.aff2axcodes(vol.affine) == ("P", "L", "I")
+VALID = _valid_nifti_bytes()
+
+
+def _read_or_clear_error(path) -> None:
+    """The only acceptable outcomes: a Volume with a sane geometry, or a GlobalmaskError."""
+    try:
+        vol = read_volume(path)
+    except GlobalmaskError as exc:
+        assert str(path.name) in str(exc)
+        return
+    assert vol.array.ndim == 3
+    assert np.all(np.isfinite(vol.affine))
+
+
+@FUZZ
+@given(data=st.binary(min_size=0, max_size=2000), suffix=st.sampled_from([".nii", ".nii.gz", ".nrrd", ".mha"]))
+def test_random_bytes_give_a_clear_error(tmp_path, data, suffix):
+    path = tmp_path / f"random{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix == ".nii.gz" and data[:1] == b"\x00" else data)
+    _read_or_clear_error(path)
+
+
+@FUZZ
+@given(edits=st.lists(st.tuples(st.integers(0, 347), st.integers(0, 255)), min_size=1, max_size=12), compress=st.booleans())
+def test_corrupted_nifti_headers_give_a_volume_or_a_clear_error(tmp_path, edits, compress):
+    raw = bytearray(VALID)
+    for offset, value in edits:
+        raw[offset] = value
+    path = tmp_path / ("h.nii.gz" if compress else "h.nii")
+    path.write_bytes(gzip.compress(bytes(raw)) if compress else bytes(raw))
+    _read_or_clear_error(path)
+
+
+@FUZZ
+@given(
+    dims=st.lists(st.integers(-5, 2**31 - 1), min_size=3, max_size=3),
+    pixdim=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=3, max_size=3),
+)
+def test_absurd_nifti_dimensions_and_spacings(tmp_path, dims, pixdim):
+    """Huge declared sizes must be refused before allocating; odd spacings named as such."""
+    hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(VALID), check=False)
+    hdr["dim"][1:4] = [max(-32768, min(32767, d)) for d in dims]
+    hdr["pixdim"][1:4] = pixdim
+    raw = hdr.binaryblock + b"\x00" * 4 + VALID[352:]
+    path = tmp_path / "d.nii"
+    path.write_bytes(raw)
+    _read_or_clear_error(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# DICOM series with real-world geometry faults. Every series is written with pydicom from a volume whose
+# voxel values are a known linear function of the world position, so a correctly placed and linearly
+# resampled voxel has a value we can compute by hand.
+
+
+SHAPE = (32, 32, 20)
+
+
+SPACING = (1.5, 1.25, 2.0)
+
+
+ORIGIN_LPS = np.array([-20.0, -30.0, 100.0])
+
+
+def _affine() -> np.ndarray:
+    aff = np.diag([*SPACING, 1.0])
+    aff[:3, 3] = ORIGIN_LPS * [-1, -1, 1]  # RAS of the LPS origin
+    aff[0, 0] = -SPACING[0]  # LPS axes: x grows to the patient's left (R->L in RAS is -x)
+    aff[1, 1] = -SPACING[1]
+    return aff
+
+
+def world_value(lps: np.ndarray) -> np.ndarray:
+    """HU as a linear function of LPS position: 2 per mm in x, 3 in y, 5 in z (exact under linear interpolation)."""
+    return 2.0 * lps[..., 0] + 3.0 * lps[..., 1] + 5.0 * lps[..., 2]
+
+
+def _volume_for(positions: np.ndarray) -> Volume:
+    """Slices whose pixel values follow world_value at their own (possibly shifted) positions."""
+    i, j = np.meshgrid(np.arange(SHAPE[0]), np.arange(SHAPE[1]), indexing="ij")
+    arr = np.empty((SHAPE[0], SHAPE[1], len(positions)), dtype=np.float64)
+    for k, p in enumerate(positions):
+        lps = p + i[..., None] * np.array([SPACING[0], 0, 0]) + j[..., None] * np.array([0, SPACING[1], 0])
+        arr[:, :, k] = world_value(lps)
+    return Volume(np.rint(arr).astype(np.int16), _affine())
+
+
+def regular_positions(n: int = SHAPE[2]) -> np.ndarray:
+    return np.array([ORIGIN_LPS + [0, 0, k * SPACING[2]] for k in range(n)])
+
+
+def write_series(folder, positions, order=None):
+    pytest.importorskip("pydicom")  # the DICOM writer is an optional extra: only these tests need it
+    vol = _volume_for(positions)
+    files = write_ct_series(vol, folder, positions=positions)
+    return vol, files
+
+
+def _expected_on_grid(volume: Volume) -> np.ndarray:
+    idx = np.stack(np.meshgrid(*[np.arange(s) for s in volume.shape], indexing="ij"), axis=-1).astype(np.float64)
+    ras = idx @ volume.affine[:3, :3].T + volume.affine[:3, 3]
+    return world_value(ras * [-1, -1, 1])
+
+
+def test_regular_series_reads_exactly(tmp_path):
+    vol, _ = write_series(tmp_path / "s", regular_positions())
+    got = read_volume(tmp_path / "s")
+    np.testing.assert_array_equal(got.array, vol.array)
+    np.testing.assert_allclose(got.affine, vol.affine, atol=1e-4)
+    assert got.notes == {}
+
+
+def test_missing_slice_is_resampled_and_recorded(tmp_path, caplog):
+    vol, files = write_series(tmp_path / "s", regular_positions())
+    files[7].unlink()
+    with caplog.at_level(logging.WARNING, logger="globalmask"):
+        got = read_volume(tmp_path / "s")
+    # the original grid comes back: same shape and affine, the lost plane interpolated from its neighbours
+    assert got.shape == vol.shape
+    np.testing.assert_allclose(got.affine, vol.affine, atol=1e-4)
+    np.testing.assert_allclose(got.array, vol.array, atol=1.0)  # linear in z: exact up to int16 rounding
+    note = got.notes["dicom_geometry"]
+    assert note["resampled"] and "1 missing slice" in note["faults"][0]
+    assert "missing slice" in caplog.text and "resampled" in caplog.text
+
+
+def test_uneven_spacing_is_resampled_onto_a_regular_grid(tmp_path):
+    pos = regular_positions()
+    pos[10:, 2] += 1.0  # a 3 mm gap in a 2 mm series
+    write_series(tmp_path / "s", pos)
+    got = read_volume(tmp_path / "s")
+    assert "uneven slice spacing" in got.notes["dicom_geometry"]["faults"][0]
+    assert got.spacing[2] == pytest.approx(2.0)
+    assert got.shape[2] == 20  # 0..39 mm covered by 2 mm planes
+    np.testing.assert_allclose(got.array, _expected_on_grid(got), atol=1.0)
+
+
+def test_old_reader_would_have_misplaced_the_slices(tmp_path):
+    """Guard for the fault this fixes: without resampling, plane k would be placed 1 mm too high."""
+    pos = regular_positions()
+    pos[10:, 2] += 1.0
+    write_series(tmp_path / "s", pos)
+    got = read_volume(tmp_path / "s")
+    world_z = (got.affine @ [0, 0, 15, 1])[2]
+    assert got.array[0, 0, 15] == pytest.approx(world_value(np.array([ORIGIN_LPS[0], ORIGIN_LPS[1], world_z])), abs=1.0)
+
+
+def test_gantry_tilt_is_resampled_onto_an_orthogonal_grid(tmp_path):
+    angle = np.deg2rad(15.0)
+    pos = regular_positions()
+    pos[:, 1] += np.arange(len(pos)) * SPACING[2] * np.tan(angle)  # slices shift along y: a tilted gantry
+    write_series(tmp_path / "s", pos)
+    got = read_volume(tmp_path / "s")
+    note = got.notes["dicom_geometry"]
+    assert note["resampled"] and "gantry tilt of about 15.0 degrees" in note["faults"][0]
+    m = got.affine[:3, :3]
+    gram = m.T @ m
+    np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-9)  # orthogonal: no shear left
+    expected = _expected_on_grid(got)
+    covered = got.array > got.array.min()  # voxels inside every slice's footprint
+    inner = covered.copy()
+    inner[:, :2] = inner[:, -2:] = False
+    assert inner.sum() > 0.5 * got.array.size
+    np.testing.assert_allclose(got.array[inner], expected[inner], atol=1.0)
+
+
+def test_identical_duplicate_slices_are_dropped_and_recorded(tmp_path):
+    vol, files = write_series(tmp_path / "s", regular_positions())
+    shutil.copy(files[5], tmp_path / "s" / "copy_of_5.dcm")
+    got = read_volume(tmp_path / "s")
+    np.testing.assert_array_equal(got.array, vol.array)
+    note = got.notes["dicom_geometry"]
+    assert not note["resampled"] and note["dropped_duplicates"][0].endswith(".dcm")
+
+
+def _write_conflicting_duplicate(folder):
+    """Slices 5 and 6 at one position with different pixels (6 is the real slice 6's data)."""
+    import pydicom
+
+    _, files = write_series(folder, regular_positions())
+    ds = pydicom.dcmread(files[6])
+    ds.ImagePositionPatient = pydicom.dcmread(files[5]).ImagePositionPatient
+    ds.save_as(files[6])
+
+
+def test_duplicate_positions_with_different_pixels_are_refused(tmp_path):
+    _write_conflicting_duplicate(tmp_path / "s")
+    with pytest.raises(GeometryError, match="share the slice position"):
+        read_volume(tmp_path / "s")
+
+
+def test_several_missing_slices_are_refused_not_invented(tmp_path):
+    _, files = write_series(tmp_path / "s", regular_positions())
+    for f in files[5:9]:
+        f.unlink()
+    with pytest.raises(GeometryError, match="several slices missing"):
+        read_volume(tmp_path / "s")
+
+
+def test_mixed_orientations_are_refused(tmp_path):
+    _, files = write_series(tmp_path / "s", regular_positions())
+    import pydicom
+
+    ds = pydicom.dcmread(files[3])
+    ds.ImageOrientationPatient = [0, 1, 0, 1, 0, 0]
+    ds.save_as(files[3])
+    with pytest.raises(GeometryError, match="different orientations"):
+        read_volume(tmp_path / "s")
+
+
+def test_several_series_in_one_folder_are_refused_naming_them_or_picked(tmp_path):
+    write_series(tmp_path / "a", regular_positions())
+    write_series(tmp_path / "b", regular_positions(12))
+    folder = tmp_path / "both"
+    folder.mkdir()
+    uids = []
+    for sub in ("a", "b"):
+        for f in sorted((tmp_path / sub).iterdir()):
+            shutil.copy(f, folder / f"{sub}_{f.name}")
+        import pydicom
+
+        uids.append(str(pydicom.dcmread(next((tmp_path / sub).iterdir())).SeriesInstanceUID))
+    with pytest.raises(InputFileError, match="2 DICOM image series") as err:
+        read_volume(folder)
+    assert all(u in str(err.value) for u in uids)
+    assert read_dicom_series(folder, series_uid=uids[1]).shape == (32, 32, 12)
+
+
+def test_cli_refuses_a_faulty_series_in_one_line_with_status_2(tmp_path, capsys):
+    _write_conflicting_duplicate(tmp_path / "s")
+    assert main(["masks", str(tmp_path / "s"), "--out", str(tmp_path / "m")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # (tqdm's bar aside)
+    assert len(err) == 1 and "globalmask masks: error:" in err[0]
+    err = err[0]
+    assert "share the slice position" in err and str(tmp_path / "s") in err

@@ -1,9 +1,12 @@
+"""masks.py: GBM recipes on crafted volumes with known answers, recipe text round trips, make_gbm, real CT."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from globalmask.cli import main
 from globalmask.errors import GlobalmaskError
 from globalmask.io import Volume, read_volume
 from globalmask.masks import (
@@ -247,3 +250,21 @@ def test_body_recipe_on_a_real_lps_chest_ct():
     thr = make_gbm(ct, "threshold").array.astype(bool)
     assert body[heart].mean() > 0.99
     assert thr.sum() < body.sum()  # lungs are holes in the threshold mask, filled in the body mask
+
+
+# ----------------------------------------------------------------------------------------------
+# the `globalmask masks` command
+
+
+def test_cli_masks_writes_one_mask_per_case(phantom_ds, tmp_path, capsys):
+    assert main(["masks", str(phantom_ds.root), "--recipe", "body", "--out", str(tmp_path / "m")]) == 0
+    files = sorted(p for p in (tmp_path / "m").iterdir() if not p.name.startswith("."))  # (hidden: globalmask's output marker)
+    assert len(files) == len(phantom_ds)
+    ct = read_volume(phantom_ds.cases[files[0].name[: -len(".nii.gz")]].image)
+    m = read_volume(files[0])
+    assert m.shape == ct.shape and np.allclose(m.affine, ct.affine) and m.array.dtype == np.uint8
+    assert set(np.unique(m.array)) == {0, 1}
+    # a solid body silhouette: every organ inside it, the field-of-view corners (air) outside
+    lab = read_volume(phantom_ds.cases[files[0].name[: -len(".nii.gz")]].label).array
+    assert m.array[lab > 0].all()
+    assert m.array[0, 0, 0] == 0 and m.array[-1, -1, -1] == 0

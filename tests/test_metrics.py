@@ -1,4 +1,4 @@
-"""Tests for globalmask.metrics: hand-computed cases in mm, properties, and the folder evaluator."""
+"""metrics.py: hand-computed cases in mm, properties, the folder evaluator, and sheared (gantry-tilt) affines."""
 
 from __future__ import annotations
 
@@ -526,3 +526,36 @@ def test_surface_distances_match_monai(pair, spacing):
     hd, msd = surface_distances_mm(a, b, np.diag([*spacing, 1.0]))
     assert hd == pytest.approx(hd_m, rel=1e-5, abs=1e-5)  # MONAI works in float32
     assert msd == pytest.approx(asd_m, rel=1e-5, abs=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# surface distances on sheared (tilted) affines
+
+
+def _sheared(tilt_deg: float) -> np.ndarray:
+    aff = np.eye(4)
+    aff[0, 2] = np.tan(np.deg2rad(tilt_deg))  # x shifts with z: a gantry-tilt shear, 1 mm voxels
+    return aff
+
+
+def test_surface_distance_uses_the_true_geometry_on_a_sheared_affine():
+    pred = np.zeros((6, 6, 6), bool)
+    ref = np.zeros((6, 6, 6), bool)
+    pred[2, 2, 2] = True
+    ref[3, 2, 3] = True  # index offset (1, 0, 1): world offset (1 + tan45, 0, 1) = (2, 0, 1)
+    hd95, msd = surface_distances_mm(pred, ref, _sheared(45.0))
+    assert hd95 == pytest.approx(np.sqrt(5.0)) and msd == pytest.approx(np.sqrt(5.0))  # column norms would say sqrt(3)
+    ref[:] = False
+    ref[1, 2, 3] = True  # offset (-1, 0, 1): world (-1 + 1, 0, 1) = (0, 0, 1)
+    assert surface_distances_mm(pred, ref, _sheared(45.0))[0] == pytest.approx(1.0)
+
+
+def test_structure_metrics_use_the_true_geometry_on_a_sheared_affine():
+    pred = np.zeros((8, 8, 8), np.uint8)
+    ref = np.zeros((8, 8, 8), np.uint8)
+    pred[2, 2, 2] = 1
+    ref[4, 2, 4] = 1  # offset (2, 0, 2) -> world (2 + 2 tan20, 0, 2)
+    t = np.tan(np.deg2rad(20.0))
+    row = structure_metrics(pred, ref, _sheared(20.0), {"background": 0, "organ": 1})[0]
+    assert row["hd95_mm"] == pytest.approx(np.hypot(2 + 2 * t, 2.0))
+    assert row["com_mm"] == pytest.approx(np.hypot(2 + 2 * t, 2.0))

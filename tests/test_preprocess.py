@@ -1,24 +1,31 @@
+"""preprocess.py: canonical orientation, resampling, cropping and their exact inversion onto the input grid."""
+
 from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from globalmask.augment import AugmentConfig, apply_intensity, apply_spatial, random_spatial_matrices
+from globalmask import preprocess
 from globalmask.io import Volume, read_volume
+from globalmask.phantom import make_phantom_case
 from globalmask.preprocess import (
     PreprocessConfig,
+    _linear_axis,
+    _touching,
     canonical_spacing,
     derive_spacing,
     from_canonical,
     prepare_case,
     resample_affine,
+    resize,
     restore_labels,
     to_canonical,
 )
 
-from .conftest import OPENKBP, needs_openkbp
+from .conftest import OPENKBP, needs_openkbp, oblique_affine
 
 
 def phantom_like(shape=(30, 26, 22), affine=None):
@@ -187,48 +194,6 @@ def test_derive_spacing_is_median_in_ras_order():
     assert derive_spacing(affs) == (2.0, 1.5, 3.0)
 
 
-def test_spatial_augmentation_keeps_masks_binary_and_identity_is_exact():
-    g = torch.Generator().manual_seed(0)
-    x = torch.zeros(3, 2, 16, 16, 12)
-    x[:, 0] = torch.randn(3, 16, 16, 12)
-    x[:, 1, 4:10, 5:9, 3:8] = 1.0
-    y = (x[:, 1:2] > 0).to(torch.uint8) * 3
-    mats = random_spatial_matrices(3, (32.0, 32.0, 36.0), AugmentConfig(p_spatial=1.0), g)
-    xa, ya = apply_spatial(x, y, mats, binary_channels=[1], background=torch.tensor([-1.0, 0.0]))
-    assert set(torch.unique(xa[:, 1]).tolist()) <= {0.0, 1.0}
-    assert set(torch.unique(ya).tolist()) <= {0, 3}
-    # the label follows the GBM exactly (same grid, same nearest-neighbour sampling)
-    assert torch.equal((ya > 0), (xa[:, 1:2] > 0))
-    eye = torch.eye(3).expand(3, 3, 3)
-    xi, yi = apply_spatial(x, y, eye, binary_channels=[1])
-    assert torch.allclose(xi, x, atol=1e-5) and torch.equal(yi, y)
-
-
-def test_rotation_in_millimetres_preserves_physical_lengths():
-    """A 90-degree turn of a rod in a non-cubic patch keeps its length in mm (not in patch units)."""
-    from globalmask.augment import _rotation
-
-    ext = torch.tensor([40.0, 20.0, 40.0])  # 20 x 10 x 20 voxels of 2 mm
-    ang = torch.tensor([[0.0, 0.0, np.pi / 2]])
-    m = torch.diag(1.0 / ext) @ _rotation(ang) @ torch.diag(ext)
-    x = torch.zeros(1, 1, 20, 10, 20)
-    x[0, 0, 6:14, 4:6, 9:11] = 1.0  # 8 voxels = 16 mm along axis 0
-    xa, _ = apply_spatial(x, None, m, binary_channels=[0])
-    idx = torch.nonzero(xa[0, 0])
-    extent = (idx.max(0).values - idx.min(0).values + 1).tolist()
-    assert extent == [2, 8, 2]  # now 16 mm along axis 1 (a rotation in patch units would give 4)
-
-
-def test_intensity_augmentation_only_touches_ct_channels():
-    g = torch.Generator().manual_seed(1)
-    x = torch.zeros(4, 2, 8, 8, 8)
-    x[:, 1, 2:5, 2:5, 2:5] = 1.0
-    before = x[:, 1].clone()
-    out = apply_intensity(x, [0], AugmentConfig(p_intensity=1.0, p_noise=1.0), g)
-    assert torch.equal(out[:, 1], before)
-    assert not torch.equal(out[:, 0], torch.zeros_like(out[:, 0]))
-
-
 @needs_openkbp
 def test_openkbp_case_round_trip_geometry():
     ct = read_volume(OPENKBP / "imagesTr" / "openkbp_002_0000.nii.gz")
@@ -239,3 +204,113 @@ def test_openkbp_case_round_trip_geometry():
     for k in range(1, 6):
         a, b = back == k, lab.array == k
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.85, k
+
+
+# ----------------------------------------------------------------------------------------------
+# restoring predictions: the fast restore (one axis at a time, only the box where a structure beats
+# background) equals the full inversion (resample every class, arg-max, paste, reorient) bit for bit
+
+
+RESTORE_ORIENTATIONS = {
+    "RAS": np.diag([1.5, 2.0, 3.0, 1.0]),
+    "LPS": np.diag([-1.5, -2.0, 3.0, 1.0]),
+    "PLI": np.array([[0, -2.0, 0, 0], [-1.5, 0, 0, 0], [0, 0, -3.0, 0], [0, 0, 0, 1]]),
+    "oblique": oblique_affine(),
+}
+
+
+def reference_restore(probabilities, geometry) -> np.ndarray:
+    probs = torch.as_tensor(probabilities)
+    crop_shape = tuple(b - a for a, b in zip(geometry.crop_start, geometry.crop_stop))
+    best = resize(probs[0], crop_shape, "linear")
+    arg = torch.zeros(crop_shape, dtype=torch.uint8)
+    for c in range(1, probs.shape[0]):
+        p = resize(probs[c], crop_shape, "linear")
+        better = p > best
+        best = torch.where(better, p, best)
+        arg[better] = c
+    canon = np.zeros(geometry.canonical_shape, dtype=np.uint8)
+    canon[geometry.crop_slices] = arg.numpy()
+    return from_canonical(canon, geometry.original_affine, order="F")
+
+
+def _geometry(affine, spacing, shape=(30, 26, 22)):
+    x, y, z = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    body = (x - 15) ** 2 / 100 + (y - 13) ** 2 / 64 < 1
+    ct = Volume(np.where(body, 40, -1000).astype(np.int16), affine)
+    return prepare_case(ct, "threshold", PreprocessConfig(spacing=spacing)).geometry
+
+
+def _blobs(grid, k, rng, strength=6.0):
+    """Softmax of smooth logits: background nearly everywhere, a few structures in blobs."""
+    logits = torch.zeros((k, *grid))
+    logits[0] = 2.0
+    idx = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in grid], indexing="ij"))
+    for c in range(1, k):
+        centre = torch.as_tensor(rng.uniform(0, 1, 3) * np.array(grid), dtype=torch.float32)
+        radius = float(rng.uniform(1.0, 3.0))
+        d2 = ((idx - centre.view(3, 1, 1, 1)) ** 2).sum(0)
+        logits[c] = strength * torch.exp(-d2 / (2 * radius**2))
+    return F.softmax(logits, dim=0)
+
+
+@pytest.mark.parametrize("name", list(RESTORE_ORIENTATIONS))
+@pytest.mark.parametrize("spacing", [(4.0, 3.0, 5.0), (1.0, 1.3, 2.2)])  # coarser and finer than the input
+@pytest.mark.parametrize("by_axis", [2.0, 0.0])  # always one axis at a time; never (the default picks one)
+def test_fast_restore_equals_full_inversion(name, spacing, by_axis, monkeypatch):
+    monkeypatch.setattr(preprocess, "_BY_AXIS_BELOW", by_axis)
+    geometry = _geometry(RESTORE_ORIENTATIONS[name], spacing)
+    rng = np.random.default_rng(0)
+    grid = geometry.grid_shape
+    cases = {
+        "noise": F.softmax(torch.as_tensor(rng.normal(0, 2, (4, *grid)), dtype=torch.float32), dim=0),
+        "blobs": _blobs(grid, 5, rng),
+        "one voxel": F.softmax(torch.zeros((3, *grid)).index_put_((torch.tensor([2]), *[torch.tensor([n // 2]) for n in grid]), torch.tensor(5.0)), dim=0),
+        "nothing": _blobs(grid, 3, rng, strength=1.0),  # background wins everywhere
+        "ties": F.softmax(torch.as_tensor(rng.integers(0, 2, (3, *grid)), dtype=torch.float32), dim=0),
+        "float64": F.softmax(torch.as_tensor(rng.normal(0, 1, (3, *grid))), dim=0),
+    }
+    for what, probs in cases.items():
+        want = reference_restore(probs, geometry)
+        got = restore_labels(probs, geometry)
+        assert got.shape == geometry.original_shape and got.dtype == np.uint8 and got.flags["F_CONTIGUOUS"], what
+        np.testing.assert_array_equal(got, want, err_msg=what)
+        assert restore_labels(probs.numpy(), geometry, max_bytes=1).tobytes() == want.tobytes(), what  # one class at a time
+    assert not reference_restore(cases["nothing"], geometry).any()  # the cases test what they claim
+    assert 0 < np.count_nonzero(reference_restore(cases["blobs"], geometry)) < 0.5 * np.prod(geometry.original_shape)
+
+
+def test_fast_restore_on_a_phantom_case():
+    ct, lab = make_phantom_case("headneck", 0, seed=1, shape=(48, 48, 40))
+    ct = Volume(ct.array[::-1].copy(), ct.affine @ np.array([[-1, 0, 0, 47], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))  # LAS
+    lab = Volume(lab.array[::-1].copy(), ct.affine)
+    pc = prepare_case(ct, "threshold", PreprocessConfig(spacing=(5.0, 5.0, 6.0)), lab)
+    k = int(lab.array.max()) + 1
+    logits = 4.0 * torch.as_tensor(np.stack([(pc.label == c) for c in range(k)]), dtype=torch.float32)
+    logits += torch.as_tensor(np.random.default_rng(1).normal(0, 1, logits.shape), dtype=torch.float32)
+    probs = F.softmax(logits, dim=0)
+    want = reference_restore(probs, pc.geometry)
+    np.testing.assert_array_equal(restore_labels(probs, pc.geometry), want)
+    assert set(np.unique(want)) == set(range(k))
+
+
+def test_one_axis_at_a_time_is_torch_trilinear():
+    """The property the fast inversion rests on, checked directly (up- and down-sampling)."""
+    x = F.softmax(torch.randn(3, 9, 14, 11, generator=torch.Generator().manual_seed(0)), dim=0)
+    for size in [(20, 5, 11), (4, 31, 17), (9, 14, 12)]:
+        want = F.interpolate(x[None], size=size, mode="trilinear", align_corners=False)[0]
+        got = x
+        for ax in (2, 1, 0):
+            got = _linear_axis(got, 1 + ax, size[ax])
+        assert torch.equal(got, want)
+
+
+def test_touching_range():
+    # 4 -> 8: output k samples input 0.5 k - 0.25 (clamped at 0) and its right neighbour
+    assert _touching(0, 0, 4, 8) == (0, 3)  # k = 0, 1, 2 sample 0, 0.25, 0.75
+    assert _touching(3, 3, 4, 8) == (5, 8)  # k = 5, 6, 7 sample 2.25, 2.75, 3.25
+    assert _touching(2, 2, 5, 5) == (2, 3)  # same size: the identity
+    # 8 -> 2: output 0 samples 1.5 (inputs 1, 2), output 1 samples 5.5 (inputs 5, 6)
+    assert _touching(1, 2, 8, 2) == (0, 1)
+    assert _touching(2, 5, 8, 2) == (0, 2)
+    assert _touching(3, 4, 8, 2) == (0, 0)  # seen by no output voxel

@@ -1,17 +1,29 @@
-"""The study end to end on a tiny phantom configuration: files, pairing, resume, statistics."""
+"""study/__init__.py: run_study end to end on a tiny phantom configuration (files, pairing, resume,
+statistics) and report_from_records (partial merges; the `study plan` and `study report` commands)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import wilcoxon
 
+from globalmask.cli import main
 from globalmask.dataset import load_dataset, make_split, save_split, select_training_cases
 from globalmask.phantom import make_phantom_dataset
-from globalmask.study import ALL, RECORDS_DIR, StudyConfig, make_plan, paired_comparison, run_study
+from globalmask.study import (
+    ALL,
+    RECORDS_DIR,
+    StudyConfig,
+    make_plan,
+    report_from_records,
+    run_study,
+)
+
+from .conftest import TINY_PLAN, _records
 
 TINY = dict(
     modes=["ct", "gbm", "ct+gbm"],
@@ -117,22 +129,6 @@ def test_statistics_are_computed_from_the_per_case_numbers(study):
     assert json.loads((out / "recipe_choice.json").read_text(encoding="utf-8"))["sweep_recipe"] == "threshold:level=-300"
 
 
-def test_paired_comparison_by_hand():
-    """Two modes, three test cases, one structure, two draws: numbers checked by hand."""
-    rows = []
-    for draw in (0, 1):
-        for case, (da, db) in zip(("p1", "p2", "p3"), ((0.8, 0.6), (0.7, 0.5), (0.9, 0.4))):
-            for mode, d in (("ct+gbm", da + 0.01 * draw), ("ct", db)):
-                rows.append({"kind": "sweep", "subset": "test", "shift": "none", "size": "2", "status": "ok", "mode": mode, "draw": draw, "case": case, "structure": "heart", "dice": d})
-    c = paired_comparison(pd.DataFrame(rows), "ct+gbm", "ct", "2")
-    mean_a = np.mean([0.8, 0.7, 0.9, 0.81, 0.71, 0.91])
-    mean_b = np.mean([0.6, 0.5, 0.4])
-    assert c["dice_a"] == pytest.approx(mean_a) and c["dice_b"] == pytest.approx(mean_b)
-    assert c["relative_improvement_pct"] == pytest.approx((mean_a - mean_b) / mean_b * 100)
-    assert c["n_cases"] == 3 and c["cases_a_better"] == 3
-    assert c["wilcoxon_p"] == pytest.approx(0.25)  # exact two-sided p for n=3, all positive
-
-
 @pytest.mark.slow
 def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
     cfg = StudyConfig(**{**TINY, "modes": ["ct", "gbm"], "train_sizes": [1], "draws": 1, "recipe": "auto", "ablation_recipes": ["threshold:-300", "body"], "shifts": [], "overlays": 0})
@@ -146,10 +142,31 @@ def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
     assert len(ranking) == 3  # the default (bone), threshold:-300, body
 
 
-@pytest.mark.parametrize("n", [3, 5, 6, 8])
-def test_wilcoxon_floor_is_the_smallest_attainable_p(n):
-    """All n differences positive is the most extreme outcome; its exact p is the floor the report quotes."""
-    from globalmask.report import wilcoxon_floor
+@pytest.mark.slow
+def test_a_partial_merge_reports_pending_runs_and_only_complete_pairs(three_ways, tmp_path):
+    base, single, _, _ = three_ways
+    partial = report_from_records([base / "machine0"], tmp_path / "partial")
+    missing = set(_records(base / "machine1"))
+    assert set(partial.pending) == missing and not partial.complete
+    report = (tmp_path / "partial" / "report.md").read_text(encoding="utf-8")
+    assert "Incomplete" in report and all(rid in report for rid in missing)
+    done = {(r.mode, r.size_label) for r in partial.runs if r.role == "sweep"}
+    for c in partial.comparisons.to_dict(orient="records"):  # a comparison only where both modes finished the size
+        assert (c["a"], c["size"]) in done and (c["b"], c["size"]) in done
 
-    assert wilcoxon(np.arange(1, n + 1)).pvalue == pytest.approx(wilcoxon_floor(n))
-    assert (wilcoxon_floor(n) < 0.05) == (n >= 6)
+
+@pytest.mark.slow
+def test_cli_plan_and_report(three_ways, study_cohort, tmp_path, capsys):
+    base, single, *_ = three_ways
+    cfg = tmp_path / "study.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(TINY_PLAN), encoding="utf-8")
+    assert main(["study", "plan", str(cfg), str(study_cohort), "--shards", "2"]) == 0
+    out = capsys.readouterr().out
+    assert single.plan.hash in out and all(r.run_id in out for r in single.runs)
+    assert main(["study", "report", str(base / "machine0"), str(base / "machine1"), "--out", str(tmp_path / "rep")]) == 0
+    assert "complete" in capsys.readouterr().out and (tmp_path / "rep" / "report.md").exists()
+    assert main(["study", "report", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "rep2")]) == 2
+    shutil.rmtree(tmp_path / "rep")
+    np.testing.assert_equal(main(["study", "run", str(study_cohort), "--config", str(cfg), "--out", str(base / "single"), "--shard", "5/2"]), 2)

@@ -1,4 +1,6 @@
-"""predict keeps the input's geometry in any orientation: fast, with tiny untrained networks.
+"""infer.py: predict keeps the input's geometry in any orientation; devices are chosen explicitly.
+
+Most tests are fast, with tiny untrained networks (a slow one repeats the check with a trained model).
 
 Two known answers, no training:
 
@@ -17,8 +19,11 @@ import pytest
 import torch
 
 from globalmask.checkpoint import ModelSpec, save_model
+from globalmask.errors import (
+    GlobalmaskError,
+)
 from globalmask.infer import Predictor
-from globalmask.io import Volume, read_volume
+from globalmask.io import Volume, read_volume, write_volume
 from globalmask.masks import Recipe
 from globalmask.model import NetConfig
 from globalmask.preprocess import PreprocessConfig
@@ -97,7 +102,6 @@ def test_untrained_network_labels_are_the_same_in_world_space(untrained, name):
 @pytest.mark.parametrize("name", ["RAS", "LPS", "PLI", "oblique"])
 def test_written_prediction_has_the_input_header(untrained, tmp_path, name):
     """The file on disk carries the input's own affine and axis codes, not the internal RAS ones."""
-    from globalmask.io import write_volume
 
     moved = reoriented(scan(), name)
     src = write_volume(moved, tmp_path / "in" / "scan_0000.nii.gz")
@@ -141,3 +145,57 @@ def test_voxelwise_network_gives_the_known_label_map_in_any_orientation(tmp_path
     expected = (moved.array > 150).astype(np.uint8)
     assert expected.sum() == 4 * 3 * 4  # the 300 HU block, and nothing else
     np.testing.assert_array_equal(pred.array, expected)
+
+
+def test_device_selection_is_explicit():
+    from globalmask.infer import autocast, resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(GlobalmaskError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(GlobalmaskError, match="unknown device"):
+        resolve_device("tpu")
+    # no autocast on the CPU: bf16 there is many times slower without native support
+    assert type(autocast(torch.device("cpu"))).__name__ == "nullcontext"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("orientation", ["LPS", "PLI", "oblique"])
+def test_predictions_keep_the_input_geometry_in_any_orientation(trained, phantom_ds, orientation):
+    """The same scan stored in another orientation gives the same labels in world space."""
+    cid = phantom_ds.load_split().test[0]
+    ct = read_volume(phantom_ds.cases[cid].image)
+    predictor = Predictor(trained.model_path, device="cpu")
+    ras_pred = predictor.predict(ct)
+    if orientation == "LPS":
+        arr, flip = ct.array[::-1, ::-1, :], np.diag([-1.0, -1.0, 1.0, 1.0])
+        shift = np.eye(4)
+        shift[:3, 3] = [ct.shape[0] - 1, ct.shape[1] - 1, 0]
+        affine = ct.affine @ shift @ flip
+    elif orientation == "PLI":
+        arr = np.transpose(ct.array, (1, 0, 2))[::-1, :, ::-1]
+        perm = np.zeros((4, 4))
+        perm[0, 1] = perm[1, 0] = perm[2, 2] = perm[3, 3] = 1  # i<->j
+        flip = np.diag([-1.0, 1.0, -1.0, 1.0])
+        shift = np.eye(4)
+        shift[:3, 3] = [ct.shape[1] - 1, 0, ct.shape[2] - 1]
+        affine = ct.affine @ perm @ shift @ flip
+    else:  # a 5-degree rotation of the world frame: still closest to RAS, not axis-aligned
+        a = np.deg2rad(5)
+        rot = np.eye(4)
+        rot[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+        arr, affine = ct.array, rot @ ct.affine
+    moved = Volume(np.ascontiguousarray(arr), affine)
+    pred = predictor.predict(moved)
+    assert pred.shape == moved.shape and np.array_equal(pred.affine, moved.affine)
+    if orientation == "oblique":
+        # a rotated world frame changes nothing in voxel space: identical labels
+        np.testing.assert_array_equal(pred.array, ras_pred.array)
+        return
+    # map every voxel of the moved prediction to RAS voxel indices and compare
+    idx = np.indices(moved.shape).reshape(3, -1)
+    world = affine @ np.vstack([idx, np.ones(idx.shape[1])])
+    ras_idx = np.round(np.linalg.solve(ct.affine, world)[:3]).astype(int)
+    np.testing.assert_array_equal(pred.array.reshape(-1), ras_pred.array[tuple(ras_idx)])

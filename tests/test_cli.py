@@ -357,3 +357,22 @@ def test_table_covers_every_subcommand():
     used = {argv[0] for argv, _ in CASES.values()}
     assert set(COMMANDS) <= used
     assert len(CASES) >= 40
+
+
+# ----------------------------------------------------------------------------------------------
+# help and refusals
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("masks", "train", "predict", "evaluate", "phantom", "demo", "study"):
+        assert cmd in out
+
+
+def test_cli_refuses_to_write_into_the_input_folder(phantom_ds, capsys):
+    images = phantom_ds.root / "imagesTr"
+    assert main(["masks", str(images), "--out", str(images)]) == 2
+    assert "output folder is the input folder" in capsys.readouterr().err

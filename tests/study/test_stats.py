@@ -1,4 +1,4 @@
-"""The study's selection and statistics on hand-made per-case tables with known answers.
+"""study/stats.py: the study's selection and statistics on hand-made per-case tables with known answers.
 
 * the recipe ablation ranks on the validation split only (validation and test disagree here);
 * the paired Wilcoxon test pairs test cases (8 cases, mixed signs: re-pairing changes p);
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from globalmask.study import paired_comparison, plan_ablation, plan_sweep, recipe_ablation, summary_table, training_subsets
+from globalmask.study import paired_comparison, recipe_ablation, summary_table
 
 
 def exact_wilcoxon_p(diffs) -> float:
@@ -206,47 +205,17 @@ def test_summary_table_by_hand():
     assert s.loc["all", "hd95_mm_mean"] == pytest.approx((4.0 * 3 + 8.0) / 4) and s.loc["all", "hd95_mm_std"] == pytest.approx(2.0)
 
 
-def duck_config(**kw):
-    """The attributes plan_sweep reads from a study configuration."""
-    cfg = SimpleNamespace(modes=["ct", "gbm", "ct+gbm"], train_sizes=[1, 2, "all"], draws=2, full_draws=1, seed=10, steps=5)
-    cfg.__dict__.update(kw)
-    cfg.steps_for = lambda label: cfg.steps
-    return cfg
-
-
-def test_every_mode_trains_on_the_same_cases():
-    train_ids = [f"case_{i:02d}" for i in range(6)]
-    sweep = plan_sweep(duck_config(), len(train_ids), "bone")
-    # sizes 1 and 2 with 2 draws, the full size with 1 draw, 3 modes each
-    assert len(sweep) == (2 + 2 + 1) * 3
-    assert {r.mode for r in sweep} == {"ct", "gbm", "ct+gbm"}
-    by_key: dict[tuple, set] = {}
-    for r in sweep:
-        by_key.setdefault((r.size_label, r.draw), set()).add((r.n_cases, r.seed))
-    assert by_key == {("1", 0): {(1, 10)}, ("1", 1): {(1, 11)}, ("2", 0): {(2, 10)}, ("2", 1): {(2, 11)}, ("all", 0): {(6, 10)}}
-    subsets = training_subsets(sweep, train_ids)
-    assert sorted(subsets) == ["n1-d0", "n1-d1", "n2-d0", "n2-d1", "nall-d0"]
-    assert subsets["nall-d0"] == train_ids
-    for key, ids in subsets.items():
-        n = 6 if key.startswith("nall") else int(key[1])
-        assert len(ids) == n and len(set(ids)) == n and set(ids) <= set(train_ids)
-    # the subsets do not depend on the order the ids are listed in, nor on the modes planned
-    assert training_subsets(plan_sweep(duck_config(modes=["gbm"]), 6, "bone"), train_ids[::-1]) == subsets
-
-
-def test_the_ablation_plans_one_full_size_gbm_model_per_recipe_and_draw():
-    cfg = duck_config(ablation_draws=2, steps=7)
-    cfg.candidate_recipes = lambda: ["bone:level=250", "body:level=-500"]
-    runs = plan_ablation(cfg, 5)
-    assert [(r.kind, r.mode, r.size_label, r.n_cases, r.draw, r.seed, r.recipe, r.steps) for r in runs] == [
-        ("ablation", "gbm", "all", 5, 0, 10, "bone:level=250", 7),
-        ("ablation", "gbm", "all", 5, 1, 11, "bone:level=250", 7),
-        ("ablation", "gbm", "all", 5, 0, 10, "body:level=-500", 7),
-        ("ablation", "gbm", "all", 5, 1, 11, "body:level=-500", 7),
-    ]
-    assert all(r.kind == "sweep" and r.recipe == "bone:level=250" for r in plan_sweep(duck_config(), 5, "bone"))
-
-
-def test_a_size_at_or_above_the_training_split_is_the_full_size():
-    sweep = plan_sweep(duck_config(train_sizes=[2, 8, "all"], modes=["ct"], draws=1), 4, "bone")
-    assert [(r.size_label, r.n_cases) for r in sweep] == [("2", 2), ("all", 4)]  # 8 and 'all' are one run
+def test_paired_comparison_by_hand():
+    """Two modes, three test cases, one structure, two draws: numbers checked by hand."""
+    rows = []
+    for draw in (0, 1):
+        for case, (da, db) in zip(("p1", "p2", "p3"), ((0.8, 0.6), (0.7, 0.5), (0.9, 0.4))):
+            for mode, d in (("ct+gbm", da + 0.01 * draw), ("ct", db)):
+                rows.append({"kind": "sweep", "subset": "test", "shift": "none", "size": "2", "status": "ok", "mode": mode, "draw": draw, "case": case, "structure": "heart", "dice": d})
+    c = paired_comparison(pd.DataFrame(rows), "ct+gbm", "ct", "2")
+    mean_a = np.mean([0.8, 0.7, 0.9, 0.81, 0.71, 0.91])
+    mean_b = np.mean([0.6, 0.5, 0.4])
+    assert c["dice_a"] == pytest.approx(mean_a) and c["dice_b"] == pytest.approx(mean_b)
+    assert c["relative_improvement_pct"] == pytest.approx((mean_a - mean_b) / mean_b * 100)
+    assert c["n_cases"] == 3 and c["cases_a_better"] == 3
+    assert c["wilcoxon_p"] == pytest.approx(0.25)  # exact two-sided p for n=3, all positive

@@ -40,7 +40,7 @@ from globalmask.model import NetConfig, check_mode
 from globalmask.train import TrainConfig, train
 from globalmask.training_data import load_case
 
-from .conftest import make_tiny_dataset
+from ..conftest import make_tiny_dataset
 
 TINY_NET = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
 AFF = np.diag([2.0, 2.0, 2.5, 1.0])
@@ -439,17 +439,3 @@ def test_inputs_are_never_modified(tmp_path):
     assert main(["evaluate", str(tmp_path / "pred"), str(ds / "labelsTr"), "--out", str(tmp_path / "ev")]) == 0
     assert _digest(ds) == before
     assert not list(ds.rglob(".tmp-*"))
-
-
-def test_device_selection_is_explicit():
-    from globalmask.infer import autocast, resolve_device
-
-    assert resolve_device("cpu").type == "cpu"
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(GlobalmaskError, match="no CUDA GPU"):
-            resolve_device("cuda")
-    with pytest.raises(GlobalmaskError, match="unknown device"):
-        resolve_device("tpu")
-    # no autocast on the CPU: bf16 there is many times slower without native support
-    assert type(autocast(torch.device("cpu"))).__name__ == "nullcontext"

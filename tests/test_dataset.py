@@ -1,0 +1,76 @@
+"""dataset.py: nnU-Net and plain-folder datasets, seeded and fixed splits, their validation, nested training subsets."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from globalmask.dataset import load_dataset, make_split, resolve_split, select_training_cases, validate_split
+from globalmask.errors import DatasetError
+from globalmask.io import (
+    Volume,
+    read_volume,
+    write_volume,
+)
+
+from .conftest import OPENKBP, make_tiny_dataset, needs_openkbp
+
+
+def test_nnunet_dataset_and_seeded_split(tmp_path):
+    root = make_tiny_dataset(tmp_path / "ds", n=10)
+    ds = load_dataset(root)
+    assert len(ds) == 10 and ds.structures == {"left": 1, "right": 2}
+    split, source = resolve_split(ds, seed=3)
+    assert "seeded" in source
+    assert sorted([*split.train, *split.validation, *split.test]) == sorted(ds.cases)
+    assert (len(split.train), len(split.validation), len(split.test)) == (6, 2, 2)
+    assert make_split(ds.cases, seed=3) == split  # deterministic
+    assert make_split(ds.cases, seed=4) != split
+
+
+def test_split_validation_errors():
+    ids = ["a", "b", "c", "d"]
+    with pytest.raises(DatasetError, match="not in the dataset"):
+        validate_split({"train": ["a", "x"], "validation": [], "test": []}, ids)
+    with pytest.raises(DatasetError, match="in both 'train' and 'test'"):
+        validate_split({"train": ["a", "b"], "validation": ["c"], "test": ["b"]}, ids)
+    with pytest.raises(DatasetError, match="more than once"):
+        validate_split({"train": ["a", "a"], "validation": [], "test": []}, ids)
+
+
+def test_training_subsets_are_seeded_and_nested_in_train():
+    ids = [f"c{i}" for i in range(20)]
+    a = select_training_cases(ids, 4, seed=1)
+    assert a == select_training_cases(list(reversed(ids)), 4, seed=1)  # order of the list does not matter
+    assert len(set(a)) == 4 and set(a) <= set(ids)
+    assert select_training_cases(ids, 4, seed=2) != a
+    assert select_training_cases(ids, None, seed=2) == sorted(ids)
+
+
+def test_plain_folder_dataset(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("p1", "p2"):
+        write_volume(Volume(np.zeros((4, 4, 4), np.int16), np.eye(4)), tmp_path / "images" / f"{name}.nrrd")
+        lab = np.zeros((4, 4, 4), np.uint8)
+        lab[1, 1, 1] = 3
+        write_volume(Volume(lab, np.eye(4)), tmp_path / "labels" / f"{name}.nii.gz")
+    ds = load_dataset(tmp_path)
+    assert set(ds.cases) == {"p1", "p2"} and ds.labels == {"background": 0, "label_3": 3}
+    (tmp_path / "labels.json").write_text(json.dumps({"liver": 3}))
+    assert load_dataset(tmp_path).labels == {"background": 0, "liver": 3}
+
+
+@needs_openkbp
+def test_openkbp_dataset_loads_with_its_fixed_split():
+    ds = load_dataset(OPENKBP)
+    assert len(ds) == 46
+    assert ds.structures == {"brainstem": 1, "spinal_cord": 2, "parotid_right": 3, "parotid_left": 4, "mandible": 5}
+    split, source = resolve_split(ds)
+    assert source.endswith("splits.json")
+    assert (len(split.train), len(split.validation), len(split.test)) == (26, 10, 10)
+    vol = read_volume(ds.cases["openkbp_001"].image)
+    assert vol.shape == (128, 128, 128) and nib.aff2axcodes(vol.affine) == ("P", "L", "I")

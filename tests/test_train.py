@@ -1,0 +1,508 @@
+"""train.py: which cases each stage sees, which checkpoint is kept, when a run stops, the levers, resume.
+
+Sections: split and selection (the validation function of the training loop is replaced by a
+scripted one that records the case ids and weights it is given and returns a fixed sequence of
+Dice values, so the best step is known in advance); plateau stopping; optimiser, schedule and
+bf16 levers; interrupted and resumed runs; short real trainings on the phantom (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import globalmask.train as train_mod
+from globalmask.checkpoint import load_model
+from globalmask.dataset import Split, load_dataset, make_split, save_split
+from globalmask.errors import CheckpointError, GlobalmaskError, OutputError
+from globalmask.infer import Predictor
+from globalmask.io import read_volume
+from globalmask.metrics import dice
+from globalmask.model import NetConfig
+from globalmask.train import DataConfig, Plateau, TrainConfig, lr_factor, prepare_data, train
+
+from .conftest import SMALL_NET, make_tiny_dataset
+
+TINY_NET = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
+# a hand-made split of the 8 tiny cases: every stage's ids are known by name
+SPLIT = Split(
+    train=("case_000", "case_001", "case_002", "case_003"),
+    validation=("case_004", "case_005"),
+    test=("case_006", "case_007"),
+)
+
+
+SCRIPT = [0.2, 0.5, 0.4, 0.45]  # validation Dice at steps 1..4: the best is step 2
+
+
+@pytest.fixture(scope="module")
+def tiny_ds(tmp_path_factory):
+    root = make_tiny_dataset(tmp_path_factory.mktemp("sel") / "tiny", n=8, shape=(16, 16, 12))
+    save_split(SPLIT, root / "splits.json")
+    return load_dataset(root)
+
+
+class ScriptedValidation:
+    """Stands in for train._validate: records ids and weights, returns the scripted Dice values."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.ids: list[list[str]] = []
+        self.weights: list[dict[str, torch.Tensor]] = []
+
+    def __call__(self, net, cases, mode, patch, cfg, labels, device):
+        self.ids.append([pc.id for pc in cases])
+        self.weights.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        dice = self.script[len(self.ids) - 1]
+        return dice, {n: dice for n, v in labels.items() if v != 0}
+
+
+@pytest.fixture
+def spies(monkeypatch):
+    """Scripted validation plus a record of every case the run preprocesses and trains on."""
+    val = ScriptedValidation(SCRIPT)
+    prepared_ids: list[str] = []
+    trained_ids: list[str] = []
+    real_prepare, real_trainer = train_mod.prepare_cases, train_mod.Trainer
+
+    def prepare_spy(cases, *args, **kwargs):
+        prepared_ids.extend(c.id for c in cases)
+        return real_prepare(cases, *args, **kwargs)
+
+    class TrainerSpy(real_trainer):
+        def __init__(self, spec, cfg, cases, *args, **kwargs):
+            trained_ids.extend(pc.id for pc in cases)
+            super().__init__(spec, cfg, cases, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_validate", val)
+    monkeypatch.setattr(train_mod, "prepare_cases", prepare_spy)
+    monkeypatch.setattr(train_mod, "Trainer", TrainerSpy)
+    return val, prepared_ids, trained_ids
+
+
+def _cfg(**kw):
+    return TrainConfig(**{"mode": "gbm", "train_cases": 2, "seed": 0, "steps": 4, "val_every": 1, "checkpoint_every": 2, "net": TINY_NET, "batch_size": 1, **kw})
+
+
+# ----------------------------------------------------------------------------------------------
+# split and selection (scripted validation)
+
+
+@pytest.mark.slow  # 4 steps of a 4-channel network: about a second
+def test_each_stage_sees_only_its_own_split(tiny_ds, tmp_path, spies):
+    val, prepared_ids, trained_ids = spies
+    result = train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu")
+    # training: 2 of the 4 training cases, nothing else
+    assert len(trained_ids) == 2 and set(trained_ids) <= set(SPLIT.train)
+    assert sorted(trained_ids) == result.train_ids
+    # validation: exactly the validation split, at every one of the 4 validations
+    assert val.ids == [list(SPLIT.validation)] * 4
+    # the test cases are never even read
+    assert not set(prepared_ids) & set(SPLIT.test)
+    assert set(prepared_ids) == set(trained_ids) | set(SPLIT.validation)
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+    assert cfg["validation_ids"] == list(SPLIT.validation) and cfg["train_ids"] == result.train_ids
+    assert cfg["dataset_name"] == "tiny" and cfg["preprocess"]["spacing"] == [2.0, 2.0, 2.5]  # median of the train split
+    assert cfg["train"]["steps"] == 4 and cfg["recipe"] == {"name": "bone", "params": {"level": 250.0}}
+    assert json.loads((tmp_path / "run" / "splits.json").read_text(encoding="utf-8"))["test"] == list(SPLIT.test)
+
+
+def test_shared_preprocessing_for_a_study_leaves_the_test_split_out(tiny_ds, spies):
+    _, prepared_ids, _ = spies
+    prepared = prepare_data(tiny_ds, DataConfig(recipe="threshold"), progress=False)
+    assert sorted(prepared.cases) == sorted(SPLIT.train + SPLIT.validation)
+    assert sorted(prepared_ids) == sorted(SPLIT.train + SPLIT.validation)
+    assert prepared.split == SPLIT and prepared.split_source.endswith("splits.json")
+
+
+def test_prepare_data_takes_the_split_it_is_given(tiny_ds, tmp_path, spies):
+    """An explicit split file wins over the dataset's; without either, a seeded 60:20:20 split (seed 0)."""
+    _, prepared_ids, _ = spies
+    other = Split(train=("case_004", "case_005", "case_006"), validation=("case_007",), test=SPLIT.train)
+    save_split(other, tmp_path / "other.json")
+    prepared = prepare_data(tiny_ds, DataConfig(recipe="threshold", split_file=tmp_path / "other.json"), progress=False)
+    assert prepared.split == other and sorted(prepared.cases) == ["case_004", "case_005", "case_006", "case_007"]
+    assert not set(prepared_ids) & set(SPLIT.train)  # now the test cases: never read
+    # the same cases without any splits.json: round(8 x 0.2) = 2 validation and 2 test cases, 4 to train
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_ds.root, bare)
+    (bare / "splits.json").unlink()
+    a = prepare_data(bare, DataConfig(recipe="threshold"), case_ids=[], progress=False)
+    b = prepare_data(bare, DataConfig(recipe="threshold", split_seed=0), case_ids=[], progress=False)
+    c = prepare_data(bare, DataConfig(recipe="threshold", split_seed=1), case_ids=[], progress=False)
+    assert a.split == b.split != c.split and a.split_source == "seeded split (seed 0)"
+    assert (len(a.split.train), len(a.split.validation), len(a.split.test)) == (4, 2, 2)
+
+
+@pytest.mark.slow  # 4 steps of a 4-channel network: about a second
+def test_the_kept_checkpoint_is_the_best_validation_step(tiny_ds, tmp_path, spies):
+    val, _, _ = spies
+    result = train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu")
+    run = tmp_path / "run"
+    assert result.best_step == 2 and result.best_val_dice == 0.5
+    done = json.loads((run / "done.json").read_text(encoding="utf-8"))
+    assert done["best_step"] == 2 and done["best_val_dice"] == 0.5 and done["steps"] == 4
+    spec, net = load_model(run / "model.pt")
+    assert spec.info["best_step"] == 2 and spec.info["best_val_dice"] == 0.5
+    assert spec.info["steps"] == 4 and spec.info["train_ids"] == result.train_ids
+    saved = net.state_dict()
+    # the weights are those the validation saw at step 2, not those of any later step
+    for k, v in val.weights[1].items():
+        torch.testing.assert_close(saved[k], v, rtol=0, atol=0)
+    assert any(not torch.equal(saved[k], val.weights[3][k]) for k in saved)
+    # last.pt (the resumable state) holds the final step's weights instead
+    last = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert last["step"] == 4 and last["best_step"] == 2
+    for k, v in val.weights[3].items():
+        torch.testing.assert_close(last["model"][k], v, rtol=0, atol=0)
+    import csv
+
+    with open(run / "history.csv", encoding="utf-8") as fh:
+        history = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in history] == [1, 2, 3, 4]
+    assert [float(r["val_dice"]) for r in history] == SCRIPT and [float(r["val_left"]) for r in history] == SCRIPT
+    assert result.model_path == run / "model.pt" and result.run_dir == run and result.steps == 4
+
+
+@pytest.mark.slow  # 4 steps of a 4-channel network: about a second
+def test_a_tie_keeps_the_earlier_step(tiny_ds, tmp_path, spies, monkeypatch):
+    """Later validations must be strictly better to replace the kept model."""
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation([0.3, 0.6, 0.6, 0.1]))
+    result = train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu")
+    assert result.best_step == 2
+    assert load_model(tmp_path / "run" / "model.pt")[0].info["best_step"] == 2
+
+
+@pytest.mark.slow  # 4 steps of a 4-channel network: about a second
+def test_validation_every_k_steps_and_at_the_end(tiny_ds, tmp_path, spies, monkeypatch):
+    """steps=5, val_every=2: validations at steps 2, 4 and 5 (the last step always validates)."""
+    scripted = ScriptedValidation([0.1, 0.3, 0.2])
+    monkeypatch.setattr(train_mod, "_validate", scripted)
+    result = train(tiny_ds, tmp_path / "run", _cfg(steps=5, val_every=2), progress=False, device="cpu")
+    assert len(scripted.ids) == 3 and result.best_step == 4 and result.best_val_dice == 0.3
+
+
+@pytest.mark.slow  # 4 steps of a 4-channel network: about a second
+def test_without_structures_in_validation_the_final_weights_are_kept(tiny_ds, tmp_path, spies, monkeypatch):
+    """All validations NaN (no structure present): no 'best' exists, the last step is the model."""
+    scripted = ScriptedValidation([float("nan")] * 4)
+    monkeypatch.setattr(train_mod, "_validate", scripted)
+    result = train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu")
+    assert result.best_step == 4
+    spec, net = load_model(tmp_path / "run" / "model.pt")
+    assert spec.info["best_step"] == 4 and spec.info["best_val_dice"] is None
+    for k, v in scripted.weights[3].items():
+        torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+
+
+@pytest.mark.slow  # 2 + 2 + 4 steps of a 4-channel network: a few seconds
+def test_an_interrupted_run_resumes_to_the_same_result(tiny_ds, tmp_path, spies, monkeypatch):
+    from globalmask.errors import OutputError
+
+    val, _, _ = spies
+    part = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", stop_after=2)
+    assert part.steps == 2 and part.best_step == 2 and not (tmp_path / "part" / "done.json").exists()
+    with pytest.raises(OutputError, match="--resume"):
+        train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu")
+    with pytest.raises(OutputError, match="different settings"):
+        train(tiny_ds, tmp_path / "part", _cfg(steps=5), progress=False, device="cpu", resume=True)
+    resumed = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", resume=True)
+    assert resumed.steps == 4 and resumed.best_step == 2 and resumed.best_val_dice == 0.5
+    assert len(val.ids) == 4  # validations at steps 1, 2 (first call) and 3, 4 (resumed)
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation(SCRIPT))
+    full = train(tiny_ds, tmp_path / "full", _cfg(), progress=False, device="cpu")
+    a = load_model(tmp_path / "part" / "model.pt")[1].state_dict()
+    b = load_model(tmp_path / "full" / "model.pt")[1].state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    # a finished run is not trained again: its recorded result comes back
+    again = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", resume=True)
+    done = json.loads((tmp_path / "part" / "done.json").read_text(encoding="utf-8"))
+    assert (again.steps, again.best_step, again.best_val_dice, again.seconds) == (4, 2, 0.5, done["seconds"])
+    assert again.model_path == tmp_path / "part" / "model.pt" and len(val.ids) == 4
+    assert full.best_step == 2
+
+
+@pytest.mark.slow  # 1 step of a 4-channel network
+def test_prepared_data_carries_its_own_recipe_and_spacing(tiny_ds, tmp_path, spies):
+    from globalmask.errors import DatasetError
+
+    prepared = prepare_data(tiny_ds, DataConfig(recipe="threshold:-400", spacing=(4.0, 4.0, 5.0)), progress=False)
+    result = train(prepared, tmp_path / "run", _cfg(steps=1), progress=False, device="cpu")
+    spec = load_model(result.model_path)[0]
+    assert spec.recipe.spec == "threshold:level=-400" and spec.preprocess.spacing == (4.0, 4.0, 5.0)
+    for kw in ({"recipe": "bone"}, {"spacing": (1.0, 1.0, 1.0)}):
+        with pytest.raises(DatasetError, match="come from the PreparedData"):
+            train(prepared, tmp_path / "other", _cfg(steps=1), DataConfig(**kw), progress=False, device="cpu")
+
+
+# ----------------------------------------------------------------------------------------------
+# plateau stopping: Plateau, TrainConfig.patience/min_delta, done.json
+
+
+def test_plateau_counts_checks_without_a_min_delta_rise():
+    p = Plateau(patience=3, min_delta=0.01)
+    # 0.1 and 0.3 improve; 0.305 and 0.302 rise less than 0.01 over 0.3; 0.2 falls: third check without improvement
+    assert [p.update(s) for s in (0.1, 0.3, 0.305, 0.302, 0.2)] == [False, False, False, False, True]
+    assert p.state() == {"reference": 0.3, "waited": 3}
+    q = Plateau(patience=2, min_delta=0.0)
+    assert [q.update(s) for s in (0.5, 0.5, 0.4)] == [False, False, True]  # an equal score is not an improvement
+    assert q.state() == {"reference": 0.5, "waited": 2}
+    never = Plateau(patience=None, min_delta=0.01)
+    assert not any(never.update(0.1) for _ in range(50))
+    nan = Plateau(patience=2, min_delta=0.0)
+    assert [nan.update(float("nan")) for _ in range(5)] == [False] * 5  # no score yet: nothing to wait on
+    stuck = Plateau(patience=2, min_delta=0.002)
+    assert [stuck.update(0.0) for _ in range(10)] == [False] * 10  # Dice 0 throughout: not started, not a plateau
+    assert [stuck.update(s) for s in (0.3, 0.3, 0.3)] == [False, False, True]  # once it scores, the count begins
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = make_tiny_dataset(tmp_path_factory.mktemp("pl") / "tiny", n=5)
+    save_split(make_split(load_dataset(root).cases, seed=0, fractions=(3, 1, 1)), root / "splits.json")
+    return root
+
+
+def scripted(monkeypatch, scores):
+    """Replace validation by a script: the k-th check returns scores[k]; returns the call log."""
+    calls = []
+
+    def fake_validate(net, cases, mode, patch, cfg, labels, device):
+        calls.append([pc.id for pc in cases])
+        s = scores[len(calls) - 1]
+        return s, {"left": s, "right": s}
+
+    monkeypatch.setattr(train_mod, "_validate", fake_validate)
+    return calls
+
+
+def _plateau_cfg(**kw):
+    base = dict(mode="ct", seed=0, steps=20, val_every=1, patience=3, min_delta=0.01, checkpoint_every=1, net=TINY_NET, batch_size=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_a_run_that_plateaus_stops_early_with_the_best_checkpoint(tiny, tmp_path, monkeypatch):
+    calls = scripted(monkeypatch, [0.1, 0.3, 0.305, 0.302, 0.2] + [0.9] * 20)
+    result = train(tiny, tmp_path / "run", _plateau_cfg(), progress=False, device="cpu")
+    assert (result.steps, result.best_step, result.converged, result.stop_reason) == (5, 3, True, "plateau")
+    done = json.loads((tmp_path / "run" / "done.json").read_text(encoding="utf-8"))
+    assert done["steps"] == 5 and done["max_steps"] == 20 and done["best_step"] == 3 and done["converged"] is True
+    assert done["best_val_dice"] == pytest.approx(0.305)
+    hist = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(hist["step"]) == [1, 2, 3, 4, 5] and hist["elapsed_s"].is_monotonic_increasing
+    split = json.loads((tiny / "splits.json").read_text(encoding="utf-8"))
+    assert all(ids == split["validation"] for ids in calls)  # validation reads the validation split, nothing else
+
+
+def test_a_run_that_keeps_improving_runs_to_the_maximum(tiny, tmp_path, monkeypatch):
+    scripted(monkeypatch, [0.1 + 0.05 * k for k in range(8)])
+    result = train(tiny, tmp_path / "run", _plateau_cfg(steps=8), progress=False, device="cpu")
+    assert (result.steps, result.best_step, result.converged, result.stop_reason) == (8, 8, False, "max_steps")
+    assert json.loads((tmp_path / "run" / "done.json").read_text(encoding="utf-8"))["converged"] is False
+
+
+def test_without_patience_the_run_is_not_judged(tiny, tmp_path, monkeypatch):
+    scripted(monkeypatch, [0.5, 0.1, 0.1, 0.1, 0.1, 0.1])
+    result = train(tiny, tmp_path / "run", _plateau_cfg(steps=6, patience=None), progress=False, device="cpu")
+    assert (result.steps, result.best_step, result.converged) == (6, 1, None)
+
+
+def test_resume_keeps_the_patience_state(tiny, tmp_path, monkeypatch):
+    script = [0.1, 0.3, 0.305, 0.302, 0.2] + [0.9] * 20
+    calls = scripted(monkeypatch, script)
+    part = train(tiny, tmp_path / "run", _plateau_cfg(), progress=False, device="cpu", stop_after=4)
+    assert part.steps == 4 and part.stop_reason == "interrupted" and len(calls) == 4
+    resumed = train(tiny, tmp_path / "run", _plateau_cfg(), progress=False, device="cpu", resume=True)
+    # two checks without improvement were saved; the fifth check is the third: stop at step 5, as uninterrupted
+    assert (resumed.steps, resumed.best_step, resumed.converged) == (5, 3, True)
+
+
+@pytest.mark.parametrize("bad", [dict(patience=0), dict(min_delta=-0.1), dict(min_delta=float("nan")), dict(val_every=0)])
+def test_bad_plateau_settings_are_refused(bad):
+    from globalmask.errors import GlobalmaskError
+
+    with pytest.raises(GlobalmaskError):
+        _plateau_cfg(**bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# levers: optimiser, learning-rate schedule, warm-up, bf16
+
+
+def test_schedules_by_hand():
+    # poly (power 0.9): 1 at the start, (1/2)^0.9 half-way, 0 at the end
+    assert lr_factor(0, 100, "poly") == 1.0
+    assert lr_factor(50, 100, "poly") == pytest.approx(0.5**0.9)
+    assert lr_factor(100, 100, "poly") == 0.0
+    # cosine: 1, 1/2, 0
+    assert lr_factor(0, 100, "cosine") == 1.0
+    assert lr_factor(50, 100, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 100, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(70, 100, "constant") == 1.0
+    # linear warm-up over 10 steps (1/10 ... 10/10), then the schedule runs over the remaining 90
+    assert [lr_factor(s, 100, "poly", warmup=10) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert lr_factor(10, 100, "poly", warmup=10) == 1.0
+    assert lr_factor(55, 100, "cosine", warmup=10) == pytest.approx(0.5)
+    assert lr_factor(500, 100, "poly") == 0.0  # past the maximum it stays at zero
+
+
+@pytest.mark.parametrize("bad", [dict(optimizer="adam2"), dict(schedule="step"), dict(warmup_steps=-1), dict(warmup_steps=20, steps=20), dict(lr=0.0), dict(lr=math.inf)])
+def test_bad_levers_are_refused(bad):
+    with pytest.raises(GlobalmaskError):
+        TrainConfig(**{"steps": 20, **bad})
+
+
+def test_sgd_and_cpu_bf16_train_a_tiny_net(tmp_path):
+    """The nnU-Net optimiser is SGD + Nesterov 0.99; bf16 autocast on CPU must still give a finite loss that falls."""
+    import numpy as np
+
+    from globalmask.checkpoint import ModelSpec
+    from globalmask.masks import Recipe
+    from globalmask.model import NetConfig
+    from globalmask.preprocess import PreparedCase, PreprocessConfig
+    from globalmask.train import Trainer
+
+    shape = (16, 16, 16)
+    ct = np.full(shape, -1.0, np.float32)
+    ct[4:12, 4:12, 4:12] = 0.3
+    label = np.zeros(shape, np.uint8)
+    label[6:10, 6:10, 6:10] = 1
+    case = PreparedCase(id="c", ct=ct, gbm=(ct > -0.5).astype(np.uint8), label=label, geometry=None)
+    net = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
+    for overrides in (dict(optimizer="sgd", lr=1e-2), dict(bf16=True)):
+        cfg = TrainConfig(mode="ct", steps=30, batch_size=1, net=net, channels_last=False, **overrides)
+        spec = ModelSpec(mode="ct", recipe=Recipe.parse("bone"), preprocess=PreprocessConfig(spacing=(1.0, 1.0, 1.0)), labels={"background": 0, "box": 1}, net=net, patch_size=shape)
+        torch.manual_seed(0)
+        trainer = Trainer(spec, cfg, [case], (1.0, 1.0, 1.0), torch.device("cpu"))
+        if cfg.optimizer == "sgd":
+            assert isinstance(trainer.opt, torch.optim.SGD) and trainer.opt.defaults["nesterov"] and trainer.opt.defaults["momentum"] == 0.99
+        losses = [trainer.step() for _ in range(30)]
+        assert all(math.isfinite(v) for v in losses)
+        assert np.mean(losses[-5:]) < np.mean(losses[:5]), overrides
+
+
+# ----------------------------------------------------------------------------------------------
+# real trainings (slow): resume after SIGKILL, phantom runs, 2D slices
+
+
+@pytest.mark.slow
+def test_training_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
+    from globalmask.dataset import load_dataset, make_split, save_split
+    from globalmask.phantom import make_phantom_dataset
+
+    root = make_phantom_dataset(tmp_path / "ph", kind="headneck", cases=6, seed=5, shape=(32, 32, 32))
+    save_split(make_split(load_dataset(root).cases, seed=0, fractions=(4, 1, 1)), root / "splits.json")
+    args = ["train", str(root), "--mode", "ct+gbm", "--train-cases", "3", "--seed", "2", "--steps", "60", "--val-every", "20",
+            "--checkpoint-every", "5", "--channels", "8", "16", "32", "--res-units", "1", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "globalmask.cli"]
+
+    # uninterrupted reference run
+    subprocess.run([*cmd, *args, "--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
+
+    # the same run, killed as soon as a resumable checkpoint exists
+    proc = subprocess.Popen([*cmd, *args, "--out", str(tmp_path / "run")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "run" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "run" / "done.json").exists(), "the run finished before it could be killed"
+    killed_at = torch.load(last, weights_only=False)["step"]
+    assert 0 < killed_at < 60
+
+    done = subprocess.run([*cmd, *args, "--out", str(tmp_path / "run"), "--resume"], env=env, capture_output=True, encoding="utf-8", errors="replace")
+    assert done.returncode == 0, done.stderr[-2000:]
+    a = torch.load(tmp_path / "ref" / "last.pt", weights_only=False)
+    b = torch.load(last, weights_only=False)
+    assert a["step"] == b["step"] == 60
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6)
+    assert a["best_step"] == b["best_step"] and abs(a["best"] - b["best"]) < 1e-6
+
+
+def mean_test_dice(predictor: Predictor, ds, ids) -> float:
+    scores = []
+    for cid in ids:
+        ct = read_volume(ds.cases[cid].image)
+        ref = read_volume(ds.cases[cid].label).array
+        pred = predictor.predict(ct).array
+        scores += [dice(pred == v, ref == v) for v in ds.structures.values()]
+    return float(np.mean(scores))
+
+
+@pytest.mark.slow
+def test_trained_model_clearly_beats_an_untrained_one(trained, phantom_ds, tmp_path):
+    split = phantom_ds.load_split()
+    trained_dice = mean_test_dice(Predictor(trained.model_path, device="cpu"), phantom_ds, split.test)
+    # same architecture and checkpoint format, weights from the untrained initialisation
+    spec, net = load_model(trained.model_path)
+    torch.manual_seed(123)
+    fresh = spec.build()
+    from globalmask.checkpoint import save_model
+
+    save_model(tmp_path / "untrained.pt", spec, fresh.state_dict())
+    untrained_dice = mean_test_dice(Predictor(tmp_path / "untrained.pt", device="cpu"), phantom_ds, split.test)
+    assert trained_dice > 0.3, trained_dice
+    assert trained_dice > untrained_dice + 0.25, (trained_dice, untrained_dice)
+
+
+@pytest.mark.slow
+def test_run_folder_and_self_contained_checkpoint(trained, phantom_ds):
+    run = trained.run_dir
+    for name in ("config.json", "splits.json", "model.pt", "last.pt", "history.csv", "done.json"):
+        assert (run / name).exists(), name
+    cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    assert cfg["train_ids"] == trained.train_ids and len(trained.train_ids) == 4
+    assert set(trained.train_ids) <= set(phantom_ds.load_split().train)
+    spec, _ = load_model(trained.model_path)
+    assert spec.mode == "ct+gbm" and spec.recipe.spec == "bone:level=250"  # the default recipe
+    assert spec.labels == phantom_ds.labels
+    assert spec.preprocess.spacing == tuple(cfg["preprocess"]["spacing"])
+    assert spec.info["best_step"] == trained.best_step
+    with pytest.raises(CheckpointError, match="input mode 'ct\\+gbm', not 'gbm'"):
+        load_model(trained.model_path, expect_mode="gbm")
+
+
+@pytest.mark.slow
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(phantom_ds, tmp_path):
+    cfg = TrainConfig(mode="gbm", train_cases=2, seed=1, steps=12, val_every=6, checkpoint_every=4, net=SMALL_NET)
+    full = train(phantom_ds, tmp_path / "full", cfg, progress=False, device="cpu")
+    part = train(phantom_ds, tmp_path / "part", cfg, progress=False, device="cpu", stop_after=5)
+    assert part.steps == 5 and not (tmp_path / "part" / "done.json").exists()
+    with pytest.raises(OutputError, match="--resume"):
+        train(phantom_ds, tmp_path / "part", cfg, progress=False, device="cpu")
+    resumed = train(phantom_ds, tmp_path / "part", cfg, progress=False, device="cpu", resume=True)
+    assert resumed.steps == 12 and resumed.best_step == full.best_step
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "part" / "last.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert abs(resumed.best_val_dice - full.best_val_dice) < 1e-6
+
+
+@pytest.mark.slow
+def test_two_d_slice_model_trains_and_predicts(phantom_ds, tmp_path):
+    cfg = TrainConfig(mode="gbm", train_cases=2, steps=6, val_every=3, net=NetConfig(spatial_dims=2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1))
+    res = train(phantom_ds, tmp_path / "r2d", cfg, progress=False, device="cpu")
+    ct = read_volume(phantom_ds.cases[phantom_ds.load_split().test[0]].image)
+    pred = Predictor(res.model_path, device="cpu").predict(ct)
+    assert pred.shape == ct.shape and np.array_equal(pred.affine, ct.affine)
+    assert set(np.unique(pred.array)) <= {0, *phantom_ds.structures.values()}
+    spec, _ = load_model(res.model_path)
+    assert spec.net.spatial_dims == 2 and len(spec.patch_size) == 2
