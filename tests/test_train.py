@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,9 +60,11 @@ class ScriptedValidation:
         self.script = list(script)
         self.ids: list[list[str]] = []
         self.weights: list[dict[str, torch.Tensor]] = []
+        self.calls: list[tuple] = []  # (mode, patch, device) of each call
 
     def __call__(self, net, cases, mode, patch, cfg, labels, device):
         self.ids.append([pc.id for pc in cases])
+        self.calls.append((mode, tuple(patch), device))
         self.weights.append({k: v.detach().clone() for k, v in net.state_dict().items()})
         dice = self.script[len(self.ids) - 1]
         return dice, {n: dice for n, v in labels.items() if v != 0}
@@ -233,6 +236,77 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_ds, tmp_path, spies,
     assert (again.steps, again.best_step, again.best_val_dice, again.seconds) == (4, 2, 0.5, done["seconds"])
     assert again.model_path == tmp_path / "part" / "model.pt" and len(val.ids) == 4
     assert full.best_step == 2
+
+
+@pytest.mark.slow  # 4 steps of a 4-channel network: about a second
+def test_the_log_reports_the_smoothed_loss_and_the_kept_step(tiny_ds, tmp_path, spies):
+    """The log lines, recomputed from history.csv: loss as an EMA (0.95), the best Dice and its step."""
+    val, _, _ = spies
+    lines: list[str] = []
+    result = train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu", log=lines.append)
+    hist = pd.read_csv(tmp_path / "run" / "history.csv")
+    expected, ema, best, best_step = [], None, -math.inf, 0
+    for step, loss, score in zip(hist["step"], hist["loss"], SCRIPT):
+        ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+        best, best_step = (score, step) if score > best else (best, best_step)
+        expected.append(f"step {step}: loss {ema:.4f} val Dice {score:.4f} (best {best:.4f} @ {best_step})")
+    expected.append("stopped at step 4 (max_steps); best validation Dice 0.5000 at step 2")
+    assert lines == expected
+    # the run's wall time is reported (history, done.json and the result agree) ...
+    done = json.loads((tmp_path / "run" / "done.json").read_text(encoding="utf-8"))
+    assert result.seconds == done["seconds"] > 0 and 0 < hist["elapsed_s"].iloc[0] <= hist["elapsed_s"].iloc[-1] <= result.seconds
+    # ... and validation ran in the run's mode, on the patch stored in the checkpoint, on the run's device
+    spec = load_model(result.model_path)[0]
+    assert val.calls == [("gbm", tuple(spec.patch_size), torch.device("cpu"))] * 4
+
+
+@pytest.mark.slow  # 4 steps of a 4-channel network: about a second
+def test_the_progress_bar_names_the_run_and_shows_the_best_dice(tiny_ds, tmp_path, spies, capsys, monkeypatch):
+    train(tiny_ds, tmp_path / "run", _cfg(), progress=True, device="cpu")
+    err = capsys.readouterr().err
+    assert ("train gbm n=2" in err and "4/4" in err and "step/s" in err) or "s/step" in err
+    assert "val=0.450" in err and "best=0.500" in err  # the last and the best of SCRIPT
+    assert re.search(r"loss=\d\.\d{3}", err)
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation(SCRIPT))
+    train(tiny_ds, tmp_path / "quiet", _cfg(), progress=False, device="cpu")
+    assert "train gbm" not in capsys.readouterr().err
+
+
+@pytest.mark.slow  # 2 + 2 steps of a 4-channel network
+def test_an_interrupted_run_reports_its_time_and_resumes_its_bar(tiny_ds, tmp_path, spies, capsys):
+    part = train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu", stop_after=2)
+    assert part.stop_reason == "interrupted" and part.converged is None and part.max_steps == 4 and part.seconds > 0
+    assert part.run_dir == tmp_path / "run" and part.model_path == tmp_path / "run" / "model.pt"
+    state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert state["elapsed"] == pytest.approx(part.seconds, abs=0.05)
+    capsys.readouterr()
+    resumed = train(tiny_ds, tmp_path / "run", _cfg(), progress=True, device="cpu", resume=True)
+    assert "2/4" in capsys.readouterr().err  # the bar starts where the run stopped
+    assert resumed.seconds > part.seconds  # the whole run's time, both calls
+
+
+@pytest.mark.slow  # 2 steps of a 4-channel network
+def test_a_resume_state_of_other_settings_is_refused_naming_it(tiny_ds, tmp_path, spies):
+    train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu", stop_after=2)
+    last = tmp_path / "run" / "last.pt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    state["config"]["train"]["lr"] = 1.0  # config.json still matches: only last.pt is foreign
+    torch.save(state, last)
+    with pytest.raises(CheckpointError, match="different settings") as err:
+        train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu", resume=True)
+    assert str(last) in str(err.value)
+
+
+@pytest.mark.slow  # 2 steps of a 2D network on 16x16 slices
+def test_a_two_d_run_trains_on_single_slices(tiny_ds, tmp_path, spies):
+    """A 2D network stores an in-plane patch and trains and validates on (x, y, 1) patches."""
+    val, _, _ = spies
+    net = NetConfig(spatial_dims=2, channels=(4, 8), strides=(2,), num_res_units=0)
+    result = train(tiny_ds, tmp_path / "run", _cfg(steps=2, net=net), progress=False, device="cpu")
+    spec = load_model(result.model_path)[0]
+    # the cases are 16 x 16 x 12 voxels at 2 x 2 x 2.5 mm, cropped and resampled to the median spacing
+    assert len(spec.patch_size) == 2 and spec.net.spatial_dims == 2
+    assert [c[1] for c in val.calls] == [(*spec.patch_size, 1)] * 2
 
 
 @pytest.mark.slow  # 1 step of a 4-channel network
