@@ -67,8 +67,9 @@ def prepare(module: str, work: Path) -> None:
     (work / "pyproject.toml").write_text(text + "\n" + mutmut_section(module, PLAN[module][0]), encoding="utf-8")
 
 
-def sample(module: str, work: Path) -> list[str]:
+def sample(module: str, work: Path, every: int | None = None) -> list[str]:
     _, pattern, step = PLAN[module]
+    step = every or step
     meta = json.loads((work / "mutants" / (source(module) + ".meta")).read_text(encoding="utf-8"))
     keys = list(meta.get("exit_code_by_key", meta))
     keys.sort(key=lambda k: (k.rsplit("__mutmut_", 1)[0], int(k.rsplit("__mutmut_", 1)[1])))
@@ -77,7 +78,7 @@ def sample(module: str, work: Path) -> list[str]:
     return keys[::step]
 
 
-def run(module: str, out: Path, report_only: bool = False, only: list[str] | None = None) -> dict:
+def run(module: str, out: Path, report_only: bool = False, only: list[str] | None = None, every: int | None = None) -> dict:
     """Run the module's sample (or only the named mutants, e.g. an earlier run's survivors)."""
     work = out / module
     t0 = time.perf_counter()
@@ -85,8 +86,8 @@ def run(module: str, out: Path, report_only: bool = False, only: list[str] | Non
         prepare(module, work)
         # first call: only generates the mutants (it then stops: no mutant has that name)
         subprocess.run([MUTMUT, "run", f"globalmask.{module}.no_such_function*"], cwd=work, check=False, capture_output=True)
-        subprocess.run([MUTMUT, "run", "--max-children", "2", *(only or sample(module, work))], cwd=work, check=False, capture_output=True)
-    names = only or sample(module, work)
+        subprocess.run([MUTMUT, "run", "--max-children", "2", *(only or sample(module, work, every))], cwd=work, check=False, capture_output=True)
+    names = only or sample(module, work, every)
     listing = subprocess.run([MUTMUT, "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
     status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, flags=re.M))
     chosen = {n: status.get(n, "not checked") for n in names}
@@ -107,12 +108,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/globalmask-mutation"))
     parser.add_argument("--report-only", action="store_true", help="summarise an earlier run in --out, run nothing")
     parser.add_argument("--survivors-of", type=Path, help="run only the mutants that survived the run in this folder")
+    parser.add_argument("--every", type=int, help="sample every k-th mutant instead of the plan's k (a smaller sample on a busy machine)")
     args = parser.parse_args()
     for module in args.modules:
         only = None
         if args.survivors_of is not None:
             only = list(json.loads((args.survivors_of / f"{module}.json").read_text(encoding="utf-8"))["survivors"])
-        r = run(module, args.out, args.report_only, only)
+        r = run(module, args.out, args.report_only, only, args.every)
         killed = r["counts"].get("killed", 0) + r["counts"].get("timeout", 0)
         print(f"## {module}: {r['sampled']} mutants sampled, {killed} killed (incl. timeouts), counts {r['counts']}, {r['seconds']} s")
         for name, lines in r["survivors"].items():
