@@ -234,6 +234,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_ds, tmp_path, spies,
     again = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", resume=True)
     done = json.loads((tmp_path / "part" / "done.json").read_text(encoding="utf-8"))
     assert (again.steps, again.best_step, again.best_val_dice, again.seconds) == (4, 2, 0.5, done["seconds"])
+    assert (again.max_steps, again.converged, again.stop_reason) == (4, False, "max_steps") == (done["max_steps"], done["converged"], done["stop_reason"])
     assert again.model_path == tmp_path / "part" / "model.pt" and len(val.ids) == 4
     assert full.best_step == 2
 
@@ -307,6 +308,34 @@ def test_a_two_d_run_trains_on_single_slices(tiny_ds, tmp_path, spies):
     # the cases are 16 x 16 x 12 voxels at 2 x 2 x 2.5 mm, cropped and resampled to the median spacing
     assert len(spec.patch_size) == 2 and spec.net.spatial_dims == 2
     assert [c[1] for c in val.calls] == [(*spec.patch_size, 1)] * 2
+
+
+@pytest.mark.slow  # 2 steps of a 4-channel network
+def test_before_any_scored_validation_no_step_is_the_best(tiny_ds, tmp_path, spies, monkeypatch):
+    """Validation without a score (NaN) keeps nothing: an interrupted run reports best step 0, Dice -inf."""
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation([float("nan")] * 4))
+    lines: list[str] = []
+    part = train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu", stop_after=2, log=lines.append)
+    assert (part.steps, part.best_step, part.best_val_dice) == (2, 0, -math.inf)
+    assert lines[-1].endswith("val Dice nan (best -inf @ 0)")
+    assert torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)["best_step"] == 0
+
+
+@pytest.mark.slow  # 1 step of a 4-channel network
+def test_the_run_holds_its_folder_lock_as_train(tiny_ds, tmp_path, spies, monkeypatch):
+    """While it trains, the folder's lock names this process and the command; afterwards it is gone."""
+    from globalmask.guard import read_lock
+
+    scripted, seen = ScriptedValidation(SCRIPT), []
+
+    def validate(*args):
+        seen.append(read_lock(tmp_path / "run"))
+        return scripted(*args)
+
+    monkeypatch.setattr(train_mod, "_validate", validate)
+    train(tiny_ds, tmp_path / "run", _cfg(steps=1), progress=False, device="cpu")
+    assert seen[0]["command"] == "train" and seen[0]["pid"] == os.getpid()
+    assert read_lock(tmp_path / "run") is None
 
 
 @pytest.mark.slow  # 1 step of a 4-channel network
