@@ -149,6 +149,20 @@ def test_prepare_data_takes_the_split_it_is_given(tiny_ds, tmp_path, spies):
     assert (len(a.split.train), len(a.split.validation), len(a.split.test)) == (4, 2, 2)
 
 
+def test_prepare_data_fills_and_reuses_the_cache_folder(tiny_ds, tmp_path):
+    cache = tmp_path / "cache"
+    data = DataConfig(recipe="threshold", spacing=(4.0, 4.0, 5.0), cache_dir=cache)
+    first = prepare_data(tiny_ds, data, case_ids=["case_000", "case_004"], progress=False)
+    files = sorted(p.name.split("-")[0] for p in cache.glob("*.npz"))
+    assert files == ["case_000", "case_004"]
+    # cached CT is stored as float16: what comes back is exactly the float16 values
+    ct = first.cases["case_000"].ct
+    np.testing.assert_array_equal(ct, ct.astype(np.float16).astype(np.float32))
+    again = prepare_data(tiny_ds, data, case_ids=["case_000"], progress=False)
+    np.testing.assert_array_equal(again.cases["case_000"].ct, ct)
+    assert len(list(cache.glob("*.npz"))) == 2  # read back, not written again
+
+
 @pytest.mark.slow  # 4 steps of a 4-channel network: about a second
 def test_the_kept_checkpoint_is_the_best_validation_step(tiny_ds, tmp_path, spies):
     val, _, _ = spies
