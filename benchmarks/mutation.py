@@ -67,7 +67,7 @@ def prepare(module: str, work: Path) -> None:
     (work / "pyproject.toml").write_text(text + "\n" + mutmut_section(module, PLAN[module][0]), encoding="utf-8")
 
 
-def sample(module: str, work: Path, every: int | None = None) -> list[str]:
+def sample(module: str, work: Path, every: int | None = None, offset: int = 0) -> list[str]:
     _, pattern, step = PLAN[module]
     step = every or step
     meta = json.loads((work / "mutants" / (source(module) + ".meta")).read_text(encoding="utf-8"))
@@ -75,10 +75,10 @@ def sample(module: str, work: Path, every: int | None = None) -> list[str]:
     keys.sort(key=lambda k: (k.rsplit("__mutmut_", 1)[0], int(k.rsplit("__mutmut_", 1)[1])))
     if pattern:
         keys = [k for k in keys if re.search(pattern, k.rsplit("__mutmut_", 1)[0])]
-    return keys[::step]
+    return keys[offset::step]
 
 
-def run(module: str, out: Path, report_only: bool = False, only: list[str] | None = None, every: int | None = None) -> dict:
+def run(module: str, out: Path, report_only: bool = False, only: list[str] | None = None, every: int | None = None, offset: int = 0) -> dict:
     """Run the module's sample (or only the named mutants, e.g. an earlier run's survivors)."""
     work = out / module
     t0 = time.perf_counter()
@@ -86,8 +86,8 @@ def run(module: str, out: Path, report_only: bool = False, only: list[str] | Non
         prepare(module, work)
         # first call: only generates the mutants (it then stops: no mutant has that name)
         subprocess.run([MUTMUT, "run", f"globalmask.{module}.no_such_function*"], cwd=work, check=False, capture_output=True)
-        subprocess.run([MUTMUT, "run", "--max-children", "2", *(only or sample(module, work, every))], cwd=work, check=False, capture_output=True)
-    names = only or sample(module, work, every)
+        subprocess.run([MUTMUT, "run", "--max-children", "2", *(only or sample(module, work, every, offset))], cwd=work, check=False, capture_output=True)
+    names = only or sample(module, work, every, offset)
     listing = subprocess.run([MUTMUT, "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
     status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, flags=re.M))
     chosen = {n: status.get(n, "not checked") for n in names}
@@ -109,12 +109,13 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="summarise an earlier run in --out, run nothing")
     parser.add_argument("--survivors-of", type=Path, help="run only the mutants that survived the run in this folder")
     parser.add_argument("--every", type=int, help="sample every k-th mutant instead of the plan's k (a smaller sample on a busy machine)")
+    parser.add_argument("--offset", type=int, default=0, help="start the sample at this mutant (--every 20 and --every 20 --offset 10 together are every 10th)")
     args = parser.parse_args()
     for module in args.modules:
         only = None
         if args.survivors_of is not None:
             only = list(json.loads((args.survivors_of / f"{module}.json").read_text(encoding="utf-8"))["survivors"])
-        r = run(module, args.out, args.report_only, only, args.every)
+        r = run(module, args.out, args.report_only, only, args.every, args.offset)
         killed = r["counts"].get("killed", 0) + r["counts"].get("timeout", 0)
         print(f"## {module}: {r['sampled']} mutants sampled, {killed} killed (incl. timeouts), counts {r['counts']}, {r['seconds']} s")
         for name, lines in r["survivors"].items():
