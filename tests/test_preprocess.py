@@ -192,6 +192,10 @@ def test_derive_spacing_is_median_in_ras_order():
     # PLI: array axis 0 (1.5 mm) points P, axis 1 (2.0 mm) points L -> in RAS order (2.0, 1.5, 3.0)
     assert canonical_spacing(affs[0]) == (2.0, 1.5, 3.0)
     assert derive_spacing(affs) == (2.0, 1.5, 3.0)
+    from globalmask.errors import GeometryError
+
+    with pytest.raises(GeometryError, match=r"^cannot derive a target spacing from zero cases$"):
+        derive_spacing([])
 
 
 @needs_openkbp
