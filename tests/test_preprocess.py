@@ -284,6 +284,41 @@ def test_fast_restore_equals_full_inversion(name, spacing, by_axis, monkeypatch)
     assert 0 < np.count_nonzero(reference_restore(cases["blobs"], geometry)) < 0.5 * np.prod(geometry.original_shape)
 
 
+@pytest.mark.parametrize("by_axis", [2.0, 0.0])
+def test_restore_resamples_the_classes_in_groups_that_fit_max_bytes(by_axis, monkeypatch):
+    """A group holds max_bytes // (4 * voxels resampled per class) classes: the box when resampling
+    one axis at a time, the whole crop otherwise; the label map does not depend on the grouping."""
+    monkeypatch.setattr(preprocess, "_BY_AXIS_BELOW", by_axis)
+    geometry = _geometry(RESTORE_ORIENTATIONS["RAS"], (4.0, 3.0, 5.0))
+    grid = geometry.grid_shape
+    centre = tuple(torch.tensor([n // 2]) for n in grid)
+    probs = F.softmax(torch.zeros((7, *grid)).index_put_((torch.tensor([6]), *centre), torch.tensor(5.0)), dim=0)  # one voxel of class 6
+    want = reference_restore(probs, geometry)
+    crop_voxels = int(np.prod([b - a for a, b in zip(geometry.crop_start, geometry.crop_stop)]))
+    sizes: list[int] = []
+    real_resize, real_linear = preprocess.resize, preprocess._linear_axis
+
+    def resize_spy(x, shape, mode):
+        sizes.append(x.shape[0])
+        return real_resize(x, shape, mode)
+
+    def linear_spy(x, axis, n, *args):
+        if axis == 3:  # the first of the three passes over a group
+            sizes.append(x.shape[0])
+        return real_linear(x, axis, n, *args)
+
+    monkeypatch.setattr(preprocess, "resize", resize_spy)
+    monkeypatch.setattr(preprocess, "_linear_axis", linear_spy)
+    # three classes' worth of the whole crop: 7 classes go as 3 + 3 + 1 when the whole crop is resampled
+    got = restore_labels(probs, geometry, max_bytes=3 * 4 * crop_voxels)
+    np.testing.assert_array_equal(got, want)
+    if by_axis == 0.0:
+        assert sizes == [3, 3, 1]
+    else:  # the box around one voxel is far smaller than the crop: all seven classes fit
+        assert sizes == [7]
+    assert (want == 6).sum() > 0
+
+
 def test_fast_restore_on_a_phantom_case():
     ct, lab = make_phantom_case("headneck", 0, seed=1, shape=(48, 48, 40))
     ct = Volume(ct.array[::-1].copy(), ct.affine @ np.array([[-1, 0, 0, 47], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))  # LAS
