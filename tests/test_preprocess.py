@@ -139,7 +139,7 @@ def test_without_crop_the_whole_field_of_view_is_kept():
     pc = prepare_case(ct, "threshold", PreprocessConfig(spacing=(1.5, 2.0, 3.0), crop=False), lab)
     assert pc.geometry.crop_start == (0, 0, 0) and pc.geometry.crop_stop == (60, 50, 20) and pc.shape == (60, 50, 20)
     np.testing.assert_array_equal(pc.label, lab.array)
-    assert pc.id == "case" and prepare_case(ct, "threshold", PreprocessConfig(), case_id="p7").id == "p7"  # the id names the case in messages and caches
+    assert pc.id == "case" and prepare_case(ct, "threshold", PreprocessConfig(spacing=(1.5, 2.0, 3.0)), case_id="p7").id == "p7"  # the id names the case in messages and caches
 
 
 def test_label_of_another_shape_is_refused():
