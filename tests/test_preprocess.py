@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -178,6 +180,14 @@ def test_preprocess_config_normalises_and_checks_its_values():
             PreprocessConfig(spacing=bad)
     with pytest.raises(GeometryError, match="low < high"):
         PreprocessConfig(spacing=(1.0, 1.0, 1.0), window=(100.0, 100.0))
+    for window in ((-100.0, 0.0, 200.0), (math.nan, 100.0), (-100.0, math.inf)):  # three values; not finite
+        with pytest.raises(GeometryError, match="two finite numbers"):
+            PreprocessConfig(spacing=(1.0, 1.0, 1.0), window=window)
+    with pytest.raises(GeometryError, match=r"must be numbers, got \('a', 1, 1\)"):
+        PreprocessConfig(spacing=("a", 1, 1))
+    for level, margin in ((-500.0, -1.0), (math.inf, 10.0), (-500.0, math.nan)):
+        with pytest.raises(GeometryError, match=r"crop level and margin must be finite \(margin >= 0\)"):
+            PreprocessConfig(spacing=(1.0, 1.0, 1.0), crop_level=level, crop_margin_mm=margin)
 
 
 def test_resample_affine_keeps_extent():
