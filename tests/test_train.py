@@ -163,6 +163,14 @@ def test_prepare_data_fills_and_reuses_the_cache_folder(tiny_ds, tmp_path):
     assert len(list(cache.glob("*.npz"))) == 2  # read back, not written again
 
 
+def test_a_cache_folder_inside_the_dataset_is_refused_before_anything_is_written(tiny_ds, tmp_path):
+    cache = tiny_ds.root / "cache"
+    with pytest.raises(OutputError, match="cache folder must not be inside the dataset folder") as err:
+        train(tiny_ds, tmp_path / "run", _cfg(), DataConfig(cache_dir=cache), progress=False, device="cpu")
+    assert str(cache) in str(err.value)
+    assert not cache.exists() and not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow  # 4 steps of a 4-channel network: about a second
 def test_the_kept_checkpoint_is_the_best_validation_step(tiny_ds, tmp_path, spies):
     val, _, _ = spies
