@@ -296,7 +296,7 @@ def test_the_progress_bar_names_the_run_and_shows_the_best_dice(tiny_ds, tmp_pat
 
 
 @pytest.mark.slow  # 2 + 2 steps of a 4-channel network
-def test_an_interrupted_run_reports_its_time_and_resumes_its_bar(tiny_ds, tmp_path, spies, capsys):
+def test_an_interrupted_run_reports_its_time_and_resumes_its_bar(tiny_ds, tmp_path, spies, capsys, monkeypatch):
     part = train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu", stop_after=2)
     assert part.stop_reason == "interrupted" and part.converged is None and part.max_steps == 4 and part.seconds > 0
     assert part.run_dir == tmp_path / "run" and part.model_path == tmp_path / "run" / "model.pt"
@@ -306,6 +306,15 @@ def test_an_interrupted_run_reports_its_time_and_resumes_its_bar(tiny_ds, tmp_pa
     resumed = train(tiny_ds, tmp_path / "run", _cfg(), progress=True, device="cpu", resume=True)
     assert "2/4" in capsys.readouterr().err  # the bar starts where the run stopped
     assert resumed.seconds > part.seconds  # the whole run's time, both calls
+    # a resume state of an older release has no wall time and no plateau state: it resumes all the same
+    older = tmp_path / "older"
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation(SCRIPT))
+    train(tiny_ds, older, _cfg(), progress=False, device="cpu", stop_after=2)
+    state = torch.load(older / "last.pt", map_location="cpu", weights_only=False)
+    del state["elapsed"], state["plateau"]
+    torch.save(state, older / "last.pt")
+    again = train(tiny_ds, older, _cfg(), progress=False, device="cpu", resume=True)
+    assert (again.steps, again.stop_reason) == (4, "max_steps") and 0 < again.seconds < resumed.seconds + part.seconds
 
 
 @pytest.mark.slow  # 2 steps of a 4-channel network
@@ -321,25 +330,29 @@ def test_a_resume_state_of_other_settings_is_refused_naming_it(tiny_ds, tmp_path
 
 
 @pytest.mark.slow  # 2 steps of a 2D network on 16x16 slices
-def test_a_two_d_run_trains_on_single_slices(tiny_ds, tmp_path, spies):
+@pytest.mark.parametrize("patch", [None, (16, 8, 4)])
+def test_a_two_d_run_trains_on_single_slices(tiny_ds, tmp_path, spies, patch):
     """A 2D network stores an in-plane patch and trains and validates on (x, y, 1) patches."""
     val, _, _ = spies
     net = NetConfig(spatial_dims=2, channels=(4, 8), strides=(2,), num_res_units=0)
-    result = train(tiny_ds, tmp_path / "run", _cfg(steps=2, net=net), progress=False, device="cpu")
+    result = train(tiny_ds, tmp_path / "run", _cfg(steps=2, net=net, patch_size=patch), progress=False, device="cpu")
     spec = load_model(result.model_path)[0]
-    # the cases are 16 x 16 x 12 voxels at 2 x 2 x 2.5 mm, cropped and resampled to the median spacing
     assert len(spec.patch_size) == 2 and spec.net.spatial_dims == 2
+    if patch is not None:  # a given patch keeps its in-plane sides, in order; its third side becomes 1
+        assert tuple(spec.patch_size) == (16, 8)
     assert [c[1] for c in val.calls] == [(*spec.patch_size, 1)] * 2
 
 
 @pytest.mark.slow  # 2 steps of a 4-channel network
-def test_before_any_scored_validation_no_step_is_the_best(tiny_ds, tmp_path, spies, monkeypatch):
+def test_before_any_scored_validation_no_step_is_the_best(tiny_ds, tmp_path, spies, monkeypatch, capsys):
     """Validation without a score (NaN) keeps nothing: an interrupted run reports best step 0, Dice -inf."""
     monkeypatch.setattr(train_mod, "_validate", ScriptedValidation([float("nan")] * 4))
     lines: list[str] = []
-    part = train(tiny_ds, tmp_path / "run", _cfg(), progress=False, device="cpu", stop_after=2, log=lines.append)
+    part = train(tiny_ds, tmp_path / "run", _cfg(), progress=True, device="cpu", stop_after=2, log=lines.append)
     assert (part.steps, part.best_step, part.best_val_dice) == (2, 0, -math.inf)
     assert lines[-1].endswith("val Dice nan (best -inf @ 0)")
+    err = capsys.readouterr().err
+    assert re.search(r"best=-[,\]]", err) and "best=-inf" not in err  # the bar shows no best yet as "-"
     assert torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)["best_step"] == 0
 
 
@@ -453,6 +466,10 @@ def test_resume_keeps_the_patience_state(tiny, tmp_path, monkeypatch):
     resumed = train(tiny, tmp_path / "run", _plateau_cfg(), progress=False, device="cpu", resume=True)
     # two checks without improvement were saved; the fifth check is the third: stop at step 5, as uninterrupted
     assert (resumed.steps, resumed.best_step, resumed.converged) == (5, 3, True)
+    # the finished run is not trained again: its recorded result comes back, stop reason included
+    done = train(tiny, tmp_path / "run", _plateau_cfg(), progress=False, device="cpu", resume=True)
+    assert (done.steps, done.best_step, done.converged, done.stop_reason, done.max_steps) == (5, 3, True, "plateau", 20)
+    assert len(calls) == 5
 
 
 @pytest.mark.parametrize("bad", [dict(patience=0), dict(min_delta=-0.1), dict(min_delta=float("nan")), dict(val_every=0)])
