@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import pandas as pd
 import pytest
@@ -48,11 +49,16 @@ def three_ways(study_cohort, tmp_path_factory):
     assert run_study(study_cohort, base / "machine1", cfg, shard=(1, 2), **QUIET) is None
     merged = report_from_records([base / "machine0", base / "machine1"], base / "merged")
     ray = pytest.importorskip("ray", reason="the Ray backend is an optional extra: pip install 'globalmask[ray]'")
+    # ray.init installs its own SIGINT/SIGTERM handlers in this process and leaves them after shutdown:
+    # later tests (and the processes they start, which inherit an ignored signal) would not see the defaults
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         on_ray = run_study(study_cohort, base / "ray", cfg, backend="ray", **QUIET)
     finally:
         ray.shutdown()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return base, single, merged, on_ray
 
 
