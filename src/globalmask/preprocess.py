@@ -209,14 +209,16 @@ def resize(array: np.ndarray | torch.Tensor, shape: Sequence[int], mode: str) ->
 
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
-    """Source index of every output voxel of ``interpolate(mode="nearest-exact")`` along one axis.
+    """Source index of every output voxel of ``resize(uint8 array, mode="nearest")`` along one axis.
 
-    Asked from torch itself (an arange resized along one axis; every axis of the 3D kernel takes
-    its indices from its own two sizes), so a gather with these indices is the resize bit for bit.
+    Asked from torch itself (a float32 arange resized along one axis; every axis of the 3D kernel
+    takes its indices from its own two sizes), so a gather with these indices is the resize bit for
+    bit. The index arithmetic follows the input dtype (float64 inputs get other indices for some
+    sizes), and float32 computes them as uint8 does: tests/test_predict_overhead.py checks both.
     """
     if n_in == n_out:
         return np.arange(n_in, dtype=np.intp)
-    src = torch.arange(n_in, dtype=torch.float64).view(1, 1, n_in, 1, 1)  # integers are exact in float64
+    src = torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in, 1, 1)  # exact below 2**24 voxels
     return F.interpolate(src, size=(n_out, 1, 1), mode="nearest-exact").flatten().numpy().astype(np.intp)
 
 
@@ -246,7 +248,7 @@ def crop_float32(array: np.ndarray, slices: tuple[slice, ...]) -> torch.Tensor:
     if part.dtype.type not in _EXACT_TO_FLOAT32 or not part.dtype.isnative:  # torch takes native byte order only
         return torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
     own = np.array(part, order="K")  # same memory order as ``array``, positive strides
-    return torch.from_numpy(own).to(torch.float32, memory_format=torch.contiguous_format)
+    return torch.empty(own.shape, dtype=torch.float32).copy_(torch.from_numpy(own))  # one pass: transpose + convert
 
 
 def normalize_ct(ct: np.ndarray | torch.Tensor, window: Sequence[float]) -> torch.Tensor:
