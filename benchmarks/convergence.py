@@ -42,8 +42,6 @@ CANDIDATES: dict[str, dict] = {
     "net-32-320": dict(net=dict(channels=(32, 64, 128, 256, 320), strides=(2, 2, 2, 2), num_res_units=1)),
     "window-nnunet": dict(window="percentile"),  # foreground 0.5-99.5 percentile clip (nnU-Net's CT scheme)
     "patch-64": dict(patch_size=(64, 64, 64)),
-    # round 2: the round-1 winners combined (accuracy lever + speed lever), checked like any candidate
-    "window-nnunet-bf16": dict(window="percentile", bf16=True),
 }
 
 
