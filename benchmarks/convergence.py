@@ -45,22 +45,6 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def percentile_window(dataset, train_ids) -> tuple[float, float]:
-    """nnU-Net's CT normalisation range: 0.5 and 99.5 percentiles of the labelled voxels of the training cases."""
-    import numpy as np
-
-    from globalmask.io import read_volume
-
-    vals = []
-    for cid in train_ids:
-        case = dataset.cases[cid]
-        ct, lab = read_volume(case.image).array, read_volume(case.label).array
-        v = np.asarray(ct)[np.asarray(lab) > 0]
-        vals.append(v[:: max(1, v.size // 10000)])
-    allv = np.concatenate(vals).astype(float)
-    return float(np.percentile(allv, 0.5)), float(np.percentile(allv, 99.5))
-
-
 def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int, patience: int, min_delta: float, threads: int | None) -> Path:
     import torch
 
@@ -75,8 +59,8 @@ def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int,
     ds = load_dataset(dataset_path)
     split, _ = resolve_split(ds)
     window = DEFAULT_WINDOW
-    if settings.pop("window", None) == "percentile":
-        window = percentile_window(ds, split.train)
+    if settings.pop("window", None) == "percentile":  # nnU-Net's CT range, from the 26 training cases
+        window = DataConfig(window="percentile").with_window(ds, split.train).window
     net = NetConfig(**settings.pop("net"))
     cfg = TrainConfig(mode=mode, seed=0, steps=max_steps, val_every=val_every, patience=patience, min_delta=min_delta, net=net, **settings)
     run_dir = WORK / f"{name}-{mode.replace('+', '_')}"

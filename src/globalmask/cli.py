@@ -28,7 +28,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_common_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None, help="GBM recipe, e.g. threshold, threshold:-200, body, bone:300, otsu (default: bone:250, the winner of the OpenKBP recipe ablation)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="target spacing in mm, RAS order (default: median of the training split)")
-    p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None, help="CT clip window in HU, scaled to [-1, 1] (default: -1000 1000)")
+    p.add_argument("--window", nargs="+", metavar="LO HI | percentile", default=None,
+                   help="CT clip window in HU, scaled to [-1, 1]: two numbers, or 'percentile' for the 0.5-99.5 percentiles of the training cases' labelled voxels (nnU-Net's CT scheme) (default: -1000 1000)")
     p.add_argument("--split", type=Path, default=None, help="splits.json with train/validation/test lists (default: the dataset's, else a seeded split saved in the run)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--cache", type=Path, default=None, help="folder to cache preprocessed cases across runs")
@@ -267,7 +268,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     data = DataConfig(
         recipe=args.recipe,
         spacing=args.spacing,
-        window=tuple(args.window) if args.window else DEFAULT_WINDOW,
+        window=args.window if args.window else DEFAULT_WINDOW,
         split_file=args.split,
         cache_dir=args.cache,
     )
@@ -412,6 +413,20 @@ def _refuse_inside_dataset(folder: Path, out: Path) -> None:
         raise OutputError(f"--out is inside the dataset folder {ds}; datasets are read-only: choose another folder", out)
 
 
+def _parse_window(values: list[str]) -> tuple[float, float] | str:
+    """``--window LO HI`` (HU, LO < HI) or ``--window percentile``."""
+    if values == ["percentile"]:
+        return "percentile"
+    expected = "LO HI in HU with LO < HI (each within +-100000), or 'percentile'"
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        validate.fail(validate.flag("window"), values, expected)
+    if len(numbers) != 2 or not all(math.isfinite(v) and abs(v) <= 100_000 for v in numbers) or not numbers[0] < numbers[1]:
+        validate.fail(validate.flag("window"), values, expected)
+    return numbers[0], numbers[1]
+
+
 def _check_train_args(args: argparse.Namespace) -> None:
     """Every train argument in range, named as typed, before any data is read."""
     from .io import MAX_SPACING_MM
@@ -423,13 +438,12 @@ def _check_train_args(args: argparse.Namespace) -> None:
         args,
         {
             "spacing": validate.sequence(validate.real(0.1, MAX_SPACING_MM), 3, "spacings in mm"),
-            "window": validate.sequence(validate.real(-100_000.0, 100_000.0), 2, "HU values"),
             "channels": validate.sequence(validate.integer(1, 4096), (2, 10), "channel counts (one per U-Net level)"),
             "res_units": validate.integer(0, 16),
         },
     )
-    if args.window is not None and not args.window[0] < args.window[1]:
-        validate.fail(validate.flag("window"), list(args.window), "LO HI with LO < HI")
+    if args.window is not None:
+        args.window = _parse_window(args.window)
     levels = len(args.channels) if args.channels else 5
     divisor = 2 ** (levels - 1)
     if args.patch_size is not None:

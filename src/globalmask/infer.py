@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -127,26 +128,74 @@ class Predictor:
 
     def predict(self, ct: Volume) -> Volume:
         """Label map (uint8) with exactly ``ct``'s shape and affine."""
-        prepared = self.prepare(ct)
+        return self._labels(ct, self.prepare(ct))
+
+    def _labels(self, ct: Volume, prepared: PreparedCase) -> Volume:
         labels = restore_volume(self.probabilities(prepared), prepared.geometry)
         if not same_geometry(labels, ct):  # the promise of predict, checked with evaluate's tolerance
             raise GeometryError(f"label map grid {labels.shape} differs from the input grid {ct.shape} (internal error)", ct.path)
         return labels
 
-    def predict_files(self, inputs: Iterable[str | Path], out_dir: str | Path, progress: bool = True) -> list[Path]:
-        """Segment each input file/folder and write ``out_dir/<case id><suffix>``."""
+    def _read(self, src: Path) -> tuple[Volume, PreparedCase]:
+        ct = read_volume(src)
+        return ct, self.prepare(ct)
 
+    @staticmethod
+    def _write(labels: Volume, notes: dict[str, Any], dst: Path) -> Path:
+        path = write_volume(labels, dst)
+        if notes:  # e.g. a DICOM series resampled on reading: say so beside the prediction
+            write_json(dst.with_name(case_id_from_path(dst) + ".json"), notes)
+        return path
+
+    def predict_files(self, inputs: Iterable[str | Path], out_dir: str | Path, progress: bool = True, overlap: bool = True) -> list[Path]:
+        """Segment each input file/folder and write ``out_dir/<case id><suffix>``, in order.
+
+        With ``overlap`` the next case is read and prepared, and the previous prediction written,
+        in two background threads while the network runs: the same files, written in the same
+        order, one case ahead at most (so memory stays bounded); errors surface as they would
+        in order (an earlier case's failure first), each naming its file.
+        """
         files = collect_inputs(inputs)
         out_dir = Path(out_dir)
         targets = [out_dir / output_name(f) for f in files]
         check_outputs(files, out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        for src, dst in tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not progress):
-            ct = read_volume(src)
-            written.append(write_volume(self.predict(ct), dst))
-            if ct.notes:  # e.g. a DICOM series resampled on reading: say so beside the prediction
-                write_json(dst.with_name(case_id_from_path(dst) + ".json"), ct.notes)
+        pairs = tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not progress)
+        if not overlap:
+            written = []
+            for src, dst in pairs:
+                ct, prepared = self._read(src)
+                written.append(self._write(self._labels(ct, prepared), ct.notes, dst))
+            return written
+        return self._predict_overlapped(files, pairs)
+
+    def _predict_overlapped(self, files: Sequence[Path], pairs: Iterable[tuple[Path, Path]]) -> list[Path]:
+        written: list[Path] = []
+        reader = ThreadPoolExecutor(1, thread_name_prefix="globalmask-read")
+        writer = ThreadPoolExecutor(1, thread_name_prefix="globalmask-write")
+        ahead: Future[tuple[Volume, PreparedCase]] | None = reader.submit(self._read, files[0]) if files else None
+        behind: Future[Path] | None = None
+        try:
+            for i, (_, dst) in enumerate(pairs):
+                assert ahead is not None
+                ct, prepared = ahead.result()  # a read error is raised here, naming its file
+                ahead = reader.submit(self._read, files[i + 1]) if i + 1 < len(files) else None
+                labels = self._labels(ct, prepared)
+                if behind is not None:
+                    written.append(behind.result())
+                behind = writer.submit(self._write, labels, ct.notes, dst)
+            if behind is not None:
+                written.append(behind.result())
+                behind = None
+        except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+            if behind is not None:
+                behind.result()  # the previous case's write comes first: its error wins, as in order
+            raise
+        finally:
+            reader.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
         return written
 
 

@@ -29,7 +29,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from .masks import Recipe
 from .metrics import dice
 from .model import InputMode, NetConfig, make_input
 from .preprocess import DEFAULT_WINDOW, PreparedCase, PreprocessConfig, derive_spacing
-from .training_data import PatchSampler, auto_patch_size, check_structures_present, prepare_cases
+from .training_data import PatchSampler, auto_patch_size, check_structures_present, percentile_window, prepare_cases
 from .validate import Rule, check_fields, check_keys, choice, fail, integer, optional, real, sequence
 
 #: Accepted values of every numeric TrainConfig field; the CLI applies the same table to its flags.
@@ -208,7 +208,7 @@ class DataConfig:
 
     recipe: Recipe = field(default_factory=Recipe)
     spacing: tuple[float, ...] | None = None  # mm, RAS array order; None: median over the training split
-    window: tuple[float, ...] = DEFAULT_WINDOW  # CT clip window (HU), scaled to [-1, 1]
+    window: tuple[float, ...] | str = DEFAULT_WINDOW  # CT clip window (HU) scaled to [-1, 1], or "percentile"
     split_file: str | Path | None = None  # None: the dataset's splits.json, else a seeded split saved in the run
     split_seed: int = 0
     cache_dir: str | Path | None = None  # preprocessed cases reused across runs
@@ -217,7 +217,22 @@ class DataConfig:
         object.__setattr__(self, "recipe", Recipe.parse(self.recipe))
         if self.spacing is not None:
             object.__setattr__(self, "spacing", tuple(self.spacing))
-        object.__setattr__(self, "window", tuple(self.window))
+        if self.window != PERCENTILE:
+            object.__setattr__(self, "window", tuple(self.window))
+
+    def with_window(self, dataset: Dataset, train_ids: Sequence[str]) -> DataConfig:
+        """This config with a ``"percentile"`` window replaced by its numbers from ``train_ids``.
+
+        The window is derived from the training cases of the run only (never from validation or
+        test cases) and saved in the checkpoint as numbers, so prediction needs no dataset.
+        """
+        if self.window != PERCENTILE:
+            return self
+        return replace(self, window=percentile_window([dataset.cases[i] for i in train_ids]))
+
+
+#: ``DataConfig.window`` value for nnU-Net's CT normalisation range (see :func:`percentile_window`).
+PERCENTILE = "percentile"
 
 
 @dataclass
@@ -247,12 +262,15 @@ def prepare_data(
     """Resolve the split and target spacing, and preprocess the cases (train + validation by default).
 
     The target spacing defaults to the median over the *whole* training split (headers only), so
-    every training subset of a study shares one grid. Test cases are not loaded here.
+    every training subset of a study shares one grid. A ``"percentile"`` window still unresolved
+    here comes from the whole training split; :func:`train` resolves it from the run's own training
+    cases first. Test cases are not loaded here.
     """
     data = data or DataConfig()
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     split, source = resolve_split(ds, data.split_file, data.split_seed)
     spacing = data.spacing if data.spacing is not None else derive_spacing([read_affine(ds.cases[c].image) for c in split.train])
+    data = data.with_window(ds, split.train)  # a run's own training cases when train() resolved it first
     config = PreprocessConfig(spacing=tuple(spacing), window=tuple(data.window))  # type: ignore[arg-type]  # PreprocessConfig checks the lengths
     ids = list(case_ids) if case_ids is not None else [*split.train, *split.validation]
     prepared = prepare_cases(ds.subset(ids), data.recipe, config, ds.labels, data.cache_dir, progress)
@@ -478,8 +496,8 @@ def _train(
         ds = data if isinstance(data, Dataset) else load_dataset(data)
         split, _ = resolve_split(ds, data_config.split_file, data_config.split_seed)
         _check_train_cases(cfg, split)
-        ids = [*select_training_cases(split.train, cfg.train_cases, cfg.seed), *split.validation]
-        prepared = prepare_data(ds, data_config, ids, progress)
+        train_ids = select_training_cases(split.train, cfg.train_cases, cfg.seed)
+        prepared = prepare_data(ds, data_config.with_window(ds, train_ids), [*train_ids, *split.validation], progress)
     ds, split = prepared.dataset, prepared.split
     _check_train_cases(cfg, split)
     train_ids = select_training_cases(split.train, cfg.train_cases, cfg.seed)

@@ -55,6 +55,40 @@ def load_case(case: Case, labels: dict[str, int] | None = None) -> tuple[Volume,
     return ct, label
 
 
+#: nnU-Net's CT normalisation range: these percentiles of the training cases' labelled voxels.
+PERCENTILE_WINDOW = (0.5, 99.5)
+
+
+def percentile_window(
+    cases: Sequence[Case], percentiles: tuple[float, float] = PERCENTILE_WINDOW, samples_per_case: int = 10_000
+) -> tuple[float, float]:
+    """CT clip window from the labelled voxels of the training cases (nnU-Net's CT scheme).
+
+    Why: a fixed -1000..1000 HU window spends half of the network's input range on air and fat;
+    clipping at the structures' own intensity range gives soft tissue more of it, and on OpenKBP it
+    reached the validation plateau sooner and higher (``benchmarks/convergence.md``). Each case
+    contributes an evenly strided sample of about ``samples_per_case`` labelled voxels, so large
+    scans do not outvote small ones and the result does not depend on the order of the cases.
+    Only training cases may be passed: the window is part of what the model learns from.
+    """
+    if not cases:
+        raise DatasetError("a percentile CT window needs at least one training case")
+    samples = []
+    for case in cases:
+        ct, label = load_case(case)
+        if label is None:
+            raise DatasetError("a percentile CT window needs labelled training cases", case.image)
+        values = np.asarray(ct.array)[np.asarray(label.array) > 0]
+        samples.append(values[:: max(1, values.size // samples_per_case)])
+    pooled = np.concatenate(samples).astype(np.float64)
+    if pooled.size == 0:
+        raise DatasetError(f"no labelled voxels in the training cases {[c.id for c in cases]}: cannot derive a percentile CT window")
+    lo, hi = (float(v) for v in np.percentile(pooled, percentiles))
+    if not lo < hi:
+        raise DatasetError(f"the labelled voxels of the training cases span one value ({lo} HU): cannot derive a CT window")
+    return lo, hi
+
+
 def _cache_key(case: Case, recipe: Recipe, config: PreprocessConfig) -> str:
     def stamp(p: Path | None) -> list:
         if p is None:

@@ -33,7 +33,7 @@ class StudyConfig:
     seed: int = 0
     recipe: str = DEFAULT_RECIPE  # or "auto": the ablation's validation winner drives the sweep
     spacing: list[float] | None = None
-    window: list[float] = field(default_factory=lambda: list(DEFAULT_WINDOW))
+    window: list[float] | str = field(default_factory=lambda: list(DEFAULT_WINDOW))  # or "percentile": per run, from its training cases
     split: str | None = None
     steps: int | dict[str, int] = 600  # the maximum; one number, or per size: {"1": 300, ..., "all": 1000}
     val_every: int = 100
@@ -98,8 +98,13 @@ class StudyConfig:
                 raise bad("steps", self.steps, "an integer >= 1, or a mapping of training size to integers >= 1")
         if self.spacing is not None and (len(self.spacing) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= 50 for v in self.spacing)):
             raise bad("spacing", self.spacing, "three finite spacings in mm, each in (0, 50]")
-        if len(self.window) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.window) or self.window[0] >= self.window[1]:
-            raise bad("window", self.window, "[low, high] in HU with low < high")
+        if self.window != "percentile" and (
+            isinstance(self.window, str)
+            or len(self.window) != 2
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.window)
+            or self.window[0] >= self.window[1]
+        ):
+            raise bad("window", self.window, "[low, high] in HU with low < high, or \"percentile\"")
         if self.patch_size is not None and (len(self.patch_size) != 3 or not all(isinstance(v, int) and v >= 1 for v in self.patch_size)):
             raise bad("patch_size", self.patch_size, "three positive integers")
         if self.recipe != "auto":

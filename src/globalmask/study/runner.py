@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import guard
-from ..dataset import Dataset, load_dataset, read_json, save_split
+from ..dataset import Dataset, load_dataset, read_json, save_split, select_training_cases
 from ..errors import GlobalmaskError, OutputError
 from ..infer import Predictor
 from ..io import write_json, write_volume
@@ -39,7 +39,7 @@ from ..metrics import evaluate_volumes
 from ..model import InputMode, NetConfig
 from ..preprocess import restore_volume
 from ..shift import ScannerShift
-from ..train import DataConfig, TrainConfig, prepare_data, train
+from ..train import PERCENTILE, DataConfig, TrainConfig, prepare_data, train
 from ..training_data import load_case
 from .config import StudyConfig
 from .plan import Plan, RunSpec, shard_runs
@@ -50,18 +50,33 @@ _WORKER_CACHE: dict[str, Any] = {}
 
 
 def _data_config(recipe: str, cfg: StudyConfig, out: Path) -> DataConfig:
-    """One study's data settings: every run shares the study's split file and preprocessing cache."""
+    """One study's data settings: every run shares the study's split file and preprocessing cache.
+
+    A ``"percentile"`` window differs from run to run (it comes from each run's training cases),
+    so those runs preprocess without the on-disk cache: a few seconds a run, instead of a cache
+    copy of every case per training subset.
+    """
     spacing = tuple(cfg.spacing) if cfg.spacing is not None else None
-    return DataConfig(Recipe.parse(recipe), spacing, tuple(cfg.window), out / "splits.json", cache_dir=out / "cache")
+    window = cfg.window if isinstance(cfg.window, str) else tuple(cfg.window)
+    cache = None if isinstance(cfg.window, str) else out / "cache"
+    return DataConfig(Recipe.parse(recipe), spacing, window, out / "splits.json", cache_dir=cache)
 
 
-def _prepared(out: Path, dataset_root: str, plan: Plan, recipe: str):
-    """PreparedData for a recipe, loaded once per process from the study's preprocessing cache."""
+def _prepared(out: Path, dataset_root: str, plan: Plan, run: RunSpec):
+    """PreparedData for a run's recipe (and window), kept in memory by the worker process.
 
-    key = f"prep:{dataset_root}:{recipe}"
+    With a fixed window every run of a recipe shares one; a per-run ``"percentile"`` window keeps
+    only the latest, so a worker's memory does not grow with the number of training subsets.
+    """
+    data = _data_config(run.recipe, plan.config, out)
+    if data.window == PERCENTILE:
+        ds = load_dataset(dataset_root)
+        data = data.with_window(ds, select_training_cases(plan.split.train, run.train_cases, run.seed))
+        for stale in [k for k in _WORKER_CACHE if k.startswith(f"prep:{dataset_root}:{run.recipe}:")]:
+            del _WORKER_CACHE[stale]
+    key = f"prep:{dataset_root}:{run.recipe}:{data.window}"
     if key not in _WORKER_CACHE:
-        cfg = plan.config
-        _WORKER_CACHE[key] = prepare_data(dataset_root, _data_config(recipe, cfg, out), case_ids=None, progress=False)
+        _WORKER_CACHE[key] = prepare_data(dataset_root, data, case_ids=None, progress=False)
     return _WORKER_CACHE[key]
 
 
@@ -92,7 +107,7 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
         save_split(plan.split, out / "splits.json", note=f"split used by this study; source: {plan.split_source}")
     cfg = plan.config
     t0 = time.perf_counter()
-    prepared = _prepared(out, dataset_root, plan, run.recipe)
+    prepared = _prepared(out, dataset_root, plan, run)
     tcfg = TrainConfig(
         mode=InputMode.parse(run.mode),
         train_cases=run.train_cases,
@@ -254,7 +269,7 @@ def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None
         """Run this shard's pending part of ``runs``; True when all of ``runs`` (every shard) are done."""
         mine = shard_runs(runs, shard)
         pending = [r for r in mine if not is_done(r)]
-        if pending:
+        if pending and plan.config.window != PERCENTILE:  # (a per-run window is prepared by each run)
             for recipe in sorted({r.recipe for r in pending}):  # preprocess once, before workers start
                 prepare_data(ds, _data_config(recipe, plan.config, out), case_ids=None, progress=progress)
         where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)} of them)"
