@@ -3,12 +3,13 @@ that several modules use (a phantom dataset, a trained model, a DICOM series), e
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from globalmask.dataset import load_dataset, make_split, save_split
+from globalmask.dataset import Split, load_dataset, make_split, save_split
 from globalmask.dicom_rt import write_ct_series
 from globalmask.io import Volume, read_volume, write_volume
 from globalmask.model import NetConfig
@@ -97,3 +98,46 @@ def phantom_series(tmp_path_factory):
     files = write_ct_series(ct, folder / "ct")
     volume = read_volume(folder / "ct")
     return volume, volume.with_array(lab.array), files
+
+
+#: four orientations of one anisotropic grid (RAS, LPS, PLI, oblique), keyed by name for test ids
+ORIENTED_AFFINES = {
+    "RAS": np.diag([1.5, 2.0, 3.0, 1.0]),
+    "LPS": np.diag([-1.5, -2.0, 3.0, 1.0]),
+    "PLI": np.array([[0, -2.0, 0, 0], [-1.5, 0, 0, 0], [0, 0, -3.0, 0], [0, 0, 0, 1]]),
+    "oblique": oblique_affine(),
+}
+
+
+def phantom_ct_and_labels(shape=(40, 34, 30), seed=0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    body = (x - 20) ** 2 / 150 + (y - 16) ** 2 / 90 < 1
+    ct = np.where(body, rng.normal(40, 30, shape), -1000 + rng.normal(0, 5, shape))
+    ct[18:26, 10:15, 8:20] = 700  # bone, off-centre
+    label = np.zeros(shape, np.uint8)
+    label[18:26, 10:15, 8:20] = 1
+    label[10:14, 20:24, 5:25] = 2
+    return np.asfortranarray(ct.astype(np.int16)), np.asfortranarray(label)
+
+
+AFF_2MM = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def percentile_dataset(root: Path) -> Path:
+    """8 cases; case i has its 60 labelled voxels at 100*i .. 100*i + 59 HU."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i in range(8):
+        ct = np.full((12, 12, 12), -1000.0, dtype=np.float32)
+        lab = np.zeros((12, 12, 12), dtype=np.uint8)
+        lab[4:8, 3:8, 3:6] = 1  # 4 x 5 x 3 = 60 voxels
+        ct[lab == 1] = 100.0 * i + np.arange(60)
+        write_volume(Volume(ct, AFF_2MM), root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
+        write_volume(Volume(lab, AFF_2MM), root / "labelsTr" / f"case_{i:03d}.nii.gz")
+    (root / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "numTraining": 8, "file_ending": ".nii.gz"}),
+        encoding="utf-8",
+    )
+    save_split(Split(train=("case_000", "case_001", "case_002", "case_003"), validation=("case_004", "case_005"), test=("case_006", "case_007")), root / "splits.json")
+    return root

@@ -33,7 +33,7 @@ from globalmask.masks import Recipe
 from globalmask.model import NetConfig
 from globalmask.preprocess import PreprocessConfig
 
-from .conftest import make_tiny_dataset
+from .conftest import make_tiny_dataset, percentile_dataset
 
 TINY = ["--channels", "4", "8", "--res-units", "0", "--device", "cpu"]
 
@@ -376,3 +376,12 @@ def test_cli_refuses_to_write_into_the_input_folder(phantom_ds, capsys):
     images = phantom_ds.root / "imagesTr"
     assert main(["masks", str(images), "--out", str(images)]) == 2
     assert "output folder is the input folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["nnunet"], ["1", "2", "3"], ["300", "-200"], ["-100"], ["nan", "100"]])
+def test_cli_refuses_a_bad_window(tmp_path, capsys, argv):
+    root = percentile_dataset(tmp_path / "ds")
+    assert main(["train", str(root), "--out", str(tmp_path / "run"), "--window", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "--window" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -13,6 +13,8 @@ Two known answers, no training:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -21,14 +23,18 @@ import torch
 from globalmask.checkpoint import ModelSpec, save_model
 from globalmask.errors import (
     GlobalmaskError,
+    InputFileError,
+    WriteError,
 )
 from globalmask.infer import Predictor
 from globalmask.io import Volume, read_volume, write_volume
 from globalmask.masks import Recipe
 from globalmask.model import NetConfig
-from globalmask.preprocess import PreprocessConfig
+from globalmask.preprocess import (
+    PreprocessConfig,
+)
 
-from .conftest import oblique_affine
+from .conftest import ORIENTED_AFFINES, oblique_affine, phantom_ct_and_labels
 
 SHAPE = (22, 18, 14)
 RAS_AFFINE = np.array([[2.0, 0, 0, -20.0], [0, 2.5, 0, 10.0], [0, 0, 3.0, 4.0], [0, 0, 0, 1]])
@@ -199,3 +205,79 @@ def test_predictions_keep_the_input_geometry_in_any_orientation(trained, phantom
     world = affine @ np.vstack([idx, np.ones(idx.shape[1])])
     ras_idx = np.round(np.linalg.solve(ct.affine, world)[:3]).astype(int)
     np.testing.assert_array_equal(pred.array.reshape(-1), ras_pred.array[tuple(ras_idx)])
+
+
+# ----------------------------------------------------------------------------------------------
+# predict_files: reading and writing overlapped with the network writes byte-identical files in the same
+# order as the sequential loop; a bad file in the middle stops it naming that file, after the earlier cases
+
+
+@pytest.fixture(scope="module")
+def untrained_ctgbm(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        mode="ct+gbm",
+        recipe=Recipe.parse("threshold"),
+        preprocess=PreprocessConfig(spacing=(3.0, 3.0, 3.0), crop_margin_mm=4.0),
+        labels={"background": 0, "a": 1, "b": 2},
+        net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+        patch_size=(8, 8, 8),
+    )
+    return save_model(tmp_path_factory.mktemp("ovl") / "untrained_ctgbm.pt", spec, spec.build().state_dict())
+
+
+def _folder(root: Path, n: int = 4) -> Path:
+    """``n`` scans in different orientations and sizes (so each prediction differs)."""
+    names = list(ORIENTED_AFFINES)
+    for i in range(n):
+        ct, _ = phantom_ct_and_labels(shape=(24 + 2 * i, 20 + i, 16), seed=i)
+        write_volume(Volume(ct, ORIENTED_AFFINES[names[i % len(names)]]), root / f"case{i}_0000.nii.gz")
+    return root
+
+
+def test_overlapped_predict_files_writes_the_sequential_files(untrained_ctgbm, tmp_path):
+    src = _folder(tmp_path / "in")
+    pred = Predictor(untrained_ctgbm, device="cpu")
+    seq = pred.predict_files([src], tmp_path / "seq", progress=False, overlap=False)
+    ovl = pred.predict_files([src], tmp_path / "ovl", progress=False, overlap=True)
+    assert [p.name for p in ovl] == [p.name for p in seq] == [f"case{i}.nii.gz" for i in range(4)]
+    assert all(p.parent == tmp_path / "ovl" for p in ovl)
+    for a, b in zip(seq, ovl):
+        assert a.read_bytes() == b.read_bytes()
+    labels = [np.asarray(nib.load(str(p)).dataobj) for p in ovl]
+    assert any(len(np.unique(lab)) > 1 for lab in labels)  # predictions with structure, so a mix-up shows
+    for p in ovl:  # each output has its own input's grid
+        back, ref = read_volume(p), read_volume(src / p.name.replace(".nii.gz", "_0000.nii.gz"))
+        assert back.shape == ref.shape
+        np.testing.assert_allclose(back.affine, ref.affine, atol=1e-5)
+    assert sorted(f.name for f in (tmp_path / "ovl").iterdir()) == [p.name for p in ovl]  # no temporary files left
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_bad_file_in_the_middle_stops_with_its_name_after_the_earlier_cases(untrained_ctgbm, tmp_path, overlap):
+    src = _folder(tmp_path / "in", n=4)
+    bad = src / "case2_0000.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    with pytest.raises(InputFileError, match=r"case2_0000\.nii\.gz"):
+        Predictor(untrained_ctgbm, device="cpu").predict_files([src], tmp_path / "out", progress=False, overlap=overlap)
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["case0.nii.gz", "case1.nii.gz"]
+    read_volume(tmp_path / "out" / "case1.nii.gz")  # complete and readable
+
+
+def test_an_earlier_write_failure_wins_over_a_later_read_error(untrained_ctgbm, tmp_path, monkeypatch):
+    """In order, case 1's failed write stops the run before case 2 is read: the same error here."""
+    src = _folder(tmp_path / "in", n=4)
+    bad = src / "case2_0000.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    real_write = Predictor._write
+
+    def write(labels, notes, dst):
+        if dst.name == "case1.nii.gz":
+            raise WriteError("could not write case1.nii.gz (disk full)", dst)
+        return real_write(labels, notes, dst)
+
+    monkeypatch.setattr(Predictor, "_write", staticmethod(write))
+    for overlap in (False, True):
+        with pytest.raises(WriteError, match=r"case1\.nii\.gz"):
+            Predictor(untrained_ctgbm, device="cpu").predict_files([src], tmp_path / f"out{overlap}", progress=False, overlap=overlap)
+        assert sorted(f.name for f in (tmp_path / f"out{overlap}").iterdir()) == ["case0.nii.gz"]

@@ -12,22 +12,29 @@ import torch.nn.functional as F
 
 from globalmask import preprocess
 from globalmask.io import Volume, read_volume
+from globalmask.masks import Recipe
 from globalmask.phantom import make_phantom_case
 from globalmask.preprocess import (
+    PreparedCase,
     PreprocessConfig,
     _linear_axis,
     _touching,
+    body_box,
     canonical_spacing,
+    crop_float32,
     derive_spacing,
     from_canonical,
+    gather_nearest,
+    normalize_ct,
     prepare_case,
     resample_affine,
+    resampled_shape,
     resize,
     restore_labels,
     to_canonical,
 )
 
-from .conftest import OPENKBP, needs_openkbp, oblique_affine
+from .conftest import OPENKBP, ORIENTED_AFFINES, needs_openkbp, phantom_ct_and_labels
 
 
 def phantom_like(shape=(30, 26, 22), affine=None):
@@ -226,14 +233,6 @@ def test_openkbp_case_round_trip_geometry():
 # background) equals the full inversion (resample every class, arg-max, paste, reorient) bit for bit
 
 
-RESTORE_ORIENTATIONS = {
-    "RAS": np.diag([1.5, 2.0, 3.0, 1.0]),
-    "LPS": np.diag([-1.5, -2.0, 3.0, 1.0]),
-    "PLI": np.array([[0, -2.0, 0, 0], [-1.5, 0, 0, 0], [0, 0, -3.0, 0], [0, 0, 0, 1]]),
-    "oblique": oblique_affine(),
-}
-
-
 def reference_restore(probabilities, geometry) -> np.ndarray:
     probs = torch.as_tensor(probabilities)
     crop_shape = tuple(b - a for a, b in zip(geometry.crop_start, geometry.crop_stop))
@@ -269,12 +268,12 @@ def _blobs(grid, k, rng, strength=6.0):
     return F.softmax(logits, dim=0)
 
 
-@pytest.mark.parametrize("name", list(RESTORE_ORIENTATIONS))
+@pytest.mark.parametrize("name", list(ORIENTED_AFFINES))
 @pytest.mark.parametrize("spacing", [(4.0, 3.0, 5.0), (1.0, 1.3, 2.2)])  # coarser and finer than the input
 @pytest.mark.parametrize("by_axis", [2.0, 0.0])  # always one axis at a time; never (the default picks one)
 def test_fast_restore_equals_full_inversion(name, spacing, by_axis, monkeypatch):
     monkeypatch.setattr(preprocess, "_BY_AXIS_BELOW", by_axis)
-    geometry = _geometry(RESTORE_ORIENTATIONS[name], spacing)
+    geometry = _geometry(ORIENTED_AFFINES[name], spacing)
     rng = np.random.default_rng(0)
     grid = geometry.grid_shape
     cases = {
@@ -300,7 +299,7 @@ def test_restore_resamples_the_classes_in_groups_that_fit_max_bytes(by_axis, mon
     """A group holds max_bytes // (4 * voxels resampled per class) classes: the box when resampling
     one axis at a time, the whole crop otherwise; the label map does not depend on the grouping."""
     monkeypatch.setattr(preprocess, "_BY_AXIS_BELOW", by_axis)
-    geometry = _geometry(RESTORE_ORIENTATIONS["RAS"], (4.0, 3.0, 5.0))
+    geometry = _geometry(ORIENTED_AFFINES["RAS"], (4.0, 3.0, 5.0))
     grid = geometry.grid_shape
     centre = tuple(torch.tensor([n // 2]) for n in grid)
     probs = F.softmax(torch.zeros((7, *grid)).index_put_((torch.tensor([6]), *centre), torch.tensor(5.0)), dim=0)  # one voxel of class 6
@@ -364,3 +363,112 @@ def test_touching_range():
     assert _touching(1, 2, 8, 2) == (0, 1)
     assert _touching(2, 5, 8, 2) == (0, 2)
     assert _touching(3, 4, 8, 2) == (0, 0)  # seen by no output voxel
+
+
+# ----------------------------------------------------------------------------------------------
+# the cheaper preprocessing gives exactly what the straightforward one gave: the GBM / label resize
+# is a gather with torch's nearest-exact indices, the float32 crop is numpy's conversion for every dtype
+# and byte order, and prepare_case equals the old step-by-step preprocessing bit for bit
+
+
+def _old_nearest(array: np.ndarray, sl: tuple[slice, ...], shape) -> np.ndarray:
+    return resize(np.ascontiguousarray(array[sl], dtype=np.uint8), shape, "nearest").numpy()
+
+
+def test_gather_nearest_is_the_nearest_resize_for_many_shapes():
+    rng = np.random.default_rng(0)
+    sizes = [1, 2, 3, 5, 7, 8, 13, 17, 31, 32, 33, 64, 97, 118, 128]
+    checked = 0
+    for n_in in sizes:
+        for n_out in sizes:  # every pair of sizes along the first axis: up, down and unchanged
+            a = rng.integers(0, 7, size=(n_in + 3, 2, 3), dtype=np.uint8)
+            sl = (slice(2, 2 + n_in), slice(0, 2), slice(0, 3))
+            np.testing.assert_array_equal(gather_nearest(a, (2, 0, 0), (n_in, 2, 3), (n_out, 3, 2)), _old_nearest(a, sl, (n_out, 3, 2)))
+            checked += 1
+    for _ in range(40):  # random 3D shapes, offsets, and flipped / transposed views as to_canonical makes
+        full = rng.integers(0, 2, size=tuple(rng.integers(4, 40, 3)), dtype=np.uint8).astype(bool)
+        view = np.transpose(full, rng.permutation(3))[:: rng.choice([-1, 1]), :, :: rng.choice([-1, 1])]
+        start = tuple(int(rng.integers(0, n // 2)) for n in view.shape)
+        stop = tuple(int(rng.integers(a + 1, n + 1)) for a, n in zip(start, view.shape))
+        crop = tuple(b - a for a, b in zip(start, stop))
+        shape = tuple(int(rng.integers(1, 2 * c + 3)) for c in crop)
+        sl = tuple(slice(a, b) for a, b in zip(start, stop))
+        got = gather_nearest(view, start, crop, shape).astype(np.uint8)
+        assert got.flags.c_contiguous and got.shape == shape
+        np.testing.assert_array_equal(got, _old_nearest(view, sl, shape))
+        checked += 1
+    assert checked == len(sizes) ** 2 + 40
+
+
+@pytest.mark.parametrize("dtype", ["<i2", ">i2", "u1", "i1", "?", "<f4", ">f4", "<i4", "<u2", "<f8"])
+@pytest.mark.parametrize("name", list(ORIENTED_AFFINES))
+def test_crop_float32_is_numpys_conversion(dtype, name):
+    rng = np.random.default_rng(1)
+    raw = rng.normal(0, 900, size=(23, 19, 17))
+    arr = (raw > 0) if dtype == "?" else raw.astype(dtype)
+    if np.dtype(dtype).kind in "iu":
+        arr = np.clip(raw, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+    canon, _ = to_canonical(np.asfortranarray(arr), ORIENTED_AFFINES[name])  # NIfTI arrays are Fortran-ordered
+    sl = (slice(2, 21), slice(0, 15), slice(3, 17))
+    got = crop_float32(canon, sl)
+    want = np.ascontiguousarray(canon[sl], dtype=np.float32)
+    assert got.dtype == torch.float32 and got.is_contiguous()
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def reference_prepare(ct: Volume, recipe: str, config: PreprocessConfig, label: Volume | None) -> PreparedCase:
+    """The preprocessing as first written: full float copy of the crop, resize every channel."""
+    rec = Recipe.parse(recipe)
+    canon, caffine = to_canonical(np.asarray(ct.array), ct.affine)
+    gbm_full = rec(canon, caffine)
+    start, stop = body_box(canon, caffine, config.crop_level, config.crop_margin_mm)
+    sl = tuple(slice(a, b) for a, b in zip(start, stop))
+    crop_shape = tuple(b - a for a, b in zip(start, stop))
+    grid = resampled_shape(crop_shape, np.linalg.norm(caffine[:3, :3], axis=0), config.spacing)
+    ct_grid = resize(normalize_ct(np.ascontiguousarray(canon[sl], dtype=np.float32), config.window), grid, "linear").numpy()
+    gbm_grid = resize(np.ascontiguousarray(gbm_full[sl], dtype=np.uint8), grid, "nearest").numpy()
+    lab = None
+    if label is not None:
+        lcanon, _ = to_canonical(np.asarray(label.array), label.affine)
+        lab = resize(np.ascontiguousarray(lcanon[sl], dtype=np.uint8), grid, "nearest").numpy()
+    return PreparedCase("ref", ct_grid, gbm_grid, None, lab)  # type: ignore[arg-type]  # geometry compared elsewhere
+
+
+def _assert_same(new: PreparedCase, old: PreparedCase) -> None:
+    for a, b in ((new.ct, old.ct), (new.gbm, old.gbm), (new.label, old.label)):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(ORIENTED_AFFINES))
+@pytest.mark.parametrize("spacing", [(4.0, 3.0, 5.0), (1.0, 1.3, 2.2), (3.0, 2.0, 1.5)])
+@pytest.mark.parametrize("recipe", ["bone", "body"])
+def test_prepare_case_equals_the_straightforward_preprocessing(name, spacing, recipe):
+    ct, lab = phantom_ct_and_labels()
+    aff = ORIENTED_AFFINES[name]
+    config = PreprocessConfig(spacing=spacing)
+    new = prepare_case(Volume(ct, aff), recipe, config, Volume(lab, aff))
+    _assert_same(new, reference_prepare(Volume(ct, aff), recipe, config, Volume(lab, aff)))
+
+
+@needs_openkbp
+def test_prepare_case_on_a_real_ct_equals_the_straightforward_preprocessing():
+    ct = read_volume(OPENKBP / "imagesTr" / "openkbp_002_0000.nii.gz")
+    lab = read_volume(OPENKBP / "labelsTr" / "openkbp_002.nii.gz")
+    config = PreprocessConfig(spacing=(6.0, 6.0, 6.0))
+    _assert_same(prepare_case(ct, "bone", config, lab), reference_prepare(ct, "bone", config, lab))
+
+
+def test_gather_nearest_matches_large_random_resizes():
+    """Axes longer than a uint8 arange can label: random uint8 volumes up to 600 voxels a side."""
+    rng = np.random.default_rng(3)
+    for _ in range(12):
+        s_in = tuple(int(x) for x in rng.integers(1, 600, 3))
+        s_out = tuple(int(x) for x in rng.integers(1, 600, 3))
+        s_in = (s_in[0], s_in[1], max(1, 400_000 // (s_in[0] * s_in[1])))  # small enough to be quick
+        s_out = (s_out[0], s_out[1], max(1, 400_000 // (s_out[0] * s_out[1])))
+        a = rng.integers(0, 255, s_in, dtype=np.uint8)
+        sl = tuple(slice(0, n) for n in s_in)
+        np.testing.assert_array_equal(gather_nearest(a, (0, 0, 0), s_in, s_out), _old_nearest(a, sl, s_out))

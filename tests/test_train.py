@@ -24,7 +24,7 @@ import torch
 
 import globalmask.train as train_mod
 from globalmask.checkpoint import load_model
-from globalmask.dataset import Split, load_dataset, make_split, save_split
+from globalmask.dataset import Split, load_dataset, make_split, save_split, select_training_cases
 from globalmask.errors import CheckpointError, GlobalmaskError, OutputError
 from globalmask.infer import Predictor
 from globalmask.io import read_volume
@@ -32,7 +32,7 @@ from globalmask.metrics import dice
 from globalmask.model import NetConfig
 from globalmask.train import DataConfig, Plateau, TrainConfig, lr_factor, prepare_data, train
 
-from .conftest import SMALL_NET, make_tiny_dataset
+from .conftest import SMALL_NET, make_tiny_dataset, percentile_dataset
 
 TINY_NET = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
 # a hand-made split of the 8 tiny cases: every stage's ids are known by name
@@ -648,3 +648,22 @@ def test_two_d_slice_model_trains_and_predicts(phantom_ds, tmp_path):
     assert set(np.unique(pred.array)) <= {0, *phantom_ds.structures.values()}
     spec, _ = load_model(res.model_path)
     assert spec.net.spatial_dims == 2 and len(spec.patch_size) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# the "percentile" CT window of a run comes from its own training cases only
+
+
+@pytest.mark.slow
+def test_train_takes_the_window_from_its_own_training_cases(tmp_path):
+    root = percentile_dataset(tmp_path / "ds")
+    ds = load_dataset(root)
+    ids = select_training_cases(ds.load_split().train, 2, seed=0)
+    values = np.concatenate([100.0 * int(i[-3:]) + np.arange(60) for i in ids])
+    expected = tuple(np.percentile(values, [0.5, 99.5]))  # validation (400-559 HU) and test cases excluded
+    cfg = TrainConfig(mode="ct", train_cases=2, seed=0, steps=2, val_every=1, batch_size=1, net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0))
+    result = train(root, tmp_path / "run", cfg, DataConfig(recipe="threshold:-300", spacing=(4.0, 4.0, 4.0), window="percentile"), device="cpu", progress=False)
+    spec, _ = load_model(result.model_path)
+    assert spec.preprocess.window == pytest.approx(expected)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+    assert saved["preprocess"]["window"] == pytest.approx(list(expected))
