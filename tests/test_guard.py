@@ -234,6 +234,10 @@ def test_corrupt_resume_state_is_a_clear_error(tmp_path):
     assert not (tmp_path / "run" / guard.LOCK_NAME).exists()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_train_stopped_by_a_signal_leaves_nothing_half_done_and_resumes_exactly(tmp_path, sig):
@@ -245,7 +249,11 @@ def test_train_stopped_by_a_signal_leaves_nothing_half_done_and_resumes_exactly(
     subprocess.run([*cmd, *args, "--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
 
     run = tmp_path / "run"
-    proc = subprocess.Popen([*cmd, *args, "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The child starts with SIGINT at its default: a disposition of "ignored" is inherited across
+    # exec (Unix keeps it for background jobs), and native code loaded earlier in this test process
+    # (Ray's core worker) can leave SIGINT ignored at the OS level, where Python cannot see it.
+    proc = subprocess.Popen([*cmd, *args, "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + 120
     while not (run / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)

@@ -317,7 +317,7 @@ def _linear_axis(x: torch.Tensor, axis: int, n: int, start: int = 0, length: int
 
     Torch's CPU trilinear kernel nests three 1D linear interpolations (last axis innermost) from
     the same code, so applying this to the last, middle, then first spatial axis gives
-    bit-identical results (tests/test_predict_fast.py checks it). (Bilinear with an unchanged
+    bit-identical results (tests/test_preprocess.py checks it). (Bilinear with an unchanged
     axis is *not* bit-identical: its CPU kernel differs.) ``x`` may hold only rows
     [start, start + x.shape[axis]) of an axis of ``length``: the rest count as zeros, which is
     exact for every output voxel whose two source rows lie inside.
