@@ -147,14 +147,19 @@ class Predictor:
             write_json(dst.with_name(case_id_from_path(dst) + ".json"), notes)
         return path
 
-    def predict_files(self, inputs: Iterable[str | Path], out_dir: str | Path, progress: bool = True, overlap: bool = True) -> list[Path]:
+    def predict_files(self, inputs: Iterable[str | Path], out_dir: str | Path, progress: bool = True, overlap: bool | None = None) -> list[Path]:
         """Segment each input file/folder and write ``out_dir/<case id><suffix>``, in order.
 
         With ``overlap`` the next case is read and prepared, and the previous prediction written,
         in two background threads while the network runs: the same files, written in the same
         order, one case ahead at most (so memory stays bounded); errors surface as they would
-        in order (an earlier case's failure first), each naming its file.
+        in order (an earlier case's failure first), each naming its file. ``None`` (default)
+        overlaps only when the network runs on a GPU, which leaves the CPU idle meanwhile; on
+        the CPU the forward pass already uses every core, and two runs on 2 cores gave -10% and
+        +9% for a 10-case folder (``benchmarks/RESULTS.md``): no gain worth two more threads.
         """
+        if overlap is None:
+            overlap = self.device.type != "cpu"
         files = collect_inputs(inputs)
         out_dir = Path(out_dir)
         targets = [out_dir / output_name(f) for f in files]
