@@ -42,6 +42,12 @@ CANDIDATES: dict[str, dict] = {
     "net-32-320": dict(net=dict(channels=(32, 64, 128, 256, 320), strides=(2, 2, 2, 2), num_res_units=1)),
     "window-nnunet": dict(window="percentile"),  # foreground 0.5-99.5 percentile clip (nnU-Net's CT scheme)
     "patch-64": dict(patch_size=(64, 64, 64)),
+    # round 2: one lever changed from round 1's winner, window-nnunet ("pw-": percentile window)
+    "pw-cosine": dict(window="percentile", schedule="cosine"),
+    "pw-constant-lr": dict(window="percentile", schedule="constant"),
+    "pw-adamw-lr1e-3": dict(window="percentile", lr=1e-3),
+    "pw-batch4": dict(window="percentile", batch_size=4),
+    "pw-patch-64": dict(window="percentile", patch_size=(64, 64, 64)),
 }
 
 
