@@ -172,6 +172,21 @@ def test_recipe_ranking_uses_validation_only():
     assert list(table.index) == [0, 1, 2]
 
 
+def test_choose_recipe_is_the_validation_winner_and_needs_gbm_results():
+    from globalmask.errors import GlobalmaskError
+    from globalmask.study.stats import choose_recipe
+
+    assert choose_recipe(ablation_table()) == "body"  # not bone, the test split's best
+    no_gbm = ablation_table().assign(mode="ct")
+    with pytest.raises(GlobalmaskError, match="no GBM-only full-size validation results"):
+        choose_recipe(no_gbm)
+
+
+def test_paired_comparison_counts_draws_and_pairs():
+    c = paired_comparison(comparison_table(), "ct+gbm", "ct", "2")
+    assert c["n_draws"] == 2 and c["n_pairs"] == 16  # 2 draws x 8 test cases; distractor rows ignored
+
+
 def test_recipe_ties_break_on_validation_dice():
     """Equal misses and equal CoM: the higher validation Dice wins, whatever the test says."""
     rows = []
