@@ -667,3 +667,10 @@ def test_train_takes_the_window_from_its_own_training_cases(tmp_path):
     assert spec.preprocess.window == pytest.approx(expected)
     saved = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert saved["preprocess"]["window"] == pytest.approx(list(expected))
+
+
+def test_data_config_window_is_two_numbers_or_percentile():
+    assert DataConfig(window=[-200, 300]).window == (-200, 300)
+    assert DataConfig(window="percentile").window == "percentile"
+    with pytest.raises(GlobalmaskError, match=r"two numbers .* or 'percentile', got 'Percentile'"):
+        DataConfig(window="Percentile")

@@ -217,6 +217,8 @@ class DataConfig:
         object.__setattr__(self, "recipe", Recipe.parse(self.recipe))
         if self.spacing is not None:
             object.__setattr__(self, "spacing", tuple(self.spacing))
+        if isinstance(self.window, str) and self.window != PERCENTILE:
+            raise DatasetError(f"CT window must be two numbers (low, high) in HU or {PERCENTILE!r}, got {self.window!r}")
         if self.window != PERCENTILE:
             object.__setattr__(self, "window", tuple(self.window))
 
