@@ -385,3 +385,20 @@ def test_cli_refuses_a_bad_window(tmp_path, capsys, argv):
     err = capsys.readouterr().err
     assert "--window" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("window_args, expected", [
+    ([], "percentile"),  # the default: the 0.5-99.5 percentiles of the 4 training cases' labelled voxels
+    (["--window", "-1000", "1000"], (-1000.0, 1000.0)),
+])
+def test_cli_train_window_defaults_to_the_training_percentiles(tmp_path, window_args, expected):
+    root = percentile_dataset(tmp_path / "ds")  # training cases 0-3: labelled voxels at 0..359 HU
+    if expected == "percentile":
+        values = np.concatenate([100.0 * i + np.arange(60) for i in range(4)])
+        expected = tuple(np.percentile(values, [0.5, 99.5]))
+    argv = ["train", str(root), "--out", str(tmp_path / "run"), "--mode", "ct", "--steps", "2", "--val-every", "1", "--batch-size", "1",
+            "--channels", "4", "8", "--res-units", "0", "--spacing", "4", "4", "4", "--recipe", "threshold:-300", "--device", "cpu", *window_args]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+    assert saved["preprocess"]["window"] == pytest.approx(list(expected))

@@ -662,7 +662,7 @@ def test_train_takes_the_window_from_its_own_training_cases(tmp_path):
     values = np.concatenate([100.0 * int(i[-3:]) + np.arange(60) for i in ids])
     expected = tuple(np.percentile(values, [0.5, 99.5]))  # validation (400-559 HU) and test cases excluded
     cfg = TrainConfig(mode="ct", train_cases=2, seed=0, steps=2, val_every=1, batch_size=1, net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0))
-    result = train(root, tmp_path / "run", cfg, DataConfig(recipe="threshold:-300", spacing=(4.0, 4.0, 4.0), window="percentile"), device="cpu", progress=False)
+    result = train(root, tmp_path / "run", cfg, DataConfig(recipe="threshold:-300", spacing=(4.0, 4.0, 4.0)), device="cpu", progress=False)  # the default window
     spec, _ = load_model(result.model_path)
     assert spec.preprocess.window == pytest.approx(expected)
     saved = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
@@ -670,6 +670,7 @@ def test_train_takes_the_window_from_its_own_training_cases(tmp_path):
 
 
 def test_data_config_window_is_two_numbers_or_percentile():
+    assert DataConfig().window == "percentile"  # the default (benchmarks/convergence.md)
     assert DataConfig(window=[-200, 300]).window == (-200, 300)
     assert DataConfig(window="percentile").window == "percentile"
     with pytest.raises(GlobalmaskError, match=r"two numbers .* or 'percentile', got 'Percentile'"):

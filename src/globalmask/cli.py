@@ -29,7 +29,7 @@ def _add_common_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None, help="GBM recipe, e.g. threshold, threshold:-200, body, bone:300, otsu (default: bone:250, the winner of the OpenKBP recipe ablation)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="target spacing in mm, RAS order (default: median of the training split)")
     p.add_argument("--window", nargs="+", metavar="LO HI | percentile", default=None,
-                   help="CT clip window in HU, scaled to [-1, 1]: two numbers, or 'percentile' for the 0.5-99.5 percentiles of the training cases' labelled voxels (nnU-Net's CT scheme) (default: -1000 1000)")
+                   help="CT clip window in HU, scaled to [-1, 1]: two numbers, or 'percentile' for the 0.5-99.5 percentiles of the training cases' labelled voxels (nnU-Net's CT scheme; the default), e.g. -1000 1000 for a fixed window")
     p.add_argument("--split", type=Path, default=None, help="splits.json with train/validation/test lists (default: the dataset's, else a seeded split saved in the run)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--cache", type=Path, default=None, help="folder to cache preprocessed cases across runs")
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-cases", type=int, default=None, help="number of training cases drawn (seeded) from the training split (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="run folder (model.pt, last.pt, history.csv, ...)")
-    p.add_argument("--steps", type=int, default=1000, help="maximum training steps (default: 1000); training stops earlier at a validated plateau")
+    p.add_argument("--steps", type=int, default=3000, help="maximum training steps (default: 3000); training stops earlier at a validated plateau")
     p.add_argument("--patience", type=int, default=5, help="stop after this many validation checks without a rise of more than --min-delta in validation Dice (default: 5; 0: never stop early)")
     p.add_argument("--min-delta", type=float, default=0.002, help="a rise of validation Dice must exceed this to count as an improvement (default: 0.002)")
     p.add_argument("--batch-size", type=int, default=2)
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("globalmask-demo"))
     p.add_argument("--kind", choices=("headneck", "thorax"), default="headneck")
     p.add_argument("--train-cases", type=int, default=None, help="training cases per model (default: the demo's)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per model (default: the demo's)")
+    p.add_argument("--steps", type=int, default=None, help="maximum training steps per model (default: the demo's; the demo stops each model at a validated plateau)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="a tiny run (a minute) to check the installation")
@@ -242,8 +242,7 @@ def _cmd_masks(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .model import InputMode, NetConfig
-    from .preprocess import DEFAULT_WINDOW
-    from .train import DataConfig, TrainConfig, train
+    from .train import PERCENTILE, DataConfig, TrainConfig, train
 
     _check_train_args(args)
     net_kwargs = {"spatial_dims": args.dims, "num_res_units": args.res_units}
@@ -268,7 +267,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     data = DataConfig(
         recipe=args.recipe,
         spacing=args.spacing,
-        window=args.window if args.window else DEFAULT_WINDOW,
+        window=args.window if args.window else PERCENTILE,
         split_file=args.split,
         cache_dir=args.cache,
     )

@@ -49,7 +49,7 @@ from .io import read_affine, write_json, write_text
 from .masks import Recipe
 from .metrics import dice
 from .model import InputMode, NetConfig, make_input
-from .preprocess import DEFAULT_WINDOW, PreparedCase, PreprocessConfig, derive_spacing
+from .preprocess import PreparedCase, PreprocessConfig, derive_spacing
 from .training_data import PatchSampler, auto_patch_size, check_structures_present, percentile_window, prepare_cases
 from .validate import Rule, check_fields, check_keys, choice, fail, integer, optional, real, sequence
 
@@ -108,7 +108,7 @@ class TrainConfig:
     mode: InputMode = InputMode.CT_GBM  # a mode name (str) is parsed on construction
     train_cases: int | None = None  # None: the whole training split
     seed: int = 0
-    steps: int = 1000
+    steps: int = 3000  # a maximum: runs stop at a validated plateau (OpenKBP 6 mm: about 2200)
     batch_size: int = 2
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -197,6 +197,12 @@ class Plateau:
         self.reference, self.waited = float(state["reference"]), int(state["waited"])
 
 
+#: ``DataConfig.window`` value for nnU-Net's CT normalisation range (see :func:`percentile_window`).
+#: The default: it reached the validation plateau sooner and higher than -1000..1000 HU
+#: (benchmarks/convergence.md).
+PERCENTILE = "percentile"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """The data side of a run: GBM recipe, target grid, CT window, split and preprocessing cache.
@@ -208,7 +214,7 @@ class DataConfig:
 
     recipe: Recipe = field(default_factory=Recipe)
     spacing: tuple[float, ...] | None = None  # mm, RAS array order; None: median over the training split
-    window: tuple[float, ...] | str = DEFAULT_WINDOW  # CT clip window (HU) scaled to [-1, 1], or "percentile"
+    window: tuple[float, ...] | str = PERCENTILE  # CT clip window (low, high) in HU scaled to [-1, 1], or "percentile" (from the training cases)
     split_file: str | Path | None = None  # None: the dataset's splits.json, else a seeded split saved in the run
     split_seed: int = 0
     cache_dir: str | Path | None = None  # preprocessed cases reused across runs
@@ -232,9 +238,6 @@ class DataConfig:
             return self
         return replace(self, window=percentile_window([dataset.cases[i] for i in train_ids]))
 
-
-#: ``DataConfig.window`` value for nnU-Net's CT normalisation range (see :func:`percentile_window`).
-PERCENTILE = "percentile"
 
 
 @dataclass

@@ -12,7 +12,6 @@ import yaml
 from ..errors import GlobalmaskError
 from ..masks import DEFAULT_RECIPE, Recipe
 from ..model import NetConfig, check_mode
-from ..preprocess import DEFAULT_WINDOW
 from ..shift import DEFAULT_SHIFTS, ScannerShift
 
 ALL = "all"
@@ -33,9 +32,9 @@ class StudyConfig:
     seed: int = 0
     recipe: str = DEFAULT_RECIPE  # or "auto": the ablation's validation winner drives the sweep
     spacing: list[float] | None = None
-    window: list[float] | str = field(default_factory=lambda: list(DEFAULT_WINDOW))  # or "percentile": per run, from its training cases
+    window: list[float] | str = "percentile"  # per run, from its training cases; or [low, high] in HU
     split: str | None = None
-    steps: int | dict[str, int] = 600  # the maximum; one number, or per size: {"1": 300, ..., "all": 1000}
+    steps: int | dict[str, int] = 3000  # the maximum; one number, or per size: {"1": 300, ..., "all": 1000}
     val_every: int = 100
     patience: int | None = 5  # validation checks without improvement before a run stops (None: never early)
     min_delta: float = 0.002
