@@ -239,6 +239,8 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_ds, tmp_path, spies,
     val, _, _ = spies
     part = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", stop_after=2)
     assert part.steps == 2 and part.best_step == 2 and not (tmp_path / "part" / "done.json").exists()
+    so_far = pd.read_csv(tmp_path / "part" / "history.csv")  # a running job can be followed
+    assert so_far["step"].tolist() == [1, 2] and so_far["val_dice"].notna().all()
     with pytest.raises(OutputError, match="--resume"):
         train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu")
     with pytest.raises(OutputError, match="different settings"):

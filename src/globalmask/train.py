@@ -6,7 +6,7 @@ A run folder holds::
     RUN/splits.json     the split used (a copy, or the seeded one made for this run)
     RUN/model.pt        best checkpoint by validation Dice (self-contained, see checkpoint.py)
     RUN/last.pt         resumable state: weights, optimiser, scheduler, RNG states, step
-    RUN/history.csv     step, loss, validation Dice, elapsed seconds
+    RUN/history.csv     step, loss, validation Dice, elapsed seconds (rewritten at every validation)
     RUN/done.json       written last: steps run, best step, wall time, converged, stop reason
 
 ``train(..., resume=True)`` continues from ``last.pt`` and reaches the same weights as an
@@ -599,6 +599,7 @@ def _train(
                 spec.info.update({"best_step": step, "best_val_dice": last_val})
                 save_model(out / "model.pt", spec, net.state_dict())
             plateau.update(last_val)
+            _write_history(out / "history.csv", [*history, {**record, "elapsed_s": round(elapsed(), 3)}])  # so a running job can be followed
             if log:
                 log(f"step {step}: loss {ema:.4f} val Dice {last_val:.4f} (best {best:.4f} @ {best_step})")
         record["elapsed_s"] = round(elapsed(), 3)
