@@ -196,7 +196,7 @@ def _cmd_study(args: argparse.Namespace) -> None:
         return
     if args.study_action == "report":
         results = report_from_records(args.records, args.out, command=command, runs_dir=args.runs)
-        state = "complete" if results.complete else f"incomplete: {len(results.pending)} run(s) pending (listed in the report)"
+        state = "complete" if results.complete else f"incomplete: {results.n_pending} run(s) pending (listed in the report)"
         print(f"study {results.plan.hash}: {len(results.runs)} run records merged, {state}; report at {args.out / 'report.md'}")
         return
     config = StudyConfig.from_yaml(args.config) if args.config else StudyConfig()

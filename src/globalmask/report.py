@@ -336,9 +336,9 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
     overlays = plot_overlays(Path(runs_dir), results, config.overlays, out) if (config.overlays and runs_dir is not None and have_sweep) else []
 
     lines = [f"# globalmask study: {plan.dataset_name}", ""]
-    if results.pending:
+    if results.n_pending:
         lines += [
-            f"**Incomplete: {len(results.pending)} run(s) of this plan have no record yet** (listed at the end); "
+            f"**Incomplete: {results.n_pending} run(s) of this plan have no record yet** (listed at the end); "
             "every statistic below uses the finished runs only, and paired comparisons only the (size, draw) pairs both modes have finished.",
             "",
         ]
@@ -489,8 +489,9 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
         "* `runs/<run>/` (where the study ran): the model (`model/model.pt`), its training history and test predictions.",
         "",
     ]
-    if results.pending:
-        lines += ["## Pending runs", "", *[f"* `{p}`" for p in results.pending], ""]
+    if results.n_pending:
+        later = [f"* stage 2 (sweep): {results.unplanned} runs, planned once every recipe-ablation record is in"] if results.unplanned else []
+        lines += ["## Pending runs", "", *[f"* `{p}`" for p in results.pending], *later, ""]
     if reference:
         lines += [reference, ""]
     path = out / "report.md"

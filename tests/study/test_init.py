@@ -140,6 +140,16 @@ def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
     assert choice["winner_on_validation"] == best == results.sweep_recipe
     assert {r.recipe for r in results.runs if r.role == "sweep"} == {best}
     assert len(ranking) == 3  # the default (bone), threshold:-300, body
+    # merged with one ablation record only: 2 ablation runs pending, and the 2 sweep runs (ct, gbm at
+    # one case) cannot have ids yet, but they count
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted((tmp_path / "auto" / "records").glob("gbm-nall-*.json"))[0]
+    shutil.copy(first, one / first.name)
+    partial = report_from_records([one], tmp_path / "partial")
+    assert (len(partial.pending), partial.unplanned, partial.n_pending, partial.sweep_recipe) == (2, 2, 4, None)
+    report = (tmp_path / "partial" / "report.md").read_text(encoding="utf-8")
+    assert "**Incomplete: 4 run(s)" in report and "stage 2 (sweep): 2 runs, planned once every recipe-ablation record is in" in report
 
 
 @pytest.mark.slow

@@ -181,10 +181,16 @@ class StudyResults:
     shift_drops: pd.DataFrame
     recipe_ablation: pd.DataFrame
     subsets: dict[str, list[str]] = field(default_factory=dict)
+    unplanned: int = 0  # sweep runs whose ids wait for the recipe ablation (an "auto" recipe, stage 1 incomplete)
 
     @property
     def config(self) -> StudyConfig:
         return self.plan.config
+
+    @property
+    def n_pending(self) -> int:
+        """Runs of the plan without a record: the listed ids plus the sweep runs not yet planned."""
+        return len(self.pending) + self.unplanned
 
     @property
     def complete(self) -> bool:
@@ -209,6 +215,7 @@ class StudyResults:
                 "sizes": self.sizes,
                 "runs": [r.__dict__ for r in self.runs],
                 "pending": self.pending,
+                "unplanned_sweep_runs": self.unplanned,
                 "summary": self.summary.to_dict(orient="records"),
                 "comparisons": self.comparisons.to_dict(orient="records"),
                 "shift_drops": self.shift_drops.to_dict(orient="records"),
@@ -244,8 +251,10 @@ def analyse(plan: Plan, records: Mapping[str, RunRecord]) -> StudyResults:
             continue
         summaries.append(_summarise(rec, "sweep" if r.name in sweep_names else "ablation", r.name))
         frames.append(rec.per_case())
-    if recipe is None:
-        pending.append("stage 2 (sweep): waits for every recipe-ablation record")
+    unplanned = 0
+    if recipe is None:  # the sweep's size does not depend on the recipe it will use
+        shared = {r.name for r in ablation}
+        unplanned = len([r for r in plan.sweep(ablation[0].recipe) if r.name not in shared])
     per_case = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     summary = summary_table(per_case) if not per_case.empty else pd.DataFrame()
     sizes = list(dict.fromkeys(r.size_label for r in runs if r.name in sweep_names))
@@ -263,5 +272,5 @@ def analyse(plan: Plan, records: Mapping[str, RunRecord]) -> StudyResults:
     ablation_table = recipe_ablation(per_case) if not per_case.empty else pd.DataFrame()
     return StudyResults(
         plan, recipe, winner, sizes, summaries, pending, per_case, summary, pd.DataFrame(comparisons), drops, ablation_table,
-        plan.subsets(plan.sweep(recipe)) if recipe else {},
+        plan.subsets(plan.sweep(recipe)) if recipe else {}, unplanned,
     )
