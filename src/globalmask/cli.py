@@ -164,12 +164,15 @@ def _cmd_study(args: argparse.Namespace) -> None:
     import shlex
     from dataclasses import replace
 
+    from .dataset import load_dataset
     from .study import StudyConfig, make_plan, parse_shard, report_from_records, run_study
+    from .study.plan import patch_voxels
 
     command = "globalmask " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("globalmask") else None
     if args.study_action == "plan":
         config = StudyConfig.from_yaml(args.config)
-        plan = make_plan(args.dataset, config)
+        dataset = load_dataset(args.dataset)
+        plan = make_plan(dataset, config)
         ablation = plan.ablation()
         recipe = plan.fixed_recipe
         runs = plan.all_runs(recipe)
@@ -188,9 +191,11 @@ def _cmd_study(args: argparse.Namespace) -> None:
             print(f"2       {len(stage2)} sweep runs with the recipe stage 1 chooses on the validation split (ids known once stage 1 is done)")
         total_runs, steps = len(ablation) + len(stage2), sum(r.steps for r in ablation) + sum(r.steps for r in stage2)
         sps = args.seconds_per_step
-        est = plan.estimate_seconds([*ablation, *stage2], sps)
+        voxels = None if sps else patch_voxels(plan, dataset)
+        est = plan.estimate_seconds([*ablation, *stage2], sps, voxels)
+        basis = f"{sps} s/step as given" if sps else f"scaled from the 2-core CPU benchmark to batches of {config.batch_size} x {voxels} voxels"
         print(f"{total_runs} runs, at most {steps} training steps; at most {est / 3600:.1f} h on one machine "
-              f"({f'{sps} s/step as given' if sps else 'scaled from the 2-core CPU benchmark'}; plateau stopping usually ends runs earlier)")
+              f"({basis}; plateau stopping usually ends runs earlier)")
         if args.shards:
             print(f"shards: --shard I/{args.shards} with I in 0..{args.shards - 1} runs runs[k] with k % {args.shards} == I within each stage")
         return

@@ -19,9 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..dataset import Dataset, Split, load_dataset, resolve_split, select_training_cases
 from ..errors import GlobalmaskError
+from ..io import read_grid, voxel_spacing
 from ..masks import Recipe
+from ..model import NetConfig
+from ..training_data import auto_patch_size
 from .config import ALL, StudyConfig
 
 #: Rough CPU cost of a training step at the reference setting (3D UNet 16-256 channels, batch 2,
@@ -203,14 +208,38 @@ class Plan:
             {k: int(v) for k, v in info["labels"].items()},
         )
 
-    def estimate_seconds(self, runs: Sequence[RunSpec], seconds_per_step: float | None = None) -> float:
+    def estimate_seconds(self, runs: Sequence[RunSpec], seconds_per_step: float | None = None, patch_voxels: int | None = None) -> float:
         """Upper bound (every run to its maximum steps) from the reference CPU step time, scaled by
-        the voxels a step sees; a rough guide for sizing shards, not a benchmark."""
+        the voxels a step sees (``patch_voxels``, e.g. from :func:`patch_voxels`; default: the
+        configured patch or the patch budget); a rough guide for sizing shards, not a benchmark."""
         if seconds_per_step is None:
             cfg = self.config
-            patch = cfg.max_patch_voxels if cfg.patch_size is None else cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2]
-            seconds_per_step = SECONDS_PER_STEP_REF * cfg.batch_size * patch / REF_STEP_VOXELS
+            if patch_voxels is None:
+                patch_voxels = cfg.max_patch_voxels if cfg.patch_size is None else cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2]
+            seconds_per_step = SECONDS_PER_STEP_REF * cfg.batch_size * patch_voxels / REF_STEP_VOXELS
         return float(sum(r.steps for r in runs) * seconds_per_step)
+
+
+def patch_voxels(plan: Plan, dataset: Dataset) -> int:
+    """Voxels in one training patch of the plan's runs, sized as training sizes it (whole volumes
+    when they fit the budget) from the image headers of the training and validation cases alone.
+
+    The volumes are taken uncropped (training crops them to the body first), so this is an
+    approximation; it keeps the time estimate of a study on small volumes from being priced at the
+    full patch budget (the thorax phantom's 64^3 volumes were priced as 96^3 patches, 3.4x too much).
+    """
+    cfg = plan.config
+    if cfg.patch_size is not None:
+        return int(np.prod(cfg.patch_size))
+    net = NetConfig(**cfg.net)
+    shapes = []
+    for cid in (*plan.split.train, *plan.split.validation):
+        shape, affine = read_grid(dataset.cases[cid].image)
+        if cfg.spacing is not None:
+            spacing = voxel_spacing(affine)
+            shape = tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, cfg.spacing))
+        shapes.append(shape)
+    return int(np.prod(auto_patch_size(shapes, net.divisor, cfg.max_patch_voxels, net.spatial_dims)))
 
 
 def training_subsets(runs: Sequence[RunSpec], train_ids: Sequence[str]) -> dict[str, list[str]]:
