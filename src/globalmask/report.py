@@ -428,9 +428,9 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
             for c in c_all.to_dict(orient="records")
         ]
         lines += [_md_table(pd.DataFrame(rows)), ""]
-        lines += ["Relative improvement of CT+GBM over CT per structure (%, p in brackets; where CT's mean Dice is below 0.01 a percentage is meaningless and both means are shown instead):", ""]
         c_s = comps[(comps["a"] == "ct+gbm") & (comps["b"] == "ct") & (comps["structure"] != "all")]
         if not c_s.empty:
+            lines += ["Relative improvement of CT+GBM over CT per structure (%, p in brackets; where CT's mean Dice is below 0.01 a percentage is meaningless and both means are shown instead):", ""]
             piv = []
             for structure in structures:
                 row = {"structure": structure}
@@ -447,7 +447,7 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
         piv = piv[["size", "shift", *[m for m in modes if m in piv.columns]]]
         for m in modes:
             if m in piv.columns:
-                piv[m] = piv[m].map(lambda v: f"{v:+.3f}")
+                piv[m] = piv[m].map(lambda v: "n/a" if pd.isna(v) else f"{v:+.3f}")  # n/a: that model has no record yet
         lines += [_md_table(piv), ""]
         if shift_fig:
             lines += [f"![Dice drop under intensity shift]({shift_fig})", ""]

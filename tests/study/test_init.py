@@ -160,6 +160,8 @@ def test_a_partial_merge_reports_pending_runs_and_only_complete_pairs(three_ways
     assert set(partial.pending) == missing and not partial.complete
     report = (tmp_path / "partial" / "report.md").read_text(encoding="utf-8")
     assert "Incomplete" in report and all(rid in report for rid in missing)
+    # a model without a record is shown as n/a, never as a number computed from nothing
+    assert "nan" not in report.lower()
     done = {(r.mode, r.size_label) for r in partial.runs if r.role == "sweep"}
     for c in partial.comparisons.to_dict(orient="records"):  # a comparison only where both modes finished the size
         assert (c["a"], c["size"]) in done and (c["b"], c["size"]) in done
