@@ -232,13 +232,11 @@ def patch_voxels(plan: Plan, dataset: Dataset) -> int:
     if cfg.patch_size is not None:
         return int(np.prod(cfg.patch_size))
     net = NetConfig(**cfg.net)
-    shapes = []
+    shapes: list[tuple[int, ...]] = []
     for cid in (*plan.split.train, *plan.split.validation):
         shape, affine = read_grid(dataset.cases[cid].image)
-        if cfg.spacing is not None:
-            spacing = voxel_spacing(affine)
-            shape = tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, cfg.spacing))
-        shapes.append(shape)
+        target = voxel_spacing(affine) if cfg.spacing is None else np.asarray(cfg.spacing, dtype=float)
+        shapes.append(tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, voxel_spacing(affine), target)))
     return int(np.prod(auto_patch_size(shapes, net.divisor, cfg.max_patch_voxels, net.spatial_dims)))
 
 
