@@ -221,6 +221,17 @@ def read_volume(path: str | Path) -> Volume:
     return volume
 
 
+def _sitk_header(path: Path) -> sitk.ImageFileReader:
+    """A SimpleITK reader holding the file's header (no voxel data read)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except Exception as exc:
+        raise InputFileError(f"cannot read image header ({exc})", path) from exc
+    return reader
+
+
 def read_affine(path: str | Path) -> np.ndarray:
     """The affine of a volume from its header only (no voxel data read): cheap for big cohorts."""
     path = Path(path)
@@ -230,12 +241,7 @@ def read_affine(path: str | Path) -> np.ndarray:
         except Exception as exc:
             raise InputFileError(f"cannot read NIfTI header ({type(exc).__name__}: {exc})", path) from exc
     if path.is_file() and volume_suffix(path) in SITK_SUFFIXES:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        try:
-            reader.ReadImageInformation()
-        except Exception as exc:
-            raise InputFileError(f"cannot read image header ({exc})", path) from exc
+        reader = _sitk_header(path)
         return sitk_geometry_to_affine(reader.GetSpacing()[:3], reader.GetOrigin()[:3], np.asarray(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:3, :3])
     return read_volume(path).affine
 
@@ -255,12 +261,7 @@ def read_grid(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
             raise InputFileError(problem, path)
         return (shape[0], shape[1], shape[2]), read_affine(path)
     if path.is_file() and volume_suffix(path) in SITK_SUFFIXES:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        try:
-            reader.ReadImageInformation()
-        except Exception as exc:
-            raise InputFileError(f"cannot read image header ({exc})", path) from exc
+        reader = _sitk_header(path)
         size = tuple(int(s) for s in reader.GetSize())
         problem = _shape_problem(size)
         if problem:
