@@ -221,14 +221,15 @@ def read_volume(path: str | Path) -> Volume:
     return volume
 
 
-def _sitk_header(path: Path) -> sitk.ImageFileReader:
+def _sitk_header(path: Path, what: str = "image") -> sitk.ImageFileReader:
     """A SimpleITK reader holding the file's header (no voxel data read)."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except Exception as exc:
-        raise InputFileError(f"cannot read image header ({exc})", path) from exc
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__  # ITK's last line says why
+        raise InputFileError(f"cannot read {what} header ({detail})", path) from exc
     return reader
 
 
@@ -499,12 +500,7 @@ def read_dicom_slice_header(file: str | Path) -> DicomSlice:
     """Header of one DICOM image (no pixels read); refuses files without a position."""
 
     file = Path(file)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(file))
-    try:
-        reader.ReadImageInformation()
-    except Exception as exc:
-        raise InputFileError(f"cannot read DICOM header ({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})", file) from exc
+    reader = _sitk_header(file, "DICOM")
     if not reader.HasMetaDataKey("0020|0032") or not reader.HasMetaDataKey("0020|0037"):
         raise GeometryError("DICOM image has no ImagePositionPatient/ImageOrientationPatient: cannot place it in space", file)
     direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
