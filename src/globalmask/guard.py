@@ -121,8 +121,13 @@ def _visible_entries(p: Path) -> list[str]:
     return sorted(c.name for c in p.iterdir() if not c.name.startswith("."))
 
 
-def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = (), *, overwrite: bool = False, what: str = "--out") -> Path:
+def check_output_dir(
+    out: str | Path, inputs: Iterable[str | Path] = (), *, overwrite: bool = False, what: str = "--out", tolerate: Iterable[str] = ()
+) -> Path:
     """Refuse an output folder that would touch the user's inputs; create nothing.
+
+    ``tolerate`` names entries a caller may find in a folder globalmask has not marked yet and
+    has already vetted (a study's ``records/`` copied in from another machine).
 
     Raises :class:`~globalmask.errors.OutputError` when ``out``
 
@@ -148,8 +153,9 @@ def check_output_dir(out: str | Path, inputs: Iterable[str | Path] = (), *, over
         if ds is not None:
             where = "is the dataset folder" if ds == res else f"is inside the dataset folder {ds}"
             raise OutputError(f"{what} {where}; datasets are read-only: choose another folder (or pass --overwrite)", out)
-        if out.is_dir() and _visible_entries(out) and not is_globalmask_output(out):
-            shown = ", ".join(_visible_entries(out)[:3])
+        foreign = [e for e in _visible_entries(out) if e not in set(tolerate)] if out.is_dir() else []
+        if foreign and not is_globalmask_output(out):
+            shown = ", ".join(foreign[:3])
             raise OutputError(
                 f"{what} is not empty ({shown}, ...) and is not a globalmask output: choose an empty or new folder (or pass --overwrite)",
                 out,

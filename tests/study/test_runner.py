@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pandas as pd
 import pytest
 
-from .conftest import _assert_same_metrics, _records, _tables
+from globalmask.errors import OutputError
+from globalmask.study import RECORDS_DIR, StudyConfig, run_study
+from globalmask.study.records import RecordError
+
+from .conftest import QUIET, TINY_PLAN, _assert_same_metrics, _records, _tables
 
 
 @pytest.mark.slow
@@ -30,3 +37,45 @@ def test_the_ray_backend_gives_the_same_records(three_ways):
     _assert_same_metrics(_records(base / "single"), _records(base / "ray"))
     assert on_ray is not None and on_ray.complete
     pd.testing.assert_frame_equal(single.summary, on_ray.summary, check_exact=False, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_a_new_folder_continues_from_copied_records(three_ways, study_cohort, tmp_path):
+    """Half a study on one machine, the rest on another: copying the records in is all it takes."""
+    base, single, *_ = three_ways
+    cfg = StudyConfig(**TINY_PLAN)
+    new = tmp_path / "elsewhere"
+    (new / RECORDS_DIR).mkdir(parents=True)
+    for folder in ("machine0", "machine1"):
+        for f in (base / folder / RECORDS_DIR).glob("*.json"):
+            shutil.copy(f, new / RECORDS_DIR / f.name)
+    before = {p.name: p.stat().st_mtime_ns for p in (new / RECORDS_DIR).glob("*.json")}
+    results = run_study(study_cohort, new, cfg, **QUIET)
+    assert results is not None and results.complete
+    assert not (new / "runs").exists()  # nothing was trained again
+    assert {p.name: p.stat().st_mtime_ns for p in (new / RECORDS_DIR).glob("*.json")} == before
+    pd.testing.assert_frame_equal(single.summary, results.summary, check_exact=False, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_a_copied_record_of_another_plan_is_refused_naming_it(three_ways, study_cohort, tmp_path):
+    base, *_ = three_ways
+    new = tmp_path / "mixed"
+    (new / RECORDS_DIR).mkdir(parents=True)
+    src = sorted((base / "machine0" / RECORDS_DIR).glob("*.json"))[0]
+    d = json.loads(src.read_text(encoding="utf-8"))
+    d["plan_hash"] = d["plan"]["plan_hash"] = "0123456789abcdef"  # as a record of another configuration carries it
+    (new / RECORDS_DIR / src.name).write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(RecordError, match=r"another study plan \(hash 0123456789abcdef") as exc:
+        run_study(study_cohort, new, StudyConfig(**TINY_PLAN), **QUIET)
+    assert src.name in str(exc.value)
+    assert not (new / "plan.json").exists()  # refused before anything was written
+
+
+def test_a_folder_with_anything_but_records_is_still_refused(study_cohort, tmp_path):
+    new = tmp_path / "notmine"
+    (new / RECORDS_DIR).mkdir(parents=True)
+    (new / "thesis.docx").write_text("mine", encoding="utf-8")
+    with pytest.raises(OutputError, match=r"not empty \(thesis.docx, ...\) and is not a globalmask output"):
+        run_study(study_cohort, new, StudyConfig(**TINY_PLAN), **QUIET)
+    assert (new / "thesis.docx").read_text(encoding="utf-8") == "mine"

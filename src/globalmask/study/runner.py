@@ -43,7 +43,7 @@ from ..train import PERCENTILE, DataConfig, TrainConfig, prepare_data, train
 from ..training_data import load_case
 from .config import StudyConfig
 from .plan import Plan, RunSpec, shard_runs
-from .records import RECORDS_DIR, RunRecord, machine_info, read_record, record_path, write_record
+from .records import RECORDS_DIR, RecordError, RunRecord, machine_info, read_record, record_path, write_record
 from .stats import choose_recipe
 
 _WORKER_CACHE: dict[str, Any] = {}
@@ -188,13 +188,33 @@ class Progress:
 
 
 def check_study_folder(out: Path, plan: Plan) -> None:
-    """Refuse a study folder inside the dataset, foreign to globalmask, or holding another plan."""
-    guard.check_output_dir(out, [plan.dataset_root])
+    """Refuse a study folder inside the dataset, foreign to globalmask, or holding another plan.
+
+    A new folder may hold only ``records/`` copied from elsewhere (another machine, a shard, the
+    records committed with a benchmark): the study continues from them, skipping their runs,
+    provided every record belongs to this plan.
+    """
+    check_seed_records(out / RECORDS_DIR, plan)
+    guard.check_output_dir(out, [plan.dataset_root], tolerate=[RECORDS_DIR])
     cfg_path = out / "plan.json"
     if cfg_path.exists():
         previous = read_json(cfg_path)
         if previous.get("plan_hash") != plan.hash:
             raise OutputError(f"study folder holds another study plan ({previous.get('plan_hash')}, this one is {plan.hash}); choose another --out", out)
+
+
+def check_seed_records(folder: Path, plan: Plan) -> None:
+    """Every record in ``folder`` is a record of ``plan``: a foreign one would never be skipped nor merged."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.json")):
+        rec = read_record(path)
+        if rec.plan_hash != plan.hash:
+            raise RecordError(
+                f"record of another study plan (hash {rec.plan_hash}, this study is {plan.hash}: different configuration, dataset or split); "
+                "copy in only records of this plan",
+                path,
+            )
 
 
 def claim_study_folder(out: Path, plan: Plan, command: str | None) -> None:
