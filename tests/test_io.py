@@ -22,6 +22,7 @@ from globalmask.io import (
     Volume,
     affine_to_sitk_geometry,
     case_id_from_path,
+    check_same_grid,
     read_affine,
     read_dicom_series,
     read_grid,
@@ -439,3 +440,20 @@ def test_cli_refuses_a_faulty_series_in_one_line_with_status_2(tmp_path, capsys)
     assert len(err) == 1 and "globalmask masks: error:" in err[0]
     err = err[0]
     assert "share the slice position" in err and str(tmp_path / "s") in err
+
+
+def test_check_same_grid_tolerates_rounding_and_refuses_another_grid(tmp_path):
+    """The one rule for voxels that must line up (label/image, prediction/reference): shape, affine within 0.01 mm."""
+    aff = oblique_affine((0.9, 1.1, 2.5))
+    ref = Volume(np.zeros((6, 5, 4), np.uint8), aff, tmp_path / "ref.nii.gz")
+    near = aff.copy()
+    near[:3, 3] += 0.004  # float rounding of a header: same grid
+    check_same_grid(Volume(np.zeros((6, 5, 4), np.uint8), near, tmp_path / "a.nii.gz"), ref, "label", "image", "why")
+    with pytest.raises(GeometryError, match=r"label shape \(6, 5, 3\) differs from image shape \(6, 5, 4\): not aligned") as exc:
+        check_same_grid(Volume(np.zeros((6, 5, 3), np.uint8), aff, tmp_path / "b.nii.gz"), ref, "label", "image", "not aligned")
+    assert "b.nii.gz" in str(exc.value)
+    moved = aff.copy()
+    moved[:3, 3] += [0.0, 0.5, 0.0]  # half a millimetre off: another grid
+    with pytest.raises(GeometryError, match=r"prediction affine differs from reference affine by up to 0\.5 mm \(tolerance 0\.01 mm") as exc:
+        check_same_grid(Volume(np.zeros((6, 5, 4), np.uint8), moved, tmp_path / "c.nii.gz"), ref, "prediction", "reference", "x")
+    assert "c.nii.gz" in str(exc.value)

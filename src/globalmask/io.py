@@ -923,6 +923,24 @@ def affine_difference(a: np.ndarray, b: np.ndarray) -> float:
     return d if math.isfinite(d) else math.inf
 
 
+def check_same_grid(vol: Volume, ref: Volume, what: str, ref_what: str, consequence: str) -> None:
+    """Raise :class:`GeometryError` naming ``vol``'s file unless it lies on ``ref``'s voxel grid.
+
+    One rule and one message for every pair that must share voxels (a label and its image, a
+    prediction and its reference): equal shapes, affines within :data:`GEOMETRY_ATOL_MM`.
+    ``consequence`` says why the mismatch matters to the caller.
+    """
+    if vol.shape != ref.shape:
+        raise GeometryError(f"{what} shape {vol.shape} differs from {ref_what} shape {ref.shape}: {consequence}", vol.path)
+    diff = affine_difference(vol.affine, ref.affine)
+    if not diff <= GEOMETRY_ATOL_MM:
+        raise GeometryError(
+            f"{what} affine differs from {ref_what} affine by up to {diff:.4g} mm (tolerance {GEOMETRY_ATOL_MM:g} mm; "
+            f"spacing, origin or orientation): {consequence}",
+            vol.path,
+        )
+
+
 def same_geometry(a: Volume, b: Volume, atol_mm: float = GEOMETRY_ATOL_MM) -> bool:
     """True when both volumes have the same shape and affines agreeing within ``atol_mm``
     (:data:`GEOMETRY_ATOL_MM`, the one tolerance used by train, predict and evaluate)."""

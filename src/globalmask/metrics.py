@@ -46,11 +46,11 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .dataset import parse_labels, read_json
-from .errors import DatasetError, GeometryError, InputFileError
-from .io import GEOMETRY_ATOL_MM, Volume, affine_difference, case_id_from_path, json_safe, read_volume, strip_suffix, volume_suffix, voxel_spacing, write_json, write_text
+from .errors import DatasetError, InputFileError
+from .io import Volume, case_id_from_path, check_same_grid, json_safe, read_volume, strip_suffix, volume_suffix, voxel_spacing, write_json, write_text
 
 # Affines of a prediction and its reference may differ by io.GEOMETRY_ATOL_MM and still count as
-# one grid: the one tolerance, shared with training's image/label check and predict.
+# one grid: io.check_same_grid, the rule training's image/label check shares.
 
 #: Columns of the per-case table, in order (``case`` first when it comes from a file).
 ROW_COLUMNS = ("structure", "label", "dice", "com_mm", "hd95_mm", "msd_mm", "pred_ml", "ref_ml", "status")
@@ -351,19 +351,8 @@ def evaluate_volumes(pred: Volume, ref: Volume, labels: Mapping[str, int], case_
     Shapes must be equal and affines agree within io.GEOMETRY_ATOL_MM: metrics of a prediction resampled to a
     different grid would silently compare different anatomy. Raises GeometryError naming both files.
     """
-    if pred.shape != ref.shape:
-        raise GeometryError(
-            f"prediction shape {pred.shape} differs from reference {_describe(ref.path)} shape {ref.shape}; "
-            "predictions must be on the reference grid",
-            pred.path,
-        )
-    diff = affine_difference(pred.affine, ref.affine)
-    if not diff <= GEOMETRY_ATOL_MM:
-        raise GeometryError(
-            f"prediction affine differs from reference {_describe(ref.path)} affine by up to {diff:.4g} mm "
-            f"(tolerance {GEOMETRY_ATOL_MM:g} mm): different voxel grids (spacing, origin or orientation)",
-            pred.path,
-        )
+    check_same_grid(pred, ref, "prediction", f"reference {_describe(ref.path)}",
+                    "predictions must be on the reference grid, or metrics would compare different anatomy")
     pred_array, ref_array = _label_array_of(pred, "prediction"), _label_array_of(ref, "reference")
     # A prediction value that neither the label map nor the reference knows would silently count
     # as background (e.g. a model trained with another numbering): refuse it. Values shared with

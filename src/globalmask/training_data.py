@@ -17,8 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .dataset import Case
-from .errors import DatasetError, GeometryError
-from .io import GEOMETRY_ATOL_MM, Volume, affine_difference, atomic_path, read_volume
+from .errors import DatasetError
+from .io import Volume, atomic_path, check_same_grid, read_volume
 from .masks import Recipe
 from .preprocess import Geometry, PreparedCase, PreprocessConfig, prepare_case
 
@@ -29,15 +29,7 @@ def load_case(case: Case, labels: dict[str, int] | None = None) -> tuple[Volume,
     if case.label is None:
         return ct, None
     label = read_volume(case.label)
-    if label.shape != ct.shape:
-        raise GeometryError(f"label shape {label.shape} differs from image {case.image.name} shape {ct.shape}", case.label)
-    diff = affine_difference(label.affine, ct.affine)
-    if not diff <= GEOMETRY_ATOL_MM:
-        raise GeometryError(
-            f"label affine differs from image {case.image.name} affine by up to {diff:.3g} mm "
-            f"(tolerance {GEOMETRY_ATOL_MM} mm): they are not on the same grid",
-            case.label,
-        )
+    check_same_grid(label, ct, "label", f"image {case.image.name}", "they are not on the same voxel grid")
     arr = np.asarray(label.array)
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
