@@ -25,7 +25,6 @@ from globalmask.io import (
     check_same_grid,
     read_affine,
     read_dicom_series,
-    read_grid,
     read_volume,
     sitk_geometry_to_affine,
     write_text,
@@ -117,18 +116,6 @@ def test_read_affine_matches_read_volume(tmp_path):
     for name in ("a.nii.gz", "a.nrrd"):
         write_volume(vol, tmp_path / name)
         np.testing.assert_allclose(read_affine(tmp_path / name), read_volume(tmp_path / name).affine, atol=1e-5)
-
-
-def test_read_grid_matches_read_volume_from_the_header_alone(tmp_path):
-    vol = Volume(np.zeros((3, 4, 5), np.int16), oblique_affine())
-    for name in ("a.nii.gz", "a.nrrd", "a.mha"):
-        write_volume(vol, tmp_path / name)
-        shape, affine = read_grid(tmp_path / name)
-        assert shape == (3, 4, 5)
-        np.testing.assert_allclose(affine, read_volume(tmp_path / name).affine, atol=1e-5)
-    (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti")
-    with pytest.raises(InputFileError, match=r"bad\.nii\.gz: cannot read NIfTI header"):
-        read_grid(tmp_path / "bad.nii.gz")
 
 
 def test_case_ids():

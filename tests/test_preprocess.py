@@ -25,6 +25,7 @@ from globalmask.preprocess import (
     derive_spacing,
     from_canonical,
     gather_nearest,
+    grid_shape,
     normalize_ct,
     prepare_case,
     resample_affine,
@@ -472,3 +473,14 @@ def test_gather_nearest_matches_large_random_resizes():
         a = rng.integers(0, 255, s_in, dtype=np.uint8)
         sl = tuple(slice(0, n) for n in s_in)
         np.testing.assert_array_equal(gather_nearest(a, (0, 0, 0), s_in, s_out), _old_nearest(a, sl, s_out))
+
+
+
+@pytest.mark.parametrize("name", list(ORIENTATIONS))
+def test_grid_shape_is_the_shape_prepare_case_makes(name):
+    """The study's cost estimate sizes patches with grid_shape: it must be the network grid's shape."""
+    ct, lab = phantom_like(shape=(60, 50, 20), affine=ORIENTATIONS[name])
+    for cfg in (PreprocessConfig(spacing=(1.5, 2.0, 3.0), crop_margin_mm=6), PreprocessConfig(spacing=(2.5, 1.0, 4.0), crop=False)):
+        assert grid_shape(ct, cfg) == prepare_case(ct, "threshold", cfg, lab).geometry.grid_shape
+    cropped, whole = (np.prod(grid_shape(ct, PreprocessConfig(spacing=(1.5, 2.0, 3.0), crop=c))) for c in (True, False))
+    assert cropped < whole  # the crop is part of the shape: the body fills a fraction of this volume

@@ -247,31 +247,6 @@ def read_affine(path: str | Path) -> np.ndarray:
     return read_volume(path).affine
 
 
-def read_grid(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Shape and affine of a volume from its header only (no voxel data read), e.g. to size work
-    before doing it; DICOM folders are read whole."""
-    path = Path(path)
-    if path.is_file() and volume_suffix(path) in NIFTI_SUFFIXES:
-        try:
-            img = nib.load(str(path))
-            shape = tuple(int(s) for s in img.shape)  # type: ignore[attr-defined]
-        except Exception as exc:
-            raise InputFileError(f"cannot read NIfTI header ({type(exc).__name__}: {exc})", path) from exc
-        problem = _shape_problem(shape)
-        if problem:
-            raise InputFileError(problem, path)
-        return (shape[0], shape[1], shape[2]), read_affine(path)
-    if path.is_file() and volume_suffix(path) in SITK_SUFFIXES:
-        reader = _sitk_header(path)
-        size = tuple(int(s) for s in reader.GetSize())
-        problem = _shape_problem(size)
-        if problem:
-            raise InputFileError(problem, path)
-        return (size[0], size[1], size[2]), read_affine(path)
-    vol = read_volume(path)
-    return (int(vol.array.shape[0]), int(vol.array.shape[1]), int(vol.array.shape[2])), vol.affine
-
-
 def _shape_problem(shape: Sequence[int]) -> str | None:
     """Why an array of ``shape`` is not a single-channel 3D volume (None when it is one)."""
     dims = [int(s) for s in shape]

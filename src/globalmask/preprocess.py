@@ -261,6 +261,21 @@ def normalize_ct(ct: np.ndarray | torch.Tensor, window: Sequence[float]) -> torc
 # the two directions
 
 
+def crop_box(canon: np.ndarray, caffine: np.ndarray, config: PreprocessConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(start, stop) of the region of a canonical CT that goes onto the network grid."""
+    if config.crop:
+        return body_box(canon, caffine, config.crop_level, config.crop_margin_mm)
+    return (0, 0, 0), tuple(canon.shape)
+
+
+def grid_shape(ct: Volume, config: PreprocessConfig) -> tuple[int, int, int]:
+    """Shape of the network grid :func:`prepare_case` makes of ``ct`` (crop, then resample),
+    without resampling: what sizes training patches, cheap enough for a study's cost estimate."""
+    canon, caffine = to_canonical(np.asarray(ct.array), ct.affine)
+    start, stop = crop_box(canon, caffine, config)
+    return resampled_shape([b - a for a, b in zip(start, stop)], voxel_spacing(caffine), config.spacing)
+
+
 def prepare_case(
     ct: Volume,
     recipe: Recipe | str | None,
@@ -283,16 +298,12 @@ def prepare_case(
     )
     canon, caffine = to_canonical(np.asarray(ct.array), ct.affine)
     gbm_full = recipe(canon, caffine)
-    if config.crop:
-        start, stop = body_box(canon, caffine, config.crop_level, config.crop_margin_mm)
-    else:
-        start, stop = (0, 0, 0), tuple(canon.shape)
+    start, stop = crop_box(canon, caffine, config)
     sl = tuple(slice(a, b) for a, b in zip(start, stop))
     crop_affine = caffine.copy()
     crop_affine[:3, 3] = caffine[:3, :3] @ np.asarray(start, dtype=np.float64) + caffine[:3, 3]
     crop_shape = tuple(b - a for a, b in zip(start, stop))
-    spacing = np.linalg.norm(caffine[:3, :3], axis=0)
-    grid_shape = resampled_shape(crop_shape, spacing, config.spacing)
+    grid_shape = resampled_shape(crop_shape, voxel_spacing(caffine), config.spacing)
     geometry = Geometry(
         original_shape=ct.shape,
         original_affine=ct.affine.copy(),

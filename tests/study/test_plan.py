@@ -95,26 +95,30 @@ def test_shards_partition_the_plan(study_cohort):
 
 
 def test_the_time_estimate_prices_the_patch_training_would_use(study_cohort):
-    """32^3 phantom volumes fit a 96^3 budget whole: the estimate must price 32^3 voxels per
-    sample, not the budget (the thorax study was priced 3.4x too high that way)."""
+    """The estimate prices the patch training really uses (cropped, resampled volumes), not the
+    budget: the thorax study was priced 3.6x too high that way."""
     from globalmask.dataset import load_dataset
-    from globalmask.io import read_affine, voxel_spacing
+    from globalmask.model import NetConfig
     from globalmask.study.plan import REF_STEP_VOXELS, SECONDS_PER_STEP_REF, patch_voxels
+    from globalmask.train import DataConfig, prepare_data
+    from globalmask.training_data import auto_patch_size
+
+    def trained_patch(spacing, budget):  # what train() computes from the prepared training and validation cases
+        data = prepare_data(study_cohort, DataConfig(spacing=spacing, window=(-1000, 1000)), progress=False)
+        return int(np.prod(auto_patch_size([pc.shape for pc in data.cases.values()], NetConfig().divisor, budget)))
 
     ds = load_dataset(study_cohort)
     plan = make_plan(ds, StudyConfig(**{**TINY_PLAN, "max_patch_voxels": 96**3, "net": {}}))
-    assert patch_voxels(plan, ds) == 32**3
+    voxels = patch_voxels(plan, ds)
+    assert voxels == trained_patch(None, 96**3) < 96**3  # the median spacing of the training split, as training derives it
     runs = plan.all_runs(plan.fixed_recipe)
     steps = sum(r.steps for r in runs)
-    expected = steps * SECONDS_PER_STEP_REF * plan.config.batch_size * 32**3 / REF_STEP_VOXELS
-    assert plan.estimate_seconds(runs, patch_voxels=patch_voxels(plan, ds)) == pytest.approx(expected)
-    assert plan.estimate_seconds(runs) == pytest.approx(expected * 96**3 / 32**3)  # without the headers: the budget
+    expected = steps * SECONDS_PER_STEP_REF * plan.config.batch_size * voxels / REF_STEP_VOXELS
+    assert plan.estimate_seconds(runs, patch_voxels=voxels) == pytest.approx(expected)
+    assert plan.estimate_seconds(runs) == pytest.approx(expected * 96**3 / voxels)  # without the images: the budget
     assert plan.estimate_seconds(runs, seconds_per_step=2.0) == pytest.approx(2.0 * steps)
-    # at twice the (largest) voxel size the grid halves: 32 -> at most 16 voxels a side, one U-Net divisor
-    spacings = [voxel_spacing(read_affine(ds.cases[c].image)) for c in (*plan.split.train, *plan.split.validation)]
-    spacing = [2 * float(v) for v in np.max(spacings, axis=0)]
-    coarse = make_plan(ds, StudyConfig(**{**TINY_PLAN, "spacing": spacing, "net": {}}))
-    assert patch_voxels(coarse, ds) == 16**3
-    # a budget smaller than the volume shrinks the patch as training does
+    # a spacing given by the study, and a budget smaller than the volumes (the patch shrinks as training's does)
+    coarse = make_plan(ds, StudyConfig(**{**TINY_PLAN, "spacing": [20.0, 20.0, 15.0], "net": {}}))
+    assert patch_voxels(coarse, ds) == trained_patch((20.0, 20.0, 15.0), coarse.config.max_patch_voxels)
     small = make_plan(ds, StudyConfig(**{**TINY_PLAN, "max_patch_voxels": 32 * 32 * 16, "net": {}}))
-    assert patch_voxels(small, ds) == 32 * 32 * 16
+    assert patch_voxels(small, ds) == trained_patch(None, 32 * 32 * 16) <= 32 * 32 * 16
