@@ -419,10 +419,12 @@ def train(
     stop_after: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train one model and write the run folder ``out`` (see the module docstring and :func:`_train`).
+    """Train one model and write the run folder ``out`` (see the module docstring).
 
-    ``config`` says what the network learns, ``data_config`` what it learns from (both parsed and
-    checked on construction); the keywords control the run.
+    ``data`` is a dataset (path or :class:`Dataset`) or an already :class:`PreparedData` (the study
+    passes one to share preprocessing). ``config`` says what the network learns, ``data_config``
+    what it learns from (both parsed and checked on construction); the keywords control the run.
+    ``stop_after`` ends the loop after that many steps without finishing the run (tests of resuming).
 
     Before anything is loaded: the settings are checked, ``out`` must not lie in a dataset or be a
     foreign non-empty folder, and a lock makes this process its only writer (a second ``train`` on
@@ -442,7 +444,7 @@ def train(
     try:
         with RunLock(out, "train"), stop_on_signals():
             remove_temp_files(out)
-            return _train(data, out, cfg, data_config, device=device, resume=resume, progress=progress, stop_after=stop_after, log=log)
+            return _train(data, out, cfg, data_config, device, resume, progress, stop_after, log)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # refused or interrupted before writing anything: leave no empty folder
@@ -472,25 +474,16 @@ def _check_run_dir_early(out: Path, dataset_root: Path, cache_dir) -> None:
 
 def _train(
     data: PreparedData | Dataset | str | Path,
-    out: str | Path,
-    config: TrainConfig | None = None,
-    data_config: DataConfig | None = None,
-    *,
-    device: str = "auto",
-    resume: bool = False,
-    progress: bool = True,
-    stop_after: int | None = None,
-    log: Callable[[str], None] | None = None,
+    out: Path,
+    cfg: TrainConfig,
+    data_config: DataConfig | None,
+    device: str,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+    log: Callable[[str], None] | None,
 ) -> TrainResult:
-    """Train one model and write the run folder ``out`` (see the module docstring).
-
-    ``data`` is a dataset (path or :class:`Dataset`) or an already :class:`PreparedData` (the study
-    passes one to share preprocessing). ``stop_after`` ends the loop early after that many steps
-    without finishing the run (for tests of resuming).
-    """
-
-    cfg = config or TrainConfig()
-    out = Path(out)
+    """The body of :func:`train`, called holding the run folder's lock with every argument resolved."""
     t0 = time.perf_counter()
     if isinstance(data, PreparedData):
         prepared = data
