@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .checks import check_memory
 from .errors import GeometryError
-from .io import Volume, voxel_spacing
+from .io import Volume, check_same_grid, voxel_spacing
 from .masks import Recipe, check_ct, largest_component
 from .validate import check_keys
 
@@ -285,8 +285,8 @@ def prepare_case(
 ) -> PreparedCase:
     """Bring a CT (and its label) onto the network grid; see the module docstring for the steps."""
     recipe = Recipe.parse(recipe)
-    if label is not None and label.shape != ct.shape:
-        raise GeometryError(f"label shape {label.shape} differs from image shape {ct.shape}", label.path)
+    if label is not None:
+        check_same_grid(label, ct, "label", "image", "a label must lie on its CT's voxel grid")
     check_ct(ct, recipe)
     n_in = float(np.prod(ct.shape))
     n_grid = n_in * float(np.prod(ct.spacing) / np.prod(config.spacing))
