@@ -49,6 +49,16 @@ def test_every_mode_trains_on_the_same_cases():
     assert training_subsets(plan_sweep(duck_config(modes=["gbm"]), 6, "bone"), train_ids[::-1]) == subsets
 
 
+def test_the_sweep_runs_draw_by_draw_so_a_partial_study_spans_every_size():
+    cfg = duck_config(modes=["ct", "gbm"], train_sizes=[1, 2, "all"], draws=2, full_draws=3)
+    order = [(r.draw, r.size_label, r.mode) for r in plan_sweep(cfg, 6, "bone")]
+    assert order == [
+        (0, "1", "ct"), (0, "1", "gbm"), (0, "2", "ct"), (0, "2", "gbm"), (0, "all", "ct"), (0, "all", "gbm"),
+        (1, "1", "ct"), (1, "1", "gbm"), (1, "2", "ct"), (1, "2", "gbm"), (1, "all", "ct"), (1, "all", "gbm"),
+        (2, "all", "ct"), (2, "all", "gbm"),  # the full size's extra draw comes last
+    ]
+
+
 def test_the_ablation_plans_one_full_size_gbm_model_per_recipe_and_draw():
     cfg = duck_config(ablation_draws=2, steps=7)
     cfg.candidate_recipes = lambda: ["bone:level=250", "body:level=-500"]

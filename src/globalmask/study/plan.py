@@ -158,15 +158,21 @@ class Plan:
         ]
 
     def sweep(self, recipe: str) -> list[RunSpec]:
-        """Stage 2: every (size, draw, mode) with ``recipe``; small sizes first."""
-        cfg, runs = self.config, []
+        """Stage 2: every (size, draw, mode) with ``recipe``, draw by draw: every size gets its first
+        draw (all modes, paired) before any size gets its second, so a study stopped part-way still
+        spans the whole learning curve; within a draw, small sizes first."""
+        cfg = self.config
+        runs: list[RunSpec] = []
         recipe = Recipe.parse(recipe).spec
-        for size in cfg.train_sizes:
-            label, n = size_label(size, self.n_train)
-            draws = (cfg.full_draws or cfg.draws) if label == ALL else cfg.draws
-            for d in range(draws):
-                for mode in cfg.modes:
-                    runs.append(RunSpec("sweep", mode, label, n, d, cfg.seed + d, recipe, cfg.steps_for(label)))
+        sizes = [size_label(size, self.n_train) for size in cfg.train_sizes]
+
+        def draws_at(label: str) -> int:
+            return (cfg.full_draws or cfg.draws) if label == ALL else cfg.draws
+
+        for d in range(max((draws_at(label) for label, _ in sizes), default=0)):
+            for label, n in sizes:
+                if d < draws_at(label):
+                    runs.extend(RunSpec("sweep", mode, label, n, d, cfg.seed + d, recipe, cfg.steps_for(label)) for mode in cfg.modes)
         return list({r.name: r for r in runs}.values())
 
     def all_runs(self, sweep_recipe: str | None) -> list[RunSpec]:
