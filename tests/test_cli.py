@@ -402,3 +402,29 @@ def test_cli_train_window_defaults_to_the_training_percentiles(tmp_path, window_
     assert main(argv) == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert saved["preprocess"]["window"] == pytest.approx(list(expected))
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["train", "DS", "--out", "RUN"], "continue with the same command plus --resume"),
+    (["study", "run", "DS", "--out", "STUDY"], "run the same command again to continue"),
+    (["demo", "--out", "DEMO"], "run the same command again to continue"),
+    (["masks", "DS", "--out", "MASKS"], None),
+])
+def test_an_interrupted_command_says_how_to_continue(argv, hint, tmp_path, capsys, monkeypatch):
+    """Only ``train`` resumes with a flag; a study or the demo continues by running it again."""
+    import signal
+
+    import globalmask.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, argv[0], interrupted)
+    argv = [str(tmp_path / a) if a.isupper() else a for a in argv]
+    assert main(argv) == 128 + signal.SIGINT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"globalmask {argv[0]}: interrupted; no partial files were left"), err
+    if hint is None:
+        assert "(" not in err and "--resume" not in err
+    else:
+        assert hint in err and (argv[0] == "train") == ("--resume" in err)

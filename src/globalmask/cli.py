@@ -471,6 +471,15 @@ COMMANDS = {
 }
 
 
+def _continue_hint(args: argparse.Namespace) -> str:
+    """How to pick up where an interrupted command stopped: only ``train`` needs a flag for it."""
+    if args.command == "train":
+        return " (continue with the same command plus --resume)"
+    if args.command == "demo" or getattr(args, "study_action", None) == "run":
+        return " (run the same command again to continue: finished models are kept and the interrupted one resumes from its last checkpoint)"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_study_argv(list(sys.argv[1:] if argv is None else argv)))
@@ -492,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"globalmask {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP via guard.stop_on_signals
-        print(f"\nglobalmask {args.command}: interrupted; no partial files were left (runs can be continued with --resume)", file=sys.stderr)
+        print(f"\nglobalmask {args.command}: interrupted; no partial files were left{_continue_hint(args)}", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
     return 0
 
