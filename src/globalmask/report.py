@@ -157,8 +157,9 @@ def plot_shift(drops: pd.DataFrame, out: Path) -> str | None:
 def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path) -> list[str]:
     """CT, GBM, reference and each mode's prediction on the same axial slice, for a few test cases.
 
-    Needs the dataset and the full-size draw-0 predictions in ``runs_dir``; draws nothing (and
-    says so in the report) when they are not on this machine.
+    Needs the dataset and one full-size draw's predictions, every mode's, in ``runs_dir``: the
+    lowest draw that has them all (a study continued on another machine keeps only the run
+    folders trained there). Draws nothing (and the report says so) when no draw is complete.
     """
     import matplotlib
 
@@ -169,9 +170,14 @@ def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path
     if results.sweep_recipe is None or (not Path(results.plan.dataset_root, "dataset.json").exists() and not Path(results.plan.dataset_root, "images").is_dir()):
         return []
     recipe = Recipe.parse(results.sweep_recipe)
-    full = [r for r in results.runs if r.role == "sweep" and r.recipe == recipe.spec and r.size_label == "all" and r.draw == 0]
     cases = list(results.plan.split.test[:n_cases])
-    if not full or not all((runs_dir / r.name / "predictions" / f"{c}.nii.gz").exists() for r in full for c in cases):
+    full_size = [r for r in results.runs if r.role == "sweep" and r.recipe == recipe.spec and r.size_label == "all"]
+    modes = {r.mode for r in full_size}
+    for draw in sorted({r.draw for r in full_size}):
+        full = [r for r in full_size if r.draw == draw]
+        if {r.mode for r in full} == modes and all((runs_dir / r.name / "predictions" / f"{c}.nii.gz").exists() for r in full for c in cases):
+            break
+    else:
         return []
     ds = load_dataset(results.plan.dataset_root)
     names = []
@@ -211,7 +217,7 @@ def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path
             ax.set_ylim(*ylim)
             ax.set_title(title, fontsize=10)
             ax.axis("off")
-        fig.suptitle(f"{case_id}, axial slice {z} (radiological view: image left = patient right, anterior up; dotted white = reference)", fontsize=9)
+        fig.suptitle(f"{case_id}, axial slice {z}, full-size models of draw {draw} (radiological view: image left = patient right, anterior up; dotted white = reference)", fontsize=9)
         name = f"overlay_{case_id}.png"
         _savefig(fig, out / name)
         plt.close(fig)

@@ -182,3 +182,27 @@ def test_cli_plan_and_report(three_ways, study_cohort, tmp_path, capsys):
     assert main(["study", "report", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "rep2")]) == 2
     shutil.rmtree(tmp_path / "rep")
     np.testing.assert_equal(main(["study", "run", str(study_cohort), "--config", str(cfg), "--out", str(base / "single"), "--shard", "5/2"]), 2)
+
+
+@pytest.mark.slow
+def test_overlays_use_the_first_full_size_draw_whose_predictions_are_here(study, tmp_path):
+    """A study continued on another machine has only some run folders: the overlay takes the
+    lowest full-size draw with every mode's predictions, and draws nothing when none is complete."""
+    from dataclasses import replace
+
+    from globalmask.report import plot_overlays
+
+    out, config, results, _ = study
+    d0 = [r for r in results.runs if r.role == "sweep" and r.recipe == results.sweep_recipe and r.size_label == ALL]
+    assert {r.draw for r in d0} == {0} and len(d0) == 3
+    # draw 0 trained elsewhere (no folders here); draw 1 here, but only two of its modes at first
+    d1 = [replace(r, draw=1, name=r.name.replace("-d0", "-d1"), run_id=r.run_id + "-d1") for r in d0]
+    moved = replace(results, runs=[*results.runs, *d1])
+    runs = tmp_path / "runs"
+    for r0, r1 in zip(d0[:2], d1[:2]):
+        shutil.copytree(out / "runs" / r0.name / "predictions", runs / r1.name / "predictions")
+    assert plot_overlays(runs, moved, 1, tmp_path / "none") == []
+    shutil.copytree(out / "runs" / d0[2].name / "predictions", runs / d1[2].name / "predictions")
+    (tmp_path / "fig").mkdir()
+    names = plot_overlays(runs, moved, 1, tmp_path / "fig")
+    assert names == [f"overlay_{results.plan.split.test[0]}.png"] and (tmp_path / "fig" / names[0]).stat().st_size > 0
