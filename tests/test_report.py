@@ -28,3 +28,21 @@ def test_a_value_beside_its_target_shows_the_decimal_that_decides(value, target,
     from globalmask.report import against_target
 
     assert against_target(value, target, digits) == text
+
+
+def test_the_draw_spread_table_lists_each_draw_in_order_and_its_range():
+    from globalmask.report import draw_spread_table
+    from globalmask.study.stats import RunSummary
+
+    def run(mode, size, draw, dice, role="sweep", recipe="bone:level=250"):
+        return RunSummary(f"{mode}-{size}-{draw}", "x", role, mode, recipe, size, draw, [], 10, 20, 5, 0.5, True, 1.0, 1.0, dice, "cpu")
+
+    runs = [run("ct", "1", 2, 0.83), run("ct", "1", 0, 0.772), run("ct", "1", 1, 0.789),
+            run("gbm", "1", 0, 0.6), run("gbm", "all", 0, 0.9, recipe="body:level=-500"),  # another recipe: not this table's
+            run("ct", "all", 0, 0.5, role="ablation")]
+    table = draw_spread_table(runs, "bone:level=250", ["1", "all"], ["ct", "gbm"], 26)
+    assert table.to_dict(orient="records") == [
+        {"training cases": "1", "ct": "0.772 / 0.789 / 0.830 (range 0.058)", "gbm": "0.600"},
+        {"training cases": "all (26)", "ct": "n/a", "gbm": "n/a"},
+    ]
+    assert draw_spread_table(runs, "threshold:level=-300", ["1"], ["ct"], 26).empty

@@ -238,6 +238,29 @@ def _row(summary: pd.DataFrame, **keys: Any) -> pd.Series | None:
     return None if sel.empty else sel.iloc[0]
 
 
+def draw_spread_table(runs: list[Any], recipe: str, sizes: list[str], modes: list[str], n_train: int) -> pd.DataFrame:
+    """One cell per (size, mode): every draw's mean test Dice and their range.
+
+    The ± of the summaries pools draws, cases and structures; this is the spread between draws of
+    training cases alone, which says whether a difference between modes is more than the luck of
+    one draw.
+    """
+    rows = []
+    for size in sizes:
+        row: dict[str, Any] = {"training cases": size if size != "all" else f"all ({n_train})"}
+        for mode in modes:
+            dice = [r.test_dice_mean for r in sorted(runs, key=lambda r: r.draw)
+                    if r.role == "sweep" and r.recipe == recipe and r.mode == mode and r.size_label == size]
+            if not dice:
+                row[mode] = "n/a"
+            elif len(dice) == 1:
+                row[mode] = f"{dice[0]:.3f}"
+            else:
+                row[mode] = " / ".join(f"{d:.3f}" for d in dice) + f" (range {max(dice) - min(dice):.3f})"
+        rows.append(row)
+    return pd.DataFrame(rows) if any(v != "n/a" for row in rows for k, v in row.items() if k != "training cases") else pd.DataFrame()
+
+
 def against_target(value: float, target: float, digits: int) -> str:
     """``value`` with enough decimals to tell it from ``target``: a verdict "not reached" beside a
     measured 0.850 for a target of 0.85 reads as a bug when the mean is 0.8497."""
@@ -424,6 +447,11 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
             row[f"{mode} CoM (mm)"] = "n/a" if r is None else mean_std_text(r["com_mm_mean"], r["com_mm_std"], 2)
         rows.append(row)
     lines += ["Centre-of-mass error (mm):", "", _md_table(pd.DataFrame(rows)), ""]
+    spread = draw_spread_table(results.runs, main_recipe, sizes, modes, n_train)
+    if not spread.empty:
+        lines += ["Spread over draws: each draw's mean test Dice (draw 0 / 1 / ...; its own training cases and seed) "
+                  "and the range between draws. A difference between modes smaller than this range is within "
+                  "what a new draw of training cases changes.", "", _md_table(spread), ""]
     if figs:
         lines += [f"![Dice vs training cases]({figs[0]})", f"![CoM error vs training cases]({figs[1]})", ""]
 
