@@ -7,6 +7,7 @@ number is computed that is not also in ``per_case.csv`` / ``results.json``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from .preprocess import to_canonical
 
 if TYPE_CHECKING:
     from .study import StudyResults
+    from .study.stats import RunSummary
 
 #: The paper's numbers (Kazemimoghadam et al. 2022, arXiv:2205.09107), for side-by-side tables.
 PAPER: dict[str, dict[str, Any]] = {
@@ -238,7 +240,7 @@ def _row(summary: pd.DataFrame, **keys: Any) -> pd.Series | None:
     return None if sel.empty else sel.iloc[0]
 
 
-def draw_spread_table(runs: list[Any], recipe: str, sizes: list[str], modes: list[str], n_train: int) -> pd.DataFrame:
+def draw_spread_table(runs: Sequence[RunSummary], recipe: str, sizes: list[str], modes: list[str], n_train: int) -> pd.DataFrame:
     """One cell per (size, mode): every draw's mean test Dice and their range.
 
     The ± of the summaries pools draws, cases and structures; this is the spread between draws of
@@ -450,8 +452,8 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
     spread = draw_spread_table(results.runs, main_recipe, sizes, modes, n_train)
     if not spread.empty:
         lines += ["Spread over draws: each draw's mean test Dice (draw 0 / 1 / ...; its own training cases and seed) "
-                  "and the range between draws. A difference between modes smaller than this range is within "
-                  "what a new draw of training cases changes.", "", _md_table(spread), ""]
+                  "and the range between draws: how far one draw of training cases can move a figure. The modes "
+                  "share each draw's training cases, so compare them draw by draw.", "", _md_table(spread), ""]
     if figs:
         lines += [f"![Dice vs training cases]({figs[0]})", f"![CoM error vs training cases]({figs[1]})", ""]
 
