@@ -23,7 +23,7 @@ from .conftest import TINY_PLAN
 
 def duck_config(**kw):
     """The attributes plan_sweep reads from a study configuration."""
-    cfg = SimpleNamespace(modes=["ct", "gbm", "ct+gbm"], train_sizes=[1, 2, "all"], draws=2, full_draws=1, seed=10, steps=5)
+    cfg = SimpleNamespace(modes=["ct", "gbm", "ct+gbm"], train_sizes=[1, 2, "all"], draws=2, full_draws=1, seed=10, steps=5, recipe="auto")
     cfg.__dict__.update(kw)
     cfg.steps_for = lambda label: cfg.steps
     return cfg
@@ -132,3 +132,14 @@ def test_the_time_estimate_prices_the_patch_training_would_use(study_cohort):
     assert patch_voxels(coarse, ds) == trained_patch((20.0, 20.0, 15.0), coarse.config.max_patch_voxels)
     small = make_plan(ds, StudyConfig(**{**TINY_PLAN, "max_patch_voxels": 32 * 32 * 16, "net": {}}))
     assert patch_voxels(small, ds) == trained_patch(None, 32 * 32 * 16) <= 32 * 32 * 16
+
+
+@pytest.mark.parametrize("modes, recipe, expected", [
+    (["ct"], "bone", []),                          # nothing reads a GBM and nothing is left to choose
+    (["ct"], "auto", ["bone:level=250", "threshold:level=-300"]),  # auto still runs its ablation
+    (["ct", "ct+gbm"], "bone", ["bone:level=250", "threshold:level=-300"]),
+])
+def test_a_ct_only_study_with_a_fixed_recipe_trains_no_gbm_only_model(modes, recipe, expected):
+    cfg = StudyConfig(**{**TINY_PLAN, "modes": modes, "recipe": recipe, "ablation_recipes": ["threshold:-300"]})
+    assert sorted({r.recipe for r in plan_ablation(cfg, 5)}) == expected
+    assert all(r.mode == "gbm" for r in plan_ablation(cfg, 5))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from globalmask.errors import OutputError
-from globalmask.study import RECORDS_DIR, StudyConfig, run_study
+from globalmask.study import ALL, RECORDS_DIR, StudyConfig, run_study
 from globalmask.study.records import RecordError
 
 from .conftest import QUIET, TINY_PLAN, _assert_same_metrics, _records, _tables
@@ -79,3 +79,14 @@ def test_a_folder_with_anything_but_records_is_still_refused(study_cohort, tmp_p
     with pytest.raises(OutputError, match=r"not empty \(thesis.docx, ...\) and is not a globalmask output"):
         run_study(study_cohort, new, StudyConfig(**TINY_PLAN), **QUIET)
     assert (new / "thesis.docx").read_text(encoding="utf-8") == "mine"
+
+
+@pytest.mark.slow
+def test_a_ct_only_study_with_a_fixed_recipe_runs_and_reports_without_an_ablation(study_cohort, tmp_path):
+    cfg = StudyConfig(**{**TINY_PLAN, "modes": ["ct"], "train_sizes": [ALL], "shifts": []})
+    results = run_study(study_cohort, tmp_path / "s", cfg, **QUIET)
+    assert results is not None and results.complete
+    assert [(r.role, r.mode, r.size_label) for r in results.runs] == [("sweep", "ct", ALL)]
+    assert results.recipe_ablation.empty
+    report = (tmp_path / "s" / "report.md").read_text(encoding="utf-8")
+    assert "0 of 1 models converged" in report and "## 2. Data scarcity" in report and "recipe ablation (GBM only" not in report

@@ -149,7 +149,13 @@ class Plan:
         return f"{run.mode.replace('+', '_')}-n{run.size_label}-d{run.draw}-{_slug(run.recipe)}-{digest}"
 
     def ablation(self) -> list[RunSpec]:
-        """Stage 1: GBM-only models at the full training size, one per candidate recipe and draw."""
+        """Stage 1: GBM-only models at the full training size, one per candidate recipe and draw.
+
+        None for a CT-only study with a fixed recipe: no model reads a GBM and no choice is left to
+        make, so a GBM-only model would be pure cost (hours at a fine grid).
+        """
+        if self.fixed_recipe is not None and all(mode == "ct" for mode in self.config.modes):
+            return []
         steps = self.config.steps_for(ALL)
         return [
             RunSpec("ablation", "gbm", ALL, self.n_train, d, self.config.seed + d, recipe, steps)

@@ -230,7 +230,7 @@ def sweep_recipe(plan: Plan, out: Path) -> tuple[str | None, str | None]:
     """(recipe of the sweep, validation winner), or (None, None) while the ablation is incomplete."""
     ablation = plan.ablation()
     files = [record_path(out / RECORDS_DIR, plan.run_id(r)) for r in ablation]
-    if not all(f.exists() for f in files):
+    if not files or not all(f.exists() for f in files):  # no files: a CT-only study with a fixed recipe
         return (plan.fixed_recipe, None)
     per_case = pd.concat([read_record(f).per_case() for f in files], ignore_index=True)
     winner = choose_recipe(per_case)
