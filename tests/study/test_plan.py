@@ -22,7 +22,7 @@ from .conftest import TINY_PLAN
 
 
 def duck_config(**kw):
-    """The attributes plan_sweep reads from a study configuration."""
+    """The attributes plan_sweep and plan_ablation read from a study configuration."""
     cfg = SimpleNamespace(modes=["ct", "gbm", "ct+gbm"], train_sizes=[1, 2, "all"], draws=2, full_draws=1, seed=10, steps=5, recipe="auto")
     cfg.__dict__.update(kw)
     cfg.steps_for = lambda label: cfg.steps
