@@ -430,6 +430,8 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
         rows.append({"structure": structure, "Dice": mean_std_text(r["dice_mean"], r["dice_std"]), "CoM error (mm)": mean_std_text(r["com_mm_mean"], r["com_mm_std"], 2), "HD95 (mm)": mean_std_text(r["hd95_mm_mean"], r["hd95_mm_std"], 2), "missed": int(r["missed"])})
     if rows:
         lines += [f"GBM-only models at the full training size ({n_train} cases), test split:", "", _md_table(pd.DataFrame(rows)), ""]
+    elif main not in modes:  # keep the numbering of the other sections, but say why this one is empty
+        lines += [f"Not part of this study (its input modes are {', '.join(modes)}).", ""]
 
     # --- data scarcity
     lines += ["## 2. Data scarcity: Dice by training-set size", ""]

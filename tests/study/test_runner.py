@@ -90,3 +90,4 @@ def test_a_ct_only_study_with_a_fixed_recipe_runs_and_reports_without_an_ablatio
     assert results.recipe_ablation.empty
     report = (tmp_path / "s" / "report.md").read_text(encoding="utf-8")
     assert "0 of 1 models converged" in report and "## 2. Data scarcity" in report and "recipe ablation (GBM only" not in report
+    assert "Not part of this study (its input modes are ct)." in report
