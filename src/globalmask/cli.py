@@ -145,6 +145,8 @@ def _add_study_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("records", type=Path, nargs="+", help="folders of run records (a study folder or its records/ sub-folder)")
     a.add_argument("--out", type=Path, required=True, help="report folder (report.md, figures, per_case.csv, summary.csv, results.json)")
     a.add_argument("--runs", type=Path, default=None, help="a study folder's runs/ with predictions, for the overlay figures (optional)")
+    a.add_argument("--dataset", type=Path, default=None,
+                   help="where the study's dataset lies on this machine, for the overlay figures, when not where the records say (checked by content)")
 
 
 def _study_argv(argv: list[str]) -> list[str]:
@@ -200,7 +202,7 @@ def _cmd_study(args: argparse.Namespace) -> None:
             print(f"shards: --shard I/{args.shards} with I in 0..{args.shards - 1} runs runs[k] with k % {args.shards} == I within each stage")
         return
     if args.study_action == "report":
-        results = report_from_records(args.records, args.out, command=command, runs_dir=args.runs)
+        results = report_from_records(args.records, args.out, command=command, runs_dir=args.runs, dataset=args.dataset)
         state = "complete" if results.complete else f"incomplete: {results.n_pending} run(s) pending (listed in the report)"
         print(f"study {results.plan.hash}: {len(results.runs)} run records merged, {state}; report at {args.out / 'report.md'}")
         return

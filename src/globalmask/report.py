@@ -156,7 +156,7 @@ def plot_shift(drops: pd.DataFrame, out: Path) -> str | None:
     return name
 
 
-def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path) -> list[str]:
+def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path, dataset_root: str | Path | None = None) -> list[str]:
     """CT, GBM, reference and each mode's prediction on the same axial slice, for a few test cases.
 
     Needs the dataset and one full-size draw's predictions, every mode's, in ``runs_dir``: the
@@ -169,7 +169,8 @@ def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path
     import matplotlib.pyplot as plt
 
 
-    if results.sweep_recipe is None or (not Path(results.plan.dataset_root, "dataset.json").exists() and not Path(results.plan.dataset_root, "images").is_dir()):
+    root = Path(dataset_root if dataset_root is not None else results.plan.dataset_root)
+    if results.sweep_recipe is None or (not (root / "dataset.json").exists() and not (root / "images").is_dir()):
         return []
     recipe = Recipe.parse(results.sweep_recipe)
     cases = list(results.plan.split.test[:n_cases])
@@ -181,7 +182,7 @@ def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path
             break
     else:
         return []
-    ds = load_dataset(results.plan.dataset_root)
+    ds = load_dataset(root)
     names = []
     for case_id in cases:
         case = ds.cases[case_id]
@@ -355,7 +356,8 @@ def convergence_section(results: StudyResults) -> list[str]:
     return lines
 
 
-def write_report(study_dir: str | Path, results: StudyResults, command: str | None = None, runs_dir: str | Path | None = None, reference: str | None = None) -> Path:
+def write_report(study_dir: str | Path, results: StudyResults, command: str | None = None, runs_dir: str | Path | None = None, reference: str | None = None,
+                 dataset_root: str | Path | None = None) -> Path:
     """Figures plus ``report.md`` in ``study_dir``; overlays when ``runs_dir`` holds the predictions."""
 
     out = Path(study_dir)
@@ -373,7 +375,7 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
     figs = plot_learning_curves(per_case, n_train, out, main_recipe) if have_sweep else []
     box = plot_boxplots(per_case, out, main_recipe) if have_sweep else None
     shift_fig = plot_shift(drops, out) if have_sweep else None
-    overlays = plot_overlays(Path(runs_dir), results, config.overlays, out) if (config.overlays and runs_dir is not None and have_sweep) else []
+    overlays = plot_overlays(Path(runs_dir), results, config.overlays, out, dataset_root) if (config.overlays and runs_dir is not None and have_sweep) else []
 
     lines = [f"# globalmask study: {plan.dataset_name}", ""]
     if results.n_pending:
@@ -524,7 +526,8 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
     for name in overlays:
         lines += [f"![overlay]({name})", ""]
     if config.overlays and not overlays:
-        lines += ["(Overlays need the dataset and the run folders' predictions on this machine; the records alone do not hold images.)", ""]
+        lines += ["(Overlays need the dataset and the run folders' predictions on this machine: `globalmask study report ... --runs STUDY/runs`, "
+                  "with `--dataset DIR` where the data lie elsewhere than the records say; the records alone do not hold images.)", ""]
     lines += [
         "## Files",
         "",

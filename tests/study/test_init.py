@@ -180,6 +180,9 @@ def test_cli_plan_and_report(three_ways, study_cohort, tmp_path, capsys):
     assert main(["study", "report", str(base / "machine0"), str(base / "machine1"), "--out", str(tmp_path / "rep")]) == 0
     assert "complete" in capsys.readouterr().out and (tmp_path / "rep" / "report.md").exists()
     assert main(["study", "report", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "rep2")]) == 2
+    other = make_phantom_dataset(tmp_path / "other", kind="thorax", cases=3, seed=5, shape=(16, 16, 16))  # not the study's data
+    assert main(["study", "report", str(base / "machine0"), "--out", str(tmp_path / "rep3"), "--dataset", str(other)]) == 2
+    assert "lacks" in capsys.readouterr().err and not (tmp_path / "rep3").exists()
     shutil.rmtree(tmp_path / "rep")
     np.testing.assert_equal(main(["study", "run", str(study_cohort), "--config", str(cfg), "--out", str(base / "single"), "--shard", "5/2"]), 2)
 
@@ -206,3 +209,33 @@ def test_overlays_use_the_first_full_size_draw_whose_predictions_are_here(study,
     (tmp_path / "fig").mkdir()
     names = plot_overlays(runs, moved, 1, tmp_path / "fig")
     assert names == [f"overlay_{results.plan.split.test[0]}.png"] and (tmp_path / "fig" / names[0]).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_report_finds_the_data_where_the_user_says_after_checking_its_content(study, cohort, tmp_path):
+    """Records carry the planning machine's data path; elsewhere ``dataset=`` (``--dataset``) points
+    at the same cases, accepted only when their content fingerprint matches the plan's."""
+    from globalmask.errors import DatasetError
+
+    out = study[0]
+    records = tmp_path / "records"
+    records.mkdir()
+    for f in (out / RECORDS_DIR).glob("*.json"):
+        rec = json.loads(f.read_text(encoding="utf-8"))
+        rec["plan"]["dataset_root"] = str(tmp_path / "gone")  # as on another machine
+        (records / f.name).write_text(json.dumps(rec), encoding="utf-8")
+    elsewhere = tmp_path / "data"
+    shutil.copytree(cohort, elsewhere)
+
+    report_from_records([records], tmp_path / "without", runs_dir=out / "runs")
+    assert not list((tmp_path / "without").glob("overlay_*.png"))
+    assert "--dataset DIR" in (tmp_path / "without" / "report.md").read_text(encoding="utf-8")
+
+    report_from_records([records], tmp_path / "with", runs_dir=out / "runs", dataset=elsewhere)
+    assert len(list((tmp_path / "with").glob("overlay_*.png"))) == 1
+
+    label = sorted((elsewhere / "labelsTr").glob("*.nii.gz"))[0]  # one label edited: not the study's data
+    label.write_bytes(label.read_bytes()[:-1] + bytes([label.read_bytes()[-1] ^ 1]))
+    with pytest.raises(DatasetError, match=r"differ from the data study plan [0-9a-f]{16} ran on"):
+        report_from_records([records], tmp_path / "edited", runs_dir=out / "runs", dataset=elsewhere)
+    assert not (tmp_path / "edited").exists()

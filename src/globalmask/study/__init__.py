@@ -19,11 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import guard
-from ..dataset import Dataset, Split
+from ..dataset import Dataset, Split, load_dataset
+from ..errors import DatasetError
 from ..io import write_json, write_text
 from ..report import write_report
 from .config import ALL, StudyConfig
-from .plan import Plan, RunSpec, make_plan, parse_shard, shard_runs, training_subsets
+from .plan import Plan, RunSpec, dataset_fingerprint, make_plan, parse_shard, shard_runs, training_subsets
 from .records import RECORDS_DIR, RecordError, RunRecord, load_records, read_record
 from .runner import Progress, execute_run, run_plan
 from .stats import StudyResults, analyse, choose_recipe, paired_comparison, recipe_ablation, shift_drops, summary_table
@@ -74,7 +75,7 @@ def _bare_plan(config: StudyConfig, n_train: int) -> Plan:
     return Plan(config, "", "", "", Split(tuple(f"t{i}" for i in range(n_train)), ("v",), ("x",)), "", {})
 
 
-def write_outputs(results: StudyResults, out: str | Path, command: str | None = None, runs_dir: str | Path | None = None) -> Path:
+def write_outputs(results: StudyResults, out: str | Path, command: str | None = None, runs_dir: str | Path | None = None, dataset: str | Path | None = None) -> Path:
     """per_case.csv, summary.csv, results.json, recipe_choice.json, subsets.json, figures, report.md."""
 
     out = Path(out)
@@ -86,16 +87,40 @@ def write_outputs(results: StudyResults, out: str | Path, command: str | None = 
         write_json(out / "recipe_choice.json", {"winner_on_validation": results.recipe_winner, "sweep_recipe": results.sweep_recipe, "ranking": results.to_json()["recipe_ablation"]})
     if results.subsets:
         write_json(out / "subsets.json", results.subsets)
-    return write_report(out, results, command=command, runs_dir=runs_dir)
+    return write_report(out, results, command=command, runs_dir=runs_dir, dataset_root=dataset)
 
 
-def report_from_records(records_dirs: Sequence[str | Path], out: str | Path, command: str | None = None, runs_dir: str | Path | None = None) -> StudyResults:
-    """Merge records from any number of folders (machines, shards) and write the report into ``out``."""
+def check_same_data(plan: Plan, dataset: str | Path) -> Path:
+    """``dataset`` as a folder holding the very cases ``plan`` ran on, else :class:`DatasetError`.
+
+    Records store where the data lay on the machine that ran the study; on another machine the
+    same cases sit elsewhere. The content fingerprint, not the path, says they are the same.
+    """
+    ds = load_dataset(dataset)
+    wanted = [*plan.split.train, *plan.split.validation, *plan.split.test]
+    missing = [c for c in wanted if c not in ds.cases]
+    if missing:
+        raise DatasetError(f"{ds.root}: lacks {len(missing)} case(s) of study plan {plan.hash} ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    fp = dataset_fingerprint(ds, wanted)
+    if fp != plan.dataset_fingerprint:
+        raise DatasetError(f"{ds.root}: its images or labels differ from the data study plan {plan.hash} ran on "
+                           f"(content fingerprint {fp[:16]}, the plan's {plan.dataset_fingerprint[:16]})")
+    return ds.root
+
+
+def report_from_records(records_dirs: Sequence[str | Path], out: str | Path, command: str | None = None, runs_dir: str | Path | None = None,
+                        dataset: str | Path | None = None) -> StudyResults:
+    """Merge records from any number of folders (machines, shards) and write the report into ``out``.
+
+    ``dataset``: where the study's data lie on this machine, for the overlay figures, when not
+    where the records say (checked by content fingerprint).
+    """
 
     plan, records = load_records(records_dirs)
+    data_root = check_same_data(plan, dataset) if dataset is not None else None
     results = analyse(plan, records)
     with guard.writing(out, "study report", [Path(d) for d in records_dirs]):
-        write_outputs(results, out, command=command, runs_dir=runs_dir)
+        write_outputs(results, out, command=command, runs_dir=runs_dir, dataset=data_root)
     return results
 
 
