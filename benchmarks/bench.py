@@ -481,10 +481,11 @@ def bench_study(study_dir: Path | None) -> str:
         import pandas as pd
 
         runs = pd.DataFrame(res["runs"])
-        by = runs.groupby("size_label").agg(runs=("run", "count"), steps=("steps", "first"), train_s=("train_seconds", "mean"), total_s=("total_seconds", "mean")).reset_index()
-        rows = [{"training cases": r.size_label, "runs": r.runs, "steps": r.steps, "mean train s/run": f"{r.train_s:.0f}", "mean total s/run (incl. test evaluation)": f"{r.total_s:.0f}", "s/step": f"{r.train_s / r.steps:.2f}"} for r in by.itertuples()]
+        by = runs.groupby("size_label").agg(runs=("run_id", "count"), steps=("steps", "mean"), train_s=("train_seconds", "mean"), total_s=("total_seconds", "mean")).reset_index()
+        rows = [{"training cases": r.size_label, "runs": r.runs, "mean steps": f"{r.steps:.0f}", "mean train s/run": f"{r.train_s:.0f}", "mean total s/run (incl. test evaluation)": f"{r.total_s:.0f}", "s/step": f"{r.train_s / r.steps:.2f}"} for r in by.itertuples()]
         text += f"From `{study_dir.name}/results.json` (runs executed with --workers 2, 1 thread each):\n\n" + md_table(rows)
-        text += f"\n\nSum of run times: {runs['total_seconds'].sum() / 3600:.2f} h of worker time.\n\n"
+        # train_seconds spans every sitting of a resumed run; total_seconds only its last one
+        text += f"\n\nSum of training times: {runs['train_seconds'].sum() / 3600:.2f} h of worker time.\n\n"
     text += _workers_scaling()
     return text
 

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "convergence"
 WORK = HERE.parent / "runs" / "convergence"
 
-# The study's landed setting (benchmarks/openkbp/study.yaml) is "base"; every other candidate
+# The study's landed setting (benchmarks/openkbp/study_fixed_budget.yaml) is "base"; every other candidate
 # changes one lever, so each row measures that lever alone.
 BASE = dict(lr=2e-3, batch_size=2, optimizer="adamw", schedule="poly", warmup_steps=0, bf16=False, max_patch_voxels=458752,
             net=dict(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=1))

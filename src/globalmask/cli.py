@@ -123,14 +123,14 @@ def _add_study_parsers(sub: argparse._SubParsersAction) -> None:
     actions.required = True
 
     a = actions.add_parser("plan", help="print the plan: runs, their ids, estimated cost and the plan hash")
-    a.add_argument("config", type=Path, help="study.yaml (see benchmarks/openkbp/study.yaml)")
+    a.add_argument("config", type=Path, help="study.yaml (see benchmarks/openkbp/study_converged.yaml)")
     a.add_argument("dataset", type=Path)
     a.add_argument("--seconds-per-step", type=float, default=None, help="for the time estimate (default: scaled from the 2-core CPU benchmark)")
     a.add_argument("--shards", type=int, default=None, help="also show how the runs fall into N shards")
 
     a = actions.add_parser("run", help="run (or continue) the study, or one shard of it; writes records/ and, once complete, the report")
     a.add_argument("dataset", type=Path)
-    a.add_argument("--config", type=Path, default=None, help="study.yaml (see benchmarks/openkbp/study.yaml)")
+    a.add_argument("--config", type=Path, default=None, help="study.yaml (see benchmarks/openkbp/study_converged.yaml)")
     a.add_argument("--out", type=Path, default=None, help="study folder (default: study-<dataset folder name>)")
     a.add_argument("--shard", default=None, metavar="I/N", help="run only the deterministic slice I of N of the plan (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/8")
     a.add_argument("--workers", type=int, default=1, help="local backend: runs in parallel worker processes (threads are split between them)")
