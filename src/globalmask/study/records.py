@@ -26,6 +26,8 @@ from ..errors import GlobalmaskError
 from ..io import json_safe, write_json
 from .plan import Plan, RunSpec
 
+NUMERIC_COLUMNS = ("dice", "com_mm", "hd95_mm", "msd_mm", "pred_ml", "ref_ml")
+
 RECORD_FORMAT = "globalmask-study-record/1"
 RECORDS_DIR = "records"
 
@@ -69,6 +71,11 @@ class RunRecord:
     def per_case(self) -> pd.DataFrame:
         """Long-format metrics with the run's keys in front (the study's per_case.csv rows)."""
         df = pd.DataFrame(self.metrics)
+        # A record stores NaN as null; a run that missed every structure has whole columns of
+        # nulls, which pandas would keep as objects (and spread to every frame concatenated to it).
+        for column in NUMERIC_COLUMNS:
+            if column in df:
+                df[column] = pd.to_numeric(df[column]).astype(float)
         keys = {"run_id": self.run_id, "mode": self.run.mode, "recipe": self.run.recipe, "size": self.run.size_label, "n_train": len(self.train_ids), "draw": self.run.draw, "seed": self.run.seed}
         for i, (k, v) in enumerate(keys.items()):
             df.insert(i, k, v)
