@@ -1,9 +1,9 @@
 """Two models' test scores side by side, paired over the test cases (e.g. one model at 6 mm and 5 mm).
 
 Why a script: the finer-grid runs are separate studies (their own plan), so the study report
-cannot pair them with the 6 mm sweep; this reads both ``per_case.csv`` files and pairs the same
-test cases the way the report does (each case's Dice averaged over structures, two-sided
-Wilcoxon signed-rank test; a missed structure counts as Dice 0).
+cannot pair them with the 6 mm sweep; this reads both ``per_case.csv`` files and hands them to the
+report's own ``paired_comparison`` as two "modes" (each case's Dice averaged over structures,
+two-sided Wilcoxon signed-rank test over the test cases; a missed structure counts as Dice 0).
 
     python benchmarks/openkbp/compare_runs.py \\
         benchmarks/openkbp/per_case.csv ct-nall-d0-bone_level250-61a8f4ffb6 \\
@@ -16,7 +16,8 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-from scipy.stats import wilcoxon
+
+from globalmask.study.stats import paired_comparison
 
 
 def unshifted_test_rows(per_case: Path, run_id: str) -> pd.DataFrame:
@@ -29,19 +30,18 @@ def unshifted_test_rows(per_case: Path, run_id: str) -> pd.DataFrame:
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame) -> list[dict[str, object]]:
-    """Per structure and over all structures: mean Dice of A and B, cases where B is better, p."""
+    """Per structure and over all structures: mean Dice of A and B, cases where B is better, p.
+
+    Raises :class:`globalmask.errors.GlobalmaskError` when the runs were tested on different cases.
+    """
+    both = pd.concat([a.assign(mode="A", draw=0, size="pair"), b.assign(mode="B", draw=0, size="pair")])
     rows = []
-    for structure in [*sorted(set(a["structure"])), "all"]:
-        sa = a if structure == "all" else a[a["structure"] == structure]
-        sb = b if structure == "all" else b[b["structure"] == structure]
-        ca, cb = sa.groupby("case")["dice"].mean(), sb.groupby("case")["dice"].mean()
-        if set(ca.index) != set(cb.index):
-            raise ValueError(f"{structure}: the two runs were tested on different cases")
-        cb = cb[ca.index]
-        p = float(wilcoxon(cb, ca).pvalue) if (cb - ca).abs().sum() > 0 else 1.0
-        rows.append({"structure": structure, "dice_a": sa["dice"].mean(), "dice_b": sb["dice"].mean(),
-                     "b_better": f"{int((cb > ca).sum())}/{len(ca)}", "missed_a": int((sa["dice"] == 0).sum()),
-                     "missed_b": int((sb["dice"] == 0).sum()), "wilcoxon_p": p})
+    for structure in [*sorted(set(a["structure"])), None]:
+        c = paired_comparison(both, "B", "A", "pair", structure=structure)
+        sa, sb = (x if structure is None else x[x["structure"] == structure] for x in (a, b))
+        rows.append({"structure": c["structure"], "dice_a": c["dice_b"], "dice_b": c["dice_a"],
+                     "b_better": f"{c['cases_a_better']}/{c['n_cases']}", "missed_a": int((sa["status"] == "missed").sum()),
+                     "missed_b": int((sb["status"] == "missed").sum()), "wilcoxon_p": c["wilcoxon_p"]})
     return rows
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from globalmask.errors import GlobalmaskError
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "benchmarks" / "openkbp"
 
 
@@ -89,5 +91,5 @@ def test_runs_tested_on_different_cases_are_refused(tmp_path):
     m = _load("compare_runs")
     path = tmp_path / "per_case.csv"
     pd.DataFrame(_rows("A", {"c0": (0.5, 0.5)}) + _rows("B", {"c1": (0.5, 0.5)})).to_csv(path, index=False)
-    with pytest.raises(ValueError, match="different cases"):
+    with pytest.raises(GlobalmaskError, match="not paired"):
         m.compare(m.unshifted_test_rows(path, "A"), m.unshifted_test_rows(path, "B"))
