@@ -482,7 +482,7 @@ def bench_study(study_dir: Path | None) -> str:
 
         runs = pd.DataFrame(res["runs"])
         by = runs.groupby("size_label").agg(runs=("run_id", "count"), steps=("steps", "mean"), train_s=("train_seconds", "mean"), total_s=("total_seconds", "mean")).reset_index()
-        rows = [{"training cases": r.size_label, "runs": r.runs, "mean steps": f"{r.steps:.0f}", "mean train s/run": f"{r.train_s:.0f}", "mean total s/run (incl. test evaluation)": f"{r.total_s:.0f}", "s/step": f"{r.train_s / r.steps:.2f}"} for r in by.itertuples()]
+        rows = [{"training cases": r.size_label, "runs": r.runs, "mean steps": f"{r.steps:.0f}", "mean train s/run": f"{r.train_s:.0f}", "mean total s/run (incl. test evaluation; a resumed run: its last sitting)": f"{r.total_s:.0f}", "s/step": f"{r.train_s / r.steps:.2f}"} for r in by.itertuples()]
         text += f"From `{study_dir.name}/results.json` (runs executed with --workers 2, 1 thread each):\n\n" + md_table(rows)
         # train_seconds spans every sitting of a resumed run; total_seconds only its last one
         text += f"\n\nSum of training times: {runs['train_seconds'].sum() / 3600:.2f} h of worker time.\n\n"
