@@ -40,16 +40,18 @@ def test_output_dir_refusals_and_what_overwrite_lifts(tmp_path):
         "input folder": (ds / "imagesTr", [img], "input dataset folder"),
         "inside an input folder": (ds / "imagesTr" / "sub", [ds / "imagesTr"], "inside the input"),
         "labelsTr": (ds / "labelsTr", [img], "dataset folder"),
+        "labelsTr with --overwrite": (ds / "labelsTr", [img], "datasets are read-only"),
         "new folder inside a dataset": (ds / "preds" / "x", [tmp_path / "other.nii.gz"], "inside the dataset folder"),
         "foreign non-empty": (foreign, [], "not a globalmask output"),
         "a file": (img, [], "not a folder"),
     }
     for name, (out, inputs, text) in refused.items():
-        with pytest.raises(OutputError, match=text):
-            guard.check_output_dir(out, inputs)
+        with pytest.raises(OutputError, match=text) as info:
+            guard.check_output_dir(out, inputs, overwrite="--overwrite" in name)
         assert not (ds / "preds").exists(), name  # a refusal creates nothing
-    # --overwrite lifts the dataset and foreign-folder refusals, never the input-folder one
-    guard.check_output_dir(ds / "labelsTr", [img], overwrite=True)
+        if name != "foreign non-empty":  # only there can the flag help
+            assert "--overwrite" not in str(info.value).replace("--overwrite does not change that", ""), name
+    # --overwrite lifts the foreign-folder refusal only, never the dataset or input-folder ones
     guard.check_output_dir(foreign, [], overwrite=True)
     with pytest.raises(OutputError, match="input"):
         guard.check_output_dir(ds / "imagesTr", [img], overwrite=True)
@@ -85,6 +87,91 @@ def test_overwrite_writes_beside_foreign_files_and_keeps_them(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["masks", str(img), "--out", str(foreign), "--overwrite"]) == 0
     assert (foreign / "notes.txt").read_text(encoding="utf-8") == "mine" and (foreign / "case_000.nii.gz").is_file()
+
+
+def _sha(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _tiny_model(folder: Path) -> Path:
+    from globalmask.checkpoint import ModelSpec, save_model
+    from globalmask.masks import Recipe
+    from globalmask.model import NetConfig
+    from globalmask.preprocess import PreprocessConfig
+
+    spec = ModelSpec("ct", Recipe.parse(None), PreprocessConfig(spacing=(2.0, 2.0, 2.5)), {"background": 0, "left": 1, "right": 2},
+                     NetConfig(channels=(4, 8), strides=(2,), num_res_units=0), (16, 16, 16))
+    return save_model(folder / "model.pt", spec, spec.build().state_dict())
+
+
+def test_overwrite_never_replaces_a_users_file(tmp_path, capsys):
+    """Issue 25: predict --out DATASET/labelsTr --overwrite replaced ground truth; evaluate --overwrite
+    wrote summary.csv over the user's own; the refusals pointed at the flag."""
+    ds = make_tiny_dataset(tmp_path / "ds", n=2, shape=(16, 16, 12))
+    model = _tiny_model(tmp_path)
+    before = _sha(ds)
+    argv = ["predict", str(model), str(ds / "imagesTr"), "--out", str(ds / "labelsTr"), "--overwrite", "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "datasets are read-only" in err and "(or pass --overwrite" not in err
+    assert _sha(ds) == before
+    # the user's own summary.csv in a foreign folder: --overwrite writes beside files, never over them
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "summary.csv").write_text("my numbers\n", encoding="utf-8")
+    assert main(["masks", str(ds), "--recipe", "threshold", "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "m"), str(ds / "labelsTr"), "--out", str(foreign), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "summary.csv already exists there and globalmask did not write it" in err and "pass --overwrite" not in err
+    assert (foreign / "summary.csv").read_text(encoding="utf-8") == "my numbers\n" and not (foreign / "metrics.csv").exists()
+    # a prediction folder globalmask did not write is an input of evaluate: --overwrite does not open it
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    for p in (tmp_path / "m").glob("*.nii.gz"):
+        (hand / p.name).write_bytes(p.read_bytes())
+    (hand / "summary.csv").write_text("mine\n", encoding="utf-8")
+    assert main(["evaluate", str(hand), str(ds / "labelsTr"), "--overwrite"]) == 2
+    assert "is an input of evaluate" in capsys.readouterr().err
+    assert (hand / "summary.csv").read_text(encoding="utf-8") == "mine\n" and not (hand / "metrics.csv").exists()
+
+
+def test_a_globalmask_folder_replaces_its_own_files_and_no_others(tmp_path, capsys):
+    ds = make_tiny_dataset(tmp_path / "ds", n=2, shape=(16, 16, 12))
+    out = tmp_path / "m"
+    assert main(["masks", str(ds), "--recipe", "threshold", "--out", str(out)]) == 0
+    assert guard.written_files(out) == {"case_000.nii.gz", "case_001.nii.gz"}
+    assert main(["masks", str(ds), "--recipe", "body", "--out", str(out)]) == 0  # its own files: replaced
+    # a file the marker does not list is never replaced, with or without --overwrite
+    (out / "extra").mkdir()
+    capsys.readouterr()
+    assert main(["masks", str(ds / "imagesTr" / "case_000_0000.nii.gz"), "--out", str(out / "extra")]) == 0
+    (out / "extra" / "case_000.nii.gz").unlink()
+    (out / "extra" / "case_000.nii.gz").write_text("mine", encoding="utf-8")
+    data = json.loads((out / "extra" / guard.MARKER_NAME).read_text(encoding="utf-8"))
+    (out / "extra" / guard.MARKER_NAME).write_text(json.dumps({**data, "files": []}), encoding="utf-8")
+    assert main(["masks", str(ds / "imagesTr" / "case_000_0000.nii.gz"), "--out", str(out / "extra"), "--overwrite"]) == 2
+    assert "case_000.nii.gz already exists there and globalmask did not write it" in capsys.readouterr().err
+    assert (out / "extra" / "case_000.nii.gz").read_text(encoding="utf-8") == "mine"
+
+
+def test_two_inputs_on_one_output_name_are_refused_before_any_work(tmp_path, capsys):
+    """Issue 25: masks on scan.nii and scan.nii.gz wrote one mask over the other (rc 0, 'wrote 2 masks')."""
+    import nibabel as nib
+    import numpy as np
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    ct = np.full((12, 12, 8), -1000, np.int16)
+    ct[3:9, 3:9, 2:6] = 400
+    nib.save(nib.Nifti1Image(ct, np.eye(4)), str(folder / "scan.nii"))
+    nib.save(nib.Nifti1Image(ct, np.eye(4)), str(folder / "scan.nii.gz"))
+    assert main(["masks", str(folder), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "scan.nii and" in err and "scan.nii.gz would both be written to scan.nii.gz" in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_evaluate_defaults_to_a_prediction_folder_only_when_globalmask_wrote_it(tmp_path, capsys):

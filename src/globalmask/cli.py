@@ -236,11 +236,13 @@ def _cmd_masks(args: argparse.Namespace) -> None:
     else:
         pairs = [(f, case_id_from_path(f)) for f in collect_inputs(args.inputs)]
     targets = [args.out / f"{cid}.nii.gz" for _, cid in pairs]
+    guard.check_unique_targets((src, dst) for (src, _), dst in zip(pairs, targets))  # scan.nii and scan.nii.gz -> one mask
     check_outputs([p for p, _ in pairs], args.out)
-    guard.check_output_dir(args.out, [*args.inputs, *(p for p, _ in pairs)], overwrite=args.overwrite)
+    inputs = [*args.inputs, *(p for p, _ in pairs)]
+    guard.check_output_dir(args.out, inputs, overwrite=args.overwrite, targets=targets)
     for src, _ in pairs:  # every input's header before any work
         check_volume_header(src)
-    with guard.writing(args.out, "masks", [*args.inputs, *(p for p, _ in pairs)], overwrite=args.overwrite):
+    with guard.writing(args.out, "masks", inputs, overwrite=args.overwrite, targets=targets):
         for (src, _), dst in tqdm(list(zip(pairs, targets)), desc=f"masks {recipe.spec}", unit="case"):
             ct = read_volume(src)
             write_volume(make_gbm(ct, recipe), dst)
@@ -290,19 +292,22 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from .infer import Predictor, collect_inputs, resolve_device
+    from .infer import Predictor, collect_inputs, prediction_targets, resolve_device
     from .io import check_volume_header
     from .model import InputMode
 
     resolve_device(args.device)
     expect_mode = InputMode.parse(args.mode) if args.mode is not None else None
     files = collect_inputs(args.inputs)
-    guard.check_output_dir(args.out, [*args.inputs, *files], overwrite=args.overwrite)
+    fmt = getattr(args, "format", "nifti")
+    targets = prediction_targets(files, args.out, fmt)
+    guard.check_unique_targets(targets)
+    guard.check_output_dir(args.out, [*args.inputs, *files], overwrite=args.overwrite, targets=[t for _, t in targets])
     predictor = Predictor(args.model, device=args.device, expect_mode=expect_mode)
     for f in files:  # every input's header before any work
         check_volume_header(f)
-    with guard.writing(args.out, "predict", [*args.inputs, *files], overwrite=args.overwrite):
-        if getattr(args, "format", "nifti") != "nifti":
+    with guard.writing(args.out, "predict", [*args.inputs, *files], overwrite=args.overwrite, targets=[t for _, t in targets]):
+        if fmt != "nifti":
             _predict_dicom(predictor, args)
             return
         written = predictor.predict_files(args.inputs, args.out)
@@ -322,7 +327,7 @@ def _predict_dicom(predictor, args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .dataset import load_dataset, parse_labels, read_json
-    from .metrics import evaluate_folder, format_summary
+    from .metrics import EVALUATE_OUTPUTS, evaluate_folder, format_summary
 
     labels = None
     if args.labels is not None:
@@ -336,11 +341,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise OutputError("metrics would be written into the reference label folder; choose another --out", out)
     into_preds = out.resolve() == args.pred_dir.resolve()
     what = "--out" if args.out is not None else "--out (default: PRED_DIR)"
-    if into_preds and args.pred_dir.is_dir() and not (guard.is_globalmask_output(args.pred_dir) or args.overwrite):
-        raise OutputError(f"{what}: the prediction folder was not written by globalmask; write the metrics elsewhere with --out (or pass --overwrite)", out)
+    if into_preds and args.pred_dir.is_dir() and not guard.is_globalmask_output(args.pred_dir):
+        # the predictions are an input: only a folder globalmask wrote takes the tables beside them
+        raise OutputError(f"{what}: the prediction folder was not written by globalmask and is an input of evaluate; write the metrics elsewhere with --out", out)
     inputs = [args.label_dir] + ([] if into_preds else [args.pred_dir])
-    guard.check_output_dir(out, inputs, overwrite=args.overwrite or into_preds, what=what)
-    with guard.writing(out, "evaluate", inputs, overwrite=args.overwrite or into_preds):
+    targets = [out / name for name in EVALUATE_OUTPUTS]
+    guard.check_output_dir(out, inputs, overwrite=args.overwrite or into_preds, what=what, targets=targets)
+    with guard.writing(out, "evaluate", inputs, overwrite=args.overwrite or into_preds, targets=targets, what=what):
         _, summary = evaluate_folder(args.pred_dir, args.label_dir, labels, out_dir=out)
     print(format_summary(summary))
     print(f"\nper-case metrics: {out / 'metrics.csv'}; summary: {out / 'summary.csv'}")

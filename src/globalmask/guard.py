@@ -5,9 +5,12 @@ Four guarantees every command builds on, each checked *before* any work starts:
 * :func:`check_output_dir` refuses an output folder that holds the command's inputs, lies in a
   dataset (nnU-Net ``imagesTr``/``labelsTr``/``imagesTs``, a plain ``images``/``labels`` layout, a
   DICOM folder), or is a non-empty folder globalmask did not create; ``overwrite=True`` (the CLI's
-  ``--overwrite``) lifts the last two, never the first. It creates nothing.
+  ``--overwrite``) lifts only the last one. Whatever the flag, an output name that already exists
+  is replaced only when the folder's marker lists it as a file globalmask wrote: a user's file is
+  never replaced. It creates nothing.
 * :func:`claim_output_dir` creates the folder and marks it as a globalmask output (a hidden
-  ``.globalmask-output.json``), so a later run may write there again.
+  ``.globalmask-output.json``, which also lists the files globalmask wrote there), so a later run
+  may write there again and replace its own files, and only those.
 * :class:`RunLock` makes one process the only writer of a folder: an ``fcntl`` lock on a hidden
   lock file that records host and PID. The kernel drops the lock when its process dies, so a lock
   left by a killed run is detected as stale and taken over; a live holder is named in the error.
@@ -117,24 +120,92 @@ def is_globalmask_output(path: str | Path) -> bool:
     return False
 
 
+def written_files(folder: str | Path) -> set[str]:
+    """Names (relative to ``folder``, POSIX) that the folder's marker lists as written by globalmask."""
+    try:
+        info = json.loads((Path(folder) / MARKER_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    files = info.get("files", []) if isinstance(info, dict) else []
+    return {str(f) for f in files} if isinstance(files, list) else set()
+
+
+def _relative(out: Path, target: Path) -> str:
+    try:
+        return Path(target).resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        return Path(target).name
+
+
+def check_targets(out: str | Path, targets: Iterable[str | Path], what: str = "--out") -> None:
+    """Refuse before any work when an output name already exists and globalmask did not write it.
+
+    A file is "ours" only when the folder's marker lists it (see :func:`record_outputs`); no flag
+    lifts this refusal, so the message suggests none.
+    """
+    out = Path(out)
+    ours = written_files(out)
+    for t in targets:
+        t = Path(t)
+        if (t.exists() or t.is_symlink()) and _relative(out, t) not in ours:
+            raise OutputError(
+                f"{what}: {t.name} already exists there and globalmask did not write it; a user's file is never replaced: move it away or choose another folder",
+                t,
+            )
+
+
+def check_unique_targets(pairs: Iterable[tuple[str | Path, str | Path]]) -> None:
+    """Refuse two inputs that would be written to one output name, naming both (before any work)."""
+    seen: dict[str, Path] = {}
+    for src, dst in pairs:
+        key = str(Path(dst))
+        if key in seen and Path(seen[key]) != Path(src):
+            raise OutputError(f"inputs {seen[key]} and {src} would both be written to {Path(dst).name}; rename one or run them separately", dst)
+        seen.setdefault(key, Path(src))
+
+
+def record_outputs(out: str | Path, targets: Iterable[str | Path]) -> None:
+    """Add the targets that now exist to the marker's list of files globalmask wrote (call holding the lock)."""
+    out = Path(out)
+    marker = out / MARKER_NAME
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(info, dict):
+        return
+    files = set(written_files(out)) | {_relative(out, Path(t)) for t in targets if Path(t).exists()}
+    if files != set(info.get("files", []) or []):
+        write_json(marker, {**info, "files": sorted(files)})
+
+
 def _visible_entries(p: Path) -> list[str]:
     return sorted(c.name for c in p.iterdir() if not c.name.startswith("."))
 
 
 def check_output_dir(
-    out: str | Path, inputs: Iterable[str | Path] = (), *, overwrite: bool = False, what: str = "--out", tolerate: Iterable[str] = ()
+    out: str | Path,
+    inputs: Iterable[str | Path] = (),
+    *,
+    overwrite: bool = False,
+    what: str = "--out",
+    tolerate: Iterable[str] = (),
+    targets: Iterable[str | Path] = (),
 ) -> Path:
-    """Refuse an output folder that would touch the user's inputs; create nothing.
+    """Refuse an output folder that would touch the user's inputs or files; create nothing.
 
     ``tolerate`` names entries a caller may find in a folder globalmask has not marked yet and
-    has already vetted (a study's ``records/`` copied in from another machine).
+    has already vetted (a study's ``records/`` copied in from another machine). ``targets`` are
+    the files the command will write (see :func:`check_targets`).
 
     Raises :class:`~globalmask.errors.OutputError` when ``out``
 
     * is an existing file;
     * is an input, the folder holding an input file, or lies inside an input folder (always);
-    * is or lies inside a dataset folder (unless ``overwrite``);
-    * is a non-empty folder that globalmask did not create (unless ``overwrite``).
+    * is or lies inside a dataset folder (always: datasets are read-only);
+    * already holds one of ``targets`` that globalmask did not write (always);
+    * is a non-empty folder that globalmask did not create (unless ``overwrite``: then the
+      command writes beside the folder's files and replaces none of them).
     """
     out = Path(out)
     res = out.resolve()
@@ -148,16 +219,18 @@ def check_output_dir(
             kind = "input dataset folder" if is_dataset_folder(folder) or enclosing_dataset(folder) else "input folder"
             where = "is" if res == folder else "is inside"
             raise OutputError(f"{what} {where} the {kind} {folder}; inputs are read-only: choose a separate folder", out)
+    ds = enclosing_dataset(res)
+    if ds is not None:
+        where = "is the dataset folder" if ds == res else f"is inside the dataset folder {ds}"
+        raise OutputError(f"{what} {where}; datasets are read-only (--overwrite does not change that): choose another folder", out)
+    check_targets(out, targets, what)
     if not overwrite:
-        ds = enclosing_dataset(res)
-        if ds is not None:
-            where = "is the dataset folder" if ds == res else f"is inside the dataset folder {ds}"
-            raise OutputError(f"{what} {where}; datasets are read-only: choose another folder (or pass --overwrite)", out)
         foreign = [e for e in _visible_entries(out) if e not in set(tolerate)] if out.is_dir() else []
         if foreign and not is_globalmask_output(out):
             shown = ", ".join(foreign[:3])
             raise OutputError(
-                f"{what} is not empty ({shown}, ...) and is not a globalmask output: choose an empty or new folder (or pass --overwrite)",
+                f"{what} is not empty ({shown}, ...) and is not a globalmask output: choose an empty or new folder "
+                "(or pass --overwrite to write beside its files, none of which is replaced)",
                 out,
             )
     return out
@@ -170,7 +243,7 @@ def claim_output_dir(out: str | Path, command: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     marker = out / MARKER_NAME
     if not marker.exists():
-        write_json(marker, {"tool": "globalmask", "version": __version__, "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(marker, {"tool": "globalmask", "version": __version__, "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": []})
     return out
 
 
@@ -345,20 +418,28 @@ def remove_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]
 
 
 @contextlib.contextmanager
-def writing(out: str | Path, command: str, inputs: Iterable[str | Path] = (), *, overwrite: bool = False) -> Iterator[Path]:
+def writing(
+    out: str | Path, command: str, inputs: Iterable[str | Path] = (), *, overwrite: bool = False, targets: Iterable[str | Path] = (), what: str = "--out"
+) -> Iterator[Path]:
     """The whole protocol for a command writing into ``out``: check, lock, claim, clean, catch signals.
 
-    ``with guard.writing(args.out, "predict", inputs, overwrite=args.overwrite) as out: ...``
+    ``with guard.writing(args.out, "predict", inputs, overwrite=args.overwrite, targets=names) as out: ...``
+    ``targets`` are checked before (never a user's file) and recorded in the marker afterwards
+    (those that exist then: every one of them was written by this command or an earlier one).
     """
-    inputs = list(inputs)
-    check_output_dir(out, inputs, overwrite=overwrite)
+    inputs, targets = list(inputs), [Path(t) for t in targets]
+    check_output_dir(out, inputs, overwrite=overwrite, targets=targets, what=what)
     created = not Path(out).exists()
     try:
         with RunLock(out, command):
             claim_output_dir(out, command)
+            check_targets(out, targets, what)  # again under the lock: nothing appeared meanwhile
             remove_temp_files(out)
-            with stop_on_signals():
-                yield Path(out)
+            try:
+                with stop_on_signals():
+                    yield Path(out)
+            finally:
+                record_outputs(out, targets)
     finally:
         if created:
             _remove_if_only_ours(Path(out))

@@ -210,6 +210,25 @@ def output_name(path: Path) -> str:
     return case_id_from_path(path) + suffix
 
 
+#: What ``predict --format`` writes beside each label map, named by case id.
+OBJECT_SUFFIXES = {"nifti": (), "rtstruct": ("_rtstruct.dcm",), "dicom-seg": ("_seg.dcm",)}
+
+
+def prediction_targets(files: Sequence[Path], out_dir: str | Path, fmt: str = "nifti") -> list[tuple[Path, Path]]:
+    """(input, file it makes) for every file ``predict`` may write into ``out_dir``: the label map,
+    a DICOM input's geometry sidecar ``<case>.json`` and the ``--format`` object, so that all of
+    them are checked (never a user's file, never two inputs on one name) before any work."""
+    out_dir = Path(out_dir)
+    pairs: list[tuple[Path, Path]] = []
+    for f in files:
+        pairs.append((f, out_dir / output_name(f)))
+        case = case_id_from_path(output_name(f))
+        if Path(f).is_dir():
+            pairs.append((f, out_dir / f"{case}.json"))
+        pairs.extend((f, out_dir / f"{case}{suffix}") for suffix in OBJECT_SUFFIXES.get(fmt, ()))
+    return pairs
+
+
 def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     """Expand the user's inputs: volume files, DICOM folders, and folders of volumes."""
     files: list[Path] = []

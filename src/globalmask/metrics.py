@@ -415,6 +415,10 @@ def _label_values(path: Path) -> set[int]:
     return {int(v) for v in np.unique(array)}
 
 
+#: The files :func:`evaluate_folder` writes into ``out_dir`` (the CLI checks them before any work).
+EVALUATE_OUTPUTS = ("metrics.csv", "summary.csv", "summary.json")
+
+
 def evaluate_folder(
     pred_dir: str | Path,
     label_dir: str | Path,
@@ -514,10 +518,11 @@ def evaluate_folder(
 
     if out_dir is not None:
         out_dir = Path(out_dir)
-        write_text(out_dir / "metrics.csv", per_case.to_csv(index=False))
-        write_text(out_dir / "summary.csv", summary.to_csv(index=False))
+        metrics_csv, summary_csv, summary_json = (out_dir / name for name in EVALUATE_OUTPUTS)
+        write_text(metrics_csv, per_case.to_csv(index=False))
+        write_text(summary_csv, summary.to_csv(index=False))
         write_json(
-            out_dir / "summary.json",
+            summary_json,
             {
                 "prediction_dir": str(pred_dir),
                 "label_dir": str(label_dir),
