@@ -20,8 +20,10 @@ from globalmask.dicom_rt import (
     normalise_roi_name,
     parse_label_map,
     rasterise_contours,
+    rasterise_roi,
     read_rtstruct,
     read_series_headers,
+    rtstruct_problems,
     write_ct_series,
     write_rtstruct,
 )
@@ -214,3 +216,155 @@ def test_planning_cts_to_model_to_rtstruct_and_seg_predictions(tmp_path):
         else:
             assert ds.FrameOfReferenceUID == headers[0].FrameOfReferenceUID
             np.testing.assert_array_equal(read_dicom_seg(obj, {"brainstem": 1, "mandible": 2}, like=pred).array, pred.array)
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 25: every contour on its own slice, none merged into the nearest one, none lost on a repaired grid
+
+
+def _square(lo, hi, z):
+    return np.array([[lo, lo, z], [hi, lo, z], [hi, hi, z], [lo, hi, z]], float)
+
+
+def test_contours_beyond_the_ct_are_dropped_and_reported_not_merged_into_the_edge_slice():
+    """A structure set drawn on a longer scan: contours below the first CT slice used to be XORed
+    into it, cutting a hole (one ROI lost 32% of its volume)."""
+    vol = Volume(np.zeros((12, 12, 4)), np.diag([-1.0, -1.0, 1.0, 1.0]))  # LPS z of plane k is k mm
+    inside = [_square(1.5, 9.5, z) for z in (0.0, 1.0, 2.0, 3.0)]
+    beyond = [_square(3.5, 7.5, z) for z in (-2.0, -1.0, 4.0, 6.0)]  # off the CT at both ends
+    between = [_square(3.5, 7.5, 1.5)]  # half-way between two slices
+    mask, report = rasterise_roi([*inside, *beyond, *between], vol)
+    assert mask.sum() == 4 * 8 * 8  # every plane a full square: no holes cut by foreign contours
+    assert report.used == 4 and sorted(report.off_plane_z) == [-2.0, -1.0, 1.5, 4.0, 6.0]
+    (line,) = report.problems("Parotid L", vol)
+    assert "ROI 'Parotid L': 5 contour(s) at z -2.00..6.00 mm lie on no CT slice" in line and "CT spans z 0.00..3.00 mm" in line
+    assert rasterise_contours([*inside, *beyond], vol)[1] == 4
+
+
+def test_contours_outside_the_field_of_view_are_reported():
+    vol = Volume(np.zeros((12, 12, 2)), np.diag([-1.0, -1.0, 1.0, 1.0]))
+    mask, report = rasterise_roi([_square(20.0, 30.0, 0.0), _square(8.5, 15.0, 1.0)], vol)
+    assert report.outside == 1 and report.clipped == 1 and report.used == 1
+    assert mask[:, :, 0].sum() == 0 and mask[:, :, 1].sum() == 3 * 3  # voxels 9..11 of the clipped one
+    assert any("wholly outside" in p for p in report.problems("x", vol)) and any("cut at its edge" in p for p in report.problems("x", vol))
+
+
+def _faulty_series(folder, fault: str, oblique: bool):
+    """A CT series with one fault (gap, uneven, tilt, none) on an axial or oblique (20 deg about x) grid."""
+    shape, spacing = (36, 32, 20), np.array([1.2, 1.0, 2.0])
+    rot = np.eye(3)
+    if oblique:
+        a = np.deg2rad(20.0)
+        rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag(spacing)
+    aff[:3, 3] = [-20.0, -15.0, 30.0]
+    ct = np.full(shape, -1000, np.int16)
+    ct[4:32, 4:28, :] = 40
+    vol = Volume(ct, aff)
+    lps = np.diag([-1.0, -1.0, 1.0]) @ aff[:3, :4]
+    normal, col = lps[:, 2] / spacing[2], lps[:, 1] / spacing[1]
+    positions = np.array([lps[:, 3] + k * lps[:, 2] for k in range(shape[2])])
+    if fault == "uneven":
+        positions[10:] += 1.0 * normal
+    if fault == "tilt":
+        positions += np.arange(shape[2])[:, None] * (spacing[2] * np.tan(np.deg2rad(12.0))) * col
+    files = write_ct_series(vol, folder, positions=positions)
+    if fault == "gap":
+        files[7].unlink()
+        files = [f for i, f in enumerate(files) if i != 7]
+    return files
+
+
+@pytest.mark.parametrize("oblique", [False, True], ids=["axial", "oblique"])
+@pytest.mark.parametrize("fault", ["gap", "uneven", "tilt"])
+def test_rtstruct_on_a_repaired_grid_references_the_source_slices_and_reimports(tmp_path, fault, oblique):
+    """Issue 25: on a series with a missing slice the RTSTRUCT re-imported with Dice 0.85 (the contour
+    of the interpolated plane landed on its neighbour)."""
+    files = _faulty_series(tmp_path / "ct", fault, oblique)
+    vol = read_volume(tmp_path / "ct")
+    assert vol.notes["dicom_geometry"]["resampled"]
+    # two structures defined in world space, sampled on the repaired grid (as a prediction would be)
+    idx = np.stack(np.meshgrid(*[np.arange(s) for s in vol.shape], indexing="ij"), -1).reshape(-1, 3).astype(float)
+    world = idx @ vol.affine[:3, :3].T + vol.affine[:3, 3]
+    centre = world.mean(axis=0)
+    d = (world - centre) / [10.0, 8.0, 14.0]
+    lab = np.zeros(len(world), np.uint8)
+    lab[(d**2).sum(1) <= 1] = 1
+    lab[((world - centre - [0, 0, 6.0]) ** 2).sum(1) <= 4.0**2] = 2
+    labels = vol.with_array(lab.reshape(vol.shape))
+    headers = read_series_headers(files)
+    path = write_rtstruct(labels, {"body": 1, "core": 2}, headers, tmp_path / "rs.dcm")
+    ds = pydicom.dcmread(path)
+    normal = np.cross(np.asarray(headers[0].ImageOrientationPatient[:3], float), np.asarray(headers[0].ImageOrientationPatient[3:], float))
+    along = {h.SOPInstanceUID: float(np.asarray(h.ImagePositionPatient, float) @ normal) for h in headers}
+    for rc in ds.ROIContourSequence:
+        for c in rc.ContourSequence:  # every contour lies on the source slice it references
+            z = np.asarray(c.ContourData, float).reshape(-1, 3) @ normal
+            np.testing.assert_allclose(z, along[c.ContourImageSequence[0].ReferencedSOPInstanceUID], atol=1e-3)
+    for roi in read_rtstruct(path).rois:
+        mask, report = rasterise_roi(roi.contours, vol)
+        assert report.dropped == 0 and report.clipped == 0
+        score = dice(mask, labels.array == {"body": 1, "core": 2}[roi.name])
+        assert score >= 0.98, (roi.name, score)
+
+
+def test_rtstruct_is_valid_dicom_with_an_empty_structure(phantom_series, tmp_path):
+    """Issue 25: a structure the model did not find had an empty Contour Sequence (a Type 1 violation
+    per dciodvfy); the top-level Frame of Reference UID, Operators' Name, Position Reference Indicator were missing."""
+    volume, labels, files = phantom_series
+    names = {**HN, "not_found": 99}
+    ds = pydicom.dcmread(write_rtstruct(labels, names, read_series_headers(files), tmp_path / "rs.dcm"))
+    assert rtstruct_problems(ds) == []
+    assert ds.FrameOfReferenceUID == ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+    assert "OperatorsName" in ds and "PositionReferenceIndicator" in ds
+    empty = [rc for rc in ds.ROIContourSequence if rc.ReferencedROINumber == len(names) - 1]
+    assert len(empty) == 1 and "ContourSequence" not in empty[0]
+    assert [r.ROIName for r in ds.StructureSetROISequence][-1] == "not_found"  # still listed
+    # the checker itself finds what the landed writer got wrong
+    ds.ROIContourSequence[-1].ContourSequence = pydicom.sequence.Sequence([])
+    del ds.OperatorsName
+    problems = rtstruct_problems(ds)
+    assert any("empty ContourSequence" in p for p in problems) and any("OperatorsName" in p for p in problems)
+
+
+def test_rtstruct_passes_dciodvfy(phantom_series, tmp_path):
+    import shutil
+    import subprocess
+
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        pytest.skip("dciodvfy (dicom3tools) is not installed; the pydicom checks above still run")
+    volume, labels, files = phantom_series
+    path = write_rtstruct(labels, {**HN, "not_found": 99}, read_series_headers(files), tmp_path / "rs.dcm")
+    for obj in (path, files[0]):  # the structure set, and a slice of the CT series globalmask writes
+        out = subprocess.run([tool, str(obj)], capture_output=True, text=True, check=False)
+        errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+        assert errors == [], errors
+
+
+def test_convert_warns_about_every_dropped_contour_and_lists_it(tmp_path, capsys):
+    """Issue 25: contours beyond the CT, open and point contours were dropped or merged with only a count."""
+    src = tmp_path / "src"
+    labels = _patient(src, "p", 0, {"brainstem": "Brainstem", "mandible": "Mandible"})
+    ds = pydicom.dcmread(src / "p" / "RS.dcm")
+    rc = ds.ROIContourSequence[0]  # Brainstem
+    first = rc.ContourSequence[0]
+    z_first = float(pydicom.dcmread(sorted((src / "p" / "CT").iterdir())[0]).ImagePositionPatient[2])
+    for kind, dz, n in (("CLOSED_PLANAR", -12.0, None), ("OPEN_PLANAR", 0.0, None), ("POINT", 0.0, 1)):
+        c = pydicom.Dataset()
+        pts = np.asarray(first.ContourData, float).reshape(-1, 3)[: n or None].copy()
+        pts[:, 2] = z_first + dz if kind == "CLOSED_PLANAR" else pts[:, 2]
+        c.ContourGeometricType, c.NumberOfContourPoints, c.ContourData = kind, len(pts), [f"{v:.4f}" for v in pts.ravel()]
+        rc.ContourSequence.append(c)
+    ds.save_as(str(src / "p" / "RS.dcm"), enforce_file_format=True)
+    label_map = tmp_path / "labels.json"
+    label_map.write_text('{"labels": {"brainstem": 1, "mandible": 2}}', encoding="utf-8")
+    assert main(["convert", "dicom-rt", str(src), "--labels", str(label_map), "--out", str(tmp_path / "ds")]) == 0
+    messages = [line for line in capsys.readouterr().err.splitlines() if line.startswith("globalmask convert: warning: ")]
+    assert any("ROI 'Brainstem': 1 contour(s) at z" in m and "lie on no CT slice" in m for m in messages), messages
+    assert any("ROI 'Brainstem': 2 contour(s) are not closed polygons (1 OPEN_PLANAR, 1 POINT)" in m for m in messages), messages
+    row = next(csv.DictReader((tmp_path / "ds" / "conversion.csv").open(encoding="utf-8")))
+    assert "lie on no CT slice" in row["dropped_contours"] and row["off_plane_contours"] == "1"
+    got = read_volume(tmp_path / "ds" / "labelsTr" / "p.nii.gz")
+    assert dice(got.array == 1, labels.array == HN["brainstem"]) >= 0.98  # nothing merged into the first slice

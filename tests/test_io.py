@@ -321,12 +321,17 @@ def test_missing_slice_is_resampled_and_recorded(tmp_path, caplog):
 def test_uneven_spacing_is_resampled_onto_a_regular_grid(tmp_path):
     pos = regular_positions()
     pos[10:, 2] += 1.0  # a 3 mm gap in a 2 mm series
-    write_series(tmp_path / "s", pos)
+    vol, _ = write_series(tmp_path / "s", pos)
     got = read_volume(tmp_path / "s")
     assert "uneven slice spacing" in got.notes["dicom_geometry"]["faults"][0]
-    assert got.spacing[2] == pytest.approx(2.0)
-    assert got.shape[2] == 20  # 0..39 mm covered by 2 mm planes
+    # planes no farther apart than the closest slices (2 mm), from the first slice (0 mm) to the last (39 mm):
+    # 20 intervals of 1.95 mm (issue 25: a 2 mm grid of 20 planes ended at 38 mm and dropped the last slice)
+    assert got.spacing[2] == pytest.approx(1.95)
+    assert got.shape[2] == 21
     np.testing.assert_allclose(got.array, _expected_on_grid(got), atol=1.0)
+    np.testing.assert_array_equal(got.array[:, :, [0, -1]], vol.array[:, :, [0, -1]])  # both end slices as they are
+    last_z = (got.affine @ [0, 0, got.shape[2] - 1, 1])[2]
+    assert last_z == pytest.approx(pos[-1, 2], abs=1e-4)
 
 
 def test_old_reader_would_have_misplaced_the_slices(tmp_path):

@@ -22,6 +22,7 @@ import datetime as _dt
 import io as _io
 import json
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,8 @@ class Roi:
     name: str
     color: tuple[int, int, int] | None
     contours: list[np.ndarray] = field(default_factory=list)  # (n, 3) LPS mm, closed planar only
-    skipped: int = 0  # contours that are not CLOSED_PLANAR
+    skipped: int = 0  # contours that cannot be rasterised (not CLOSED_PLANAR, or fewer than 3 points)
+    skipped_kinds: dict[str, int] = field(default_factory=dict)  # why, e.g. {"OPEN_PLANAR": 2, "POINT": 1}
 
 
 @dataclass
@@ -201,12 +203,17 @@ def read_rtstruct(path: str | Path) -> StructureSet:
         if "ROIDisplayColor" in item:
             roi.color = tuple(int(c) for c in item.ROIDisplayColor)  # type: ignore[assignment]
         for contour in getattr(item, "ContourSequence", []):
-            if str(getattr(contour, "ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
+            kind = str(getattr(contour, "ContourGeometricType", "CLOSED_PLANAR"))
+            try:
+                pts = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64).reshape(-1, 3)
+            except (AttributeError, ValueError) as exc:
+                raise InputFileError(f"ROI {roi.name!r}: a contour's ContourData is not a list of x, y, z triplets ({exc})", path) from exc
+            if kind != "CLOSED_PLANAR" or len(pts) < 3:
+                why = kind if kind != "CLOSED_PLANAR" else "fewer than 3 points"
                 roi.skipped += 1
+                roi.skipped_kinds[why] = roi.skipped_kinds.get(why, 0) + 1
                 continue
-            pts = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64).reshape(-1, 3)
-            if len(pts) >= 3:
-                roi.contours.append(pts)
+            roi.contours.append(pts)
     return StructureSet(path, for_uid, series, list(rois.values()))
 
 
@@ -218,20 +225,58 @@ def _source_planes(volume: Volume) -> np.ndarray:
     return np.arange(volume.shape[2], dtype=np.float64)
 
 
-def rasterise_contours(contours: Sequence[np.ndarray], volume: Volume, where: str | Path = "") -> tuple[np.ndarray, int]:
+#: A contour lies on a CT slice when its plane is within this fraction of the slice spacing of
+#: the slice's position; contours farther from every slice (between slices, or beyond the first
+#: or last one, as when a structure set was drawn on a longer scan) are dropped with a warning,
+#: never merged into the nearest slice, where the even-odd rule would cut holes into it.
+CONTOUR_PLANE_TOL = 0.25
+
+
+@dataclass
+class ContourReport:
+    """What happened to an ROI's contours on rasterisation (for warnings and ``conversion.csv``)."""
+
+    used: int = 0
+    off_plane_z: list[float] = field(default_factory=list)  # LPS z (mm) of contours on no CT slice: dropped
+    outside: int = 0  # contours wholly outside the CT's field of view in-plane: dropped
+    clipped: int = 0  # contours partly outside it: cut at the edge of the image
+
+    @property
+    def dropped(self) -> int:
+        return len(self.off_plane_z) + self.outside
+
+    def problems(self, roi: str, volume: Volume) -> list[str]:
+        """One line per kind of loss, naming the ROI and where (empty when every contour was used)."""
+        out = []
+        if self.off_plane_z:
+            z = (_LPS @ (volume.affine @ np.array([[0, 0, 0, 1], [0, 0, volume.shape[2] - 1, 1]], float).T)[:3]).T[:, 2]
+            out.append(
+                f"ROI {roi!r}: {len(self.off_plane_z)} contour(s) at z {min(self.off_plane_z):.2f}..{max(self.off_plane_z):.2f} mm "
+                f"lie on no CT slice (the CT spans z {min(z):.2f}..{max(z):.2f} mm; a contour must lie within "
+                f"{CONTOUR_PLANE_TOL:g} slice spacing of a slice): dropped"
+            )
+        if self.outside:
+            out.append(f"ROI {roi!r}: {self.outside} contour(s) lie wholly outside the CT's field of view in-plane: dropped")
+        if self.clipped:
+            out.append(f"ROI {roi!r}: {self.clipped} contour(s) extend beyond the CT's field of view in-plane: cut at its edge")
+        return out
+
+
+def rasterise_roi(contours: Sequence[np.ndarray], volume: Volume, where: str | Path = "") -> tuple[np.ndarray, ContourReport]:
     """Binary mask on ``volume``'s grid from closed planar contours (LPS mm); XOR within a plane.
 
-    Contours must be parallel to the volume's axial planes (third array axis). Each target plane
-    takes the contours of its nearest CT slice (identical planes for a regular series; nearest
-    neighbour along the normal for a series resampled on reading). Returns (mask, number of
-    contours lying more than a quarter slice off every CT slice).
+    Contours must be parallel to the volume's axial planes (third array axis). Each contour is
+    assigned by its position to the CT slice it lies on (within :data:`CONTOUR_PLANE_TOL` of the
+    slice spacing); one on no slice is dropped and reported, never moved to the nearest slice.
+    Each plane of the volume takes the contours of its nearest CT slice: the same plane for a
+    regular series, nearest neighbour along the normal for a series resampled on reading (whose
+    grid puts a plane of its own at or next to every source slice, so none is lost).
     """
-
     shape = volume.shape
     inv = np.linalg.inv(volume.affine)
     planes = _source_planes(volume)
     by_plane: dict[int, list[np.ndarray]] = {}
-    off = 0
+    report = ContourReport()
     for pts in contours:
         ras = pts @ _LPS.T
         idx = ras @ inv[:3, :3].T + inv[:3, 3]
@@ -239,39 +284,58 @@ def rasterise_contours(contours: Sequence[np.ndarray], volume: Volume, where: st
         if float(kf.max() - kf.min()) > 0.1:
             raise GeometryError("a contour is not parallel to the CT slices (its points span several slices)", where)
         q = int(np.argmin(np.abs(planes - kf.mean())))
-        off += int(abs(planes[q] - kf.mean()) > 0.25)
-        by_plane.setdefault(q, []).append(idx[:, :2])
+        if abs(planes[q] - kf.mean()) > CONTOUR_PLANE_TOL:
+            report.off_plane_z.append(float(np.mean(pts[:, 2])))
+            continue
+        ij = idx[:, :2]
+        lo, hi = np.full(2, -0.5), np.asarray(shape[:2], float) - 0.5  # the image's extent in index units
+        if np.any(ij.max(axis=0) < lo) or np.any(ij.min(axis=0) > hi):
+            report.outside += 1
+            continue
+        report.clipped += int(np.any(ij < lo) or np.any(ij > hi))
+        report.used += 1
+        by_plane.setdefault(q, []).append(ij)
     mask = np.zeros(shape, dtype=bool)
     if not by_plane:
-        return mask, off
+        return mask, report
     for k in range(shape[2]):
         q = int(np.argmin(np.abs(planes - k)))
         for poly in by_plane.get(q, []):
             mask[:, :, k] ^= polygon2mask(shape[:2], poly)
-    return mask, off
+    return mask, report
+
+
+def rasterise_contours(contours: Sequence[np.ndarray], volume: Volume, where: str | Path = "") -> tuple[np.ndarray, int]:
+    """(mask, number of contours dropped) of :func:`rasterise_roi`, for callers that need no details."""
+    mask, report = rasterise_roi(contours, volume, where)
+    return mask, report.dropped
 
 
 # ----------------------------------------------------------------------------------------------
 # writing RTSTRUCT
 
 
-def mask_to_contours(mask: np.ndarray, affine: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """(plane k, contour points (n, 3) in LPS mm) for every closed contour of every axial plane.
+def _plane_contours(plane: np.ndarray) -> list[np.ndarray]:
+    """Closed contours (n, 2) in array index units of one binary plane: marching squares at 0.5 on
+    the zero-padded plane, outer boundaries and hole boundaries alike (the reader's XOR rule turns
+    them back into the same voxels)."""
+    out = []
+    for c in find_contours(np.pad(np.asarray(plane, dtype=bool), 1).astype(np.float32), 0.5):
+        c = c[:-1] if np.allclose(c[0], c[-1]) else c
+        if len(c) >= 3:
+            out.append(c - 1.0)
+    return out
 
-    Marching squares at 0.5 on the zero-padded plane: outer boundaries and hole boundaries alike;
-    the reader's XOR rule turns them back into the same voxels.
-    """
+
+def mask_to_contours(mask: np.ndarray, affine: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(plane k, contour points (n, 3) in LPS mm) for every closed contour of every axial plane."""
 
     mask = np.asarray(mask, dtype=bool)
     affine = np.asarray(affine, dtype=np.float64)
     out: list[tuple[int, np.ndarray]] = []
     for k in np.flatnonzero(mask.any(axis=(0, 1))):
-        plane = np.pad(mask[:, :, k], 1).astype(np.float32)
-        for c in find_contours(plane, 0.5):
-            c = c[:-1] if np.allclose(c[0], c[-1]) else c
-            if len(c) < 3:
-                continue
-            idx = np.column_stack([c - 1.0, np.full(len(c), float(k))])
+        for c in _plane_contours(mask[:, :, k]):
+            idx = np.column_stack([c, np.full(len(c), float(k))])
             ras = idx @ affine[:3, :3].T + affine[:3, 3]
             out.append((int(k), ras @ _LPS.T))
     return out
@@ -311,13 +375,40 @@ def _normal(headers) -> np.ndarray:
     return np.cross(iop[:3], iop[3:])
 
 
+def _slice_planes(labels: Volume, headers: Sequence) -> list[tuple[object, int, float]]:
+    """(CT slice header, nearest label plane k, the slice's own plane in label index units) per CT
+    slice inside the label map, one per position (identical duplicate slices are written once)."""
+    normal = _normal(headers)
+    axis = _LPS @ labels.affine[:3, 2]
+    if abs(abs(float(axis @ normal)) / float(np.linalg.norm(axis)) - 1.0) > 1e-3:
+        raise GeometryError("the label map's planes are not parallel to the CT slices: not a prediction on this series")
+    inv = np.linalg.inv(labels.affine)
+    out: list[tuple[object, int, float]] = []
+    last = None
+    for h in headers:
+        pos = np.asarray(h.ImagePositionPatient, dtype=np.float64)
+        along = float(pos @ normal)
+        if last is not None and abs(along - last) <= 0.01:
+            continue  # an identical duplicate (the reader kept one copy): one set of contours per position
+        last = along
+        kf = float((inv[:3, :3] @ (_LPS @ pos) + inv[:3, 3])[2])
+        k = int(np.floor(kf + 0.5))
+        if 0 <= k < labels.shape[2] and abs(kf - k) <= 0.5 + 1e-6:
+            out.append((h, k, kf))
+    return out
+
+
 def build_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, label: str = "globalmask",
                    colors: Mapping[str, tuple[int, int, int]] | None = None):
     """An RT Structure Set (pydicom Dataset) with one ROI per structure of ``labels``.
 
     ``headers`` are the CT series' datasets (:func:`read_series_headers`); the label map must be
-    in the same Frame of Reference (a prediction on that series). Empty structures get an ROI with
-    no contours so the planning system still lists them.
+    in the same Frame of Reference (a prediction on that series, on its own grid or on the regular
+    grid it was resampled onto on reading). Contours are written on the CT slices themselves, each
+    referencing its slice: slice s gets the contours of the label plane nearest to it, placed at
+    the slice's own position (so a prediction on a repaired grid, whose extra planes lie between
+    slices, re-imports onto the same voxels). Empty structures get an ROI with no Contour
+    Sequence (the standard allows no empty one) so the planning system still lists them.
     """
     pydicom = _pydicom()
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -348,7 +439,10 @@ def build_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, 
     ds.StructureSetDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.StructureSetTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
     ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.OperatorsName = ""  # RT Series module, Type 2
     for_uid = str(ref.FrameOfReferenceUID)
+    ds.FrameOfReferenceUID = for_uid  # Frame of Reference module: the CT's
+    ds.PositionReferenceIndicator = str(getattr(ref, "PositionReferenceIndicator", "") or "")
 
     def image_ref(h):
         item = pydicom.Dataset()
@@ -368,8 +462,7 @@ def build_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, 
     frame.RTReferencedStudySequence = Seq([study])
     ds.ReferencedFrameOfReferenceSequence = Seq([frame])
 
-    normal = _normal(headers)
-    slice_pos = np.array([float(np.asarray(h.ImagePositionPatient, dtype=np.float64) @ normal) for h in headers])
+    slices = _slice_planes(labels, headers)
     rois, contours_seq, observations = [], [], []
     array = np.asarray(labels.array)
     for number, (name, value) in enumerate(((n, v) for n, v in names.items() if int(v) != 0 and n != "background"), start=1):
@@ -383,17 +476,21 @@ def build_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, 
         rc.ReferencedROINumber = number
         rc.ROIDisplayColor = list((colors or {}).get(name, PALETTE[(number - 1) % len(PALETTE)]))
         items = []
-        for _, pts in mask_to_contours(array == int(value), labels.affine):
-            c = pydicom.Dataset()
-            s = float(pts[0] @ normal)
-            hit = int(np.argmin(np.abs(slice_pos - s)))
-            if abs(slice_pos[hit] - s) < 0.01:
-                c.ContourImageSequence = Seq([image_ref(headers[hit])])
-            c.ContourGeometricType = "CLOSED_PLANAR"
-            c.NumberOfContourPoints = len(pts)
-            c.ContourData = [f"{v:.4f}" for v in pts.ravel()]
-            items.append(c)
-        rc.ContourSequence = Seq(items)
+        structure = array == int(value)
+        for h, k, kf in slices:
+            if not structure[:, :, k].any():
+                continue
+            for c in _plane_contours(structure[:, :, k]):
+                idx = np.column_stack([c, np.full(len(c), kf)])  # on the CT slice itself, not on plane k
+                pts = (idx @ labels.affine[:3, :3].T + labels.affine[:3, 3]) @ _LPS.T
+                item = pydicom.Dataset()
+                item.ContourImageSequence = Seq([image_ref(h)])
+                item.ContourGeometricType = "CLOSED_PLANAR"
+                item.NumberOfContourPoints = len(pts)
+                item.ContourData = [f"{v:.4f}" for v in pts.ravel()]
+                items.append(item)
+        if items:  # Contour Sequence: one or more items when present, so an empty structure has none
+            rc.ContourSequence = Seq(items)
         contours_seq.append(rc)
         obs = pydicom.Dataset()
         obs.ObservationNumber = number
@@ -407,9 +504,56 @@ def build_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, 
     return ds
 
 
+#: Attributes an RT Structure Set must carry (PS3.3 A.19: Patient, General Study, RT Series,
+#: Frame of Reference, General Equipment, Structure Set, SOP Common modules): Type 1 need a value,
+#: Type 2 may be empty but must be present.
+RTSTRUCT_TYPE1 = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "FrameOfReferenceUID",
+                  "StructureSetLabel", "StructureSetROISequence", "ROIContourSequence", "RTROIObservationsSequence")
+RTSTRUCT_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
+                  "StudyID", "AccessionNumber", "SeriesNumber", "OperatorsName", "PositionReferenceIndicator", "Manufacturer",
+                  "StructureSetDate", "StructureSetTime")
+
+
+def rtstruct_problems(ds) -> list[str]:
+    """What makes ``ds`` an invalid RT Structure Set, in words (empty when none is found).
+
+    A pydicom-level check of the rules this writer can break (required attributes, no empty
+    sequence, contour point counts, ROI cross-references); ``dciodvfy`` checks the rest where
+    it is installed.
+    """
+    problems = [f"Type 1 attribute {kw} is missing or empty" for kw in RTSTRUCT_TYPE1 if kw not in ds or ds.data_element(kw).is_empty]
+    problems += [f"Type 2 attribute {kw} is missing" for kw in RTSTRUCT_TYPE2 if kw not in ds]
+
+    def walk(d, where: str) -> None:
+        for elem in d:
+            if elem.VR == "SQ":
+                if len(elem.value) == 0:
+                    problems.append(f"empty {elem.keyword} in {where} (a sequence that is present needs one or more items)")
+                for n, item in enumerate(elem.value):
+                    walk(item, f"{elem.keyword}[{n}]")
+
+    walk(ds, "the dataset")
+    numbers = {int(r.ROINumber) for r in ds.get("StructureSetROISequence", [])}
+    for rc in ds.get("ROIContourSequence", []):
+        if int(rc.ReferencedROINumber) not in numbers:
+            problems.append(f"ROIContourSequence refers to ROI {rc.ReferencedROINumber}, which StructureSetROISequence does not define")
+        for c in rc.get("ContourSequence", []):
+            n = int(c.get("NumberOfContourPoints", -1))
+            if len(c.get("ContourData", [])) != 3 * n:
+                problems.append(f"ROI {rc.ReferencedROINumber}: a contour declares {n} points but holds {len(c.get('ContourData', []))} values")
+            if "ContourGeometricType" not in c:
+                problems.append(f"ROI {rc.ReferencedROINumber}: a contour has no ContourGeometricType")
+    for obs in ds.get("RTROIObservationsSequence", []):
+        problems += [f"RTROIObservationsSequence item lacks {kw}" for kw in ("ObservationNumber", "ReferencedROINumber", "RTROIInterpretedType", "ROIInterpreter") if kw not in obs]
+    return problems
+
+
 def write_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, path: str | Path, label: str = "globalmask") -> Path:
     """Build (:func:`build_rtstruct`) and write atomically an RT Structure Set."""
     ds = build_rtstruct(labels, names, headers, label)
+    problems = rtstruct_problems(ds)
+    if problems:  # a writer bug, never the user's: refuse to hand a planning system an invalid object
+        raise OutputError(f"the RT Structure Set would be invalid DICOM ({'; '.join(problems[:3])})", path)
     with atomic_path(path) as tmp:
         ds.save_as(str(tmp), enforce_file_format=True)
     return Path(path)
@@ -456,6 +600,7 @@ def write_ct_series(volume: Volume, folder: str | Path, *, patient_id: str = "PH
         ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20240101", "120000", "1", "", ""
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, k + 1
         ds.Manufacturer, ds.PositionReferenceIndicator = "globalmask", ""
+        ds.PatientPosition, ds.Laterality, ds.KVP, ds.AcquisitionNumber = "HFS", "", "", ""  # Type 2C/2: present (dciodvfy cannot tell a paired body part)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in positions[k]]
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_dir, *col_dir)]
@@ -544,11 +689,18 @@ def convert_patient(folder: Path, label_map: LabelMap) -> tuple[Volume, Volume, 
     found, missing, ignored = match_rois([r.name for r in ss.rois], label_map)
     masks: dict[str, np.ndarray] = {}
     off_plane = 0
+    problems: list[str] = []
     for label, roi_name in found.items():
         roi = rois[roi_name]
-        mask, off = rasterise_contours(roi.contours, ct, ss.file)
-        off_plane += off
+        mask, report = rasterise_roi(roi.contours, ct, ss.file)
+        off_plane += len(report.off_plane_z)
+        if roi.skipped:
+            kinds = ", ".join(f"{n} {k}" for k, n in roi.skipped_kinds.items())
+            problems.append(f"ROI {roi_name!r}: {roi.skipped} contour(s) are not closed polygons ({kinds}) and cannot fill voxels: dropped")
+        problems.extend(report.problems(roi_name, ct))
         masks[label] = mask
+    for problem in problems:  # one line each, naming the patient folder
+        warnings.warn(f"{folder}: {problem}", stacklevel=2)
     array = np.zeros(ct.shape, dtype=np.uint8)
     lost: dict[str, int] = {}
     taken = np.zeros(ct.shape, dtype=bool)
@@ -570,6 +722,7 @@ def convert_patient(folder: Path, label_map: LabelMap) -> tuple[Volume, Volume, 
         "empty": "; ".join(empty),
         "overlap_voxels_lost": "; ".join(f"{label}:{n}" for label, n in lost.items() if n),
         "off_plane_contours": off_plane,
+        "dropped_contours": " | ".join(problems),
         "geometry": "; ".join(ct.notes.get("dicom_geometry", {}).get("faults", [])) or "regular",
     }
     return ct, ct.with_array(array), row

@@ -568,6 +568,7 @@ def analyse_series_geometry(slices: list[DicomSlice], where: str | Path, pixels:
             f"is {gaps[k] / dz:.1f} times the {dz:.2f} mm slice spacing (several slices missing); refusing to interpolate across it",
             where,
         )
+    extent = float(along[-1])
     if np.any(np.abs(gaps - dz) > tol):
         missing = [i for i, g in enumerate(gaps) if abs(g / dz - round(g / dz)) * dz <= tol and round(g / dz) >= 2]
         if missing and len(missing) == int(np.sum(np.abs(gaps - dz) > tol)):
@@ -575,10 +576,15 @@ def analyse_series_geometry(slices: list[DicomSlice], where: str | Path, pixels:
                 f"{sum(int(round(gaps[i] / dz)) - 1 for i in missing)} missing slice(s) (gaps of "
                 f"{', '.join(f'{gaps[i]:.2f}' for i in missing)} mm in a {dz:.2f} mm series)"
             )
+            dz = extent / round(extent / dz)  # the series' own grid, from its first to its last slice
         else:
             faults.append(f"uneven slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm, median {dz:.2f} mm)")
+            # planes no farther apart than the closest two slices, from the first slice to the last:
+            # every source slice is the nearest one to a plane of its own, so none (and none of its
+            # contours) is lost, and the grid ends on the last slice instead of before it
+            dz = extent / math.ceil(extent / float(gaps.min()) - 1e-6)
     else:
-        dz = float(along[-1] / (len(slices) - 1))  # regular: the mean spacing, robust to rounding of IPP
+        dz = extent / (len(slices) - 1)  # regular: the mean spacing, robust to rounding of IPP
     shift = float(np.abs(inplane).max())
     if shift > DICOM_TILT_TOL_MM:
         angle = float(np.degrees(np.arctan2(np.linalg.norm(inplane[-1]), along[-1]))) if along[-1] > 0 else float("nan")
@@ -607,7 +613,8 @@ def _read_slice_pixels(file: Path) -> np.ndarray:
 def _resample_series(geom: SeriesGeometry) -> tuple[np.ndarray, np.ndarray]:
     """Linear resampling of an irregular (missing/uneven/tilted) stack onto a regular orthogonal grid.
 
-    Target planes are parallel to the slices, ``spacing_z`` apart from the first slice; each target
+    Target planes are parallel to the slices, ``spacing_z`` apart from the first slice to the last
+    (``spacing_z`` divides the series' extent, so no slice at either end is left out); each target
     voxel is interpolated linearly between the two source slices that bracket it along the normal,
     at its own in-plane position within each (so tilted slices are un-sheared). In-plane the grid
     keeps the slices' pixel spacing and covers every slice (voxels outside them get the series'
@@ -618,7 +625,7 @@ def _resample_series(geom: SeriesGeometry) -> tuple[np.ndarray, np.ndarray]:
     dx, dy = first.spacing
     nx, ny = first.size
     dz = geom.spacing_z
-    n_out = int(np.floor(geom.normal_mm[-1] / dz + 1e-6)) + 1
+    n_out = int(round(float(geom.normal_mm[-1]) / dz)) + 1  # spacing_z divides the extent: the last plane is the last slice
     u0, v0 = float(geom.inplane_mm[:, 0].min()), float(geom.inplane_mm[:, 1].min())
     u1, v1 = float(geom.inplane_mm[:, 0].max()), float(geom.inplane_mm[:, 1].max())
     out_nx = nx + int(np.ceil((u1 - u0) / dx - 1e-6))
