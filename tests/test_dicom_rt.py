@@ -361,7 +361,7 @@ def test_convert_warns_about_every_dropped_contour_and_lists_it(tmp_path, capsys
     label_map = tmp_path / "labels.json"
     label_map.write_text('{"labels": {"brainstem": 1, "mandible": 2}}', encoding="utf-8")
     assert main(["convert", "dicom-rt", str(src), "--labels", str(label_map), "--out", str(tmp_path / "ds")]) == 0
-    messages = [line for line in capsys.readouterr().err.splitlines() if line.startswith("globalmask convert: warning: ")]
+    messages = [line for line in capsys.readouterr().err.splitlines() if "globalmask convert: warning: " in line]
     assert any("ROI 'Brainstem': 1 contour(s) at z" in m and "lie on no CT slice" in m for m in messages), messages
     assert any("ROI 'Brainstem': 2 contour(s) are not closed polygons (1 OPEN_PLANAR, 1 POINT)" in m for m in messages), messages
     row = next(csv.DictReader((tmp_path / "ds" / "conversion.csv").open(encoding="utf-8")))

@@ -489,13 +489,20 @@ def _continue_hint(args: argparse.Namespace) -> str:
     return ""
 
 
+def _print_warning(line: str) -> None:
+    """One line on stderr, on a line of its own even while a progress bar is drawn."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_study_argv(list(sys.argv[1:] if argv is None else argv)))
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
     try:
         with guard.stop_on_signals(), warnings.catch_warnings():
-            warnings.showwarning = lambda message, *a, **k: print(f"globalmask {args.command}: warning: {message}", file=sys.stderr)
+            warnings.showwarning = lambda message, *a, **k: _print_warning(f"globalmask {args.command}: warning: {message}")
             assert handler is not None  # argparse requires a command
             handler(args)
     except GlobalmaskError as exc:
