@@ -18,6 +18,7 @@ from globalmask.masks import (
     largest_component,
     make_gbm,
     otsu_mask,
+    percentile_mask,
     threshold_mask,
 )
 
@@ -162,7 +163,7 @@ def test_recipe_parsing_and_round_trip():
     assert Recipe.parse("body:level=-400").params["level"] == -400.0
     assert Recipe.parse(None).spec == "bone:level=250"  # the default, the OpenKBP ablation winner
     assert Recipe.parse(r.to_dict()) == r
-    assert set(available_recipes()) >= {"threshold", "otsu", "body", "bone"}
+    assert set(available_recipes()) >= {"threshold", "otsu", "body", "bone", "percentile"}
     with pytest.raises(GlobalmaskError, match="unknown GBM recipe"):
         Recipe.parse("magic")
     with pytest.raises(GlobalmaskError, match="no parameter"):
@@ -171,12 +172,58 @@ def test_recipe_parsing_and_round_trip():
         Recipe.parse("bone:high")
 
 
+def percentile_ct(air_voxels: int = 900) -> np.ndarray:
+    """Air (-1000 HU) around a 'body' of 100 voxels valued 1..100 HU, one of each."""
+    values = np.concatenate([np.full(air_voxels, -1000.0), np.arange(1.0, 101.0)])
+    return np.random.default_rng(0).permutation(values).reshape(-1, 10, 10)
+
+
+def test_percentile_keeps_the_top_of_the_body_by_rank():
+    ct = percentile_ct()
+    # Otsu splits air from body; the 90th percentile of 1..100 is 90.1, so 91..100 are kept
+    assert sorted(ct[percentile_mask(ct, q=90)].tolist()) == list(range(91, 101))
+    assert sorted(ct[Recipe.parse("percentile:75")(ct)].tolist()) == list(range(76, 101))  # 75.25: 76..100
+    assert Recipe.parse("percentile").spec == "percentile:q=90"
+    assert not Recipe.parse("percentile").uses_hounsfield()  # needs no HU calibration
+    assert percentile_mask(np.full((4, 4, 4), 7.0)).sum() == 0
+
+
+def test_percentile_survives_monotone_hu_changes_and_more_air_while_fixed_levels_do_not():
+    ct = percentile_ct()
+    ref = percentile_mask(ct)
+    warped = np.where(ct > 50, 50 + (ct - 50) * 3.0, ct) * 1.1 - 80.0  # steeper above 50, then recalibrated
+    np.testing.assert_array_equal(percentile_mask(warped), ref)
+    assert not np.array_equal(threshold_mask(warped, level=60), threshold_mask(ct, level=60))
+    more_air = percentile_ct(air_voxels=1900)
+    assert sorted(more_air[percentile_mask(more_air)].tolist()) == list(range(91, 101))  # air does not count
+
+
+def test_otsu_follows_a_recalibrated_scan():
+    ct = crafted_ct().astype(np.float32)
+    np.testing.assert_array_equal(otsu_mask(ct * 0.9 - 80.0), otsu_mask(ct))  # Otsu is per scan: a linear change moves it along
+
+
+@pytest.mark.parametrize("spec", ["threshold:", "bone: ", "percentile:", "body:level=", "threshold:-300,"])
+def test_an_empty_recipe_parameter_is_refused_in_one_line(spec):
+    with pytest.raises(GlobalmaskError) as err:
+        Recipe.parse(spec)
+    msg = str(err.value)
+    assert "\n" not in msg and (repr(spec.strip()) in msg or repr(spec) in msg or "got ''" in msg)
+
+
+def test_cli_refuses_an_empty_recipe_level_before_reading_anything(tmp_path, capsys):
+    assert main(["masks", str(tmp_path / "nowhere"), "--recipe", "threshold:", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "threshold:" in err and "empty" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_recipe_text_keeps_fractional_levels_and_names_the_choices():
     r = Recipe.parse("threshold:-200.5")
     assert r.spec == "threshold:level=-200.5" and Recipe.parse(r.spec) == r
     assert Recipe.parse("otsu").spec == "otsu:bins=256"  # integral values print without ".0"
     assert Recipe.parse({"name": "body"}) == Recipe("body")  # a stored recipe without parameters
-    choices = "choose one of body, bone, otsu, threshold"
+    choices = "choose one of body, bone, otsu, percentile, threshold"
     with pytest.raises(GlobalmaskError, match=f"unknown GBM recipe 'magic'; {choices}"):
         Recipe("magic")
     with pytest.raises(GlobalmaskError, match=f"unknown GBM recipe 'magic'; {choices}"):
