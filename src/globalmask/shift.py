@@ -446,8 +446,9 @@ def find_teeth(arr: np.ndarray, affine: np.ndarray, n_top: int = 60, radius_mm: 
     Enamel (2500-3000 HU) and existing restorations are the densest material of a head-and-neck
     CT, so the ``n_top`` densest voxels anterior of the body's centroid (RAS +y) are taken and the
     centre of the largest group within ``radius_mm`` of one of them is returned (on the 20
-    OpenKBP validation and test cases it lies inside the mandible's bounding box in every case;
-    without the anterior restriction 3 of 20 land on the spine or shoulder). On a thorax the
+    OpenKBP validation and test cases it lies within one voxel of the mandible's bounding box in
+    19, and 2 cm behind it in openkbp_021; without the anterior restriction 3 of 20 land on the
+    spine or a shoulder). On a thorax the
     densest anterior bone (sternum, ribs) takes the teeth's place.
     """
     aff = np.asarray(affine)
