@@ -48,6 +48,13 @@ CANDIDATES: dict[str, dict] = {
     "pw-adamw-lr1e-3": dict(window="percentile", lr=1e-3),
     "pw-batch4": dict(window="percentile", batch_size=4),
     "pw-patch-64": dict(window="percentile", patch_size=(64, 64, 64)),
+    # round 3 (issue 24): the data's own grid. spacing None = the median spacing of the 26 training
+    # cases (4.18 x 4.18 x 2.75 mm, nnU-Net's 3d_fullres target); whole cropped volumes there are up
+    # to 144 x 80 x 144 voxels (3.6x the 6 mm volume), so patches with foreground oversampling and
+    # Gaussian sliding-window validation are the first candidates measured.
+    "native-p96": dict(window="percentile", spacing=None, patch_size=(96, 64, 96)),
+    "native-p64": dict(window="percentile", spacing=None, patch_size=(64, 64, 64)),
+    "native-whole": dict(window="percentile", spacing=None, max_patch_voxels=144 * 80 * 144),
 }
 
 
@@ -62,6 +69,7 @@ def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int,
     if threads:
         torch.set_num_threads(threads)
     settings = {**BASE, **CANDIDATES[name]}
+    spacing = settings.pop("spacing", (6.0, 6.0, 6.0))  # None: the training split's median spacing
     ds = load_dataset(dataset_path)
     split, _ = resolve_split(ds)
     window = DEFAULT_WINDOW
@@ -71,7 +79,7 @@ def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int,
     cfg = TrainConfig(mode=mode, seed=0, steps=max_steps, val_every=val_every, patience=patience, min_delta=min_delta, net=net, **settings)
     run_dir = WORK / f"{name}-{mode.replace('+', '_')}"
     t0 = time.time()
-    result = train(ds, run_dir, cfg, DataConfig(spacing=(6.0, 6.0, 6.0), window=window, cache_dir=WORK / "cache"), device="cpu", resume=run_dir.exists(), progress=True)
+    result = train(ds, run_dir, cfg, DataConfig(spacing=spacing, window=window, cache_dir=WORK / "cache"), device="cpu", resume=run_dir.exists(), progress=True)
     import pandas as pd
 
     hist = pd.read_csv(run_dir / "history.csv")
@@ -81,7 +89,8 @@ def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int,
     out = {
         "name": name,
         "mode": mode,
-        "settings": {**{k: v for k, v in cfg.to_dict().items() if k not in ("augment",)}, "window": list(window)},
+        "settings": {**{k: v for k, v in cfg.to_dict().items() if k not in ("augment",)}, "window": list(window),
+                     "spacing": json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["preprocess"]["spacing"]},
         "command": f".venv/bin/python benchmarks/convergence.py {dataset_path} --run {name} --mode {mode} --max-steps {max_steps} --val-every {val_every} --patience {patience} --min-delta {min_delta}",
         "steps": result.steps,
         "max_steps": max_steps,
@@ -128,7 +137,7 @@ def table() -> Path:
             a.set_ylabel("validation Dice (10 cases, 5 structures)")
             a.grid(alpha=0.3)
         a2.legend(fontsize=7)
-        fig.suptitle(f"OpenKBP 6 mm, {mode} input, 26 training cases")
+        fig.suptitle(f"OpenKBP, {mode} input, 26 training cases (6 mm unless the name says native)")
         png = RESULTS / f"curves_{mode.replace('+', '_')}.png"
         fig.savefig(png, dpi=100, bbox_inches="tight")
         plt.close(fig)

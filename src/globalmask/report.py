@@ -325,6 +325,71 @@ def _wilcoxon_floor_note(n: int) -> str:
     return f"With {n} paired test cases the smallest attainable two-sided Wilcoxon p is 2/2^{n} = {floor:.2g}."
 
 
+def claim_words(verdict: str, size: str) -> str:
+    """The paper's claim (CT+GBM beats CT when training data are scarce) judged by one CI, in words."""
+    words = {
+        "better": "holds: CT+GBM better (CI above 0)",
+        "worse": "does not hold: CT+GBM worse (CI below 0)",
+        "no difference shown": "not shown: the CI includes 0",
+    }[verdict]
+    return words + (" (the paper claims nothing at the full size)" if size == "all" else "")
+
+
+def test_sets_section(results: StudyResults) -> list[str]:
+    """Mean Dice per test set and mode, and every paired comparison per test set with its bootstrap CI."""
+    by_set = results.set_comparisons
+    if by_set.empty:
+        return []
+    plan, summary, recipe = results.plan, results.summary, results.sweep_recipe
+    n_train = plan.n_train
+    sets = list(plan.test_sets)
+    sizes_of = {e.name: len(e.case_ids) for e in plan.external} | {"test": len(plan.split.test)}
+    pooled_n = sum(sizes_of.get(s, 0) for s in sets)
+    lines = ["## 2b. Every test set: paired effects with 95% bootstrap confidence intervals", ""]
+    if plan.external:
+        lines += [
+            "External test sets (scored by every model after training; nothing read from them chose a recipe, a checkpoint or a plateau): "
+            + ", ".join(f"`{e.name}` ({len(e.case_ids)} cases, fingerprint `{e.fingerprint[:16]}`)" for e in plan.external)
+            + f". *pooled* = the test split and every external set: {pooled_n} patients.",
+            "",
+        ]
+        rows = []
+        for size in results.sizes:
+            for mode in plan.config.modes:
+                row: dict[str, Any] = {"training cases": size if size != "all" else f"all ({n_train})", "mode": mode}
+                for subset in sets:
+                    r = _row(summary, recipe=recipe, mode=mode, size=size, subset=subset, shift="none", structure="all")
+                    row[subset] = "n/a" if r is None else mean_std_text(r["dice_mean"], r["dice_std"])
+                rows.append(row)
+        lines += [f"Mean Dice over the {len(plan.structures)} structures per test set (mean ± std over draws, cases and structures):", "",
+                  _md_table(pd.DataFrame(rows)), ""]
+    lines += [
+        "Relative change of mean Dice (A - B) / B x 100 with a 95% percentile bootstrap CI (10 000 replicates resampling patients and, "
+        "separately, draws: `stats.bootstrap_relative_change`); p: two-sided Wilcoxon signed-rank test over patients (each patient's Dice "
+        "averaged over structures and draws). *Verdict* reads the CI only.",
+        "",
+    ]
+    rows = []
+    for c in by_set.to_dict(orient="records"):
+        claim = claim_words(c["verdict"], c["size"]) if (c["a"], c["b"]) == ("ct+gbm", "ct") else c["verdict"]
+        rows.append({
+            "comparison": f"{c['a']} vs {c['b']}",
+            "training cases": c["size"],
+            "test set": c["test_set"],
+            "patients": c["n_patients"],
+            "draws": c["n_draws"],
+            "Dice A": f"{c['dice_a']:.3f}",
+            "Dice B": f"{c['dice_b']:.3f}",
+            "change": f"{c['relative_change_pct']:+.1f}%",
+            "95% CI": f"{c['ci_low_pct']:+.1f}% to {c['ci_high_pct']:+.1f}%",
+            "patients A better": f"{c['patients_a_better']}/{c['n_patients']}",
+            "Wilcoxon p": f"{c['wilcoxon_p']:.3g}",
+            "verdict (paper's claim for CT+GBM vs CT)": claim,
+        })
+    lines += [_md_table(pd.DataFrame(rows)), ""]
+    return lines
+
+
 def convergence_section(results: StudyResults) -> list[str]:
     """How many models reached a validated plateau; every one that did not is named."""
     runs = results.runs
@@ -488,6 +553,8 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
                     row[size] = "n/a" if c.empty else f"{_rel(c.iloc[0])} ({c.iloc[0]['wilcoxon_p']:.2g})"
                 piv.append(row)
             lines += [_md_table(pd.DataFrame(piv)), ""]
+
+    lines += test_sets_section(results)
 
     # --- robustness
     if not drops.empty:

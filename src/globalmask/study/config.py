@@ -20,6 +20,11 @@ ALL = "all"
 #: left out of the plan hash, so records made on a GPU and on a CPU belong to the same plan.
 EXECUTION_ONLY = ("device", "overlays", "reference", "reference_structure")
 
+#: Settings added after studies were committed: left out of the plan hash while at their default,
+#: so the plans (and run ids) of earlier studies stay what they were. ``external_test`` is never
+#: hashed as written (a path differs between machines): the plan hashes the external sets' content.
+LATER_DEFAULTS: dict[str, Any] = {"external_test": [], "shifts_on_external": False}
+
 
 @dataclass
 class StudyConfig:
@@ -51,6 +56,11 @@ class StudyConfig:
     shifts: list[dict[str, Any]] = field(default_factory=lambda: [s.to_dict() for s in DEFAULT_SHIFTS])
     ablation_recipes: list[str] = field(default_factory=lambda: ["threshold:-300", "threshold:-500", "threshold:-100", "body", "bone", "otsu"])
     ablation_draws: int = 1
+    # External test sets (nnU-Net dataset folders; a relative path is looked up beside the study's
+    # dataset, i.e. in the same nnUNet_raw folder). Every run scores its best checkpoint on each, after
+    # training and after every choice is made: nothing read from them decides anything.
+    external_test: list[str] = field(default_factory=list)
+    shifts_on_external: bool = False  # also score the scanner shifts on the external sets (costly: cases x levels)
     overlays: int = 2
     device: str = "auto"
     reference: str | None = None  # "brain" or "heart": print the paper's numbers beside ours
@@ -87,6 +97,12 @@ class StudyConfig:
             raise bad("warmup_steps", self.warmup_steps, "an integer >= 0")
         if not isinstance(self.bf16, bool):
             raise bad("bf16", self.bf16, "true or false")
+        if not isinstance(self.shifts_on_external, bool):
+            raise bad("shifts_on_external", self.shifts_on_external, "true or false")
+        if not isinstance(self.external_test, list) or not all(isinstance(v, str) and v.strip() for v in self.external_test):
+            raise bad("external_test", self.external_test, "a list of dataset folders (nnU-Net layout)")
+        if len(set(self.external_test)) != len(self.external_test):
+            raise bad("external_test", self.external_test, "each dataset once")
         for name in ("lr", "min_delta", "weight_decay"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
@@ -118,7 +134,7 @@ class StudyConfig:
             try:
                 ScannerShift(**shift)
             except TypeError as exc:
-                raise bad("shifts", s, f"name, scale, offset, noise, blur_mm ({exc})") from exc
+                raise bad("shifts", shift, f"name, scale, offset, noise, blur_mm ({exc})") from exc
         if self.reference is not None and self.reference not in ("brain", "heart"):
             raise bad("reference", self.reference, "'brain', 'heart' or null")
 
@@ -143,8 +159,14 @@ class StudyConfig:
         return asdict(self)
 
     def plan_dict(self) -> dict[str, Any]:
-        """The settings that decide what the runs compute (hashed into the plan)."""
-        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY}
+        """The settings that decide what the runs compute (hashed into the plan).
+
+        External test sets enter the plan by content (:attr:`Plan.external`), not by path.
+        """
+        d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and k != "external_test"}
+        if d["shifts_on_external"] == LATER_DEFAULTS["shifts_on_external"]:
+            del d["shifts_on_external"]
+        return d
 
     def steps_for(self, size_label: str) -> int:
         if isinstance(self.steps, dict):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..dataset import Dataset, Split, load_dataset, resolve_split, select_training_cases
+from ..dataset import Dataset, Split, load_dataset, read_json, resolve_split, select_training_cases
 from ..errors import GlobalmaskError
 from ..io import read_affine, read_volume
 from ..masks import Recipe
@@ -70,6 +70,74 @@ def dataset_fingerprint(ds: Dataset, case_ids: Iterable[str]) -> str:
 
 def split_fingerprint(split: Split) -> str:
     return _sha(split.as_dict())
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    """A test set from another dataset: scored by every run, never read before its model is final.
+
+    Identified by its folder name (nnU-Net's ``DatasetXXX_Name``), the ids of its cases and their
+    content fingerprint, never by where it lies (``root`` is where the planning machine found it).
+    """
+
+    name: str
+    root: str
+    case_ids: tuple[str, ...]
+    fingerprint: str
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "cases": list(self.case_ids), "fingerprint": self.fingerprint}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.identity(), "root": self.root}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExternalSet:
+        return cls(str(d["name"]), str(d.get("root", "")), tuple(d["cases"]), str(d["fingerprint"]))
+
+
+def external_root(entry: str, dataset_root: str | Path) -> Path:
+    """Where an ``external_test`` entry lies: an absolute path as given, a relative one beside the
+    study's dataset (in the same ``nnUNet_raw`` folder), so one configuration serves every machine."""
+    path = Path(entry).expanduser()
+    return path if path.is_absolute() else Path(dataset_root).resolve().parent / path
+
+
+def _external_case_ids(ds: Dataset) -> tuple[str, ...]:
+    """The ``test`` list of the dataset's own ``splits.json`` (a test-only set may have no training
+    cases, which a training split refuses), else every case."""
+    if ds.split_file is None:
+        return tuple(sorted(ds.cases))
+    obj = read_json(ds.split_file)
+    test = obj.get("test") if isinstance(obj, dict) else None
+    if not isinstance(test, list) or not all(isinstance(v, str) for v in test) or len(set(test)) != len(test):
+        raise GlobalmaskError("'test' must be a list of distinct case ids", ds.split_file)
+    unknown = [v for v in test if v not in ds.cases]
+    if unknown:
+        raise GlobalmaskError(f"'test' names case ids that are not in the dataset: {unknown[:5]}", ds.split_file)
+    return tuple(test)
+
+
+def external_set(entry: str, study: Dataset) -> ExternalSet:
+    """Load and check one external test set: same labels as the study's dataset, every case labelled.
+
+    Its cases are the ``test`` list of its own ``splits.json`` when it has one, else every case.
+    """
+    root = external_root(entry, study.root)
+    if not root.is_dir():
+        raise GlobalmaskError(f"external test set {entry!r} not found (looked for {root}; a relative path is read beside the study's dataset {study.root})")
+    ds = load_dataset(root)
+    if ds.labels != study.labels:
+        raise GlobalmaskError(f"external test set {root.name}: labels {ds.labels} differ from the study's {study.labels}", root / "dataset.json")
+    if ds.root.resolve() == study.root.resolve():
+        raise GlobalmaskError("an external test set must be another dataset than the study's own", root)
+    ids = _external_case_ids(ds)
+    if not ids:
+        raise GlobalmaskError(f"external test set {root.name} has no test cases", root)
+    unlabelled = [i for i in ids if ds.cases[i].label is None]
+    if unlabelled:
+        raise GlobalmaskError(f"external test set {root.name}: cases {unlabelled[:5]} have no label map; a test set must be labelled", root)
+    return ExternalSet(ds.root.resolve().name, str(ds.root.resolve()), ids, dataset_fingerprint(ds, ids))
 
 
 @dataclass(frozen=True)
@@ -123,6 +191,7 @@ class Plan:
     split: Split
     split_source: str
     labels: dict[str, int]
+    external: tuple[ExternalSet, ...] = ()
 
     @property
     def n_train(self) -> int:
@@ -134,7 +203,17 @@ class Plan:
 
     @property
     def hash(self) -> str:
-        return _sha({"config": self.config.plan_dict(), "dataset": self.dataset_fingerprint, "split": self.split.as_dict()})[:16]
+        return _sha({"config": self.config.plan_dict(), "dataset": self.dataset_fingerprint, "split": self.split.as_dict(), **self._external_identity()})[:16]
+
+    def _external_identity(self) -> dict[str, Any]:
+        """What the external test sets add to an identity (nothing when there are none, so the plans
+        and run ids of studies made before external sets existed are unchanged)."""
+        return {"external": [e.identity() for e in self.external]} if self.external else {}
+
+    @property
+    def test_sets(self) -> list[str]:
+        """Names of the sets a run is scored on after training: the test split, then each external set."""
+        return ["test", *(e.name for e in self.external)]
 
     @property
     def fixed_recipe(self) -> str | None:
@@ -145,7 +224,9 @@ class Plan:
         """Readable prefix + hash of what the run computes (spec, training settings, data, split)."""
         cfg = self.config.plan_dict()
         training = {k: cfg[k] for k in ("spacing", "window", "val_every", "patience", "min_delta", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_steps", "bf16", "patch_size", "max_patch_voxels", "net", "shifts")}
-        digest = _sha({"run": run.identity(), "training": training, "dataset": self.dataset_fingerprint, "split": self.split.as_dict()})[:10]
+        if "shifts_on_external" in cfg:
+            training["shifts_on_external"] = cfg["shifts_on_external"]
+        digest = _sha({"run": run.identity(), "training": training, "dataset": self.dataset_fingerprint, "split": self.split.as_dict(), **self._external_identity()})[:10]
         return f"{run.mode.replace('+', '_')}-n{run.size_label}-d{run.draw}-{_slug(run.recipe)}-{digest}"
 
     def ablation(self) -> list[RunSpec]:
@@ -206,6 +287,7 @@ class Plan:
             "split_fingerprint": split_fingerprint(self.split),
             "split_source": self.split_source,
             "labels": self.labels,
+            **({"external": [e.to_dict() for e in self.external]} if self.external else {}),
         }
 
     @classmethod
@@ -219,6 +301,7 @@ class Plan:
             Split(tuple(split["train"]), tuple(split["validation"]), tuple(split["test"])),
             info["split_source"],
             {k: int(v) for k, v in info["labels"].items()},
+            tuple(ExternalSet.from_dict(e) for e in info.get("external", [])),
         )
 
     def estimate_seconds(self, runs: Sequence[RunSpec], seconds_per_step: float | None = None, patch_voxels: int | None = None) -> float:
@@ -268,7 +351,11 @@ def make_plan(dataset: Dataset | str | Path, config: StudyConfig) -> Plan:
     if len(split.validation) == 0 or len(split.test) == 0:
         raise GlobalmaskError(f"the study needs validation and test cases; split from {source} has {len(split.validation)} and {len(split.test)}")
     fp = dataset_fingerprint(ds, [*split.train, *split.validation, *split.test])
-    return Plan(config, ds.name, str(ds.root.resolve()), fp, split, source, dict(ds.labels))
+    external = tuple(external_set(entry, ds) for entry in config.external_test)
+    names = [e.name for e in external]
+    if len(set(names)) != len(names) or "test" in names or "validation" in names:
+        raise GlobalmaskError(f"external test sets need distinct dataset names other than 'test' and 'validation'; got {names}")
+    return Plan(config, ds.name, str(ds.root.resolve()), fp, split, source, dict(ds.labels), external)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -88,7 +88,8 @@ def _volumes(ds: Dataset, ids: Sequence[str]):
 
 
 def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpec, threads: int | None = None, progress: bool = True) -> RunRecord:
-    """Train (or resume) one model, evaluate it once on the test split; return (and write) its record.
+    """Train (or resume) one model, evaluate it once on the test split and on every external test
+    set; return (and write) its record.
 
     Idempotent: an existing record is returned as it is. Runs in worker processes and Ray tasks,
     so it takes only picklable arguments and re-derives everything else.
@@ -132,12 +133,18 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
     predictor = Predictor(result.model_path, device=cfg.device)
     ds, split = prepared.dataset, prepared.split
     rows: list[dict] = []
-    eval_sets: list[tuple[str, Sequence[str], list[ScannerShift | None]]] = [("test", split.test, [None, *cfg.shift_levels()])]
+    # Scored only now, with the model final: the checkpoint was chosen on validation inside train().
+    # External test sets are read here for the first time, and nothing computed from them is used
+    # by the study except to report it (tests/study/test_external.py spies on that).
+    shifts = [None, *cfg.shift_levels()]
+    eval_sets: list[tuple[str, Dataset, Sequence[str], list[ScannerShift | None]]] = [("test", ds, split.test, shifts)]
+    for ext in plan.external:
+        eval_sets.append((ext.name, load_dataset(ext.root), ext.case_ids, shifts if cfg.shifts_on_external else [None]))
     if run.evaluates_validation():
-        eval_sets.append(("validation", split.validation, [None]))  # the recipe choice reads validation only
-    for subset, ids, shifts in eval_sets:
-        volumes = _volumes(ds, ids)
-        for shift in shifts:
+        eval_sets.append(("validation", ds, split.validation, [None]))  # the recipe choice reads validation only
+    for subset, source, ids, levels in eval_sets:
+        volumes = _volumes(source, ids)
+        for shift in levels:
             for case_id in ids:
                 ct, label = volumes[case_id]
                 shifted = ct if shift is None else shift.apply(ct, seed=cfg.seed, case_id=case_id)
@@ -145,7 +152,7 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
                 pred = restore_volume(predictor.probabilities(prepared_case), prepared_case.geometry)
                 if shift is None and subset == "test":
                     write_volume(pred, run_dir / "predictions" / f"{case_id}.nii.gz")
-                for row in evaluate_volumes(pred, label, ds.labels, case_id):
+                for row in evaluate_volumes(pred, label, source.labels, case_id):
                     rows.append({"subset": subset, "shift": "none" if shift is None else shift.name, **row})
     best = result.best_val_dice
     record = RunRecord(

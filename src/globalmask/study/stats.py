@@ -92,6 +92,109 @@ def paired_comparison(per_case: pd.DataFrame, a: str, b: str, size: str, structu
     }
 
 
+#: Name of the pooled test set in tables: the test split and every external set together.
+POOLED = "pooled"
+
+
+def bootstrap_relative_change(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Relative change of mean Dice, (mean a - mean b) / mean b x 100, with a percentile bootstrap CI.
+
+    ``a`` and ``b`` are (draws, patients) arrays of per-patient mean Dice, paired: the same patients
+    and, per draw, the same training cases. Each replicate resamples the patients and, separately,
+    the draws with replacement (a two-level bootstrap: a new hospital brings other patients, a new
+    study other training cases), and recomputes the ratio of means on the resampled grid. Returns
+    (estimate, low, high); with one draw it is the ordinary bootstrap over patients.
+    """
+    a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
+    if a.shape != b.shape or a.size == 0:
+        raise GlobalmaskError(f"bootstrap needs two paired (draws, patients) arrays of one shape, got {a.shape} and {b.shape}")
+    n_d, n_p = a.shape
+    rng = np.random.default_rng(seed)
+    wp = rng.multinomial(n_p, np.full(n_p, 1 / n_p), size=n_boot).astype(float)  # (B, patients): times drawn
+    wd = rng.multinomial(n_d, np.full(n_d, 1 / n_d), size=n_boot).astype(float)  # (B, draws)
+    mean_a = np.einsum("bd,dp,bp->b", wd, a, wp)
+    mean_b = np.einsum("bd,dp,bp->b", wd, b, wp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = (mean_a - mean_b) / mean_b * 100
+    estimate = float((a.mean() - b.mean()) / b.mean() * 100) if b.mean() > 0 else float("inf")
+    tail = (1 - level) / 2 * 100
+    low, high = (float(v) for v in np.percentile(rel, [tail, 100 - tail]))
+    return estimate, low, high
+
+
+def effect_verdict(low: float, high: float) -> str:
+    """Plain words for a confidence interval of a relative change (a minus b)."""
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "no difference shown"
+
+
+def set_comparison(per_case: pd.DataFrame, a: str, b: str, size: str, subsets: list[str], recipe: str | None = None,
+                   n_boot: int = 10_000, seed: int = 0) -> dict:
+    """Mode ``a`` against mode ``b`` at one training size over the patients of ``subsets`` (test sets).
+
+    The unit is the patient (a case of one subset): each patient's Dice is averaged over structures
+    per draw; the relative change of mean Dice gets a two-level bootstrap CI
+    (:func:`bootstrap_relative_change`) and the Wilcoxon signed-rank test pairs the patients'
+    means over draws. Only patients scored by every draw of both modes count; shifts are excluded.
+    """
+    sel = per_case[per_case["subset"].isin(subsets) & (per_case["shift"] == "none") & (per_case["size"].astype(str) == str(size)) & (per_case["status"] != "absent")]
+    if recipe is not None:
+        sel = sel[sel["recipe"] == recipe]
+    key = ["draw", "subset", "case", "structure"]
+    da, db = sel[sel["mode"] == a], sel[sel["mode"] == b]
+    if da.empty or db.empty:
+        return {}
+    merged = da[key + ["dice"]].merge(db[key + ["dice"]], on=key, suffixes=("_a", "_b"))
+    if len(merged) != len(da) or len(merged) != len(db):
+        raise GlobalmaskError(f"runs of {a} and {b} at size {size} are not paired (different draws or cases)")
+    per_patient = merged.groupby(["draw", "subset", "case"])[["dice_a", "dice_b"]].mean()
+    grid_a = per_patient["dice_a"].unstack(["subset", "case"]).dropna(axis=1)  # (draws, patients scored in every draw)
+    grid_b = per_patient["dice_b"].unstack(["subset", "case"])[grid_a.columns]
+    estimate, low, high = bootstrap_relative_change(grid_a.to_numpy(), grid_b.to_numpy(), n_boot=n_boot, seed=seed)
+    pa, pb = grid_a.mean(axis=0), grid_b.mean(axis=0)
+    diff = pa - pb
+    p = 1.0 if len(diff) < 2 or np.allclose(diff, 0) else float(wilcoxon(pa, pb, alternative="two-sided").pvalue)
+    return {
+        "a": a,
+        "b": b,
+        "size": str(size),
+        "test_set": subsets[0] if len(subsets) == 1 else POOLED,
+        "n_patients": int(grid_a.shape[1]),
+        "n_draws": int(grid_a.shape[0]),
+        "dice_a": float(grid_a.to_numpy().mean()),
+        "dice_b": float(grid_b.to_numpy().mean()),
+        "relative_change_pct": estimate,
+        "ci_low_pct": low,
+        "ci_high_pct": high,
+        "patients_a_better": int((diff > 0).sum()),
+        "wilcoxon_p": p,
+        "verdict": effect_verdict(low, high),
+    }
+
+
+def set_comparisons(per_case: pd.DataFrame, plan: Plan, recipe: str, sizes: list[str], n_boot: int = 10_000) -> pd.DataFrame:
+    """:func:`set_comparison` for every compared pair of modes, size and test set (and all pooled)."""
+    sets = [s for s in plan.test_sets if (per_case["subset"] == s).any()]
+    groups = [[s] for s in sets] + ([sets] if len(sets) > 1 else [])
+    rows = []
+    for a, b in COMPARISONS:
+        if a in plan.config.modes and b in plan.config.modes:
+            pairs = complete_pairs(per_case[per_case["recipe"] == recipe], a, b)
+            if pairs.empty:
+                continue
+            for size in sizes:
+                for group in groups:
+                    c = set_comparison(pairs, a, b, size, group, recipe, n_boot=n_boot)
+                    if c:
+                        rows.append(c)
+    return pd.DataFrame(rows)
+
+
 def shift_drops(per_case: pd.DataFrame, recipe: str) -> pd.DataFrame:
     """Dice drop per mode, size and shift level: mean Dice unshifted minus mean Dice shifted."""
     sel = per_case[(per_case["recipe"] == recipe) & (per_case["subset"] == "test") & (per_case["status"] != "absent")]
@@ -181,7 +284,8 @@ class StudyResults:
     shift_drops: pd.DataFrame
     recipe_ablation: pd.DataFrame
     subsets: dict[str, list[str]] = field(default_factory=dict)
-    unplanned: int = 0  # sweep runs whose ids wait for the recipe ablation (an "auto" recipe, stage 1 incomplete)
+    unplanned: int = 0
+    set_comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)  # per test set and pooled, with bootstrap CIs  # sweep runs whose ids wait for the recipe ablation (an "auto" recipe, stage 1 incomplete)
 
     @property
     def config(self) -> StudyConfig:
@@ -208,6 +312,7 @@ class StudyResults:
                 "n_train": p.n_train,
                 "n_validation": len(p.split.validation),
                 "n_test": len(p.split.test),
+                "external_test": [{"name": e.name, "n": len(e.case_ids), "fingerprint": e.fingerprint} for e in p.external],
                 "structures": p.structures,
                 "config": p.config.to_dict(),
                 "sweep_recipe": self.sweep_recipe,
@@ -218,6 +323,7 @@ class StudyResults:
                 "unplanned_sweep_runs": self.unplanned,
                 "summary": self.summary.to_dict(orient="records"),
                 "comparisons": self.comparisons.to_dict(orient="records"),
+                "set_comparisons": self.set_comparisons.to_dict(orient="records"),
                 "shift_drops": self.shift_drops.to_dict(orient="records"),
                 "recipe_ablation": self.recipe_ablation.to_dict(orient="records"),
             }
@@ -269,8 +375,9 @@ def analyse(plan: Plan, records: Mapping[str, RunRecord]) -> StudyResults:
                         if c:
                             comparisons.append(c)
     drops = shift_drops(per_case, recipe) if (recipe is not None and not per_case.empty) else pd.DataFrame()
+    by_set = set_comparisons(per_case, plan, recipe, sizes) if (recipe is not None and not per_case.empty) else pd.DataFrame()
     ablation_table = recipe_ablation(per_case) if not per_case.empty else pd.DataFrame()
     return StudyResults(
         plan, recipe, winner, sizes, summaries, pending, per_case, summary, pd.DataFrame(comparisons), drops, ablation_table,
-        plan.subsets(plan.sweep(recipe)) if recipe else {}, unplanned,
+        plan.subsets(plan.sweep(recipe)) if recipe else {}, unplanned, by_set,
     )
