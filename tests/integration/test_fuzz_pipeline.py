@@ -143,3 +143,99 @@ def test_label_maps_are_valid_or_refused(raw):
         return
     values = list(labels.values())
     assert 0 in values and len(set(values)) == len(values) and all(isinstance(v, int) and 0 <= v <= 255 for v in values)
+
+
+# ----------------------------------------------------------------------------------------------
+# DICOM series with random faults and random contour sets: no slice and no contour lost or moved
+
+NX, NY, DZ = 10, 8, 2.0
+
+
+@st.composite
+def series_faults(draw) -> tuple[int, str, int, float]:
+    """(slices, fault, where, amount): a missing or duplicated slice, uneven spacing from slice
+    ``where`` on, or a gantry tilt shifting each slice by ``amount`` whole pixels."""
+    n = draw(st.integers(5, 10))
+    fault = draw(st.sampled_from(["none", "missing", "duplicate", "uneven", "tilt"]))
+    where = draw(st.integers(1, n - 2))
+    amount = 0.0
+    if fault == "uneven":
+        amount = draw(st.one_of(st.floats(-1.5, -0.1), st.floats(0.1, 3.0)))  # gap of 0.5..5 mm in a 2 mm series
+    if fault == "tilt":
+        amount = float(draw(st.sampled_from([-1, 1, 2])))
+    return n, fault, where, amount
+
+
+@FUZZ
+@given(fault=series_faults(), data=st.data())
+def test_random_series_faults_and_contours_lose_or_move_nothing(tmp_path_factory, fault, data):
+    pytest.importorskip("pydicom")
+    from globalmask.dicom_rt import rasterise_roi, write_ct_series
+
+    n, kind, where, amount = fault
+    positions = np.array([[0.0, 0.0, k * DZ] for k in range(n)])  # LPS; array axes are the LPS axes
+    if kind == "uneven":
+        positions[where:, 2] += amount
+    if kind == "tilt":
+        positions[:, 1] += np.arange(n) * amount
+    i, j = np.meshgrid(np.arange(NX), np.arange(NY), indexing="ij")
+    pixels = np.stack([-1000 + 40 * k + i + NX * j for k in range(n)], axis=-1).astype(np.int16)  # every voxel of every slice distinct
+    folder = tmp_path_factory.mktemp("series")
+    files = write_ct_series(Volume(pixels, np.diag([-1.0, -1.0, DZ, 1.0])), folder, positions=positions)
+    kept = list(range(n))
+    if kind == "missing":
+        files[where].unlink()
+        kept.remove(where)
+    if kind == "duplicate":
+        (folder / "copy.dcm").write_bytes(files[where].read_bytes())
+    vol = read_volume(folder)
+
+    # no slice lost: the grid runs from the first slice to the last, and each slice's pixels are on it
+    inv = np.linalg.inv(vol.affine)
+    def index_of(lps):  # vol index of an LPS point
+        return inv[:3, :3] @ (np.array([-1.0, -1.0, 1.0]) * lps) + inv[:3, 3]
+    z_src = positions[kept, 2]
+    k_src = np.array([index_of(positions[s])[2] for s in kept])
+    assert k_src[0] == pytest.approx(0.0, abs=1e-3) and k_src[-1] == pytest.approx(vol.shape[2] - 1, abs=1e-3)
+    for s, kf in zip(kept, k_src):
+        a, b, _ = index_of(positions[s])
+        if abs(kf - round(kf)) < 1e-3 and abs(a - round(a)) < 1e-3 and abs(b - round(b)) < 1e-3:
+            a, b, k = (round(v) for v in (a, b, kf))
+            np.testing.assert_allclose(vol.array[a : a + NX, b : b + NY, k], pixels[:, :, s], atol=0.5)
+        else:
+            assert kind == "uneven", (kind, kf)  # only an uneven series has slices between its planes
+
+    # random contours: one rectangle on some slices, plus contours beyond either end of the series
+    rects = {}
+    for s in kept:
+        if data.draw(st.booleans()):
+            i0, j0 = data.draw(st.integers(0, NX - 1)), data.draw(st.integers(0, NY - 1))
+            rects[s] = (i0, data.draw(st.integers(i0, NX - 1)), j0, data.draw(st.integers(j0, NY - 1)))
+    def square(s, i0, i1, j0, j1, z):
+        x0, y0 = positions[s, 0], positions[s, 1]
+        return np.array([[x0 + i0 - 0.4, y0 + j0 - 0.4, z], [x0 + i1 + 0.4, y0 + j0 - 0.4, z], [x0 + i1 + 0.4, y0 + j1 + 0.4, z], [x0 + i0 - 0.4, y0 + j1 + 0.4, z]])
+    contours = [square(s, *r, positions[s, 2]) for s, r in rects.items()]
+    beyond = [float(z) for z in data.draw(st.lists(st.one_of(st.floats(-12.0, -0.6), st.floats(0.6, 12.0)), max_size=3))]
+    beyond_z = [z_src[0] + z if z < 0 else z_src[-1] + z for z in beyond]
+    contours += [square(kept[0], 1, 3, 1, 3, z) for z in beyond_z]
+    mask, report = rasterise_roi(contours, vol)
+    assert report.used == len(rects) and report.outside == 0
+    assert sorted(report.off_plane_z) == pytest.approx(sorted(beyond_z))  # reported, never merged into an edge slice
+
+    # each plane holds exactly the rectangle of its nearest slice; every rectangle is on some plane
+    def drawn(s):
+        plane = np.zeros(vol.shape[:2], bool)
+        if s in rects:
+            a, b, _ = (int(round(v)) for v in index_of(positions[s]))
+            i0, i1, j0, j1 = rects[s]
+            plane[a + i0 : a + i1 + 1, b + j0 : b + j1 + 1] = True
+        return plane
+
+    shown = set()
+    for k in range(vol.shape[2]):
+        d = np.abs(k_src - k)
+        nearest = [kept[q] for q in np.flatnonzero(d <= d.min() + 1e-3)]  # (a plane half-way between two slices may take either)
+        match = [s for s in nearest if np.array_equal(mask[:, :, k], drawn(s))]
+        assert match, (k, nearest)
+        shown.update(s for s in match if s in rects)
+    assert shown == set(rects)  # no contour lost
