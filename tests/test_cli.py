@@ -73,7 +73,10 @@ def world(tmp_path_factory) -> dict[str, Path]:
     def bad_overlap(p):
         p["spec"]["sw_overlap"] = 1.5
 
-    for name, edit in {"nan_spacing": nan_spacing, "odd_patch": odd_patch, "big_label": big_label, "bad_overlap": bad_overlap}.items():
+    def other_net(p):  # the spec describes a network the weights do not fit: PyTorch's multi-line dump
+        p["spec"]["net"]["channels"] = [8, 16]
+
+    for name, edit in {"nan_spacing": nan_spacing, "odd_patch": odd_patch, "big_label": big_label, "bad_overlap": bad_overlap, "other_net": other_net}.items():
         _edit_model(model, models / f"{name}.pt", edit)
 
     files = t / "files"
@@ -105,6 +108,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
         "study_recipe_bad.yaml": "recipe: threshold:level=nan\n",
         "study_list.yaml": "- modes\n- ct\n",
         "study_ok.yaml": "modes: [ct]\ntrain_sizes: [1]\ndraws: 1\nsteps: 2\nval_every: 1\nshifts: []\nablation_recipes: []\n",
+        "labels_bad.yaml": "labels: {brainstem: 1,\n  cord: [2\n",
     }.items():
         (files / name).write_text(text, encoding="utf-8")
 
@@ -194,6 +198,14 @@ CASES: dict[str, tuple[list[str], str]] = {
     "train --lr wrong type": (_train("--lr", "fast"), "--lr"),
     "train --window one value": (_train("--window", "-100"), "--window"),
     "train a file as the dataset": (["train", "{img}", "--out", "{out}", *TINY], "case_000_0000.nii.gz"),
+    # --- issue 25: --overwrite never touches a dataset or an input; no half-done work; one-line messages
+    "predict into labelsTr --overwrite": (["predict", "{model}", "{imgdir}", "--out", "{lab}", "--overwrite"], "datasets are read-only"),
+    "masks into labelsTr --overwrite": (["masks", "{ds}", "--out", "{lab}", "--overwrite"], "read-only"),
+    "evaluate --overwrite into a prediction folder globalmask did not write": (["evaluate", "{pred}", "{lab}", "--overwrite"], "is an input of evaluate"),
+    "phantom --cases 2 (no split possible)": (_phantom("--cases", "2"), "--cases 2"),
+    "train --resume without a run": (_train("--resume"), "--resume"),
+    "predict with weights that do not fit (PyTorch dump)": (["predict", "{models}/other_net.pt", "{img}", "--out", "{out}"], "other_net.pt"),
+    "convert with a malformed label map (YAML dump)": (["convert", "dicom-rt", "{files}", "--labels", "{files}/labels_bad.yaml", "--out", "{out}"], "line 3"),
     # --- predict -------------------------------------------------------------------------------
     "predict into labelsTr": (["predict", "{model}", "{imgdir}", "--out", "{lab}"], "dataset"),
     "predict into the dataset root": (["predict", "{model}", "{imgdir}", "--out", "{ds}"], "dataset"),

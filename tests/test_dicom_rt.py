@@ -368,3 +368,36 @@ def test_convert_warns_about_every_dropped_contour_and_lists_it(tmp_path, capsys
     assert "lie on no CT slice" in row["dropped_contours"] and row["off_plane_contours"] == "1"
     got = read_volume(tmp_path / "ds" / "labelsTr" / "p.nii.gz")
     assert dice(got.array == 1, labels.array == HN["brainstem"]) >= 0.98  # nothing merged into the first slice
+
+
+def test_convert_is_all_or_nothing_and_skip_bad_lists_the_bad_patients(tmp_path, capsys):
+    """Issue 25: a multi-patient conversion failing on one patient left the others' files and no
+    dataset.json, and the rerun was refused because the folder was not empty."""
+    src = tmp_path / "src"
+    for name, i in (("a", 0), ("b", 1)):
+        _patient(src, name, i, {"brainstem": "Brainstem"})
+    _patient(src, "c", 2, {"brainstem": "Brainstem"})
+    files = sorted((src / "c" / "CT").iterdir())
+    for f in files[4:9]:  # five slices missing: refused when the CT is read, after a and b converted
+        f.unlink()
+    label_map = tmp_path / "labels.json"
+    label_map.write_text('{"labels": {"brainstem": 1}}', encoding="utf-8")
+    out = tmp_path / "ds"
+    argv = ["convert", "dicom-rt", str(src), "--labels", str(label_map), "--out", str(out)]
+    assert main(argv) == 2
+    assert "several slices missing" in capsys.readouterr().err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    (src / "d").mkdir()  # a patient folder without any RTSTRUCT: found before any CT is read
+    (src / "d" / "notes.txt").write_text("x", encoding="utf-8")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 of 4 patient folder(s) cannot be converted" in err and "no RT Structure Set" in err and "--skip-bad" in err
+    assert not out.exists()
+    out.mkdir()  # an empty folder is fine, and the rerun with --skip-bad converts the good ones
+    assert main([*argv, "--skip-bad"]) == 0
+    assert "skipped 2 (c, d)" in capsys.readouterr().out
+    assert sorted(load_dataset(out).cases) == ["a", "b"]
+    rows = {r["patient"]: r for r in csv.DictReader((out / "conversion.csv").open(encoding="utf-8"))}
+    assert rows["a"]["status"] == "converted" and rows["c"]["status"] == "skipped" and "several slices missing" in rows["c"]["reason"]
+    assert "no RT Structure Set" in rows["d"]["reason"]
+    assert __import__("json").loads((out / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 2

@@ -228,8 +228,29 @@ def test_without_structures_in_validation_the_final_weights_are_kept(tiny_ds, tm
     assert result.best_step == 4
     spec, net = load_model(tmp_path / "run" / "model.pt")
     assert spec.info["best_step"] == 4 and spec.info["best_val_dice"] is None
+    assert _strict_json(tmp_path / "run" / "done.json")["best_val_dice"] is None  # null, not NaN
     for k, v in scripted.weights[3].items():
         torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+
+
+def _strict_json(path):
+    """JSON as the standard has it: Python's json accepts NaN and Infinity, which other readers refuse."""
+    def refuse(token):
+        raise ValueError(f"{path.name} holds {token}, which is not JSON")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+@pytest.mark.slow  # 4 steps of a 4-channel network: about a second
+def test_an_empty_validation_split_trains_to_steps_and_says_so(tiny_ds, tmp_path, spies):
+    """Issue 25: an empty validation split trained and wrote NaN into done.json (invalid JSON)."""
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["case_000", "case_001", "case_002"], "validation": [], "test": ["case_005"]}), encoding="utf-8")
+    result = train(tiny_ds, tmp_path / "run", _cfg(), DataConfig(split_file=split), progress=False, device="cpu")
+    done = _strict_json(tmp_path / "run" / "done.json")
+    assert done["steps"] == 4 and done["best_val_dice"] is None and done["converged"] is None
+    assert "validation split is empty" in done["note"] and result.best_step == 4
+    assert spies[0].ids == []  # never validated
 
 
 @pytest.mark.slow  # 2 + 2 + 4 steps of a 4-channel network: a few seconds

@@ -254,6 +254,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .train import PERCENTILE, DataConfig, TrainConfig, train
 
     _check_train_args(args)
+    if args.resume and not (args.out / "config.json").is_file():
+        # the Python API's resume=True also starts a run that is not there yet (the study and demo
+        # rely on it); on the command line --resume means "continue", so a folder without a run is a mistake
+        raise OutputError(f"argument --resume: {args.out} holds no run to continue (no config.json); drop --resume to start one")
     net_kwargs = {"spatial_dims": args.dims, "num_res_units": args.res_units}
     if args.channels:
         net_kwargs["channels"] = tuple(args.channels)
@@ -281,6 +285,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
         cache_dir=args.cache,
     )
     result = train(args.dataset, args.out, cfg, data, device=args.device, resume=args.resume)
+    if result.best_val_dice is None or math.isnan(result.best_val_dice):  # no validation split: nothing chose a checkpoint
+        print(f"trained {cfg.mode} on {len(result.train_ids)} case(s) in {result.seconds:.0f} s; the validation split is empty, "
+              f"so it trained to the maximum of {result.steps} steps and kept the final weights; model: {result.model_path}")
+        return
     print(
         f"trained {cfg.mode} on {len(result.train_ids)} case(s) in {result.seconds:.0f} s; "
         f"best validation Dice {result.best_val_dice:.3f} at step {result.best_step}; model: {result.model_path}"
@@ -356,6 +364,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_phantom(args: argparse.Namespace) -> None:
     from .dataset import load_dataset, make_split, save_split
     from .phantom import make_phantom_dataset
+    from .phantom.case import phantom_case_id
 
     try:
         fractions = tuple(float(f) for f in args.split.split(":"))
@@ -365,6 +374,10 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
         raise GlobalmaskError(f"argument --split: got {args.split!r}; expected three finite non-negative numbers train:validation:test, e.g. 60:20:20")
     validate.check_namespace(args, {"cases": validate.integer(1, 100_000), "seed": validate.integer(0, 2**32 - 1)})
     _refuse_inside_dataset(args.out.resolve().parent, args.out)
+    try:  # the split is checked on the case ids before any case is made (it used to fail after writing them all)
+        make_split([phantom_case_id(args.kind, i) for i in range(args.cases)], seed=args.seed, fractions=fractions)
+    except GlobalmaskError as exc:
+        raise GlobalmaskError(f"arguments --cases {args.cases} --split {args.split}: {exc.problem}") from None
     path = make_phantom_dataset(args.out, kind=args.kind, cases=args.cases, seed=args.seed, shape=tuple(args.shape), chambers=args.chambers, progress=True)
     ds = load_dataset(path)
     split_path = path / "splits.json"
@@ -391,7 +404,8 @@ def _add_dicom_rt_parsers(sub) -> None:
     q = conv.add_parser("dicom-rt", help="patient folders (CT series + RTSTRUCT) -> nnU-Net v2 raw dataset")
     q.add_argument("src", type=Path, help="folder of patient folders (or one patient folder)")
     q.add_argument("--labels", type=Path, required=True, help="label map JSON/YAML: {labels: {name: value}, synonyms: {name: [ROI names]}, priority: [names]}")
-    q.add_argument("--out", type=Path, required=True, help="dataset folder to create (imagesTr, labelsTr, dataset.json, conversion.csv)")
+    q.add_argument("--out", type=Path, required=True, help="dataset folder to create (imagesTr, labelsTr, dataset.json, conversion.csv); written whole or not at all")
+    q.add_argument("--skip-bad", action="store_true", help="convert the patients that can be converted and list the others in conversion.csv with the reason (default: any bad patient stops the conversion, nothing is written)")
     q.set_defaults(handler=_cmd_convert_dicom_rt)
 
     p = sub.add_parser("export", help="export a dataset for other tools")
@@ -408,9 +422,11 @@ def _add_dicom_rt_parsers(sub) -> None:
 def _cmd_convert_dicom_rt(args: argparse.Namespace) -> None:
     from .dicom_rt import convert_dicom_rt
 
-    out, rows = convert_dicom_rt(args.src, args.labels, args.out)
-    n_missing = sum(1 for r in rows if r["missing"])
-    print(f"converted {len(rows)} patient(s) to {out}; {n_missing} with missing structures (see {out / 'conversion.csv'})")
+    out, rows = convert_dicom_rt(args.src, args.labels, args.out, skip_bad=args.skip_bad)
+    n_missing = sum(1 for r in rows if r.get("missing"))
+    skipped = [r["patient"] for r in rows if r["status"] != "converted"]
+    note = f"; skipped {len(skipped)} ({', '.join(skipped)})" if skipped else ""
+    print(f"converted {len(rows) - len(skipped)} patient(s) to {out}; {n_missing} with missing structures{note} (see {out / 'conversion.csv'})")
 
 
 def _cmd_export_nnunet(args: argparse.Namespace) -> None:
@@ -489,6 +505,11 @@ def _continue_hint(args: argparse.Namespace) -> str:
     return ""
 
 
+def _one_line(message: str) -> str:
+    """A message quoting a library (a PyTorch state-dict dump, a YAML parser's context) on one line."""
+    return " ".join(message.split())
+
+
 def _print_warning(line: str) -> None:
     """One line on stderr, on a line of its own even while a progress bar is drawn."""
     from tqdm.auto import tqdm
@@ -502,19 +523,19 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
     try:
         with guard.stop_on_signals(), warnings.catch_warnings():
-            warnings.showwarning = lambda message, *a, **k: _print_warning(f"globalmask {args.command}: warning: {message}")
+            warnings.showwarning = lambda message, *a, **k: _print_warning(f"globalmask {args.command}: warning: {_one_line(str(message))}")
             assert handler is not None  # argparse requires a command
             handler(args)
     except GlobalmaskError as exc:
         if args.debug:
             raise
-        print(f"globalmask {args.command}: error: {exc}", file=sys.stderr)
+        print(f"globalmask {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # permissions, full disk, ...: the user's environment, not a bug
         if args.debug:
             raise
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"globalmask {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"globalmask {args.command}: error: {where}{_one_line(str(exc.strerror or exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP via guard.stop_on_signals
         print(f"\nglobalmask {args.command}: interrupted; no partial files were left{_continue_hint(args)}", file=sys.stderr)

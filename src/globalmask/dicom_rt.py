@@ -33,9 +33,9 @@ from skimage.draw import polygon2mask
 from skimage.measure import find_contours
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, guard
 from .dicom_seg import write_dicom_seg
-from .errors import DatasetError, GeometryError, InputFileError, OutputError
+from .errors import DatasetError, GeometryError, GlobalmaskError, InputFileError, OutputError
 from .io import Volume, atomic_path, dicom_image_series, read_dicom_series, read_volume, voxel_spacing, write_json, write_text, write_volume
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -132,7 +132,10 @@ def load_label_map(path: str | Path) -> LabelMap:
     try:
         obj = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
     except Exception as exc:
-        raise DatasetError(f"cannot parse label map ({exc})", path) from exc
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1} column {where.column + 1}" if where is not None else ""
+        what = getattr(exc, "problem", None) or getattr(exc, "msg", None) or type(exc).__name__
+        raise DatasetError(f"cannot parse label map{at}: {what}", path) from exc
     return parse_label_map(obj, path)
 
 
@@ -728,48 +731,99 @@ def convert_patient(folder: Path, label_map: LabelMap) -> tuple[Volume, Volume, 
     return ct, ct.with_array(array), row
 
 
-def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str | Path, progress: bool = True) -> tuple[Path, list[dict]]:
+#: conversion.csv columns, in order (a skipped patient has only patient, case, status and reason).
+CONVERSION_COLUMNS = ("patient", "case", "status", "reason", "rtstruct", "series_uid", "found", "missing", "ignored", "empty",
+                      "overlap_voxels_lost", "off_plane_contours", "dropped_contours", "geometry")
+
+
+def check_patient(folder: Path) -> None:
+    """The cheap checks of one patient folder, before any CT is read: one RTSTRUCT that names a
+    series found in the folder (raises the error :func:`convert_patient` would raise)."""
+    found_files = scan_patient(folder)
+    if not found_files.rtstructs:
+        raise InputFileError("no RT Structure Set (RTSTRUCT) found in the patient folder", folder)
+    if len(found_files.rtstructs) > 1:
+        raise InputFileError(f"{len(found_files.rtstructs)} RT Structure Sets found ({', '.join(p.name for p in found_files.rtstructs)}); keep one per patient", folder)
+    ss = read_rtstruct(found_files.rtstructs[0])
+    if not [u for u in ss.series_uids if u in found_files.series] and not (len(found_files.series) == 1 and not ss.series_uids):
+        raise InputFileError(
+            f"the RT Structure Set references series {ss.series_uids or '(none)'} but the folder holds {list(found_files.series) or 'no image series'}",
+            ss.file,
+        )
+
+
+def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str | Path, progress: bool = True,
+                     skip_bad: bool = False) -> tuple[Path, list[dict]]:
     """Patient folders (CT series + RTSTRUCT) -> nnU-Net v2 raw dataset with a conversion table.
 
     Writes ``out/imagesTr/<case>_0000.nii.gz``, ``out/labelsTr/<case>.nii.gz``, ``dataset.json``
     and ``conversion.csv``/``conversion.json`` (one row per patient: ROIs found, missing, ignored,
-    empty, voxels lost to higher-priority overlaps, geometry repairs).
+    empty, voxels lost to higher-priority overlaps, contours dropped, geometry repairs).
+
+    All or nothing: every patient folder is checked first (an RTSTRUCT naming a series that is
+    there, distinct case ids), then the dataset is built in a hidden folder beside ``out`` and
+    moved into place at the end, so a failure leaves ``out`` as it was. With ``skip_bad`` a
+    patient that fails is left out and listed in ``conversion.csv`` (status ``skipped``, with the
+    reason) instead, and the others are converted.
     """
-
-
-
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise InputFileError("source folder not found", src)
     if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()):
         raise OutputError(f"output dataset would be written inside the source folder {src}; choose another --out", out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputError("output dataset folder exists and is not empty", out)
     if not isinstance(label_map, LabelMap):
         label_map = load_label_map(label_map)
-    rows: list[dict] = []
+    folders = _patient_folders(src)
     seen: dict[str, Path] = {}
-    for folder in tqdm(_patient_folders(src), desc="convert dicom-rt", unit="patient", disable=not progress):
-        ct, labels, row = convert_patient(folder, label_map)
-        if row["case"] in seen:
-            raise DatasetError(f"patient folders {seen[row['case']].name} and {folder.name} give the same case id {row['case']!r}", src)
-        seen[row["case"]] = folder
-        write_volume(ct, out / "imagesTr" / f"{row['case']}_0000.nii.gz")
-        write_volume(labels, out / "labelsTr" / f"{row['case']}.nii.gz")
-        if ct.notes:
-            write_json(out / "geometry" / f"{row['case']}.json", ct.notes)
-        rows.append(row)
-    write_json(
-        out / "dataset.json",
-        {"channel_names": {"0": "CT"}, "labels": label_map.with_background, "numTraining": len(rows), "file_ending": ".nii.gz",
-         "description": f"converted from DICOM RT by globalmask {__version__}; overlap priority: {', '.join(label_map.priority)}"},
-    )
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out / "conversion.csv", buf.getvalue())
-    write_json(out / "conversion.json", {"priority": label_map.priority, "patients": rows})
+    for folder in folders:
+        case = _case_id(folder)
+        if case in seen:
+            raise DatasetError(f"patient folders {seen[case].name} and {folder.name} give the same case id {case!r}", src)
+        seen[case] = folder
+    bad: dict[Path, str] = {}
+    for folder in folders:  # every patient checked before any CT is read or anything written
+        try:
+            check_patient(folder)
+        except GlobalmaskError as exc:
+            bad[folder] = str(exc)
+    if bad and not skip_bad:
+        shown = "; ".join(bad.values())
+        raise InputFileError(f"{len(bad)} of {len(folders)} patient folder(s) cannot be converted: {shown} (fix them, or pass --skip-bad to convert the others)", src)
+    rows: list[dict] = []
+    with guard.staged_folder(out) as tmp:
+        for folder in tqdm(folders, desc="convert dicom-rt", unit="patient", disable=not progress):
+            if folder not in bad:
+                try:
+                    ct, labels, row = convert_patient(folder, label_map)
+                except GlobalmaskError as exc:
+                    if not skip_bad:
+                        raise
+                    bad[folder] = str(exc)
+            if folder in bad:
+                rows.append({"patient": folder.name, "case": _case_id(folder), "status": "skipped", "reason": bad[folder]})
+                warnings.warn(f"{folder}: skipped ({bad[folder]})", stacklevel=2)
+                continue
+            write_volume(ct, tmp / "imagesTr" / f"{row['case']}_0000.nii.gz")
+            write_volume(labels, tmp / "labelsTr" / f"{row['case']}.nii.gz")
+            if ct.notes:
+                write_json(tmp / "geometry" / f"{row['case']}.json", ct.notes)
+            rows.append({"status": "converted", "reason": "", **row})
+        n_good = sum(r["status"] == "converted" for r in rows)
+        if n_good == 0:
+            raise InputFileError(f"none of the {len(folders)} patient folder(s) could be converted (see the warnings above)", src)
+        write_json(
+            tmp / "dataset.json",
+            {"channel_names": {"0": "CT"}, "labels": label_map.with_background, "numTraining": n_good, "file_ending": ".nii.gz",
+             "description": f"converted from DICOM RT by globalmask {__version__}; overlap priority: {', '.join(label_map.priority)}"},
+        )
+        buf = _io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(CONVERSION_COLUMNS), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(tmp / "conversion.csv", buf.getvalue())
+        write_json(tmp / "conversion.json", {"priority": label_map.priority, "patients": rows})
     return out, rows
 
 

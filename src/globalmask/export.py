@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from . import guard
 from .dataset import load_dataset
 from .errors import GlobalmaskError, OutputError
 from .io import Volume, write_json, write_volume
@@ -49,25 +50,26 @@ def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", re
     test_ids: set[str] = set()
     if ds.split_file is not None and ds.split_file.exists():
         test_ids = set(json.loads(ds.split_file.read_text(encoding="utf-8")).get("test", []))
-    n_train = 0
-    for case in tqdm(list(ds.cases.values()), desc=f"export nnU-Net {mode}", unit="case", disable=not progress):
-        ct, label = load_case(case, ds.labels)
-        images, labels = ("imagesTs", "labelsTs") if case.id in test_ids or label is None else ("imagesTr", "labelsTr")
-        n_train += images == "imagesTr"
-        for k, (_, what) in enumerate(MODES[mode]):
-            vol = ct if what == "ct" else make_gbm(ct, recipe)
-            write_volume(vol, out / images / f"{case.id}_{k:04d}.nii.gz")
-        if label is not None:
-            write_volume(Volume(label.array, ct.affine), out / labels / f"{case.id}.nii.gz")
-    write_json(
-        out / "dataset.json",
-        {
-            "channel_names": {str(k): name for k, (name, _) in enumerate(MODES[mode])},
-            "labels": ds.labels,
-            "numTraining": n_train,
-            "file_ending": ".nii.gz",
-            "name": out.name,
-            "description": f"globalmask export of {ds.name}: mode {mode}, GBM recipe {recipe.spec} (channel 'noNorm': kept binary)",
-        },
-    )
+    with guard.staged_folder(out) as tmp:  # all or nothing: a failure leaves no half-written export
+        n_train = 0
+        for case in tqdm(list(ds.cases.values()), desc=f"export nnU-Net {mode}", unit="case", disable=not progress):
+            ct, label = load_case(case, ds.labels)
+            images, labels = ("imagesTs", "labelsTs") if case.id in test_ids or label is None else ("imagesTr", "labelsTr")
+            n_train += images == "imagesTr"
+            for k, (_, what) in enumerate(MODES[mode]):
+                vol = ct if what == "ct" else make_gbm(ct, recipe)
+                write_volume(vol, tmp / images / f"{case.id}_{k:04d}.nii.gz")
+            if label is not None:
+                write_volume(Volume(label.array, ct.affine), tmp / labels / f"{case.id}.nii.gz")
+        write_json(
+            tmp / "dataset.json",
+            {
+                "channel_names": {str(k): name for k, (name, _) in enumerate(MODES[mode])},
+                "labels": ds.labels,
+                "numTraining": n_train,
+                "file_ending": ".nii.gz",
+                "name": out.name,
+                "description": f"globalmask export of {ds.name}: mode {mode}, GBM recipe {recipe.spec} (channel 'noNorm': kept binary)",
+            },
+        )
     return out

@@ -25,8 +25,10 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -451,3 +453,30 @@ def _remove_if_only_ours(out: Path) -> None:
         if out.is_dir() and all(c.name in (MARKER_NAME,) for c in out.iterdir()):
             (out / MARKER_NAME).unlink(missing_ok=True)
             out.rmdir()
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | Path) -> Iterator[Path]:
+    """All or nothing: yield a hidden temporary folder beside ``out``, moved onto ``out`` (absent
+    or empty) only when the block succeeds; on any error or interrupt it is deleted, so ``out``
+    is never left half-written and a rerun is not refused by the leftovers of a failed one."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError("output folder exists and is not empty; choose an empty or new folder", out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the dataset gets the usual mode
+        if out.exists():
+            out.rmdir()  # empty (checked above): the finished folder takes its place
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

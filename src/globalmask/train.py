@@ -45,7 +45,7 @@ from .dataset import Dataset, load_dataset, resolve_split, save_split, select_tr
 from .errors import CheckpointError, DatasetError, OutputError
 from .guard import RunLock, enclosing_dataset, remove_temp_files, stop_on_signals
 from .infer import autocast, pad_values, resolve_device, sliding_window_probs
-from .io import read_affine, write_json, write_text
+from .io import json_safe, read_affine, write_json, write_text
 from .masks import Recipe
 from .metrics import dice
 from .model import InputMode, NetConfig, make_input
@@ -617,13 +617,13 @@ def _train(
     stop_reason = "plateau" if plateau.reached else "max_steps"
     if log:
         log(f"stopped at step {step} ({stop_reason}); best validation Dice {best:.4f} at step {best_step}")
-    write_json(
-        out / "done.json",
-        {
-            "best_val_dice": best, "best_step": best_step, "steps": step, "max_steps": cfg.steps, "seconds": seconds,
-            "converged": converged, "stop_reason": stop_reason, "patience": cfg.patience, "min_delta": cfg.min_delta,
-        },
-    )
+    done = {
+        "best_val_dice": best, "best_step": best_step, "steps": step, "max_steps": cfg.steps, "seconds": seconds,
+        "converged": converged, "stop_reason": stop_reason, "patience": cfg.patience, "min_delta": cfg.min_delta,
+    }
+    if not val_cases:  # stated, and no NaN in the JSON (json_safe writes null): the file stays valid JSON
+        done["note"] = "the validation split is empty: trained to the maximum of --steps and kept the final weights (no checkpoint selection, no plateau)"
+    write_json(out / "done.json", json_safe(done))
     return TrainResult(out, out / "model.pt", best, best_step, step, seconds, train_ids, converged, stop_reason, cfg.steps)
 
 
