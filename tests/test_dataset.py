@@ -74,3 +74,14 @@ def test_openkbp_dataset_loads_with_its_fixed_split():
     assert (len(split.train), len(split.validation), len(split.test)) == (26, 10, 10)
     vol = read_volume(ds.cases["openkbp_001"].image)
     assert vol.shape == (128, 128, 128) and nib.aff2axcodes(vol.affine) == ("P", "L", "I")
+
+
+def test_extra_channels_are_named_in_a_warning_and_ct_is_case_insensitive(tmp_path):
+    """Issue 25: a dataset with a second channel trained as CT without a word."""
+    root = make_tiny_dataset(tmp_path / "ds", n=3)
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    meta["channel_names"] = {"0": "ct", "1": "noNorm"}
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"declares 2 input channels; globalmask reads channel 0 \(CT\) only and ignores 1: noNorm"):
+        ds = load_dataset(root)
+    assert sorted(ds.cases) == ["case_000", "case_001", "case_002"]

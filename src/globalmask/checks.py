@@ -16,6 +16,10 @@ from .errors import IntensityError, ResourceError
 #: Air is about -1000 HU; a CT in Hounsfield units has plenty of voxels below this level.
 HU_AIR_CHECK = -500.0
 
+#: What a user who chooses the recipe (masks, train) can do about data that is not in HU; commands
+#: whose recipe comes from elsewhere (predict: the checkpoint's) replace it with advice they can follow.
+RECIPE_SUGGESTION = "use --recipe otsu (no HU calibration needed), or convert the data to Hounsfield units"
+
 
 def available_memory_bytes() -> int:
     """Memory the process can still take (MemAvailable on Linux, else physical memory)."""
@@ -64,7 +68,7 @@ def check_hounsfield(array: np.ndarray, path: str | Path | None = None, recipe: 
     a = np.asarray(array)
     sample = a[::2, ::2, ::2] if a.size > 4_000_000 else a
     lo, hi = float(sample.min()), float(sample.max())
-    suggestion = "use --recipe otsu (no HU calibration needed), or convert the data to Hounsfield units"
+    suggestion = RECIPE_SUGGESTION
     if hi - lo < 50:
         raise IntensityError(
             f"values span only [{lo:.4g}, {hi:.4g}]: this looks like normalised or non-CT data, not Hounsfield units, "

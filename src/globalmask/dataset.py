@@ -16,6 +16,7 @@ A dataset is only ever read: splits made here are saved into the *run* folder, n
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,16 @@ def _load_nnunet(root: Path) -> Dataset:
     channels = meta.get("channel_names", meta.get("modality", {"0": "CT"}))
     if not isinstance(channels, dict) or "0" not in {str(k) for k in channels}:
         raise DatasetError("'channel_names' must map '0' to the CT channel", meta_path)
+    channels = {str(k): v for k, v in channels.items()}
+    if str(channels["0"]).strip().casefold() != "ct":  # nnU-Net's own rule: the name picks CT normalisation, case-insensitively
+        raise DatasetError(
+            f"channel 0 is named {channels['0']!r}, not 'CT': globalmask segments CT in Hounsfield units (its GBM recipes and "
+            "window are HU levels); give it a CT dataset (channel_names {\"0\": \"CT\"})",
+            meta_path,
+        )
+    if len(channels) > 1:
+        others = ", ".join(f"{k}: {v}" for k, v in sorted(channels.items()) if k != "0")
+        warnings.warn(f"{meta_path}: declares {len(channels)} input channels; globalmask reads channel 0 (CT) only and ignores {others}", stacklevel=2)
     ending = meta.get("file_ending", ".nii.gz")
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir():
@@ -268,11 +279,26 @@ def resolve_split(dataset: Dataset, split_file: str | Path | None = None, seed: 
     Only labelled cases can be in a split.
     """
     labelled = [c.id for c in dataset.cases.values() if c.label is not None]
-    if split_file is not None:
-        return load_split(split_file, labelled), str(split_file)
-    if dataset.split_file is not None:
-        return load_split(dataset.split_file, labelled), str(dataset.split_file)
+    path = Path(split_file) if split_file is not None else dataset.split_file
+    if path is not None:
+        _check_split_labels(read_json(path), dataset, path)
+        return load_split(path, labelled), str(path)
     return make_split(labelled, seed=seed), f"seeded split (seed {seed})"
+
+
+def _check_split_labels(obj: dict, dataset: Dataset, source: Path) -> None:
+    """A split naming a case whose label file is missing: blame the missing file, not the split."""
+    for name in SPLIT_NAMES:
+        ids = obj.get(name, []) if isinstance(obj, dict) else []
+        for cid in ids if isinstance(ids, list) else []:
+            case = dataset.cases.get(cid) if isinstance(cid, str) else None
+            if case is not None and case.label is None:
+                ending = dataset.meta.get("file_ending", ".nii.gz") if dataset.meta else volume_suffix(case.image) or ".nii.gz"
+                folder = "labelsTr" if (dataset.root / "labelsTr").is_dir() or dataset.meta else "labels"
+                raise DatasetError(
+                    f"case {cid!r} (in {source.name} '{name}') has an image but no label file {folder}/{cid}{ending}: add the label map or leave the case out of the split",
+                    dataset.root / folder / f"{cid}{ending}",
+                )
 
 
 def select_training_cases(train_ids, n: int | None, seed: int) -> list[str]:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import ModelSpec, load_model
-from .errors import GeometryError, GlobalmaskError, InputFileError, OutputError
+from .checks import RECIPE_SUGGESTION
+from .errors import GeometryError, GlobalmaskError, InputFileError, IntensityError, OutputError
 from .io import Volume, case_id_from_path, is_volume_path, read_volume, same_geometry, volume_suffix, write_json, write_volume
 from .model import InputMode, make_input
 from .preprocess import PreparedCase, prepare_case, restore_volume
@@ -124,7 +125,13 @@ class Predictor:
         )
 
     def prepare(self, ct: Volume, case_id: str = "case") -> PreparedCase:
-        return prepare_case(ct, self.spec.recipe, self.spec.preprocess, None, case_id)
+        try:
+            return prepare_case(ct, self.spec.recipe, self.spec.preprocess, None, case_id)
+        except IntensityError as exc:  # predict has no --recipe: the model's recipe is fixed, say what can be done
+            if RECIPE_SUGGESTION not in exc.problem:
+                raise
+            advice = f"convert the data to Hounsfield units (this model's GBM recipe {self.spec.recipe.spec!r} is fixed at training; a model trained with --recipe otsu needs no HU)"
+            raise IntensityError(exc.problem.replace(RECIPE_SUGGESTION, advice), exc.path) from None
 
     def predict(self, ct: Volume) -> Volume:
         """Label map (uint8) with exactly ``ct``'s shape and affine."""

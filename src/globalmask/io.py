@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,9 +314,12 @@ def _read_nifti(path: Path, header_only: bool = False) -> Volume | None:
         problem = _shape_problem(shape)
         if problem:
             raise InputFileError(problem, path)
+        _check_sform_qform(img, shape, path)
         if header_only:
             return None
         _check_read_memory(shape, itemsize if not _nifti_scaled(img) else 8, path)
+        if volume_suffix(path) == ".nii.gz":
+            img = _read_whole_gzip(path, type(img))
         array = np.asanyarray(img.dataobj)
     except GlobalmaskError:
         raise
@@ -324,6 +328,52 @@ def _read_nifti(path: Path, header_only: bool = False) -> Volume | None:
     array = _as_3d(np.asarray(array), path)
     affine = img.affine if img.affine is not None else np.diag([*pixdim, 1.0])
     return Volume(array, np.asarray(affine, dtype=np.float64), path)
+
+
+def _read_whole_gzip(path: Path, image_class: Any) -> Any:
+    """The image from a .nii.gz decompressed whole, so gzip checks its trailer (CRC and length).
+
+    nibabel reads only the bytes the header declares and never reaches the end of the stream: a
+    file cut short after its voxels, or with a damaged checksum, would be read as if whole.
+    Decompressing in one call costs no more time than nibabel's own reading (measured: 0.16 s
+    against 0.17 s for 256x256x200 int16).
+    """
+    try:
+        data = gzip.decompress(path.read_bytes())
+    except EOFError as exc:
+        raise InputFileError("gzip stream is corrupt or truncated: it ends before its end-of-stream marker and checksum (an interrupted copy or download?)", path) from exc
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise InputFileError(f"gzip stream is corrupt or truncated ({exc}); the file does not hold what its header declares", path) from exc
+    return image_class.from_bytes(data)
+
+
+#: sform and qform may disagree by this much (mm, at any corner of the grid) before a NIfTI is refused.
+SFORM_QFORM_ATOL_MM = GEOMETRY_ATOL_MM
+
+
+def _check_sform_qform(img: Any, shape: Sequence[int], path: Path) -> None:
+    """Refuse a NIfTI whose sform and qform (both set) place the voxels in different places.
+
+    nibabel takes the sform when its code is set, while ITK-based readers (SimpleITK, 3D Slicer,
+    nnU-Net's SimpleITK reader) may take the qform: when the two disagree the scan's position,
+    even its left-right orientation, depends on the program that reads it, so neither is guessed.
+    """
+    hdr = img.header
+    s_code, q_code = int(hdr["sform_code"]), int(hdr["qform_code"])
+    if s_code <= 0 or q_code <= 0:
+        return
+    sform, qform = np.asarray(hdr.get_sform(), np.float64), np.asarray(hdr.get_qform(), np.float64)
+    dims = [max(int(n) - 1, 0) for n in list(shape)[:3]]
+    corners = np.array([[i, j, k, 1.0] for i in (0, dims[0]) for j in (0, dims[1]) for k in (0, dims[2])])
+    gap = float(np.max(np.linalg.norm((corners @ sform.T - corners @ qform.T)[:, :3], axis=1)))
+    if not gap <= SFORM_QFORM_ATOL_MM:
+        mirrored = np.sign(np.linalg.det(sform[:3, :3])) != np.sign(np.linalg.det(qform[:3, :3]))
+        raise GeometryError(
+            f"the header's sform and qform place the voxels up to {gap:.3g} mm apart{' and mirror each other (left-right)' if mirrored else ''} "
+            f"(sform_code {s_code}, qform_code {q_code}; tolerance {SFORM_QFORM_ATOL_MM:g} mm): nibabel would use the sform, ITK-based "
+            "tools may use the qform, so where the scan lies depends on the reader; make them agree, or set the wrong one's code to 0",
+            path,
+        )
 
 
 def check_data_type(dtype: DTypeLike, path: str | Path | None = None) -> None:
@@ -664,8 +714,12 @@ def _resample_series(geom: SeriesGeometry) -> tuple[np.ndarray, np.ndarray]:
     return out, _lps_affine(first.direction, (dx, dy, dz), origin)
 
 
-def dicom_image_series(folder: Path) -> dict[str, list[Path]]:
-    """{SeriesInstanceUID: files} of the image series in ``folder`` (RTSTRUCT, SEG, ... left out)."""
+def dicom_image_series(folder: Path, unplaced: dict[str, Path] | None = None) -> dict[str, list[Path]]:
+    """{SeriesInstanceUID: files} of the image series in ``folder`` (RTSTRUCT, SEG, ... left out).
+
+    Image series without ImagePositionPatient are left out too; ``unplaced`` collects them
+    ({uid: first file}) so that a caller can say why a folder holds no usable series.
+    """
 
     reader = sitk.ImageSeriesReader()
     out: dict[str, list[Path]] = {}
@@ -677,7 +731,11 @@ def dicom_image_series(folder: Path) -> dict[str, list[Path]]:
             head.ReadImageInformation()
         except Exception:
             continue
-        if _meta(head, "0008|0060").upper() in _NON_IMAGE_MODALITIES or not head.HasMetaDataKey("0020|0032"):
+        if _meta(head, "0008|0060").upper() in _NON_IMAGE_MODALITIES:
+            continue
+        if not head.HasMetaDataKey("0020|0032"):
+            if unplaced is not None:
+                unplaced[uid] = files[0]
             continue
         out[uid] = files
     return out
@@ -696,7 +754,14 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, files: li
 
     path = Path(path)
     if files is None:
-        series = dicom_image_series(path)
+        unplaced: dict[str, Path] = {}
+        series = dicom_image_series(path, unplaced)
+        if not series and unplaced:
+            uid, first_file = next(iter(unplaced.items()))
+            raise GeometryError(
+                f"DICOM series {uid}: image {first_file.name} has no ImagePositionPatient (0020,0032), so its slices cannot be placed in space",
+                path,
+            )
         if not series:
             raise InputFileError("folder holds no DICOM image series (and is not a volume file)", path)
         if series_uid is not None:
@@ -879,7 +944,9 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         if suffix in NIFTI_SUFFIXES:
             img = nib.Nifti1Image(array, volume.affine)  # Fortran-ordered arrays write fastest
-            img.set_qform(volume.affine, code=1)
+            # a qform holds only rotations, spacings and a flip: for a sheared affine it would disagree
+            # with the sform (and readers disagree on which one wins), so there it is left unset
+            img.set_qform(volume.affine, code=1 if _qform_can_hold(volume.affine) else 0)
             img.set_sform(volume.affine, code=1)
             img.header.set_xyzt_units("mm")
             if array.nbytes <= IN_MEMORY_WRITE_BYTES:  # one deflate call: about twice as fast as nibabel's stream
@@ -897,6 +964,13 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
             image.SetDirection(direction)
             sitk.WriteImage(image, str(tmp), useCompression=True)
     return path
+
+
+def _qform_can_hold(affine: np.ndarray) -> bool:
+    """True when the affine's axes are orthogonal (a qform can then represent it exactly)."""
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    gram = m.T @ m
+    return bool(np.allclose(gram - np.diag(np.diag(gram)), 0.0, atol=1e-6 * float(np.max(np.diag(gram)))))
 
 
 def affine_difference(a: np.ndarray, b: np.ndarray) -> float:

@@ -319,6 +319,69 @@ def _unknown_mode(t):
     return lambda: check_mode("mri"), "mri"
 
 
+# ---- issue 25: accepted when they should not have been, or blamed on the wrong file
+
+
+def _sform_qform(t, name, qform):
+    img = nib.Nifti1Image(ct_array(), AFF)
+    img.set_sform(AFF, code=1)
+    img.set_qform(qform, code=1)
+    p = t / name
+    nib.save(img, str(p))
+    return lambda: read_volume(p), name
+
+
+def _sform_qform_mirrored(t):
+    return _sform_qform(t, "mirror.nii.gz", np.diag([-2.0, 2.0, 2.5, 1.0]))
+
+
+def _sform_qform_50mm(t):
+    moved = AFF.copy()
+    moved[2, 3] += 50.0
+    return _sform_qform(t, "moved.nii.gz", moved)
+
+
+def _gzip_without_trailer(t):
+    p = write_volume(Volume(ct_array(), AFF), t / "notrailer.nii.gz")
+    p.write_bytes(p.read_bytes()[:-8])  # every voxel there, the CRC and length gone: nibabel read it
+    return lambda: read_volume(p), "notrailer.nii.gz"
+
+
+def _gzip_bad_checksum(t):
+    p = write_volume(Volume(ct_array(), AFF), t / "crc.nii.gz")
+    data = bytearray(p.read_bytes())
+    data[-8] ^= 0xFF
+    p.write_bytes(bytes(data))
+    return lambda: read_volume(p), "crc.nii.gz"
+
+
+def _channel_named_mri(t):
+    ds = make_tiny_dataset(t / "ds", n=3)
+    meta = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
+    meta["channel_names"] = {"0": "MRI"}
+    (ds / "dataset.json").write_text(json.dumps(meta))
+    return lambda: load_dataset(ds), "dataset.json"
+
+
+def _split_case_without_label(t):
+    ds = make_tiny_dataset(t / "ds", n=5)
+    (ds / "labelsTr" / "case_002.nii.gz").unlink()
+    (ds / "splits.json").write_text(json.dumps({"train": ["case_000", "case_002"], "validation": ["case_001"], "test": ["case_003"]}))
+    d = load_dataset(ds)
+    return lambda: resolve_split(d), "labelsTr/case_002.nii.gz"
+
+
+def _dicom_slice_without_position(t):
+    pydicom = pytest.importorskip("pydicom")
+    from globalmask.dicom_rt import write_ct_series
+
+    files = write_ct_series(Volume(ct_array(), AFF), t / "series")
+    ds = pydicom.dcmread(files[0])
+    del ds.ImagePositionPatient
+    ds.save_as(files[0])
+    return lambda: read_volume(t / "series"), "CT0000.dcm"
+
+
 BAD_INPUTS = {
     "missing file": (_missing, InputFileError, "not found"),
     "truncated .nii.gz": (_truncated, InputFileError, "corrupt or truncated"),
@@ -359,6 +422,13 @@ BAD_INPUTS = {
     "run folder inside the dataset": (_run_inside_dataset, OutputError, "inside the dataset"),
     "unknown GBM recipe": (_unknown_recipe, GlobalmaskError, "unknown GBM recipe"),
     "unknown input mode": (_unknown_mode, GlobalmaskError, "unknown input mode"),
+    "sform and qform mirror each other": (_sform_qform_mirrored, GeometryError, "mirror each other (left-right)"),
+    "sform and qform 50 mm apart": (_sform_qform_50mm, GeometryError, "sform and qform place the voxels up to 50 mm apart"),
+    "gzip stream without its trailer": (_gzip_without_trailer, InputFileError, "end-of-stream marker"),
+    "gzip checksum damaged": (_gzip_bad_checksum, InputFileError, "corrupt or truncated"),
+    "channel 0 is not CT": (_channel_named_mri, DatasetError, "channel 0 is named 'MRI', not 'CT'"),
+    "split names a case without a label file": (_split_case_without_label, DatasetError, "has an image but no label file"),
+    "DICOM slice without ImagePositionPatient": (_dicom_slice_without_position, GeometryError, "has no ImagePositionPatient"),
 }
 
 
@@ -410,6 +480,15 @@ def test_cli_predict_refuses_a_model_of_another_mode(tmp_path, capsys):
     write_volume(Volume(ct_array(), AFF), tmp_path / "a.nii.gz")
     rc = main(["predict", str(model), str(tmp_path / "a.nii.gz"), "--mode", "ct", "--out", str(tmp_path / "p")])
     assert rc == 2 and "trained with input mode 'gbm', not 'ct'" in capsys.readouterr().err
+
+
+def test_cli_predict_on_non_hu_data_suggests_only_what_predict_can_do(tmp_path, capsys):
+    """Issue 25: predict suggested --recipe, which it lacks (the recipe is the checkpoint's)."""
+    model = tiny_model(tmp_path)
+    p = save_nifti(tmp_path / "mr.nii.gz", np.random.default_rng(1).integers(100, 2000, size=(16, 16, 12)).astype(np.int16))
+    assert main(["predict", str(model), str(p), "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "mr.nii.gz" in err and "convert the data to Hounsfield units" in err and "use --recipe" not in err
 
 
 def test_cli_non_hu_data_suggests_otsu(tmp_path, capsys):
