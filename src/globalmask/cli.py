@@ -35,7 +35,7 @@ def _add_common_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=None, help="folder to cache preprocessed cases across runs")
 
 
-_OVERWRITE_HELP = "allow writing into a non-empty folder globalmask did not create, or into a dataset folder (never over the inputs being read)"
+_OVERWRITE_HELP = "allow writing into a non-empty folder globalmask did not create, beside its files: none of them is replaced, and datasets and input folders stay refused"
 
 
 def build_parser() -> argparse.ArgumentParser:
