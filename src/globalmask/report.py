@@ -325,6 +325,14 @@ def _wilcoxon_floor_note(n: int) -> str:
     return f"With {n} paired test cases the smallest attainable two-sided Wilcoxon p is 2/2^{n} = {floor:.2g}."
 
 
+def shift_text(d: dict[str, Any]) -> str:
+    """One variation as the protocol lists it: the old scanner shifts with their numbers, a family
+    of the realistic suite by its name (its parameters are in the configuration block)."""
+    if "family" not in d:
+        return f"`{d['name']}` (HU x{d['scale']} {d['offset']:+g}, noise {d['noise']:g} HU, blur {d['blur_mm']:g} mm)"
+    return f"`{d['name']}`"
+
+
 def claim_words(verdict: str, size: str) -> str:
     """The paper's claim (CT+GBM beats CT when training data are scarce) judged by one CI, in words."""
     words = {
@@ -474,9 +482,10 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
         "* Summaries are mean ± sample std over (draw, test case, structure) scores.",
         "* **Relative improvement** of mode A over mode B at a size = (mean Dice A - mean Dice B) / mean Dice B x 100. "
         "**p** is a two-sided Wilcoxon signed-rank test pairing the test cases (each case's Dice averaged over draws and structures).",
-        "* Robustness: every model also segments the test CTs after simulated scanner changes "
-        + ", ".join(f"`{s['name']}` (HU x{s['scale']} {s['offset']:+g}, noise {s['noise']:g} HU, blur {s['blur_mm']:g} mm)" for s in config.shifts)
-        + "; the GBM is recomputed from the shifted CT.",
+        "* Robustness: " + ("every model" if config.shift_sizes is None else f"the models at training sizes {', '.join(str(v) for v in config.shift_sizes)}")
+        + " also segment the test CTs after simulated scanner and patient variations "
+        + ", ".join(shift_text(s) for s in config.shifts if isinstance(s, dict))
+        + "; the GBM is recomputed from the varied CT, and a pose change moves the reference labels with it (`globalmask.shift`).",
         "",
         "Training settings (`plan.json` and every record hold all):",
         "",

@@ -222,7 +222,9 @@ def test_external_sets_are_read_only_after_training_and_change_no_choice(cohorts
     monkeypatch.setattr(runner_module, "_prepared", in_phase("prepare", real_prepared))  # the training and validation cases
     monkeypatch.setattr(runner_module, "train", in_phase("train", real_train))
     # recipe chosen on validation (stage 1: bone and threshold:-300), then CT+GBM against CT at 1 case
-    cfg = dict(TINY_PLAN, modes=["ct", "ct+gbm"], train_sizes=[1], recipe="auto", ablation_recipes=["threshold:-300"])
+    # scored under an intensity shift and a pose change (which moves the reference), at size 1 only
+    shifts = [TINY_PLAN["shifts"][0], {"family": "pose", "level": "unmasked", "rotation_deg": [10.0, 4.0, 4.0], "translation_mm": [4.0, 4.0, 4.0]}]
+    cfg = dict(TINY_PLAN, modes=["ct", "ct+gbm"], train_sizes=[1], recipe="auto", ablation_recipes=["threshold:-300"], shifts=shifts, shift_sizes=[1])
     with_ext = run_study(main, tmp_path / "with", StudyConfig(**cfg, external_test=[ext.name]), **QUIET)
     assert with_ext is not None and with_ext.complete
     ext_reads = [p for ph, p in reads if p.startswith(ext_root)]
@@ -245,6 +247,14 @@ def test_external_sets_are_read_only_after_training_and_change_no_choice(cohorts
         assert set(ma["subset"]) == set(mb["subset"]) | {ext.name}
         own = ma[ma["subset"] != ext.name].reset_index(drop=True)
         pd.testing.assert_frame_equal(own, mb, check_exact=False, atol=1e-6)
+        test = ma[ma["subset"] == "test"]
+        if k[1] == "1":  # shift_sizes: the size-1 models are scored under both variations, the full-size ones under none
+            assert set(test["shift"]) == {"none", "shifted", "pose-unmasked"}
+            ref = {s: g.set_index(["case", "structure"])["ref_ml"] for s, g in test.groupby("shift")}
+            pd.testing.assert_series_equal(ref["none"], ref["shifted"])  # an intensity shift leaves the reference alone
+            assert not np.allclose(ref["none"].to_numpy(), ref["pose-unmasked"].to_numpy())  # the patient moved: so did the reference
+        else:
+            assert set(test["shift"]) == {"none"}
         scored = ma[ma["subset"] == ext.name]
         assert set(scored["case"]) == set(load_dataset(ext).cases) and set(scored["shift"]) == {"none"}  # shifts_on_external is off
     # the report pools the test split and the external set, with a CI per comparison

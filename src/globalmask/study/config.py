@@ -12,7 +12,7 @@ import yaml
 from ..errors import GlobalmaskError
 from ..masks import DEFAULT_RECIPE, Recipe
 from ..model import NetConfig, check_mode
-from ..shift import DEFAULT_SHIFTS, ScannerShift
+from ..shift import DEFAULT_SHIFTS, VARIATION_SUITE, AnyVariation, variation_from_dict
 
 ALL = "all"
 
@@ -23,7 +23,11 @@ EXECUTION_ONLY = ("device", "overlays", "reference", "reference_structure")
 #: Settings added after studies were committed: left out of the plan hash while at their default,
 #: so the plans (and run ids) of earlier studies stay what they were. ``external_test`` is never
 #: hashed as written (a path differs between machines): the plan hashes the external sets' content.
-LATER_DEFAULTS: dict[str, Any] = {"external_test": [], "shifts_on_external": False}
+LATER_DEFAULTS: dict[str, Any] = {"external_test": [], "shifts_on_external": False, "shift_sizes": None}
+
+#: ``shifts: suite`` in a study file: the realistic variation suite (``shift.VARIATION_SUITE``),
+#: written out level by level on loading so the plan hashes what the levels are, not a word.
+SUITE = "suite"
 
 
 @dataclass
@@ -53,7 +57,8 @@ class StudyConfig:
     patch_size: list[int] | None = None
     max_patch_voxels: int = 96**3
     net: dict[str, Any] = field(default_factory=dict)
-    shifts: list[dict[str, Any]] = field(default_factory=lambda: [s.to_dict() for s in DEFAULT_SHIFTS])
+    shifts: list[dict[str, Any]] | str = field(default_factory=lambda: [s.to_dict() for s in DEFAULT_SHIFTS])  # or "suite"
+    shift_sizes: list[int | str] | None = None  # training sizes whose models are scored under the shifts (None: every size)
     ablation_recipes: list[str] = field(default_factory=lambda: ["threshold:-300", "threshold:-500", "threshold:-100", "body", "bone", "otsu"])
     ablation_draws: int = 1
     # External test sets (nnU-Net dataset folders; a relative path is looked up beside the study's
@@ -130,11 +135,21 @@ class StudyConfig:
             NetConfig(**self.net)
         except TypeError as exc:
             raise bad("net", self.net, f"settings of NetConfig ({exc})") from exc
+        if self.shifts == SUITE:
+            self.shifts = [v.to_dict() for v in VARIATION_SUITE]
+        if not isinstance(self.shifts, list) or not all(isinstance(v, dict) for v in self.shifts):
+            raise bad("shifts", self.shifts, f"a list of variations (mappings) or {SUITE!r}")
         for shift in self.shifts:
             try:
-                ScannerShift(**shift)
-            except TypeError as exc:
-                raise bad("shifts", shift, f"name, scale, offset, noise, blur_mm ({exc})") from exc
+                variation_from_dict(shift)
+            except GlobalmaskError as exc:
+                raise bad("shifts", shift, f"a variation of globalmask.shift ({exc})") from exc
+        self.shifts = [variation_from_dict(v).to_dict() for v in self.shifts]  # canonical: every field and the name written out
+        names = [v["name"] for v in self.shifts]
+        if len(set(names)) != len(names) or "none" in names:
+            raise bad("shifts", names, "distinct names other than 'none'")
+        if self.shift_sizes is not None and (not isinstance(self.shift_sizes, list) or any(v not in self.train_sizes for v in self.shift_sizes)):
+            raise bad("shift_sizes", self.shift_sizes, f"null (every size) or a list of training sizes of this study ({self.train_sizes})")
         if self.reference is not None and self.reference not in ("brain", "heart"):
             raise bad("reference", self.reference, "'brain', 'heart' or null")
 
@@ -164,8 +179,9 @@ class StudyConfig:
         External test sets enter the plan by content (:attr:`Plan.external`), not by path.
         """
         d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and k != "external_test"}
-        if d["shifts_on_external"] == LATER_DEFAULTS["shifts_on_external"]:
-            del d["shifts_on_external"]
+        for key in ("shifts_on_external", "shift_sizes"):
+            if d[key] == LATER_DEFAULTS[key]:
+                del d[key]
         return d
 
     def steps_for(self, size_label: str) -> int:
@@ -177,8 +193,12 @@ class StudyConfig:
             raise GlobalmaskError(f"'steps' has no entry for training size {size_label} (and no 'default')")
         return int(self.steps)
 
-    def shift_levels(self) -> list[ScannerShift]:
-        return [ScannerShift(**s) for s in self.shifts]
+    def shift_levels(self, size_label: str | None = None) -> list[AnyVariation]:
+        """The variations every model is scored under (none for a size outside ``shift_sizes``)."""
+        if size_label is not None and self.shift_sizes is not None and size_label not in {str(s) for s in self.shift_sizes}:
+            return []
+        assert isinstance(self.shifts, list)  # "suite" is expanded on construction
+        return [variation_from_dict(s) for s in self.shifts]
 
     def candidate_recipes(self) -> list[str]:
         """Recipes of the GBM-only ablation (the default and the study's own recipe included)."""

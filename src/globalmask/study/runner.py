@@ -38,7 +38,7 @@ from ..masks import Recipe
 from ..metrics import evaluate_volumes
 from ..model import InputMode, NetConfig
 from ..preprocess import restore_volume
-from ..shift import ScannerShift
+from ..shift import AnyVariation
 from ..train import PERCENTILE, DataConfig, TrainConfig, prepare_data, train
 from ..training_data import load_case
 from .config import StudyConfig
@@ -136,8 +136,8 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
     # Scored only now, with the model final: the checkpoint was chosen on validation inside train().
     # External test sets are read here for the first time, and nothing computed from them is used
     # by the study except to report it (tests/study/test_external.py spies on that).
-    shifts = [None, *cfg.shift_levels()]
-    eval_sets: list[tuple[str, Dataset, Sequence[str], list[ScannerShift | None]]] = [("test", ds, split.test, shifts)]
+    shifts: list[AnyVariation | None] = [None, *cfg.shift_levels(run.size_label)]
+    eval_sets: list[tuple[str, Dataset, Sequence[str], list[AnyVariation | None]]] = [("test", ds, split.test, shifts)]
     for ext in plan.external:
         eval_sets.append((ext.name, load_dataset(ext.root), ext.case_ids, shifts if cfg.shifts_on_external else [None]))
     if run.evaluates_validation():
@@ -146,8 +146,11 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
         volumes = _volumes(source, ids)
         for shift in levels:
             for case_id in ids:
-                ct, label = volumes[case_id]
-                shifted = ct if shift is None else shift.apply(ct, seed=cfg.seed, case_id=case_id)
+                ct, reference = volumes[case_id]
+                # the GBM is recomputed from the varied CT; a pose change moves the reference with it
+                shifted, label = (ct, reference) if shift is None else shift.apply_pair(ct, reference, seed=cfg.seed, case_id=case_id)
+                if label is None:
+                    raise GlobalmaskError(f"{subset} case {case_id} has no label map to score against", source.root)
                 prepared_case = predictor.prepare(shifted, case_id)
                 pred = restore_volume(predictor.probabilities(prepared_case), prepared_case.geometry)
                 if shift is None and subset == "test":
