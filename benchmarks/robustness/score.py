@@ -32,10 +32,9 @@ from globalmask.infer import Predictor
 from globalmask.io import read_volume
 from globalmask.metrics import evaluate_volumes
 from globalmask.shift import THORAX_CONTRAST, VARIATION_SUITE, AnyVariation
+from globalmask.study.stats import ELIGIBLE_MARGIN, TIE_MARGIN, robust_choice
 
 #: The choice rule's constants, fixed in README.md before any run.
-ELIGIBLE_MARGIN = 0.03  # clean Dice at most this far below the best clean Dice
-TIE_MARGIN = 0.01  # worst-case Dice closer than this counts as a tie, broken by clean Dice
 
 
 def score(dataset: str, models: dict[str, Path], variations: list[AnyVariation], subset: str, seed: int, cases: int | None) -> pd.DataFrame:
@@ -78,22 +77,13 @@ def summarise(per_case: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose(summary: pd.DataFrame, mode: str = "gbm") -> tuple[str | None, pd.DataFrame]:
-    """The rule of README.md on one mode's models: eligible if the clean Dice is within
-    ELIGIBLE_MARGIN of the best; then the highest worst-case Dice (the lowest of clean and every
-    variation); a tie within TIE_MARGIN goes to the higher clean Dice. Several models with one
-    recipe (draws) are averaged per variation first."""
+    """The rule of README.md on one mode's models (``globalmask.study.stats.robust_choice``, which the
+    study's ``recipe_rule: robust`` applies too). Several models with one recipe (draws) are
+    averaged per variation first."""
     sel = summary[summary["mode"] == mode]
     if sel.empty:
         return None, pd.DataFrame()
-    per = sel.groupby(["recipe", "variation"], sort=False)["dice"].mean().unstack("variation")
-    table = pd.DataFrame({"clean": per["none"], "worst": per.min(axis=1), "worst_variation": per.idxmin(axis=1)})
-    table["worst_drop"] = table["clean"] - per.drop(columns="none").min(axis=1) if per.shape[1] > 1 else 0.0
-    table["eligible"] = table["clean"] >= table["clean"].max() - ELIGIBLE_MARGIN
-    cand = table[table["eligible"]]
-    tied = cand[cand["worst"] >= cand["worst"].max() - TIE_MARGIN]
-    winner = str(tied["clean"].idxmax())
-    table["chosen"] = table.index == winner
-    return winner, table.sort_values("worst", ascending=False)
+    return robust_choice(sel.groupby(["recipe", "variation"], sort=False)["dice"].mean().unstack("variation"))
 
 
 def markdown(df: pd.DataFrame) -> str:

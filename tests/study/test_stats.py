@@ -234,3 +234,34 @@ def test_paired_comparison_by_hand():
     assert c["relative_improvement_pct"] == pytest.approx((mean_a - mean_b) / mean_b * 100)
     assert c["n_cases"] == 3 and c["cases_a_better"] == 3
     assert c["wilcoxon_p"] == pytest.approx(0.25)  # exact two-sided p for n=3, all positive
+
+
+def test_the_robust_recipe_rule_on_a_hand_made_table():
+    """Clean and worst-case Dice per recipe (benchmarks/robustness/README.md): 'sharp' is best clean
+    but breaks under voltage; 'steady' is within 0.03 clean and the best worst case; 'flat' is the
+    most robust but too poor clean to be eligible."""
+    from globalmask.errors import GlobalmaskError
+    from globalmask.study.stats import choose_recipe, robust_choice
+
+    dice = pd.DataFrame(
+        {"none": [0.80, 0.78, 0.70], "voltage-80kVp": [0.60, 0.75, 0.70], "pose-setup": [0.79, 0.77, 0.70]},
+        index=pd.Index(["sharp", "steady", "flat"], name="recipe"),
+    )
+    winner, table = robust_choice(dice)
+    assert winner == "steady"
+    assert table.loc["sharp", "worst_drop"] == pytest.approx(0.20) and table.loc["sharp", "worst_variation"] == "voltage-80kVp"
+    assert not table.loc["flat", "eligible"] and table.loc["flat", "worst"] == pytest.approx(0.70)
+    # a tie within 0.01 of the best worst case goes to the higher clean Dice
+    tie = dice.assign(**{"voltage-80kVp": [0.746, 0.75, 0.70]})
+    assert robust_choice(tie)[0] == "sharp"
+    # the same rule inside the study, from per-case rows (validation only; test rows are ignored)
+    rows = []
+    for recipe in dice.index:
+        for shift in dice.columns:
+            for subset, value in (("validation", dice.loc[recipe, shift]), ("test", 1.0 if recipe == "flat" else 0.0)):
+                rows.append({"recipe": recipe, "mode": "gbm", "size": "all", "subset": subset, "shift": shift, "case": "c", "structure": "s",
+                             "dice": value, "com_mm": 1.0, "status": "ok"})
+    per_case = pd.DataFrame(rows)
+    assert choose_recipe(per_case, "robust") == "steady"
+    with pytest.raises(GlobalmaskError, match="recipe rule"):
+        choose_recipe(per_case, "magic")

@@ -23,7 +23,7 @@ EXECUTION_ONLY = ("device", "overlays", "reference", "reference_structure")
 #: Settings added after studies were committed: left out of the plan hash while at their default,
 #: so the plans (and run ids) of earlier studies stay what they were. ``external_test`` is never
 #: hashed as written (a path differs between machines): the plan hashes the external sets' content.
-LATER_DEFAULTS: dict[str, Any] = {"external_test": [], "shifts_on_external": False, "shift_sizes": None}
+LATER_DEFAULTS: dict[str, Any] = {"external_test": [], "shifts_on_external": False, "shift_sizes": None, "recipe_rule": "validation"}
 
 #: ``shifts: suite`` in a study file: the realistic variation suite (``shift.VARIATION_SUITE``),
 #: written out level by level on loading so the plan hashes what the levels are, not a word.
@@ -61,6 +61,10 @@ class StudyConfig:
     shift_sizes: list[int | str] | None = None  # training sizes whose models are scored under the shifts (None: every size)
     ablation_recipes: list[str] = field(default_factory=lambda: ["threshold:-300", "threshold:-500", "threshold:-100", "body", "bone", "otsu"])
     ablation_draws: int = 1
+    # How stage 1 ranks the recipes on the validation split: "validation" (fewest misses, lowest CoM
+    # error, highest Dice: the landed rule) or "robust" (benchmarks/robustness/README.md: the highest
+    # worst-case Dice over clean and every variation of `shifts`, among recipes within 0.03 of the best clean Dice)
+    recipe_rule: str = "validation"
     # External test sets (nnU-Net dataset folders; a relative path is looked up beside the study's
     # dataset, i.e. in the same nnUNet_raw folder). Every run scores its best checkpoint on each, after
     # training and after every choice is made: nothing read from them decides anything.
@@ -102,6 +106,8 @@ class StudyConfig:
             raise bad("warmup_steps", self.warmup_steps, "an integer >= 0")
         if not isinstance(self.bf16, bool):
             raise bad("bf16", self.bf16, "true or false")
+        if self.recipe_rule not in ("validation", "robust"):
+            raise bad("recipe_rule", self.recipe_rule, "'validation' or 'robust'")
         if not isinstance(self.shifts_on_external, bool):
             raise bad("shifts_on_external", self.shifts_on_external, "true or false")
         if not isinstance(self.external_test, list) or not all(isinstance(v, str) and v.strip() for v in self.external_test):
@@ -179,7 +185,7 @@ class StudyConfig:
         External test sets enter the plan by content (:attr:`Plan.external`), not by path.
         """
         d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and k != "external_test"}
-        for key in ("shifts_on_external", "shift_sizes"):
+        for key in ("shifts_on_external", "shift_sizes", "recipe_rule"):
             if d[key] == LATER_DEFAULTS[key]:
                 del d[key]
         return d

@@ -224,7 +224,7 @@ class Plan:
         """Readable prefix + hash of what the run computes (spec, training settings, data, split)."""
         cfg = self.config.plan_dict()
         training = {k: cfg[k] for k in ("spacing", "window", "val_every", "patience", "min_delta", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_steps", "bf16", "patch_size", "max_patch_voxels", "net", "shifts")}
-        for key in ("shifts_on_external", "shift_sizes"):  # in the plan only when not at their defaults
+        for key in ("shifts_on_external", "shift_sizes", "recipe_rule"):  # in the plan only when not at their defaults
             if key in cfg:
                 training[key] = cfg[key]
         digest = _sha({"run": run.identity(), "training": training, "dataset": self.dataset_fingerprint, "split": self.split.as_dict(), **self._external_identity()})[:10]

@@ -140,8 +140,8 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
     eval_sets: list[tuple[str, Dataset, Sequence[str], list[AnyVariation | None]]] = [("test", ds, split.test, shifts)]
     for ext in plan.external:
         eval_sets.append((ext.name, load_dataset(ext.root), ext.case_ids, shifts if cfg.shifts_on_external else [None]))
-    if run.evaluates_validation():
-        eval_sets.append(("validation", ds, split.validation, [None]))  # the recipe choice reads validation only
+    if run.evaluates_validation():  # the recipe choice reads validation only (under the variations with the robust rule)
+        eval_sets.append(("validation", ds, split.validation, [None, *cfg.shift_levels()] if cfg.recipe_rule == "robust" else [None]))
     for subset, source, ids, levels in eval_sets:
         volumes = _volumes(source, ids)
         for shift in levels:
@@ -243,7 +243,7 @@ def sweep_recipe(plan: Plan, out: Path) -> tuple[str | None, str | None]:
     if not files or not all(f.exists() for f in files):  # no files: a CT-only study with a fixed recipe
         return (plan.fixed_recipe, None)
     per_case = pd.concat([read_record(f).per_case() for f in files], ignore_index=True)
-    winner = choose_recipe(per_case)
+    winner = choose_recipe(per_case, plan.config.recipe_rule)
     return (plan.fixed_recipe or winner, winner)
 
 

@@ -227,8 +227,50 @@ def recipe_ablation(per_case: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def choose_recipe(per_case: pd.DataFrame) -> str:
-    """The ablation's winner on the validation split (first row of :func:`recipe_ablation`)."""
+#: The robust recipe rule (benchmarks/robustness/README.md, written before any run): a recipe is
+#: eligible when its clean validation Dice is within ELIGIBLE_MARGIN of the best; the winner has the
+#: highest worst-case Dice over clean and every variation, a tie within TIE_MARGIN going to the
+#: higher clean Dice.
+ELIGIBLE_MARGIN = 0.03
+TIE_MARGIN = 0.01
+RECIPE_RULES = ("validation", "robust")
+
+
+def robust_choice(dice: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """The robust rule on a (recipe x variation) table of mean Dice with a ``"none"`` column (clean).
+
+    Returns the winner and the ranking: clean, worst-case Dice, the variation that gave it, the
+    worst drop, eligibility and the choice.
+    """
+    if dice.empty or "none" not in dice.columns:
+        raise GlobalmaskError("the robust recipe rule needs clean ('none') validation Dice for every recipe")
+    varied = dice.drop(columns="none")
+    table = pd.DataFrame({"clean": dice["none"], "worst": dice.min(axis=1), "worst_variation": dice.idxmin(axis=1)})
+    table["worst_drop"] = (dice["none"] - varied.min(axis=1)) if not varied.empty else 0.0
+    table["eligible"] = table["clean"] >= table["clean"].max() - ELIGIBLE_MARGIN
+    candidates = table[table["eligible"]]
+    tied = candidates[candidates["worst"] >= candidates["worst"].max() - TIE_MARGIN]
+    winner = str(tied["clean"].idxmax())
+    table["chosen"] = table.index == winner
+    return winner, table.sort_values("worst", ascending=False)
+
+
+def robust_recipe_table(per_case: pd.DataFrame) -> pd.DataFrame:
+    """Mean validation Dice (a miss scores 0) of the full-size GBM-only models, recipe x variation."""
+    sel = per_case[(per_case["mode"] == "gbm") & (per_case["size"].astype(str) == ALL) & (per_case["subset"] == "validation") & (per_case["status"] != "absent")]
+    return sel.groupby(["recipe", "shift"], sort=False)["dice"].mean().unstack("shift")
+
+
+def choose_recipe(per_case: pd.DataFrame, rule: str = "validation") -> str:
+    """The ablation's winner on the validation split: by :func:`recipe_ablation` (``"validation"``:
+    fewest misses, lowest CoM error, highest Dice) or by :func:`robust_choice` (``"robust"``)."""
+    if rule == "robust":
+        table = robust_recipe_table(per_case)
+        if table.empty:
+            raise GlobalmaskError("no GBM-only full-size validation results to choose a recipe from")
+        return robust_choice(table)[0]
+    if rule != "validation":
+        raise GlobalmaskError(f"recipe rule must be one of {RECIPE_RULES}, got {rule!r}")
     table = recipe_ablation(per_case)
     if table.empty:
         raise GlobalmaskError("no GBM-only full-size validation results to choose a recipe from")
@@ -345,7 +387,7 @@ def analyse(plan: Plan, records: Mapping[str, RunRecord]) -> StudyResults:
     ablation_recs = [records.get(plan.run_id(r)) for r in ablation]
     winner = None
     if ablation_recs and all(ablation_recs):
-        winner = choose_recipe(pd.concat([r.per_case() for r in ablation_recs if r], ignore_index=True))
+        winner = choose_recipe(pd.concat([r.per_case() for r in ablation_recs if r], ignore_index=True), plan.config.recipe_rule)
     recipe = plan.fixed_recipe or winner
     runs: list[RunSpec] = plan.all_runs(recipe)
     sweep_names = {r.name for r in plan.sweep(recipe)} if recipe else set()
