@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     p = sub.add_parser("phantom", help="generate a synthetic CT cohort with labels (nnU-Net layout)")
-    p.add_argument("--kind", choices=("headneck", "thorax"), default="headneck")
+    p.add_argument("--kind", choices=("headneck", "thorax", "thorax-varied"), default="headneck", help="thorax-varied: the thorax subjects with a contrast phase, tube voltage, dose and kernel drawn per case")
     p.add_argument("--cases", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", type=int, nargs=3, default=(64, 64, 64), metavar=("X", "Y", "Z"))
