@@ -95,6 +95,35 @@ PINNED = {
         "a9fd50a1c6fd4230fe5671e980f317bb401a50fb8da972e1481d132ff9d61499",
         "ab1fbefc785c73b66f2fde1202f8b759874ff96c5ac3fc41b144e23e829d237d",
     ),
+    # computed from the code before thorax-varied was added (commit d958ecc's phantom): the
+    # thorax kind, and so the committed thorax study's cohort, did not change with it
+    ("thorax", 0, 0, (24, 28, 20), False): (
+        "ef80213bf7473c17fdce019d17f1f3cc32ff3b93d163bf4899e71a5ba17572f8",
+        "0e63c22d247cd15d9372f0b06bc752a1d38ecd5b13a018a98f5e9f955fd69a9b",
+        "69c164871a86e30e2dd004411ba1c6313e70f57d5266851b4c02b24621433789",
+    ),
+    ("thorax", 1, 0, (24, 28, 20), True): (
+        "8f81700ddc39a91ee49033b08069766b66222cf2ec57d4fc3ff55e559340e2c5",
+        "4c5b5fdd7389d85f800ac11aa09e2e77c31763d35c95371358e501c59b07025a",
+        "2b1f455660ce8dac7e22e4b3ed7fc459958d465d12ac372d6d43d75ec0454331",
+    ),
+    ("thorax", 5, 11, (32, 32, 32), False): (
+        "2e9675e79a5e05e3a18c2da18d13849eff50d817e412e0c6f9d75304eea207eb",
+        "c7b197f286c3586908a881279cd9ad33d91c293fd1fd20945a4aadd21f3708d1",
+        "3cf683e050ad24ac0a6f3ac7d3e6c9bbd9ddd96b0ac9e060c372ba76bd1fe326",
+    ),
+    # thorax-varied: the thorax case's label and affine (same hashes as above), its own image;
+    # it also pins the shift.VARIATION_SUITE voltage and kernel levels it uses
+    ("thorax-varied", 2, 3, (20, 24, 28), False): (
+        "db6d2fff1f65ff08e376275a2df28ded4d5dec83d7b08c9e19afe129218b6b5a",
+        "d495dc3bd72b677d3aff2b9869d777bd89e00139360d644d649a2205e7e321d1",
+        "ab1fbefc785c73b66f2fde1202f8b759874ff96c5ac3fc41b144e23e829d237d",
+    ),
+    ("thorax-varied", 0, 0, (24, 28, 20), True): (
+        "01afba0620ee979ee001329eee7a439d4b0a96305c4bc9bbe9a7bc116821a318",
+        "72386d4a18e524f906b65d551f85a0f00bc31132f1980dc10287216a703a0d35",
+        "69c164871a86e30e2dd004411ba1c6313e70f57d5266851b4c02b24621433789",
+    ),
 }
 
 

@@ -5,7 +5,7 @@ volumes with label maps, laid out as an nnU-Net v2 raw dataset. The phantoms are
 claim behind global binary masks: **anatomy (shape and position) is consistent across subjects while
 intensity is not reliable across scanners**.
 
-Two kinds:
+Three kinds:
 
 ``headneck``
     skull with brain, cerebellum and ventricles, face with orbits, sinuses, nasal cavity, teeth and
@@ -17,6 +17,11 @@ Two kinds:
     myocardium), aorta with arch branches, pulmonary artery, SVC, trachea, oesophagus, diaphragm,
     liver and stomach. Labels: heart, lung_left, lung_right, aorta, spinal_cord; with
     ``chambers=True`` the heart is split into heart_lv, heart_rv, heart_la and heart_ra.
+``thorax-varied``
+    the ``thorax`` subjects of the same seed (identical labels and affines) scanned as real cohorts
+    are: a contrast phase (unenhanced, venous, arterial: blood pool 35-400 HU at 120 kVp), tube
+    voltage (80-140 kVp), dose and reconstruction kernel drawn per case from published CT figures
+    (:class:`.thorax.Acquisition`) instead of step 3's linear scanner; air and soft tissue stay calibrated.
 
 How a case is made (everything seeded by ``np.random.default_rng([seed, index, kind_code])``, so
 case *i* is the same whatever the cohort size):

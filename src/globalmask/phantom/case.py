@@ -11,10 +11,12 @@ from ..io import Volume
 from .headneck import HEADNECK_LABELS, build_headneck
 from .scene import Scene, scan
 from .shapes import Draw
-from .thorax import THORAX_CHAMBER_LABELS, THORAX_LABELS, build_thorax
+from .thorax import THORAX_CHAMBER_LABELS, THORAX_LABELS, acquisition_stream, build_thorax, draw_acquisition
 
-KINDS = ("headneck", "thorax")
+KINDS = ("headneck", "thorax", "thorax-varied")
 _KIND_CODE = {"headneck": 1, "thorax": 2}
+#: Kinds that are another kind's subjects under other acquisitions: same geometry, labels and stream.
+_BASE_KIND = {"thorax-varied": "thorax"}
 #: Bumped whenever the generator changes what a given (kind, index, seed, shape, chambers) produces.
 PHANTOM_VERSION = 1
 MIN_SIDE = 16
@@ -30,7 +32,7 @@ def phantom_labels(kind: str, chambers: bool = False) -> dict[str, int]:
 
 def phantom_case_id(kind: str, index: int) -> str:
     """'phantom_headneck_000' style case id."""
-    return f"phantom_{kind}_{int(index):03d}"
+    return f"phantom_{kind.replace('-', '_')}_{int(index):03d}"
 
 
 def make_phantom_case(
@@ -45,22 +47,31 @@ def make_phantom_case(
     Deterministic: depends only on (kind, index, seed, shape, chambers). ``ct`` is int16 HU and
     ``label`` uint8 with the values of :func:`phantom_labels`; both share one RAS+ affine.
     ``chambers`` only changes how the heart is labelled (thorax), never the image.
+    ``thorax-varied`` is the ``thorax`` case of the same arguments (identical label and affine)
+    scanned with its own drawn :class:`~globalmask.phantom.thorax.Acquisition` (contrast phase,
+    tube voltage, dose, kernel) instead of the linear HU "scanner".
     """
     kind = check_kind(kind, chambers)
     shape = check_shape(shape)
     index, seed = check_int(index, "index"), check_int(seed, "seed")
-    rng = np.random.default_rng([seed, index, _KIND_CODE[kind]])
+    base = _BASE_KIND.get(kind, kind)
+    rng = np.random.default_rng([seed, index, _KIND_CODE[base]])
     draw = Draw(rng)
-    scene = Scene(kind, shape, draw)
-    scanner = dict(
+    scene = Scene(base, shape, draw)
+    scanner = dict(  # drawn for every kind: the subject's stream must not depend on the kind
         scale=draw.u(0.85, 1.15), offset=draw.u(-60.0, 60.0), noise=draw.u(10.0, 40.0), blur=draw.u(0.0, 1.0)
     )
+    stream = acquisition_stream(seed, index) if kind == "thorax-varied" else None
+    acquisition = draw_acquisition(stream) if stream is not None else None
     scene.make_fields(draw)
-    if kind == "headneck":
+    if base == "headneck":
         build_headneck(scene, draw)
     else:
-        build_thorax(scene, draw, chambers)
-    ct = scan(scene.hu, scanner, rng)
+        build_thorax(scene, draw, chambers, acquisition)
+    if acquisition is not None and stream is not None:
+        ct = acquisition.scan(scene.hu, scene.affine, stream)
+    else:
+        ct = scan(scene.hu, scanner, rng)
     return Volume(ct, scene.affine.copy()), Volume(scene.lab, scene.affine.copy())
 
 
@@ -68,8 +79,8 @@ def check_kind(kind: str, chambers: bool) -> str:
     """``kind`` if it is a phantom kind that allows ``chambers``, else a clear error."""
     if kind not in KINDS:
         raise GlobalmaskError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if chambers and kind != "thorax":
-        raise GlobalmaskError("chambers=True only applies to the thorax phantom")
+    if chambers and kind == "headneck":
+        raise GlobalmaskError("chambers=True only applies to the thorax phantoms (thorax, thorax-varied)")
     return kind
 
 

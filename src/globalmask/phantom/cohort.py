@@ -10,6 +10,7 @@ from tqdm import tqdm
 from ..errors import GlobalmaskError, OutputError
 from ..io import write_json, write_volume
 from .case import PHANTOM_VERSION, check_int, check_kind, check_shape, make_phantom_case, phantom_case_id, phantom_labels
+from .thorax import acquisition_stream, draw_acquisition
 
 
 def make_phantom_dataset(
@@ -94,8 +95,8 @@ def _dataset_meta(block: dict) -> dict:
     """dataset.json: the nnU-Net v2 fields plus the generating call, to recognise it later."""
     kind, seed, shape = block["kind"], block["seed"], block["shape"]
     chambers = block["chambers"]
-    title = {"headneck": "HeadNeck", "thorax": "Thorax"}[kind] + ("Chambers" if chambers else "")
-    return {
+    title = {"headneck": "HeadNeck", "thorax": "Thorax", "thorax-varied": "ThoraxVaried"}[kind] + ("Chambers" if chambers else "")
+    meta = {
         "name": f"GlobalmaskPhantom{title}",
         "description": (
             f"globalmask digital phantom cohort (synthetic CT with organ labels): kind={kind}, seed={seed}, "
@@ -112,6 +113,16 @@ def _dataset_meta(block: dict) -> dict:
         "phantom": dict(block),
         "globalmask_phantom_version": PHANTOM_VERSION,
     }
+    if kind == "thorax-varied":  # which variant, and how each case was scanned
+        meta["description"] += (
+            " Variant thorax-varied: the thorax subjects of the same seed (identical labels) scanned with a contrast "
+            "phase, tube voltage, dose and kernel drawn per case (globalmask.phantom.thorax.Acquisition); "
+            "'acquisition' lists them per case."
+        )
+        meta["acquisition"] = {
+            phantom_case_id(kind, i): draw_acquisition(acquisition_stream(seed, i)).to_dict() for i in range(block["cases"])
+        }
+    return meta
 
 
 def _read_json_or_none(path: Path) -> dict | None:

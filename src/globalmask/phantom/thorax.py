@@ -4,14 +4,24 @@
 earlier ones (the heart over the mediastinal fat, the aorta over the heart's base), so the order is
 part of the anatomy. Labels: heart, lung_left, lung_right, aorta, spinal_cord; with
 ``chambers=True`` the heart is split into heart_lv, heart_rv, heart_la and heart_ra.
+
+The ``thorax-varied`` kind is the same subjects (labels identical bit for bit) seen through a
+per-case :class:`Acquisition`: contrast phase, tube voltage, dose and reconstruction kernel drawn
+from published CT figures (see the last section), instead of the ``thorax`` kind's linear HU
+"scanner".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
+from functools import cache
+from typing import Any
 
 import numpy as np
 
+from ..io import Volume
+from ..shift import REFERENCE_VOXEL_MM, VARIATION_SUITE, Dose, Kernel, TubeVoltage, inplane_filter
 from .scene import FULL, Block, Scene
 from .shapes import Coords, Draw, bounds, mirror, sd_ellipse, sd_ellipsoid, sd_tube
 
@@ -41,7 +51,12 @@ _WALL = 20.0  # chest wall thickness (muscle and ribs), mm
 
 @dataclass(frozen=True)
 class _Tissue:
-    """Subject HU levels (and subcutaneous fat thickness, mm); blood is contrast-enhanced."""
+    """Subject HU levels (and subcutaneous fat thickness, mm); blood is contrast-enhanced.
+
+    The fields with defaults are the ``thorax`` kind's fixed levels; ``thorax-varied`` sets them
+    per case from its contrast phase (:meth:`Acquisition.tissue`). ``ao_scaled``: the aorta and arch
+    branches take ``blood_l`` times the subject's aorta size factor (the ``thorax`` kind's quirk,
+    kept bit for bit there) instead of ``blood_l`` itself."""
 
     fat_t: float
     soft: float
@@ -52,6 +67,14 @@ class _Tissue:
     blood_l: float
     blood_r: float
     svc_hu: float
+    myo: float = 60.0
+    liver: float = 58.0
+    lung_vessel: float = 30.0
+    ao_scaled: bool = True
+
+    def aorta_blood(self, A: _Anatomy) -> float:
+        """Blood level of the aorta and its arch branches."""
+        return self.blood_l * A.aorta_k if self.ao_scaled else self.blood_l
 
 
 @dataclass(frozen=True)
@@ -100,13 +123,19 @@ class _Vessels:
     union: np.ndarray
 
 
-def build_thorax(S: Scene, D: Draw, chambers: bool) -> None:
-    """Draw one thorax subject and paint it into ``S`` (``chambers``: label the four chambers)."""
+def build_thorax(S: Scene, D: Draw, chambers: bool, acquisition: Acquisition | None = None) -> None:
+    """Draw one thorax subject and paint it into ``S`` (``chambers``: label the four chambers).
+
+    With an ``acquisition`` (``thorax-varied``) its contrast phase sets the blood, myocardium,
+    liver and lung-vessel levels; every draw from ``D`` and every shape stay as they are, so the
+    labels are those of the ``thorax`` kind bit for bit."""
     labels = THORAX_CHAMBER_LABELS if chambers else THORAX_LABELS
     T = _draw_tissue(D)
     A = _draw_anatomy(D)
+    if acquisition is not None:
+        T = acquisition.tissue(T)
     sd_body = _chest_wall(S, T, A)
-    sd_cav, z_dia = _pleural_cavity(S, A)
+    sd_cav, z_dia = _pleural_cavity(S, T, A)
     _stomach(S, A, sd_cav, z_dia)
     _ribs(S, T, A, sd_body)
     _sternum(S, T, A, sd_body)
@@ -178,7 +207,7 @@ def _chest_wall(S: Scene, T: _Tissue, A: _Anatomy) -> np.ndarray:
     return sd_body
 
 
-def _pleural_cavity(S: Scene, A: _Anatomy) -> tuple[np.ndarray, np.ndarray]:
+def _pleural_cavity(S: Scene, T: _Tissue, A: _Anatomy) -> tuple[np.ndarray, np.ndarray]:
     """The cavity inside the ribs (narrowing to the apex) split by the two diaphragm domes into
     mediastinal fat above and abdomen (liver) below; returns its signed distance and the
     diaphragm height z_dia (mm) at every voxel."""
@@ -192,7 +221,7 @@ def _pleural_cavity(S: Scene, A: _Anatomy) -> tuple[np.ndarray, np.ndarray]:
     cavity = sd_cav < 0
     above = qz > z_dia
     S.put(FULL, cavity & above, -70.0 + 25.0 * S.tex)
-    S.put(FULL, cavity & ~above, 58.0 + 5.0 * S.tex)
+    S.put(FULL, cavity & ~above, T.liver + 5.0 * S.tex)
     return sd_cav, z_dia
 
 
@@ -371,7 +400,7 @@ def _lungs(
         hu = T.lung_hu + 30.0 * (-(sq[1] / 80.0)) + 12.0 * S.tex[sl]
         S.put(sl, lung, hu, labels[name])
         vessels = (np.abs(S.vessel_a[sl]) < 0.28) & (np.abs(S.vessel_b[sl]) < 0.28)
-        S.put(sl, lung & vessels, 30.0 + 10.0 * S.tex[sl], None)
+        S.put(sl, lung & vessels, T.lung_vessel + 10.0 * S.tex[sl], None)
 
 
 def _airway_and_oesophagus(S: Scene, T: _Tissue) -> None:
@@ -406,7 +435,7 @@ def _paint_vessels(S: Scene, T: _Tissue, A: _Anatomy, vessels: _Vessels, sd_cav:
         return
     S.put(vsl, (sd["pa"] < 0) & (sd_cav[vsl] < 0), T.blood_r + 10.0 * S.tex[vsl])
     S.put(vsl, (sd["svc"] < 0) & (sd_cav[vsl] < 0), T.svc_hu)
-    S.put(vsl, sd["br"] < 0, T.blood_l * A.aorta_k + 10.0 * S.tex[vsl])
+    S.put(vsl, sd["br"] < 0, T.aorta_blood(A) + 10.0 * S.tex[vsl])
 
 
 def _paint_heart(
@@ -421,7 +450,7 @@ def _paint_heart(
     in_cav = sd_cav[hsl] < -1.0
     S.put(hsl, (sd_h >= 0) & (sd_h < 4.0) & in_cav & (vessels.ao_full[hsl] > 0), T.fat + 20.0)  # pericardial fat
     heart = (sd_h < 0) & in_cav
-    S.put(hsl, heart, 60.0 + 6.0 * S.tex[hsl], labels.get("heart", 0))
+    S.put(hsl, heart, T.myo + 6.0 * S.tex[hsl], labels.get("heart", 0))
     walls = {"heart_lv": 9.0, "heart_rv": 4.0, "heart_la": 3.0, "heart_ra": 3.0}
     blood = {"heart_lv": T.blood_l, "heart_rv": T.blood_r, "heart_la": T.blood_l, "heart_ra": T.blood_r}
     for name, sd_p in _chambers(S.sub(hsl), H, sd_h).items():
@@ -459,5 +488,265 @@ def _paint_aorta(S: Scene, T: _Tissue, A: _Anatomy, vessels: _Vessels, sd_cav: n
         return
     sd_ao = vessels.sd["ao"]
     ao_mask = (sd_ao < 0) & (sd_cav[vsl] < 0)
-    S.put(vsl, ao_mask, T.blood_l * A.aorta_k + 10.0 * S.tex[vsl], labels["aorta"])
+    S.put(vsl, ao_mask, T.aorta_blood(A) + 10.0 * S.tex[vsl], labels["aorta"])
     S.put(vsl, ao_mask & (sd_ao > -1.5), 70.0)  # vessel wall
+
+
+# ----------------------------------------------------------------------------------------------
+# thorax-varied: a per-case acquisition (contrast phase, tube voltage, dose, kernel)
+#
+# Every range below was fixed from the cited figures before any model was trained on this kind.
+# Levels are "at 120 kVp" (the reference of shift.TubeVoltage); the drawn tube voltage then maps
+# everything above 100 HU. Where no published frequency exists (how often each phase, voltage or
+# kernel occurs in a cohort) the weights are a stated design choice, not data.
+
+#: Contrast phases and their weights (design choice: equal thirds, a cohort that mixes unenhanced
+#: planning CTs, routine contrast-enhanced chest CTs and CT angiograms, as a multi-site heart
+#: dataset does; with 1-12 training cases a model often meets a phase it never saw).
+PHASES: tuple[tuple[str, float], ...] = (("non-contrast", 1 / 3), ("venous", 1 / 3), ("arterial", 1 / 3))
+#: Tube voltages (kVp) and their weights (design choice: 120 kVp the standard adult setting; 100
+#: and 80 kVp used for contrast studies and slim patients, 140 kVp for large ones: Yu et al.,
+#: RadioGraphics 2011;31:835). The 80, 100 and 140 kVp levels are shift.VARIATION_SUITE's.
+VOLTAGES: tuple[tuple[int, float], ...] = ((80, 0.125), (100, 0.25), (120, 0.5), (140, 0.125))
+#: Reconstruction kernels and their weights (design choice); ``smooth`` and ``sharp`` are
+#: shift.VARIATION_SUITE's :class:`~globalmask.shift.Kernel` levels, ``standard`` its reference.
+KERNELS: tuple[tuple[str, float], ...] = (("smooth", 0.25), ("standard", 0.5), ("sharp", 0.25))
+#: Dose fractions of the reference protocol, drawn log-uniformly: from the routine dose down to the
+#: quarter dose of the AAPM Low Dose CT Grand Challenge (McCollough et al., Med Phys 2017;44:e339).
+DOSE_RANGE = (0.25, 1.0)
+#: Water CT-number error of a calibrated scanner, HU (drawn uniformly): the ACR CT accreditation
+#: phantom test accepts water within 0 +- 7 HU (McCollough et al., Med Phys 2004;31:2423).
+CALIBRATION_HU = 5.0
+#: Unenhanced blood, HU: ~40-50 HU in adults with a normal haematocrit, lower in anaemia (blood
+#: attenuation follows haemoglobin: Di Giandomenico et al., Radiol Med 1993;85:786; the
+#: interventricular septum sign of anaemia, Foster et al., Can Assoc Radiol J 2003;54:26).
+BLOOD_UNENHANCED_HU = (35.0, 50.0)
+#: Unenhanced myocardium, HU: isodense with normal blood (the septum shows against the cavity only
+#: in anaemia: Foster et al. 2003).
+MYOCARDIUM_UNENHANCED_HU = (40.0, 50.0)
+#: Left-heart and aortic blood at 120 kVp in the two enhanced phases, HU: ~150-200 HU in a
+#: portal-venous (60-70 s) phase, 250-400 HU in CT angiography (Bae, Radiology 2010;256:32;
+#: across institutions the portal-phase aorta spans ~100-360 HU: Herts et al., AJR 1995;164:327).
+BLOOD_LEFT_HU = {"venous": (120.0, 200.0), "arterial": (250.0, 400.0)}
+#: Right heart and pulmonary arteries in an arterial phase, HU: a bolus timed for the aorta leaves
+#: the right heart anywhere from washed out by the saline chaser to still dense (the ``thorax``
+#: kind's range); in a venous phase it is the left heart's level within 10%.
+BLOOD_RIGHT_ARTERIAL_HU = (150.0, 350.0)
+#: Superior vena cava in an arterial phase, HU: inflowing, barely diluted contrast (300-370 mg I/mL
+#: at ~25 HU per mg I/mL undiluted) reaches several hundred to over 1000 HU; the streaks it causes
+#: are not modelled.
+SVC_ARTERIAL_HU = (300.0, 1000.0)
+#: Myocardial enhancement as a fraction of the blood's: near equilibrium (venous phase) it tends to
+#: ECV / (1 - haematocrit) ~ 0.27 / 0.58 ~ 0.45 (normal myocardial ECV ~0.25-0.28: Cundari et al.,
+#: Insights Imaging 2023;14:156); at first pass (arterial) normal myocardium is ~80-105 HU against a
+#: 300-400 HU blood pool (Ko et al., Korean J Radiol 2019;20:333), a fraction of ~0.12-0.22.
+MYOCARDIUM_FRACTION = {"venous": (0.30, 0.45), "arterial": (0.12, 0.22)}
+#: Liver enhancement, HU: 28-50 HU at 45-60 s after injection (Herts et al., AJR 1995;164:327);
+#: little in an arterial phase (the hepatic artery brings a quarter of the liver's blood: Bae 2010).
+LIVER_ENHANCEMENT_HU = {"venous": (30.0, 50.0), "arterial": (5.0, 20.0)}
+#: Unenhanced liver, HU (the ``thorax`` kind's level; normal liver 55-65 HU).
+LIVER_HU = 58.0
+#: Lung vessels are sub-voxel at the phantom's grid (~6 mm): they take half the right-heart
+#: blood's enhancement (design choice; 30 HU unenhanced, as in the ``thorax`` kind).
+LUNG_VESSEL_HU, LUNG_VESSEL_FRACTION = 30.0, 0.5
+
+_VOLTAGE_LEVELS: dict[int, TubeVoltage] = {
+    int(v.level.removesuffix("kVp")): v for v in VARIATION_SUITE if isinstance(v, TubeVoltage)
+}
+_KERNEL_LEVELS: dict[str, Kernel] = {v.level: v for v in VARIATION_SUITE if isinstance(v, Kernel)}
+_DOSE = Dose("reference")  # its reference noise (12 HU at shift.REFERENCE_VOXEL_MM) and NPS peak
+#: Draws per acquisition: a fixed number, so one phase's levels never shift another draw.
+_N_DRAWS = 14
+
+
+def acquisition_stream(seed: int, index: int) -> np.random.Generator:
+    """The random stream of case ``index``'s acquisition, apart from the subject's stream (which
+    stays the ``thorax`` kind's: ``[seed, index, 2]``), so the subject does not depend on it."""
+    return np.random.default_rng([seed, index, 2, 1])
+
+
+def _pick(u: float, table: tuple[tuple[Any, float], ...]) -> Any:
+    """The entry of ``table`` (value, weight) that the uniform ``u`` falls in."""
+    edge = 0.0
+    for value, weight in table:
+        edge += weight
+        if u < edge:
+            return value
+    return table[-1][0]
+
+
+def _between(u: float, lo_hi: tuple[float, float]) -> float:
+    return float(lo_hi[0] + u * (lo_hi[1] - lo_hi[0]))
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """How one ``thorax-varied`` case was scanned: contrast phase, blood and organ levels (HU at
+    120 kVp), tube voltage, dose, kernel and calibration offset. The ranges and their sources are
+    the module constants above."""
+
+    phase: str
+    blood_unenhanced: float
+    blood_l: float
+    blood_r: float
+    svc_hu: float
+    myo: float
+    liver: float
+    lung_vessel: float
+    kvp: int
+    dose_fraction: float
+    kernel: str
+    offset_hu: float
+
+    @property
+    def voltage(self) -> TubeVoltage | None:
+        """The tube-voltage change from 120 kVp (None at 120 kVp)."""
+        return _VOLTAGE_LEVELS.get(self.kvp)
+
+    @property
+    def kernel_change(self) -> Kernel | None:
+        """The kernel change from the standard kernel (None for ``standard``)."""
+        return _KERNEL_LEVELS.get(self.kernel)
+
+    def at_kvp(self, hu: float) -> float:
+        """A 120 kVp level ``hu`` as this acquisition's voltage shows it (before noise and offset)."""
+        v = self.voltage
+        if v is None or hu <= v.soft_max_hu:
+            return float(hu)
+        return float(v.soft_max_hu + (hu - v.soft_max_hu) * float(v.ratio(np.array([hu], np.float32))[0]))
+
+    def tissue(self, T: _Tissue) -> _Tissue:
+        """The subject's levels with this acquisition's contrast phase (blood, myocardium, liver, lung vessels)."""
+        return replace(
+            T, blood_l=self.blood_l, blood_r=self.blood_r, svc_hu=self.svc_hu, myo=self.myo,
+            liver=self.liver, lung_vessel=self.lung_vessel, ao_scaled=False,
+        )
+
+    @property
+    def reference_noise_hu(self) -> float:
+        """Noise std (HU) of this scan at its native voxel (shift.REFERENCE_VOXEL_MM) and kernel:
+        shift.Dose's reference noise over sqrt(dose fraction) (noise goes as dose^-1/2), with the
+        sharp kernel's added noise in quadrature (its smoothing or boost of the quantum noise is
+        left out here; :meth:`noise_hu` includes it)."""
+        k = self.kernel_change
+        added = k.added_noise_hu if k is not None else 0.0
+        return math.hypot(_DOSE.reference_noise_hu / math.sqrt(self.dose_fraction), added)
+
+    def noise_hu(self) -> float:
+        """Noise std (HU) on the phantom's grid: the native scan's noise (dose and kernel, with
+        shift.ct_noise's texture) as trilinear resampling leaves it (see :func:`trilinear_keep`)."""
+        k = self.kernel_change
+        sigma_dose = _DOSE.reference_noise_hu / math.sqrt(self.dose_fraction)
+        var = sigma_dose**2 * trilinear_keep(self.kernel if k is not None else "standard", _DOSE.nps_peak_per_mm)
+        if k is not None and k.added_noise_hu > 0:
+            var += k.added_noise_hu**2 * trilinear_keep("standard", k.nps_peak_per_mm)
+        return math.sqrt(var)
+
+    def scan(self, hu: np.ndarray, affine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The scanner for ``hu`` (the painted 120 kVp picture): tube voltage (shift.TubeVoltage),
+        kernel sharpness (shift.Kernel's transfer function, in mm), noise (:meth:`noise_hu`),
+        calibration offset, clip to the 12-bit scale, int16."""
+        img = np.asarray(hu, dtype=np.float32)
+        if self.voltage is not None:
+            img = self.voltage.apply(Volume(img, affine)).array
+        k = self.kernel_change
+        if k is not None:
+            img = inplane_filter(img, affine, k.transfer)
+        else:
+            img = img.copy()
+        img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(self.noise_hu())
+        img += np.float32(self.offset_hu)
+        np.clip(img, -1024, 3071, out=img)
+        return np.rint(img).astype(np.int16)
+
+    def to_dict(self) -> dict[str, Any]:
+        """For dataset.json: the draws (HU to 0.1, fractions to 3 decimals) and the blood pool as
+        the image shows it before noise (``blood_lv_image_hu``)."""
+        return {
+            "phase": self.phase,
+            "kvp": self.kvp,
+            "kernel": self.kernel,
+            "dose_fraction": round(self.dose_fraction, 3),
+            "reference_noise_hu": round(self.reference_noise_hu, 1),
+            "offset_hu": round(self.offset_hu, 1),
+            "blood_lv_hu": round(self.blood_l, 1),
+            "blood_rv_hu": round(self.blood_r, 1),
+            "svc_hu": round(self.svc_hu, 1),
+            "myocardium_hu": round(self.myo, 1),
+            "liver_hu": round(self.liver, 1),
+            "blood_lv_image_hu": round(self.at_kvp(self.blood_l) + self.offset_hu, 1),
+        }
+
+
+def draw_acquisition(rng: np.random.Generator) -> Acquisition:
+    """One case's acquisition from ``rng`` (:func:`acquisition_stream`): always :data:`_N_DRAWS`
+    uniforms, each with one meaning whatever the phase (u[12:] spare, for later draws that must
+    not move these); the image noise is drawn from ``rng`` after them (:meth:`Acquisition.scan`)."""
+    u = [float(x) for x in rng.random(_N_DRAWS)]
+    phase = _pick(u[0], PHASES)
+    b0 = _between(u[1], BLOOD_UNENHANCED_HU)
+    myo0 = _between(u[2], MYOCARDIUM_UNENHANCED_HU)
+    if phase == "non-contrast":
+        blood_l = blood_r = svc = b0
+        myo, liver = myo0, LIVER_HU
+    else:
+        blood_l = _between(u[3], BLOOD_LEFT_HU[phase])
+        if phase == "arterial":
+            blood_r = _between(u[4], BLOOD_RIGHT_ARTERIAL_HU)
+            svc = _between(u[5], SVC_ARTERIAL_HU)
+        else:
+            blood_r = blood_l * _between(u[4], (0.9, 1.1))
+            svc = blood_r
+        myo = myo0 + _between(u[6], MYOCARDIUM_FRACTION[phase]) * (blood_l - b0)
+        liver = LIVER_HU + _between(u[7], LIVER_ENHANCEMENT_HU[phase])
+    lung_vessel = LUNG_VESSEL_HU + LUNG_VESSEL_FRACTION * (blood_r - b0)
+    lo, hi = DOSE_RANGE
+    return Acquisition(
+        phase=phase,
+        blood_unenhanced=b0,
+        blood_l=blood_l,
+        blood_r=blood_r,
+        svc_hu=svc,
+        myo=myo,
+        liver=liver,
+        lung_vessel=lung_vessel,
+        kvp=_pick(u[8], VOLTAGES),
+        dose_fraction=float(lo * (hi / lo) ** u[9]),
+        kernel=_pick(u[10], KERNELS),
+        offset_hu=(2.0 * u[11] - 1.0) * CALIBRATION_HU,
+    )
+
+
+@cache
+def trilinear_keep(kernel: str, nps_peak_per_mm: float) -> float:
+    """Fraction of the noise variance of a native scan that trilinear resampling keeps.
+
+    The phantom's grid (~6 mm at 64^3) stands for a native scan (shift.REFERENCE_VOXEL_MM) brought
+    onto it as globalmask brings every CT onto its grid: trilinear interpolation, no anti-aliasing
+    (preprocess.resize). Each grid value is then a weighted sum of 2 x 2 native pixels and of 2
+    slices, and keeps sum_ij w_i w_j C(x_i - x_j) of the native variance, C the noise's
+    autocorrelation. Averaged over the sample's position (uniform), the weights give
+    (4 + 2 C(1,0) + 2 C(0,1) + C(1,1)) / 9 in-plane, with C from shift.ct_noise's power spectrum
+    f exp(-f^2 / 2p^2) times the kernel's transfer squared, and 2/3 across independent slices
+    and the kernel's own change of the variance (a smooth kernel lowers it, a sharp one raises it).
+    Std kept: 0.58 (standard kernel), 0.38 (smooth), 0.91 (sharp), 0.51 for the sharp kernel's
+    added noise (p = 0.5 /mm); resampling shift.ct_noise itself from 1 x 1 x 2.5 mm to ~6 mm grids
+    with preprocess.resize agrees within 0.003 (at integer spacing ratios the sample positions
+    repeat and the kept fraction differs). Grid samples are several native pixels apart, so the
+    noise on the grid is drawn white. An area-averaging resampler would keep far less
+    (shift.noise_on_grid); this is what the study's own pipeline does to real CT.
+    """
+    n = 256
+    px = REFERENCE_VOXEL_MM[0]
+    fa = np.fft.fftfreq(n, d=px)[:, None]
+    fb = np.fft.rfftfreq(n, d=px)[None, :]
+    f = np.sqrt(fa**2 + fb**2)
+    base = f * np.exp(-(f**2) / (2.0 * nps_peak_per_mm**2))
+    k = _KERNEL_LEVELS.get(kernel)
+    nps = base if k is None else base * np.asarray(k.transfer(f)) ** 2
+    acf = np.fft.irfft2(nps, s=(n, n))
+    r = acf / acf[0, 0]
+    inplane = (4.0 + 2.0 * r[1, 0] + 2.0 * r[0, 1] + r[1, 1]) / 9.0
+    # the kernel's change of the native variance itself (a smoother kernel lowers it, a sharper one raises it)
+    gain = acf[0, 0] / np.fft.irfft2(base, s=(n, n))[0, 0]
+    return float(gain * inplane * 2.0 / 3.0)
