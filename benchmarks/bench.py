@@ -474,6 +474,49 @@ def bench_memory(sides=(64, 96, 128)) -> str:
 # study wall time
 
 
+NATIVE_PATCH = (96, 64, 96)  # the native-grid study's patch (benchmarks/openkbp_native/study.yaml)
+
+
+def bench_native(device, reps: int) -> str:
+    """Step time at the data's own grid (the training split's median spacing) with the native study's
+    patch, against whole volumes there and the 6 mm study's whole volumes; sliding-window time of one
+    validation case; time to plateau from the convergence runs (benchmarks/convergence/native-*.json)."""
+    native = prepare_data(OPENKBP, DataConfig("bone"), progress=False)  # spacing None: median of the training split
+    coarse = _prepared()
+    whole = tuple(int(np.ceil(s / NET.divisor) * NET.divisor) for s in np.max([pc.shape for pc in native.cases.values()], axis=0))
+    rows = []
+    for label, prepared, patch in (("6 mm, whole volume (the 6 mm study)", coarse, PATCH), (f"native, patch {NATIVE_PATCH}", native, NATIVE_PATCH), (f"native, whole volume {whole}", native, whole)):
+        ids = list(prepared.split.train[:8])
+        cfg = TrainConfig(mode="ct", steps=10_000, patch_size=patch, net=NET)
+        spec = ModelSpec("ct", prepared.recipe, prepared.preprocess, prepared.dataset.labels, NET, patch)
+        tr = Trainer(spec, cfg, [prepared.cases[i] for i in ids], prepared.preprocess.spacing, device)
+        n = max(2, reps // (4 if "whole" in label and "native" in label else 1))
+        tr.step()
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(n):
+            tr.step()
+        sync(device)
+        step = (time.perf_counter() - t) / n
+        val = prepared.cases[prepared.split.validation[0]]
+        tr.net.eval()
+        t = time.perf_counter()
+        sliding_window_probs(tr.net, make_input(cfg.mode, val.ct, val.gbm), patch, 3, pad_values(cfg.mode), device, cfg.sw_overlap)
+        infer = time.perf_counter() - t
+        sp = prepared.preprocess.spacing
+        rows.append({"grid, patch": label, "spacing (mm)": " x ".join(f"{v:.2f}" for v in sp), "voxels per patch": int(np.prod(patch)),
+                     "training step (s)": f"{step:.2f}", "one validation case, sliding window (s)": f"{infer:.2f}"})
+    text = f"### The data's own grid: training step and inference ({device.type}, {torch.get_num_threads()} threads, batch 2, ct input)\n\n" + md_table(rows)
+    runs = []
+    for path in sorted((ROOT / "benchmarks" / "convergence").glob("native-*.json")):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        runs.append({"run": f"{r['name']} ({r['mode']})", "plateau val Dice": f"{r['best_val_dice']:.3f}", "best step": r["best_step"], "steps run": r["steps"],
+                     "converged": "yes" if r["converged"] else "no", "minutes to stop": f"{r['train_seconds'] / 60:.1f}", "threads": r["machine"]["threads"]})
+    if runs:
+        text += "\n\nTime to plateau at the data's own grid (26 training cases, from `benchmarks/convergence/native-*.json`; wall time on 1 thread while a second run shared the machine):\n\n" + md_table(runs)
+    return text
+
+
 def bench_study(study_dir: Path | None) -> str:
     text = "### Study wall time\n\n"
     if study_dir is not None and (study_dir / "results.json").exists():
@@ -515,7 +558,7 @@ def _workers_scaling() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sections", default="train,predict,gbm,memory,study")
+    ap.add_argument("--sections", default="train,predict,gbm,memory,study,native")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--study", type=Path, default=ROOT / "benchmarks" / "openkbp", help="a finished study (folder with results.json) to read run times from")
@@ -545,6 +588,8 @@ def main() -> None:
             parts.append(bench_memory())
         elif name == "study":
             parts.append(bench_study(args.study))
+        elif name == "native":
+            parts.append(bench_native(device, args.reps))
         note = f"_Load average (1 min) {load:.1f} before and {os.getloadavg()[0]:.1f} after this section, on {os.cpu_count()} cores"
         note += ": a loaded machine, so compare ratios, not seconds._" if max(load, os.getloadavg()[0]) > 0.5 * (os.cpu_count() or 1) else "._"
         parts[-1] = done[name] = f"<!-- section:{name} -->\n{parts[-1]}\n\n{note}\n<!-- /section:{name} -->"
