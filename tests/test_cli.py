@@ -272,6 +272,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     "train --channels too large": (_train("--channels", "4", "100000"), "--channels"),
     "train --res-units negative": (_train("--res-units", "-1"), "--res-units"),
     "train --dims 4": (_train("--dims", "4"), "--dims"),
+    "train --optimizer unknown": (_train("--optimizer", "adam"), "--optimizer"),
+    "train --schedule unknown": (_train("--schedule", "step"), "--schedule"),
+    "train --weight-decay negative": (_train("--weight-decay", "-1"), "--weight-decay"),
+    "train --warmup-steps as long as --steps": (_train("--warmup-steps", "2"), "--warmup-steps"),
     "train --mode unknown": (_train("--mode", "mri"), "mri"),
     "train --recipe nan": (_train("--recipe", "threshold:nan"), "level"),
     "train --device unknown": (_train("--device", "tpu"), "tpu"),
@@ -382,6 +386,31 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for cmd in ("masks", "train", "predict", "evaluate", "phantom", "demo", "study"):
         assert cmd in out
+
+
+def test_train_sets_every_training_lever_a_study_can(tmp_path, capsys, monkeypatch):
+    """Weight decay, optimiser, schedule, warm-up and bf16 reach the run's TrainConfig (and --help names them)."""
+    import globalmask.train as train_mod
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    helptext = capsys.readouterr().out
+    for flag in ("--weight-decay", "--optimizer", "--schedule", "--warmup-steps", "--bf16"):
+        assert flag in helptext
+    seen = {}
+
+    def fake_train(data, out, cfg, data_cfg, **kw):  # the CLI's work ends where training would begin
+        seen["cfg"] = cfg
+        return train_mod.TrainResult(out, out / "model.pt", 0.5, 10, 20, 1.0, ["case_000"], True, "plateau", cfg.steps)
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    root = make_tiny_dataset(tmp_path / "ds", n=4)
+    argv = ["train", str(root), "--out", str(tmp_path / "run"), "--steps", "40", "--weight-decay", "0.01", "--optimizer", "sgd",
+            "--schedule", "cosine", "--warmup-steps", "5", "--bf16", "--patience", "0", *TINY]
+    assert main(argv) == 0
+    cfg = seen["cfg"]
+    assert (cfg.weight_decay, cfg.optimizer, cfg.schedule, cfg.warmup_steps, cfg.bf16, cfg.patience, cfg.steps) == (0.01, "sgd", "cosine", 5, True, None, 40)
+    assert cfg.net == NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
 
 
 def test_cli_refuses_to_write_into_the_input_folder(phantom_ds, capsys):

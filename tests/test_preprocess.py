@@ -179,20 +179,21 @@ def test_geometry_survives_its_serialised_form():
 
 def test_preprocess_config_normalises_and_checks_its_values():
     from globalmask.errors import GeometryError
+    from globalmask.validate import SettingError
 
     cfg = PreprocessConfig(spacing=[1, 0.8, 0.5], window=[-100, 200])  # sub-millimetre spacing is fine
     assert cfg.spacing == (1.0, 0.8, 0.5) and cfg.window == (-100.0, 200.0)
     assert all(isinstance(v, float) for v in (*cfg.spacing, *cfg.window))
-    for bad in ((0.0, 1.0, 1.0), (1.0, -2.0, 1.0), (1.0, 1.0)):
-        with pytest.raises(GeometryError, match=r"three (finite )?positive numbers"):
+    for bad in ((0.0, 1.0, 1.0), (1.0, -2.0, 1.0), (1.0, 1.0), (0.05, 1.0, 1.0), (1.0, 1.0, 25.0), ("a", 1, 1)):  # the one spacing rule (preprocess.SPACING)
+        with pytest.raises(SettingError, match=r"^preprocess.spacing: got .*; expected 3 spacings in mm"):
             PreprocessConfig(spacing=bad)
     with pytest.raises(GeometryError, match="low < high"):
         PreprocessConfig(spacing=(1.0, 1.0, 1.0), window=(100.0, 100.0))
     for window in ((-100.0, 0.0, 200.0), (math.nan, 100.0), (-100.0, math.inf)):  # three values; not finite
         with pytest.raises(GeometryError, match="two finite numbers"):
             PreprocessConfig(spacing=(1.0, 1.0, 1.0), window=window)
-    with pytest.raises(GeometryError, match=r"must be numbers, got \('a', 1, 1\)"):
-        PreprocessConfig(spacing=("a", 1, 1))
+    with pytest.raises(GeometryError, match=r"must be numbers, got \('a', 1\)"):
+        PreprocessConfig(spacing=(1.0, 1.0, 1.0), window=("a", 1))
     for level, margin in ((-500.0, -1.0), (math.inf, 10.0), (-500.0, math.nan)):
         with pytest.raises(GeometryError, match=r"crop level and margin must be finite \(margin >= 0\)"):
             PreprocessConfig(spacing=(1.0, 1.0, 1.0), crop_level=level, crop_margin_mm=margin)

@@ -530,6 +530,47 @@ def test_bad_levers_are_refused(bad):
         TrainConfig(**{"steps": 20, **bad})
 
 
+@pytest.mark.parametrize(
+    "setting, value, flag",
+    [
+        ("lr", 20, ["--lr", "20"]),
+        ("batch_size", 1000, ["--batch-size", "1000"]),
+        ("patch_size", [24, 32, 32], ["--patch-size", "24", "32", "32"]),  # not a multiple of 16 (the default U-Net's divisor)
+        ("warmup_steps", 3000, ["--warmup-steps", "3000"]),  # the maximum steps are 3000
+        ("optimizer", "adam", ["--optimizer", "adam"]),
+    ],
+)
+def test_one_rule_per_setting_whether_given_in_python_a_study_or_the_cli(setting, value, flag):
+    """check_train_settings is every entry point's rule: the same 'got ...; expected ...', named as each spells it."""
+    from globalmask import cli
+    from globalmask.study import StudyConfig
+    from globalmask.validate import SettingError
+
+    def problem(call) -> str:
+        with pytest.raises(SettingError) as err:
+            call()
+        return str(err.value)
+
+    args = cli.build_parser().parse_args(["train", "DS", "--out", "RUN", *flag])
+    messages = {
+        "train.": problem(lambda: TrainConfig(**{setting: value})),
+        "study.": problem(lambda: StudyConfig(**{setting: value})),
+        "argument --": problem(lambda: cli._check_train_args(args)),
+    }
+    for prefix, message in messages.items():
+        assert message.startswith(prefix + (setting.replace("_", "-") if prefix == "argument --" else setting) + ": got ")
+    assert len({m.split(": got ", 1)[1] for m in messages.values()}) == 1
+
+
+def test_from_settings_takes_the_fields_it_knows_and_the_overrides():
+    study_like = {"modes": ["ct"], "lr": 1e-3, "patience": None, "net": {"channels": [4, 8], "strides": [2], "num_res_units": 0}, "patch_size": [16, 16, 16], "steps": {"1": 5}}
+    cfg = TrainConfig.from_settings(study_like, mode="gbm", steps=50)
+    assert (cfg.mode, cfg.lr, cfg.patience, cfg.steps, cfg.patch_size) == ("gbm", 1e-3, None, 50, (16, 16, 16))
+    assert cfg.net == NetConfig(channels=(4, 8), strides=(2,), num_res_units=0) and cfg.batch_size == TrainConfig().batch_size
+    with pytest.raises(TypeError, match="modes"):
+        TrainConfig.from_settings({}, modes=["ct"])
+
+
 def test_sgd_and_cpu_bf16_train_a_tiny_net(tmp_path):
     """The nnU-Net optimiser is SGD + Nesterov 0.99; bf16 autocast on CPU must still give a finite loss that falls."""
     import numpy as np
@@ -696,5 +737,5 @@ def test_data_config_window_is_two_numbers_or_percentile():
     assert DataConfig().window == "percentile"  # the default (benchmarks/convergence.md)
     assert DataConfig(window=[-200, 300]).window == (-200, 300)
     assert DataConfig(window="percentile").window == "percentile"
-    with pytest.raises(GlobalmaskError, match=r"two numbers .* or 'percentile', got 'Percentile'"):
+    with pytest.raises(GlobalmaskError, match=r"^data.window: got 'Percentile'; expected LO HI in HU .* or 'percentile'$"):
         DataConfig(window="Percentile")

@@ -63,11 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3000, help="maximum training steps (default: 3000); training stops earlier at a validated plateau")
     p.add_argument("--patience", type=int, default=5, help="stop after this many validation checks without a rise of more than --min-delta in validation Dice (default: 5; 0: never stop early)")
     p.add_argument("--min-delta", type=float, default=0.002, help="a rise of validation Dice must exceed this to count as an improvement (default: 0.002)")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=2, help="patches per training step (default: 2)")
+    p.add_argument("--lr", type=float, default=2e-3, help="base learning rate (default: 0.002)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay of the optimiser (default: 0.0001)")
+    p.add_argument("--optimizer", default="adamw", help="adamw (default) or sgd (Nesterov momentum 0.99, as nnU-Net trains)")
+    p.add_argument("--schedule", default="poly",
+                   help="learning rate over the maximum steps: poly (power 0.9, the default), cosine or constant")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up before the schedule, fewer than --steps (default: 0)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for training on CPUs with native bf16 (CUDA uses mixed precision anyway)")
     p.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"), help="training patch (default: whole cropped volumes up to --max-patch-voxels)")
-    p.add_argument("--max-patch-voxels", type=int, default=96**3)
-    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--max-patch-voxels", type=int, default=96**3, help="largest training patch in voxels when --patch-size is not given (default: 96^3)")
+    p.add_argument("--val-every", type=int, default=100, help="validate every N steps (default: 100)")
     p.add_argument("--checkpoint-every", type=int, default=50, help="save the resumable state (last.pt) every N steps")
     p.add_argument("--dims", type=int, choices=(2, 3), default=3, help="3D U-Net (default) or 2D slice-wise U-Net")
     p.add_argument("--channels", type=int, nargs="+", default=None, help="U-Net channels per level (default: 16 32 64 128 256)")
@@ -250,33 +256,14 @@ def _cmd_masks(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .model import InputMode, NetConfig
     from .train import PERCENTILE, DataConfig, TrainConfig, train
 
-    _check_train_args(args)
+    net = _check_train_args(args)
     if args.resume and not (args.out / "config.json").is_file():
         # the Python API's resume=True also starts a run that is not there yet (the study and demo
         # rely on it); on the command line --resume means "continue", so a folder without a run is a mistake
         raise OutputError(f"argument --resume: {args.out} holds no run to continue (no config.json); drop --resume to start one")
-    net_kwargs = {"spatial_dims": args.dims, "num_res_units": args.res_units}
-    if args.channels:
-        net_kwargs["channels"] = tuple(args.channels)
-        net_kwargs["strides"] = (2,) * (len(args.channels) - 1)
-    cfg = TrainConfig(
-        mode=InputMode.parse(args.mode),
-        train_cases=args.train_cases,
-        seed=args.seed,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        patch_size=tuple(args.patch_size) if args.patch_size else None,
-        max_patch_voxels=args.max_patch_voxels,
-        val_every=args.val_every,
-        patience=args.patience or None,
-        min_delta=args.min_delta,
-        checkpoint_every=args.checkpoint_every,
-        net=NetConfig(**net_kwargs),
-    )
+    cfg = TrainConfig.from_settings(vars(args), patience=args.patience or None, net=net)
     data = DataConfig(
         recipe=args.recipe,
         spacing=args.spacing,
@@ -443,46 +430,47 @@ def _refuse_inside_dataset(folder: Path, out: Path) -> None:
 
 
 def _parse_window(values: list[str]) -> tuple[float, float] | str:
-    """``--window LO HI`` (HU, LO < HI) or ``--window percentile``."""
-    if values == ["percentile"]:
-        return "percentile"
-    expected = "LO HI in HU with LO < HI (each within +-100000), or 'percentile'"
-    try:
-        numbers = [float(v) for v in values]
-    except ValueError:
-        validate.fail(validate.flag("window"), values, expected)
-    if len(numbers) != 2 or not all(math.isfinite(v) and abs(v) <= 100_000 for v in numbers) or not numbers[0] < numbers[1]:
-        validate.fail(validate.flag("window"), values, expected)
-    return numbers[0], numbers[1]
+    """``--window LO HI`` (HU, LO < HI) or ``--window percentile``, by the rule every entry point uses."""
+    from .train import check_window
+
+    return check_window(values[0] if len(values) == 1 else values, validate.flag("window"))
 
 
-def _check_train_args(args: argparse.Namespace) -> None:
-    """Every train argument in range, named as typed, before any data is read."""
-    from .io import MAX_SPACING_MM
-    from .train import TRAIN_RULES
+def _net_config(args: argparse.Namespace):
+    """The U-Net of ``--dims``, ``--channels`` and ``--res-units`` (each checked, named as typed)."""
+    from .model import NetConfig
 
-    validate.check_namespace(args, {k: v for k, v in TRAIN_RULES.items() if hasattr(args, k) and k != "patience"})
-    validate.check_namespace(args, {"patience": validate.integer(0, 10**6)})  # 0: never stop early
     validate.check_namespace(
         args,
-        {
-            "spacing": validate.sequence(validate.real(0.1, MAX_SPACING_MM), 3, "spacings in mm"),
-            "channels": validate.sequence(validate.integer(1, 4096), (2, 10), "channel counts (one per U-Net level)"),
-            "res_units": validate.integer(0, 16),
-        },
+        {"channels": validate.sequence(validate.integer(1, 4096), (2, 10), "channel counts (one per U-Net level)"), "res_units": validate.integer(0, 16)},
     )
+    net: dict = {"spatial_dims": args.dims, "num_res_units": args.res_units}
+    if args.channels:
+        net["channels"] = tuple(args.channels)
+        net["strides"] = (2,) * (len(args.channels) - 1)
+    return NetConfig(**net)
+
+
+def _check_train_args(args: argparse.Namespace):
+    """Every train argument in range, named as typed, before any data is read; returns the U-Net.
+
+    The training settings go through the rules of :class:`~globalmask.train.TrainConfig` and of a
+    study configuration (:func:`~globalmask.train.check_train_settings`), so a setting given wrongly
+    fails with the same message wherever it is given.
+    """
+    from .preprocess import SPACING
+    from .train import TRAIN_RULES, check_train_settings
+
+    validate.check_namespace(args, {"patience": validate.integer(0, 10**6)})  # 0: never stop early
+    net = _net_config(args)
+    settings = {k: getattr(args, k) for k in TRAIN_RULES if hasattr(args, k) and k != "patience"}
+    check_train_settings(settings, net, validate.flag)
+    validate.check_namespace(args, {"spacing": SPACING})
     if args.window is not None:
         args.window = _parse_window(args.window)
-    levels = len(args.channels) if args.channels else 5
-    divisor = 2 ** (levels - 1)
-    if args.patch_size is not None:
-        sides = args.patch_size[:2] if args.dims == 2 else args.patch_size
-        if any(p % divisor for p in sides):
-            validate.fail(validate.flag("patch_size"), list(args.patch_size), f"multiples of {divisor} (a U-Net with {levels} levels halves the grid {levels - 1} times)")
-    if args.max_patch_voxels < divisor**args.dims:
-        validate.fail(validate.flag("max_patch_voxels"), args.max_patch_voxels, f"at least {divisor**args.dims} (one {divisor}^{args.dims} patch for a U-Net with {levels} levels)")
     if args.cache is not None and guard.enclosing_dataset(args.cache) is not None:
         validate.fail(validate.flag("cache"), str(args.cache), "a folder outside the dataset (datasets are read-only)")
+    return net
 
 
 COMMANDS = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -79,15 +79,7 @@ def run_demo(
     tables = []
     trained = []
     for mode in map(InputMode.parse, modes):
-        cfg = TrainConfig(
-            mode=mode,
-            train_cases=settings.train_cases,
-            seed=seed,
-            steps=settings.steps,
-            val_every=settings.val_every,
-            patience=settings.patience,
-            net=demo_net(),
-        )
+        cfg = TrainConfig.from_settings(asdict(settings), mode=mode, seed=seed, net=demo_net())
         run = out / "runs" / mode.replace("+", "_")
         result = train(ds, run, cfg, DataConfig(cache_dir=out / "cache"), device=device, resume=True)
         state = {True: "plateau", False: "NOT converged: still improving at the maximum", None: "fixed budget"}[result.converged]

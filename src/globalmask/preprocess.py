@@ -29,9 +29,14 @@ import torch.nn.functional as F
 
 from .checks import check_memory
 from .errors import GeometryError
-from .io import Volume, check_same_grid, voxel_spacing
+from .io import MAX_SPACING_MM, Volume, check_same_grid, voxel_spacing
 from .masks import Recipe, check_ct, largest_component
-from .validate import check_keys
+from .validate import check_keys, real, sequence
+
+#: The one rule for a target spacing wherever it is given (command line, study configuration,
+#: Python, checkpoint): three spacings in mm, each from 0.1 mm to the largest plausible CT spacing.
+MIN_SPACING_MM = 0.1
+SPACING = sequence(real(MIN_SPACING_MM, MAX_SPACING_MM), 3, "spacings in mm")
 
 DEFAULT_WINDOW = (-1000.0, 1000.0)
 
@@ -47,13 +52,11 @@ class PreprocessConfig:
     crop_margin_mm: float = 10.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "spacing", SPACING(self.spacing, "preprocess.spacing"))
         try:
-            object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
             object.__setattr__(self, "window", tuple(float(w) for w in self.window))
         except (TypeError, ValueError):
-            raise GeometryError(f"target spacing and CT window must be numbers, got {self.spacing!r} and {self.window!r}") from None
-        if len(self.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing):
-            raise GeometryError(f"target spacing must be three finite positive numbers (mm), got {self.spacing}")
+            raise GeometryError(f"CT window must be numbers, got {self.window!r}") from None
         if len(self.window) != 2 or not all(math.isfinite(w) for w in self.window) or self.window[1] <= self.window[0]:
             raise GeometryError(f"CT window must be two finite numbers (low, high) with low < high, got {self.window}")
         if not (math.isfinite(self.crop_level) and math.isfinite(self.crop_margin_mm) and self.crop_margin_mm >= 0):

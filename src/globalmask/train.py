@@ -28,7 +28,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,15 @@ from .io import json_safe, read_affine, write_json, write_text
 from .masks import Recipe
 from .metrics import dice
 from .model import InputMode, NetConfig, make_input
-from .preprocess import PreparedCase, PreprocessConfig, derive_spacing
+from .preprocess import SPACING, PreparedCase, PreprocessConfig, derive_spacing
 from .training_data import PatchSampler, auto_patch_size, check_structures_present, percentile_window, prepare_cases
-from .validate import Rule, check_fields, check_keys, choice, fail, integer, optional, real, sequence
+from .validate import Rule, boolean, check_keys, choice, fail, integer, optional, real, sequence
 
-#: Accepted values of every numeric TrainConfig field; the CLI applies the same table to its flags.
+#: Voxels in a training patch at most (a whole cropped volume is used when it fits).
+DEFAULT_MAX_PATCH_VOXELS = 96**3
+
+#: Accepted values of every TrainConfig field that is a plain setting: TrainConfig, a study's
+#: configuration and the command line all check them with :func:`check_train_settings`.
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("poly", "cosine", "constant")
 
@@ -73,20 +77,52 @@ TRAIN_RULES: dict[str, Rule] = {
     "optimizer": choice(OPTIMIZERS),
     "schedule": choice(SCHEDULES),
     "warmup_steps": integer(0, 10**7),
+    "bf16": boolean(),
     "checkpoint_every": integer(1, 10**7),
     "sw_overlap": real(0.0, 1.0, hi_open=True),
+    "channels_last": boolean(),
 }
 
 
-def check_patch_fits_net(patch_size, max_patch_voxels: int, net: NetConfig, prefix: str = "train.") -> None:
+def check_train_settings(settings: Mapping[str, Any], net: NetConfig, name: Callable[[str], str]) -> dict[str, Any]:
+    """Check a run's training settings with the one set of rules every entry point uses.
+
+    :data:`TRAIN_RULES` on each setting given, then what ties settings together: the patch fits
+    the U-Net (:func:`check_patch_fits_net`) and the warm-up ends before the maximum steps. A
+    setting given wrongly therefore fails with the same message from :class:`TrainConfig`, a study
+    configuration and the command line; only its name differs, as each caller spells it.
+
+    Parameters
+    ----------
+    settings : Mapping[str, Any]
+        Training settings by :class:`TrainConfig` field name; keys without a rule are ignored.
+    net : NetConfig
+        The network the patch must fit.
+    name : Callable[[str], str]
+        Field name -> the name in messages (``"train.lr"``, ``"study.lr"``, ``"argument --lr"``).
+
+    Returns
+    -------
+    dict[str, Any]
+        The cleaned values of the settings that have a rule.
+    """
+    cleaned = {key: TRAIN_RULES[key](value, name(key)) for key, value in settings.items() if key in TRAIN_RULES}
+    check_patch_fits_net(cleaned.get("patch_size"), cleaned.get("max_patch_voxels", DEFAULT_MAX_PATCH_VOXELS), net, name)
+    warmup, steps = cleaned.get("warmup_steps", 0), cleaned.get("steps")
+    if steps is not None and warmup >= steps:
+        fail(name("warmup_steps"), warmup, f"fewer than the maximum steps ({steps})")
+    return cleaned
+
+
+def check_patch_fits_net(patch_size, max_patch_voxels: int, net: NetConfig, name: Callable[[str], str] = "train.".__add__) -> None:
     """A U-Net halves the grid at every level: patch sides must be multiples of its divisor."""
     d = net.divisor
     if patch_size is not None:
         sides = patch_size[:2] if net.spatial_dims == 2 else patch_size
         if any(p % d or p < d for p in sides):
-            fail(f"{prefix}patch_size", list(patch_size), f"multiples of {d} (the U-Net with {len(net.channels)} levels halves the grid {len(net.strides)} times)")
+            fail(name("patch_size"), list(patch_size), f"multiples of {d} (the U-Net with {len(net.channels)} levels halves the grid {len(net.strides)} times)")
     if max_patch_voxels < d**net.spatial_dims:
-        fail(f"{prefix}max_patch_voxels", max_patch_voxels, f"at least {d**net.spatial_dims} (one {d}^{net.spatial_dims} patch for this U-Net depth)")
+        fail(name("max_patch_voxels"), max_patch_voxels, f"at least {d**net.spatial_dims} (one {d}^{net.spatial_dims} patch for this U-Net depth)")
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
@@ -117,7 +153,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear learning-rate warm-up before the schedule
     bf16: bool = False  # bfloat16 autocast for training on CPUs with native bf16 (CUDA uses mixed precision anyway)
     patch_size: tuple[int, ...] | None = None  # None: whole (cropped) volumes if they fit max_patch_voxels
-    max_patch_voxels: int = 96**3
+    max_patch_voxels: int = DEFAULT_MAX_PATCH_VOXELS
     fg_prob: float = 0.33
     val_every: int = 100
     patience: int | None = 5  # validation checks without a rise of more than min_delta before stopping; None: run all steps
@@ -130,11 +166,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.mode = InputMode.parse(self.mode)
-        for key, value in check_fields(self, TRAIN_RULES, "train.").items():
+        settings = {key: getattr(self, key) for key in TRAIN_RULES}
+        for key, value in check_train_settings(settings, self.net, "train.".__add__).items():
             setattr(self, key, value)
-        check_patch_fits_net(self.patch_size, self.max_patch_voxels, self.net, "train.")
-        if self.warmup_steps >= self.steps:
-            fail("train.warmup_steps", self.warmup_steps, f"fewer than the maximum steps ({self.steps})")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -150,6 +184,39 @@ class TrainConfig:
         d["net"] = NetConfig.from_dict(d.get("net", {}))
         d["augment"] = AugmentConfig.from_dict(d.get("augment", {}))
         return cls(**d)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], **overrides: Any) -> TrainConfig:
+        """The run's config from any mapping that names training settings, plus ``overrides``.
+
+        The one way a run's settings are taken from elsewhere: a study's configuration
+        (``StudyConfig.train_config``), the command line's arguments and the demo's settings all
+        come through here, so a lever added to :class:`TrainConfig` reaches every entry point.
+
+        Parameters
+        ----------
+        settings : Mapping[str, Any]
+            Settings by field name; keys that are not fields of :class:`TrainConfig` are ignored
+            (a study's ``modes``, the command line's ``--out``); ``net`` may be a mapping and
+            ``patch_size`` a list. ``None`` is a value (``patience=None``: never stop early).
+        **overrides
+            Fields that win over ``settings`` (a run's mode, seed, steps), ``None`` included.
+
+        Returns
+        -------
+        TrainConfig
+            Parsed and checked (see :func:`check_train_settings`).
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"not fields of TrainConfig: {', '.join(unknown)}")
+        values = {**{k: v for k, v in settings.items() if k in names}, **overrides}
+        if isinstance(values.get("net"), Mapping):
+            values["net"] = NetConfig.from_dict(dict(values["net"]))
+        if values.get("patch_size") is not None:
+            values["patch_size"] = tuple(values["patch_size"])
+        return cls(**values)
 
 
 @dataclass
@@ -202,6 +269,35 @@ class Plateau:
 #: (benchmarks/convergence.md).
 PERCENTILE = "percentile"
 
+#: A fixed CT window is two numbers in HU within this range (a CT scale runs from -1024 to a few thousand).
+MAX_WINDOW_HU = 100_000.0
+
+
+def check_window(value: Any, name: str) -> tuple[float, float] | str:
+    """The one rule for a CT window wherever it is given: ``"percentile"`` or (low, high) in HU.
+
+    Parameters
+    ----------
+    value : Any
+        ``"percentile"``, or two finite numbers with low < high, each within +-100000 HU.
+    name : str
+        The setting's name in the message (``"study.window"``, ``"argument --window"``).
+
+    Returns
+    -------
+    tuple[float, float] or str
+        ``"percentile"`` or the window as two floats.
+    """
+    expected = f"LO HI in HU with LO < HI (each within +-{MAX_WINDOW_HU:g}), or {PERCENTILE!r}"
+    if value == PERCENTILE:
+        return PERCENTILE
+    if isinstance(value, str):
+        fail(name, value, expected)
+    low, high = sequence(real(-MAX_WINDOW_HU, MAX_WINDOW_HU), 2, "window values")(value, name)
+    if not low < high:
+        fail(name, [low, high], expected)
+    return low, high
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -222,11 +318,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipe", Recipe.parse(self.recipe))
         if self.spacing is not None:
-            object.__setattr__(self, "spacing", tuple(self.spacing))
-        if isinstance(self.window, str) and self.window != PERCENTILE:
-            raise DatasetError(f"CT window must be two numbers (low, high) in HU or {PERCENTILE!r}, got {self.window!r}")
-        if self.window != PERCENTILE:
-            object.__setattr__(self, "window", tuple(self.window))
+            object.__setattr__(self, "spacing", SPACING(self.spacing, "data.spacing"))
+        object.__setattr__(self, "window", check_window(self.window, "data.window"))
 
     def with_window(self, dataset: Dataset, train_ids: Sequence[str]) -> DataConfig:
         """This config with a ``"percentile"`` window replaced by its numbers from ``train_ids``.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import GlobalmaskError
 
@@ -23,7 +23,7 @@ class SettingError(GlobalmaskError):
     """A command-line argument or configuration value is out of range or malformed."""
 
 
-def fail(name: str, value: Any, expected: str) -> None:
+def fail(name: str, value: Any, expected: str) -> NoReturn:
     raise SettingError(f"{name}: got {_show(value)}; expected {expected}")
 
 
@@ -118,6 +118,17 @@ def choice(options: Iterable[Any]) -> Rule:
     def check(v, name):
         if v not in opts:
             fail(name, v, "one of " + ", ".join(str(o) for o in opts))
+        return v
+
+    return check
+
+
+def boolean() -> Rule:
+    """True or false, nothing else (YAML's ``yes`` is already a bool; the string ``"false"`` is not)."""
+
+    def check(v, name):
+        if not isinstance(v, bool):
+            fail(name, v, "true or false")
         return v
 
     return check

@@ -173,7 +173,7 @@ def _grid_too_large(t, monkeypatch):
     p = save_nifti(t / "fine.nii.gz", ct_array())
     vol = read_volume(p)
     monkeypatch.setattr(checks, "available_memory_bytes", lambda: 50_000_000)
-    return lambda: prepare_case(vol, None, PreprocessConfig(spacing=(0.05, 0.05, 0.05))), "fine.nii.gz"
+    return lambda: prepare_case(vol, None, PreprocessConfig(spacing=(0.1, 0.1, 0.1))), "fine.nii.gz"
 
 
 def _shape_mismatch(t):

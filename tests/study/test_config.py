@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from globalmask.errors import GlobalmaskError
 from globalmask.study.config import StudyConfig
@@ -49,3 +50,39 @@ def test_bad_shift_settings_are_refused_naming_them(settings, fragment):
     with pytest.raises(GlobalmaskError, match="shift") as err:
         StudyConfig(**settings)
     assert fragment in str(err.value)
+
+
+def test_a_run_of_the_study_gets_the_study_training_settings_and_its_own():
+    cfg = StudyConfig(lr=1e-3, weight_decay=0.0, optimizer="sgd", schedule="cosine", warmup_steps=10, bf16=True, patience=None,
+                      patch_size=[32, 32, 16], steps={"1": 200, "all": 400}, net={"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 0})
+    run = cfg.train_config("ct+gbm", 1, 7, cfg.steps_for("1"))
+    assert (run.mode, run.train_cases, run.seed, run.steps) == ("ct+gbm", 1, 7, 200)
+    assert (run.lr, run.weight_decay, run.optimizer, run.schedule, run.warmup_steps, run.bf16, run.patience, run.patch_size) == (
+        1e-3, 0.0, "sgd", "cosine", 10, True, None, (32, 32, 16))
+    assert run.net.channels == (8, 16, 32) and run.val_every == cfg.val_every and run.max_patch_voxels == cfg.max_patch_voxels
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"lr": 20}, "study.lr: got 20; expected a finite number > 0 and <= 10"),
+        ({"batch_size": 1000}, "study.batch_size: got 1000; expected an integer >= 1 and <= 512"),
+        ({"patch_size": [96, 64, 40]}, "study.patch_size: got 96 64 40; expected multiples of 16"),
+        ({"steps": {"1": 100, "all": 400}, "warmup_steps": 100}, "study.warmup_steps: got 100; expected fewer than the maximum steps (100)"),
+        ({"steps": {"1": 0}}, "study.steps.1: got 0; expected an integer >= 1"),
+        ({"spacing": [6, 6, 60]}, "study.spacing: got 6 6 60; expected 3 spacings in mm, each a finite number >= 0.1 and <= 20"),
+        ({"bf16": "yes"}, "study.bf16: got 'yes'; expected true or false"),
+        ({"draws": 0}, "study.draws: got 0; expected an integer >= 1"),
+        ({"shift_sizes": [1, 3]}, "study.shift_sizes: got 3; expected a training size of this study"),
+    ],
+)
+def test_training_settings_fail_at_load_by_the_rules_of_a_run(settings, message, tmp_path):
+    """Refused when the study is loaded (not hours later inside a run), and from YAML with the file's name."""
+    with pytest.raises(GlobalmaskError) as err:
+        StudyConfig(**settings)
+    assert str(err.value).startswith(message)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    with pytest.raises(GlobalmaskError) as err:
+        StudyConfig.from_yaml(path)
+    assert str(err.value).startswith(f"{path}: {message}")

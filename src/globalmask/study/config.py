@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -11,8 +11,11 @@ import yaml
 
 from ..errors import GlobalmaskError
 from ..masks import DEFAULT_RECIPE, Recipe
-from ..model import NetConfig, check_mode
+from ..model import InputMode, NetConfig, check_mode
+from ..preprocess import SPACING
 from ..shift import DEFAULT_SHIFTS, VARIATION_SUITE, AnyVariation, variation_from_dict
+from ..train import DEFAULT_MAX_PATCH_VOXELS, TRAIN_RULES, TrainConfig, check_train_settings, check_window
+from ..validate import SettingError, boolean, check_fields, choice, fail, integer, optional
 
 ALL = "all"
 
@@ -24,6 +27,25 @@ EXECUTION_ONLY = ("device", "overlays", "reference", "reference_structure")
 #: so the plans (and run ids) of earlier studies stay what they were. ``external_test`` is never
 #: hashed as written (a path differs between machines): the plan hashes the external sets' content.
 LATER_DEFAULTS: dict[str, Any] = {"external_test": [], "shifts_on_external": False, "shift_sizes": None, "recipe_rule": "validation"}
+
+#: How a study's settings are named in messages (``study.lr: got 20; expected ...``).
+PREFIX = "study."
+
+#: The study's settings that are settings of each run's :class:`~globalmask.train.TrainConfig`:
+#: checked by its rules and handed to it by :meth:`StudyConfig.train_config` (``steps`` may be per size).
+TRAIN_SETTINGS = ("batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_steps", "bf16", "patch_size",
+                  "max_patch_voxels", "val_every", "patience", "min_delta", "seed")
+
+#: Rules of the study's own settings (the training ones are :data:`~globalmask.train.TRAIN_RULES`).
+STUDY_RULES = {
+    "draws": integer(1, 10**4),
+    "ablation_draws": integer(1, 10**4),
+    "full_draws": optional(integer(1, 10**4)),
+    "overlays": integer(0, 10**4),
+    "recipe_rule": choice(("validation", "robust")),
+    "shifts_on_external": boolean(),
+    "reference": optional(choice(("brain", "heart"))),
+}
 
 #: ``shifts: suite`` in a study file: the realistic variation suite (``shift.VARIATION_SUITE``),
 #: written out level by level on loading so the plan hashes what the levels are, not a word.
@@ -55,7 +77,7 @@ class StudyConfig:
     warmup_steps: int = 0
     bf16: bool = False  # bfloat16 autocast for training on CPUs with native bf16
     patch_size: list[int] | None = None
-    max_patch_voxels: int = 96**3
+    max_patch_voxels: int = DEFAULT_MAX_PATCH_VOXELS
     net: dict[str, Any] = field(default_factory=dict)
     shifts: list[dict[str, Any]] | str = field(default_factory=lambda: [s.to_dict() for s in DEFAULT_SHIFTS])  # or "suite"
     shift_sizes: list[int | str] | None = None  # training sizes whose models are scored under the shifts (None: every size)
@@ -76,88 +98,75 @@ class StudyConfig:
     reference_structure: str | None = None  # the structure compared with the paper's (e.g. brainstem)
 
     def __post_init__(self) -> None:
-        def bad(name: str, given: Any, accepted: str) -> GlobalmaskError:
-            return GlobalmaskError(f"study setting '{name}': got {given!r}, expected {accepted}")
+        """Check every setting; the training settings with the rules of :func:`~globalmask.train.check_train_settings`.
 
-        if not self.modes:
-            raise bad("modes", self.modes, "a non-empty list of ct, gbm, ct+gbm, ct+coords")
-        for m in self.modes:
-            check_mode(m)
-        if not self.train_sizes:
-            raise bad("train_sizes", self.train_sizes, "a non-empty list of positive integers or 'all'")
-        for s in self.train_sizes:
-            if s != ALL and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
-                raise bad("train_sizes", s, "positive integers or 'all'")
-        for name in ("draws", "ablation_draws", "val_every", "batch_size", "max_patch_voxels"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise bad(name, v, "an integer >= 1")
-        if self.full_draws is not None and (not isinstance(self.full_draws, int) or self.full_draws < 1):
-            raise bad("full_draws", self.full_draws, "an integer >= 1 (or null: same as draws)")
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise bad("patience", self.patience, "an integer >= 1 (or null: never stop early)")
-        if not isinstance(self.overlays, int) or self.overlays < 0:
-            raise bad("overlays", self.overlays, "an integer >= 0")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise bad("optimizer", self.optimizer, "'adamw' or 'sgd'")
-        if self.schedule not in ("poly", "cosine", "constant"):
-            raise bad("schedule", self.schedule, "'poly', 'cosine' or 'constant'")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise bad("warmup_steps", self.warmup_steps, "an integer >= 0")
-        if not isinstance(self.bf16, bool):
-            raise bad("bf16", self.bf16, "true or false")
-        if self.recipe_rule not in ("validation", "robust"):
-            raise bad("recipe_rule", self.recipe_rule, "'validation' or 'robust'")
-        if not isinstance(self.shifts_on_external, bool):
-            raise bad("shifts_on_external", self.shifts_on_external, "true or false")
-        if not isinstance(self.external_test, list) or not all(isinstance(v, str) and v.strip() for v in self.external_test):
-            raise bad("external_test", self.external_test, "a list of dataset folders (nnU-Net layout)")
-        if len(set(self.external_test)) != len(self.external_test):
-            raise bad("external_test", self.external_test, "each dataset once")
-        for name in ("lr", "min_delta", "weight_decay"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
-                raise bad(name, v, "a finite number > 0" if name == "lr" else "a finite number >= 0")
-        steps = self.steps.values() if isinstance(self.steps, dict) else [self.steps]
-        for v in steps:
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise bad("steps", self.steps, "an integer >= 1, or a mapping of training size to integers >= 1")
-        if self.spacing is not None and (len(self.spacing) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= 50 for v in self.spacing)):
-            raise bad("spacing", self.spacing, "three finite spacings in mm, each in (0, 50]")
-        if self.window != "percentile" and (
-            isinstance(self.window, str)
-            or len(self.window) != 2
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.window)
-            or self.window[0] >= self.window[1]
-        ):
-            raise bad("window", self.window, "[low, high] in HU with low < high, or \"percentile\"")
-        if self.patch_size is not None and (len(self.patch_size) != 3 or not all(isinstance(v, int) and v >= 1 for v in self.patch_size)):
-            raise bad("patch_size", self.patch_size, "three positive integers")
+        Values are checked, not rewritten (except ``shifts``, written out in full): the plan hashes
+        the settings as written, so committed plans keep their hashes.
+        """
+        name = PREFIX.__add__
+        self._check_study_settings(name)
+        for label, steps in self._steps_by_size().items():  # one number, or one per training size
+            TRAIN_RULES["steps"](steps, name("steps") + (f".{label}" if label else ""))
+        if not isinstance(self.net, dict):
+            raise SettingError(f"{name('net')}: got {self.net!r}; expected a mapping of NetConfig settings")
+        net = NetConfig.from_dict(self.net)
+        training = {key: getattr(self, key) for key in TRAIN_SETTINGS}
+        check_train_settings({**training, "steps": min(self._steps_by_size().values())}, net, name)
+        if self.spacing is not None:
+            SPACING(self.spacing, name("spacing"))
+        check_window(self.window, name("window"))
         if self.recipe != "auto":
             Recipe.parse(self.recipe)
         for r in self.ablation_recipes:
             Recipe.parse(r)
-        try:
-            NetConfig(**self.net)
-        except TypeError as exc:
-            raise bad("net", self.net, f"settings of NetConfig ({exc})") from exc
+        self._check_shifts(name)
+
+    def _check_study_settings(self, name: Callable[[str], str]) -> None:
+        """The settings of the study as a whole: modes, sizes, draws, external sets, report."""
+        if not isinstance(self.modes, list) or not self.modes:
+            fail(name("modes"), self.modes, "a non-empty list of " + ", ".join(m.value for m in InputMode))
+        for m in self.modes:
+            check_mode(m)
+        if not isinstance(self.train_sizes, list) or not self.train_sizes:
+            fail(name("train_sizes"), self.train_sizes, f"a non-empty list of positive integers or {ALL!r}")
+        for s in self.train_sizes:
+            if s != ALL and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
+                fail(name("train_sizes"), s, f"positive integers or {ALL!r}")
+        check_fields(self, STUDY_RULES, PREFIX)
+        if not isinstance(self.external_test, list) or not all(isinstance(v, str) and v.strip() for v in self.external_test):
+            fail(name("external_test"), self.external_test, "a list of dataset folders (nnU-Net layout)")
+        if len(set(self.external_test)) != len(self.external_test):
+            fail(name("external_test"), self.external_test, "each dataset once")
+
+    def _steps_by_size(self) -> dict[str, Any]:
+        """``steps`` as {training size: steps} (``{"": steps}`` for one number for every size)."""
+        if isinstance(self.steps, dict):
+            if not self.steps:
+                fail(f"{PREFIX}steps", self.steps, "an integer >= 1, or a mapping of training size to integers >= 1")
+            return {str(k): v for k, v in self.steps.items()}
+        return {"": self.steps}
+
+    def _check_shifts(self, name: Callable[[str], str]) -> None:
+        """The variations: each one of :mod:`globalmask.shift`, written out in full, distinct names."""
         if self.shifts == SUITE:
             self.shifts = [v.to_dict() for v in VARIATION_SUITE]
         if not isinstance(self.shifts, list) or not all(isinstance(v, dict) for v in self.shifts):
-            raise bad("shifts", self.shifts, f"a list of variations (mappings) or {SUITE!r}")
+            fail(name("shifts"), self.shifts, f"a list of variations (mappings) or {SUITE!r}")
         for shift in self.shifts:
             try:
                 variation_from_dict(shift)
             except GlobalmaskError as exc:
-                raise bad("shifts", shift, f"a variation of globalmask.shift ({exc})") from exc
+                raise SettingError(f"{name('shifts')}: got {shift!r}; expected a variation of globalmask.shift ({exc})") from exc
         self.shifts = [variation_from_dict(v).to_dict() for v in self.shifts]  # canonical: every field and the name written out
         names = [v["name"] for v in self.shifts]
         if len(set(names)) != len(names) or "none" in names:
-            raise bad("shifts", names, "distinct names other than 'none'")
-        if self.shift_sizes is not None and (not isinstance(self.shift_sizes, list) or any(v not in self.train_sizes for v in self.shift_sizes)):
-            raise bad("shift_sizes", self.shift_sizes, f"null (every size) or a list of training sizes of this study ({self.train_sizes})")
-        if self.reference is not None and self.reference not in ("brain", "heart"):
-            raise bad("reference", self.reference, "'brain', 'heart' or null")
+            fail(name("shifts"), names, "distinct names other than 'none'")
+        if self.shift_sizes is not None:
+            if not isinstance(self.shift_sizes, list):
+                fail(name("shift_sizes"), self.shift_sizes, f"null (every size) or a list of training sizes of this study ({self.train_sizes})")
+            for size in self.shift_sizes:
+                if size not in self.train_sizes:
+                    fail(name("shift_sizes"), size, f"a training size of this study ({self.train_sizes})")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudyConfig:
@@ -174,7 +183,7 @@ class StudyConfig:
         try:
             return cls(**raw)
         except GlobalmaskError as exc:
-            raise GlobalmaskError(str(exc), path) from exc
+            raise type(exc)(str(exc), path) from exc
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,6 +198,27 @@ class StudyConfig:
             if d[key] == LATER_DEFAULTS[key]:
                 del d[key]
         return d
+
+    def train_config(self, mode: InputMode | str, train_cases: int | None, seed: int, steps: int) -> TrainConfig:
+        """The :class:`~globalmask.train.TrainConfig` of one run of this study.
+
+        Parameters
+        ----------
+        mode : InputMode or str
+            The run's input mode.
+        train_cases : int or None
+            Training cases drawn for the run (None: the whole training split).
+        seed : int
+            The run's seed (the study's seed plus its draw).
+        steps : int
+            The run's maximum steps (:meth:`steps_for` its training size).
+
+        Returns
+        -------
+        TrainConfig
+            The study's training settings (:data:`TRAIN_SETTINGS`, ``net``) with the run's own.
+        """
+        return TrainConfig.from_settings(self.to_dict(), mode=mode, train_cases=train_cases, seed=seed, steps=steps)
 
     def steps_for(self, size_label: str) -> int:
         if isinstance(self.steps, dict):

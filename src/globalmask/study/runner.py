@@ -36,10 +36,9 @@ from ..infer import Predictor
 from ..io import write_json, write_volume
 from ..masks import Recipe
 from ..metrics import evaluate_volumes
-from ..model import InputMode, NetConfig
 from ..preprocess import restore_volume
 from ..shift import AnyVariation
-from ..train import PERCENTILE, DataConfig, TrainConfig, prepare_data, train
+from ..train import PERCENTILE, DataConfig, prepare_data, train
 from ..training_data import load_case
 from .config import StudyConfig
 from .plan import Plan, RunSpec, shard_runs
@@ -109,25 +108,7 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
     cfg = plan.config
     t0 = time.perf_counter()
     prepared = _prepared(out, dataset_root, plan, run)
-    tcfg = TrainConfig(
-        mode=InputMode.parse(run.mode),
-        train_cases=run.train_cases,
-        seed=run.seed,
-        steps=run.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        optimizer=cfg.optimizer,
-        schedule=cfg.schedule,
-        warmup_steps=cfg.warmup_steps,
-        bf16=cfg.bf16,
-        patch_size=tuple(cfg.patch_size) if cfg.patch_size else None,
-        max_patch_voxels=cfg.max_patch_voxels,
-        val_every=cfg.val_every,
-        patience=cfg.patience,
-        min_delta=cfg.min_delta,
-        net=NetConfig(**cfg.net),
-    )
+    tcfg = cfg.train_config(run.mode, run.train_cases, run.seed, run.steps)
     run_dir = out / "runs" / run.name
     result = train(prepared, run_dir / "model", tcfg, device=cfg.device, resume=True, progress=progress)
     predictor = Predictor(result.model_path, device=cfg.device)
