@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from globalmask.report import against_target
+from globalmask.study.report import against_target
 
 FULL = "all"
 

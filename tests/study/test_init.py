@@ -193,7 +193,7 @@ def test_overlays_use_the_first_full_size_draw_whose_predictions_are_here(study,
     lowest full-size draw with every mode's predictions, and draws nothing when none is complete."""
     from dataclasses import replace
 
-    from globalmask.report import plot_overlays
+    from globalmask.study.report import plot_overlays
 
     out, config, results, _ = study
     d0 = [r for r in results.runs if r.role == "sweep" and r.recipe == results.sweep_recipe and r.size_label == ALL]

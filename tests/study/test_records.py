@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 from globalmask.dataset import load_dataset
-from globalmask.report import plot_learning_curves
 from globalmask.study import (
     RecordError,
     StudyConfig,
@@ -17,6 +16,7 @@ from globalmask.study import (
 )
 from globalmask.study.plan import RunSpec
 from globalmask.study.records import RunRecord
+from globalmask.study.report import plot_learning_curves
 
 from .conftest import QUIET, TINY_PLAN, _records
 

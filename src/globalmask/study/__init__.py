@@ -3,7 +3,7 @@
 The study is split by job: :mod:`.config` (what defines it), :mod:`.plan` (the runs, their ids
 and the plan hash), :mod:`.records` (one JSON result per run), :mod:`.runner` (executing runs:
 in process, a process pool, shards or Ray), :mod:`.stats` (statistics over records) and
-:mod:`globalmask.report` (figures and ``report.md``). Protocol, in brief:
+:mod:`.report` (figures and ``report.md``). Protocol, in brief:
 
 * **Fixed split**: the dataset's ``splits.json`` (else a seeded one, saved in the study folder).
 * **Paired subsets**: the training cases for (size n, draw d) depend only on (n, seed + d), so
@@ -21,11 +21,10 @@ from pathlib import Path
 from .. import guard
 from ..dataset import Dataset, Split, load_dataset
 from ..errors import DatasetError
-from ..io import write_json, write_text
-from ..report import write_report
 from .config import ALL, StudyConfig
 from .plan import Plan, RunSpec, dataset_fingerprint, make_plan, parse_shard, shard_runs, training_subsets
 from .records import RECORDS_DIR, RecordError, RunRecord, load_records, read_record
+from .report import write_outputs
 from .runner import Progress, execute_run, run_plan
 from .stats import StudyResults, analyse, choose_recipe, paired_comparison, recipe_ablation, shift_drops, summary_table
 
@@ -73,21 +72,6 @@ def plan_sweep(config: StudyConfig, n_train: int, recipe: str) -> list[RunSpec]:
 
 def _bare_plan(config: StudyConfig, n_train: int) -> Plan:
     return Plan(config, "", "", "", Split(tuple(f"t{i}" for i in range(n_train)), ("v",), ("x",)), "", {})
-
-
-def write_outputs(results: StudyResults, out: str | Path, command: str | None = None, runs_dir: str | Path | None = None, dataset: str | Path | None = None) -> Path:
-    """per_case.csv, summary.csv, results.json, recipe_choice.json, subsets.json, figures, report.md."""
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "per_case.csv", results.per_case.to_csv(index=False))
-    write_text(out / "summary.csv", results.summary.to_csv(index=False))
-    write_json(out / "results.json", results.to_json())
-    if results.recipe_winner is not None:
-        write_json(out / "recipe_choice.json", {"winner_on_validation": results.recipe_winner, "sweep_recipe": results.sweep_recipe, "ranking": results.to_json()["recipe_ablation"]})
-    if results.subsets:
-        write_json(out / "subsets.json", results.subsets)
-    return write_report(out, results, command=command, runs_dir=runs_dir, dataset_root=dataset)
 
 
 def check_same_data(plan: Plan, dataset: str | Path) -> Path:

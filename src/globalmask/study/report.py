@@ -9,21 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from .dataset import load_dataset
-from .io import atomic_path, read_volume, voxel_spacing, write_text
-from .masks import Recipe, largest_component
-from .metrics import mean_std_text
-from .preprocess import to_canonical
-
-if TYPE_CHECKING:
-    from .study import StudyResults
-    from .study.stats import RunSummary
+from ..dataset import load_dataset
+from ..io import atomic_path, read_volume, voxel_spacing, write_json, write_text
+from ..masks import Recipe, largest_component
+from ..metrics import mean_std_text
+from ..preprocess import to_canonical
+from .stats import RunSummary, StudyResults
 
 #: The paper's numbers (Kazemimoghadam et al. 2022, arXiv:2205.09107), for side-by-side tables.
 PAPER: dict[str, dict[str, Any]] = {
@@ -429,27 +426,107 @@ def convergence_section(results: StudyResults) -> list[str]:
     return lines
 
 
+def write_outputs(results: StudyResults, out: str | Path, command: str | None = None, runs_dir: str | Path | None = None,
+                  dataset: str | Path | None = None) -> Path:
+    """Write every file of a study's report into ``out`` and return the path of ``report.md``.
+
+    Parameters
+    ----------
+    results : StudyResults
+        The study's statistics (:func:`~globalmask.study.analyse`).
+    out : str or Path
+        The report folder: per_case.csv, summary.csv, results.json, recipe_choice.json,
+        subsets.json, the figures and report.md.
+    command : str, optional
+        The command that made the study, quoted in the report.
+    runs_dir : str or Path, optional
+        A study folder's ``runs/`` with the predictions, for the overlay figures.
+    dataset : str or Path, optional
+        Where the study's data lie on this machine, for the overlay figures.
+
+    Returns
+    -------
+    Path
+        ``out/report.md``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "per_case.csv", results.per_case.to_csv(index=False))
+    write_text(out / "summary.csv", results.summary.to_csv(index=False))
+    write_json(out / "results.json", results.to_json())
+    if results.recipe_winner is not None:
+        write_json(out / "recipe_choice.json", {"winner_on_validation": results.recipe_winner, "sweep_recipe": results.sweep_recipe, "ranking": results.to_json()["recipe_ablation"]})
+    if results.subsets:
+        write_json(out / "subsets.json", results.subsets)
+    return write_report(out, results, command=command, runs_dir=runs_dir, dataset_root=dataset)
+
+
 def write_report(study_dir: str | Path, results: StudyResults, command: str | None = None, runs_dir: str | Path | None = None, reference: str | None = None,
                  dataset_root: str | Path | None = None) -> Path:
-    """Figures plus ``report.md`` in ``study_dir``; overlays when ``runs_dir`` holds the predictions."""
+    """Write the figures and ``report.md`` into ``study_dir``, section by section.
 
+    Parameters
+    ----------
+    study_dir : str or Path
+        The report folder.
+    results : StudyResults
+        The study's statistics.
+    command : str, optional
+        The command that made the study, quoted under "Reproduce with".
+    runs_dir : str or Path, optional
+        A study folder's ``runs/``: overlay figures when it holds the predictions.
+    reference : str, optional
+        A closing paragraph (where the figures are cited, say).
+    dataset_root : str or Path, optional
+        Where the study's data lie, when not where the records say.
+
+    Returns
+    -------
+    Path
+        ``study_dir/report.md``.
+    """
     out = Path(study_dir)
     config = results.config
-    plan = results.plan
-    per_case = results.per_case
-    summary, comps, drops, ablation = results.summary, results.comparisons, results.shift_drops, results.recipe_ablation
-    n_train = plan.n_train
+    sweep = _has_sweep(results)
     main_recipe = results.sweep_recipe or ""
-    modes = config.modes
-    sizes = results.sizes
-    structures = plan.structures
-    main = "gbm"
-    have_sweep = results.sweep_recipe is not None and not per_case.empty and (per_case["recipe"] == main_recipe).any()
-    figs = plot_learning_curves(per_case, n_train, out, main_recipe) if have_sweep else []
-    box = plot_boxplots(per_case, out, main_recipe) if have_sweep else None
-    shift_fig = plot_shift(drops, out) if have_sweep else None
-    overlays = plot_overlays(Path(runs_dir), results, config.overlays, out, dataset_root) if (config.overlays and runs_dir is not None and have_sweep) else []
+    curves = plot_learning_curves(results.per_case, results.plan.n_train, out, main_recipe) if sweep else []
+    box = plot_boxplots(results.per_case, out, main_recipe) if sweep else None
+    shift_fig = plot_shift(results.shift_drops, out) if sweep else None
+    overlays = plot_overlays(Path(runs_dir), results, config.overlays, out, dataset_root) if (config.overlays and runs_dir is not None and sweep) else []
+    lines = [
+        *header_section(results, command),
+        *convergence_section(results),
+        *gbm_only_section(results),
+        *scarcity_section(results, curves),
+        *comparisons_section(results),
+        *test_sets_section(results),
+        *robustness_section(results, shift_fig),
+        *ablation_section(results),
+    ]
+    if config.reference and sweep:
+        lines += paper_section(results.summary, results.comparisons, config, main_recipe, results.plan.n_train)
+    lines += figures_section(results, box, overlays) + files_section(results)
+    if reference:
+        lines += [reference, ""]
+    path = out / "report.md"
+    write_text(path, "\n".join(lines))
+    return path
 
+
+def _has_sweep(results: StudyResults) -> bool:
+    """Whether any record of the stage-2 sweep is in: the figures and the paper's table need one."""
+    per_case = results.per_case
+    return results.sweep_recipe is not None and not per_case.empty and bool((per_case["recipe"] == results.sweep_recipe).any())
+
+
+def _size_name(size: str, n_train: int) -> str:
+    return size if size != "all" else f"all ({n_train})"
+
+
+def header_section(results: StudyResults, command: str | None) -> list[str]:
+    """Title, how to reproduce, the plan's identity, the protocol in brief and every training setting."""
+    config, plan = results.config, results.plan
+    main_recipe = results.sweep_recipe or ""
     lines = [f"# globalmask study: {plan.dataset_name}", ""]
     if results.n_pending:
         lines += [
@@ -466,13 +543,13 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
         "",
         f"Plan `{plan.hash}`; dataset `{plan.dataset_name}` (content fingerprint `{plan.dataset_fingerprint[:16]}`); split from {plan.split_source}: "
         f"{plan.n_train} train / {len(plan.split.validation)} validation / {len(plan.split.test)} test cases. "
-        f"Structures: {', '.join(structures)}.",
+        f"Structures: {', '.join(plan.structures)}.",
         "",
         "## Protocol",
         "",
-        f"* Input modes: {', '.join(modes)}; GBM recipe `{main_recipe or 'pending (stage 1 incomplete)'}`"
+        f"* Input modes: {', '.join(config.modes)}; GBM recipe `{main_recipe or 'pending (stage 1 incomplete)'}`"
         + (" (chosen automatically: the ablation's winner on the validation split, section 4)" if config.recipe == "auto" else "")
-        + f"; training sizes {', '.join(sizes)} "
+        + f"; training sizes {', '.join(results.sizes)} "
         f"({config.draws} seeded draws each, {config.full_draws or config.draws} at the full size). "
         "The training cases of a (size, draw) are the same for every mode (`subsets.json`), so all comparisons are paired.",
         f"* Training stops at a validated plateau (patience {config.patience} checks, min_delta {config.min_delta}) or at the maximum number of steps; "
@@ -494,117 +571,135 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
         "```",
         "",
     ]
-    lines += convergence_section(results)
+    return lines
 
-    # --- GBM-only localisation
-    lines += ["## 1. GBM only: localisation and segmentation from shape and position", ""]
+
+def gbm_only_section(results: StudyResults) -> list[str]:
+    """Section 1: the GBM-only models at the full training size, per structure."""
+    summary, main_recipe, modes = results.summary, results.sweep_recipe or "", results.config.modes
+    lines = ["## 1. GBM only: localisation and segmentation from shape and position", ""]
     rows = []
-    for structure in [*structures, "all"]:
-        r = _row(summary, recipe=main_recipe, mode=main, size="all", subset="test", shift="none", structure=structure)
+    for structure in [*results.plan.structures, "all"]:
+        r = _row(summary, recipe=main_recipe, mode="gbm", size="all", subset="test", shift="none", structure=structure)
         if r is None:
             continue
         rows.append({"structure": structure, "Dice": mean_std_text(r["dice_mean"], r["dice_std"]), "CoM error (mm)": mean_std_text(r["com_mm_mean"], r["com_mm_std"], 2), "HD95 (mm)": mean_std_text(r["hd95_mm_mean"], r["hd95_mm_std"], 2), "missed": int(r["missed"])})
     if rows:
-        lines += [f"GBM-only models at the full training size ({n_train} cases), test split:", "", _md_table(pd.DataFrame(rows)), ""]
-    elif main not in modes:  # keep the numbering of the other sections, but say why this one is empty
+        lines += [f"GBM-only models at the full training size ({results.plan.n_train} cases), test split:", "", _md_table(pd.DataFrame(rows)), ""]
+    elif "gbm" not in modes:  # keep the numbering of the other sections, but say why this one is empty
         lines += [f"Not part of this study (its input modes are {', '.join(modes)}).", ""]
+    return lines
 
-    # --- data scarcity
-    lines += ["## 2. Data scarcity: Dice by training-set size", ""]
-    rows = []
-    for size in sizes:
-        row: dict[str, Any] = {"training cases": size if size != "all" else f"all ({n_train})"}
-        for mode in modes:
-            r = _row(summary, recipe=main_recipe, mode=mode, size=size, subset="test", shift="none", structure="all")
-            row[mode] = "n/a" if r is None else mean_std_text(r["dice_mean"], r["dice_std"])
-        rows.append(row)
-    lines += [_md_table(pd.DataFrame(rows)), ""]
-    rows = []
-    for size in sizes:
-        row = {"training cases": size if size != "all" else f"all ({n_train})"}
-        for mode in modes:
-            r = _row(summary, recipe=main_recipe, mode=mode, size=size, subset="test", shift="none", structure="all")
-            row[f"{mode} CoM (mm)"] = "n/a" if r is None else mean_std_text(r["com_mm_mean"], r["com_mm_std"], 2)
-        rows.append(row)
-    lines += ["Centre-of-mass error (mm):", "", _md_table(pd.DataFrame(rows)), ""]
-    spread = draw_spread_table(results.runs, main_recipe, sizes, modes, n_train)
+
+def scarcity_section(results: StudyResults, figures: Sequence[str]) -> list[str]:
+    """Section 2: Dice and CoM error by training-set size and mode, the spread over draws, the curves."""
+    summary, main_recipe, modes, n_train = results.summary, results.sweep_recipe or "", results.config.modes, results.plan.n_train
+    lines = ["## 2. Data scarcity: Dice by training-set size", ""]
+    for metric, digits, title, column in (("dice", 3, None, "{mode}"), ("com_mm", 2, "Centre-of-mass error (mm):", "{mode} CoM (mm)")):
+        rows = []
+        for size in results.sizes:
+            row: dict[str, Any] = {"training cases": _size_name(size, n_train)}
+            for mode in modes:
+                r = _row(summary, recipe=main_recipe, mode=mode, size=size, subset="test", shift="none", structure="all")
+                row[column.format(mode=mode)] = "n/a" if r is None else mean_std_text(r[f"{metric}_mean"], r[f"{metric}_std"], digits)
+            rows.append(row)
+        lines += ([title, ""] if title else []) + [_md_table(pd.DataFrame(rows)), ""]
+    spread = draw_spread_table(results.runs, main_recipe, results.sizes, modes, n_train)
     if not spread.empty:
         lines += ["Spread over draws: each draw's mean test Dice (draw 0 / 1 / ...; its own training cases and seed) "
                   "and the range between draws: how far one draw of training cases can move a figure. The modes "
                   "share each draw's training cases, so compare them draw by draw.", "", _md_table(spread), ""]
-    if figs:
-        lines += [f"![Dice vs training cases]({figs[0]})", f"![CoM error vs training cases]({figs[1]})", ""]
+    if figures:
+        lines += [f"![Dice vs training cases]({figures[0]})", f"![CoM error vs training cases]({figures[1]})", ""]
+    return lines
 
-    if not comps.empty:
-        lines += ["### Paired comparisons (test split, all structures pooled)", ""]
-        c_all = comps[comps["structure"] == "all"]
-        rows = [
-            {
-                "comparison": f"{c['a']} vs {c['b']}",
-                "training cases": c["size"],
-                "Dice A": f"{c['dice_a']:.3f}",
-                "Dice B": f"{c['dice_b']:.3f}",
-                "relative improvement": _rel(c),
-                "cases A better": f"{c['cases_a_better']}/{c['n_cases']}",
-                "Wilcoxon p": f"{c['wilcoxon_p']:.3g}",
-            }
-            for c in c_all.to_dict(orient="records")
-        ]
-        lines += [_md_table(pd.DataFrame(rows)), ""]
-        c_s = comps[(comps["a"] == "ct+gbm") & (comps["b"] == "ct") & (comps["structure"] != "all")]
-        if not c_s.empty:
-            lines += ["Relative improvement of CT+GBM over CT per structure (%, p in brackets; where CT's mean Dice is below 0.01 a percentage is meaningless and both means are shown instead):", ""]
-            piv = []
-            for structure in structures:
-                row = {"structure": structure}
-                for size in sizes:
-                    c = c_s[(c_s["structure"] == structure) & (c_s["size"] == size)]
-                    row[size] = "n/a" if c.empty else f"{_rel(c.iloc[0])} ({c.iloc[0]['wilcoxon_p']:.2g})"
-                piv.append(row)
-            lines += [_md_table(pd.DataFrame(piv)), ""]
 
-    lines += test_sets_section(results)
+def comparisons_section(results: StudyResults) -> list[str]:
+    """The paired comparisons of modes (all structures pooled), then CT+GBM over CT per structure."""
+    comps = results.comparisons
+    if comps.empty:
+        return []
+    lines = ["### Paired comparisons (test split, all structures pooled)", ""]
+    rows = [
+        {
+            "comparison": f"{c['a']} vs {c['b']}",
+            "training cases": c["size"],
+            "Dice A": f"{c['dice_a']:.3f}",
+            "Dice B": f"{c['dice_b']:.3f}",
+            "relative improvement": _rel(c),
+            "cases A better": f"{c['cases_a_better']}/{c['n_cases']}",
+            "Wilcoxon p": f"{c['wilcoxon_p']:.3g}",
+        }
+        for c in comps[comps["structure"] == "all"].to_dict(orient="records")
+    ]
+    lines += [_md_table(pd.DataFrame(rows)), ""]
+    c_s = comps[(comps["a"] == "ct+gbm") & (comps["b"] == "ct") & (comps["structure"] != "all")]
+    if not c_s.empty:
+        lines += ["Relative improvement of CT+GBM over CT per structure (%, p in brackets; where CT's mean Dice is below 0.01 a percentage is meaningless and both means are shown instead):", ""]
+        piv = []
+        for structure in results.plan.structures:
+            row = {"structure": structure}
+            for size in results.sizes:
+                c = c_s[(c_s["structure"] == structure) & (c_s["size"] == size)]
+                row[size] = "n/a" if c.empty else f"{_rel(c.iloc[0])} ({c.iloc[0]['wilcoxon_p']:.2g})"
+            piv.append(row)
+        lines += [_md_table(pd.DataFrame(piv)), ""]
+    return lines
 
-    # --- robustness
-    if not drops.empty:
-        lines += ["## 3. Robustness to a simulated scanner change", "", "Dice drop (unshifted - shifted mean Dice; positive = worse) per mode and training size:", ""]
-        piv = drops.pivot_table(index=["size", "shift"], columns="mode", values="dice_drop", sort=False).reset_index()
-        piv = piv[["size", "shift", *[m for m in modes if m in piv.columns]]]
-        for m in modes:
-            if m in piv.columns:
-                piv[m] = piv[m].map(lambda v: "n/a" if pd.isna(v) else f"{v:+.3f}")  # n/a: that model has no record yet
-        lines += [_md_table(piv), ""]
-        if shift_fig:
-            lines += [f"![Dice drop under intensity shift]({shift_fig})", ""]
 
-    # --- recipe ablation
-    if not ablation.empty:
-        lines += [
-            "## 4. GBM recipe ablation (GBM only, full training size)",
-            "",
-            "Ranked on the **validation** split: fewest missed structures, then lowest CoM error, then highest Dice: the choice never looks at the test split; test figures are reported beside it.",
-            "",
-        ]
-        tab = ablation.copy()
-        for c in tab.columns:
-            if c.endswith("_dice"):
-                tab[c] = tab[c].map(lambda v: f"{v:.3f}")
-            elif c.endswith("_com_mm"):
-                tab[c] = tab[c].map(lambda v: f"{v:.2f}")
-        lines += [_md_table(tab), "", f"Winner on validation: `{results.recipe_winner}`; the sweep above used `{main_recipe}`.", ""]
+def robustness_section(results: StudyResults, figure: str | None) -> list[str]:
+    """Section 3: the Dice drop under each simulated scanner change, per mode and training size."""
+    drops, modes = results.shift_drops, results.config.modes
+    if drops.empty:
+        return []
+    lines = ["## 3. Robustness to a simulated scanner change", "", "Dice drop (unshifted - shifted mean Dice; positive = worse) per mode and training size:", ""]
+    piv = drops.pivot_table(index=["size", "shift"], columns="mode", values="dice_drop", sort=False).reset_index()
+    piv = piv[["size", "shift", *[m for m in modes if m in piv.columns]]]
+    for m in modes:
+        if m in piv.columns:
+            piv[m] = piv[m].map(lambda v: "n/a" if pd.isna(v) else f"{v:+.3f}")  # n/a: that model has no record yet
+    lines += [_md_table(piv), ""]
+    if figure:
+        lines += [f"![Dice drop under intensity shift]({figure})", ""]
+    return lines
 
-    if config.reference and have_sweep:
-        lines += paper_section(summary, comps, config, main_recipe, n_train)
 
-    lines += ["## Figures", ""]
+def ablation_section(results: StudyResults) -> list[str]:
+    """Section 4: the GBM recipes ranked on the validation split, with their test figures beside."""
+    ablation = results.recipe_ablation
+    if ablation.empty:
+        return []
+    lines = [
+        "## 4. GBM recipe ablation (GBM only, full training size)",
+        "",
+        "Ranked on the **validation** split: fewest missed structures, then lowest CoM error, then highest Dice: the choice never looks at the test split; test figures are reported beside it.",
+        "",
+    ]
+    tab = ablation.copy()
+    for c in tab.columns:
+        if c.endswith("_dice"):
+            tab[c] = tab[c].map(lambda v: f"{v:.3f}")
+        elif c.endswith("_com_mm"):
+            tab[c] = tab[c].map(lambda v: f"{v:.2f}")
+    return lines + [_md_table(tab), "", f"Winner on validation: `{results.recipe_winner}`; the sweep above used `{results.sweep_recipe or ''}`.", ""]
+
+
+def figures_section(results: StudyResults, box: str | None, overlays: Sequence[str]) -> list[str]:
+    """The per-structure box plot and the overlays, or how to get the overlays."""
+    lines = ["## Figures", ""]
     if box:
         lines += [f"![per-structure Dice]({box})", ""]
     for name in overlays:
         lines += [f"![overlay]({name})", ""]
-    if config.overlays and not overlays:
+    if results.config.overlays and not overlays:
         lines += ["(Overlays need the dataset and the run folders' predictions on this machine: `globalmask study report ... --runs STUDY/runs`, "
                   "with `--dataset DIR` where the data lie elsewhere than the records say; the records alone do not hold images.)", ""]
-    lines += [
+    return lines
+
+
+def files_section(results: StudyResults) -> list[str]:
+    """What each file of the report folder holds, and the runs still pending."""
+    lines = [
         "## Files",
         "",
         "* `per_case.csv`: one row per (run, subset, shift, case, structure), long format.",
@@ -618,8 +713,4 @@ def write_report(study_dir: str | Path, results: StudyResults, command: str | No
     if results.n_pending:
         later = [f"* stage 2 (sweep): {results.unplanned} runs, planned once every recipe-ablation record is in"] if results.unplanned else []
         lines += ["## Pending runs", "", *[f"* `{p}`" for p in results.pending], *later, ""]
-    if reference:
-        lines += [reference, ""]
-    path = out / "report.md"
-    write_text(path, "\n".join(lines))
-    return path
+    return lines

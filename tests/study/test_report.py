@@ -11,7 +11,7 @@ from scipy.stats import wilcoxon
 @pytest.mark.parametrize("n", [3, 5, 6, 8])
 def test_wilcoxon_floor_is_the_smallest_attainable_p(n):
     """All n differences positive is the most extreme outcome; its exact p is the floor the report quotes."""
-    from globalmask.report import wilcoxon_floor
+    from globalmask.study.report import wilcoxon_floor
 
     assert wilcoxon(np.arange(1, n + 1)).pvalue == pytest.approx(wilcoxon_floor(n))
     assert (wilcoxon_floor(n) < 0.05) == (n >= 6)
@@ -25,13 +25,13 @@ def test_wilcoxon_floor_is_the_smallest_attainable_p(n):
     (2.504, 2.5, 2, "2.504"),
 ])
 def test_a_value_beside_its_target_shows_the_decimal_that_decides(value, target, digits, text):
-    from globalmask.report import against_target
+    from globalmask.study.report import against_target
 
     assert against_target(value, target, digits) == text
 
 
 def test_the_draw_spread_table_lists_each_draw_in_order_and_its_range():
-    from globalmask.report import draw_spread_table
+    from globalmask.study.report import draw_spread_table
     from globalmask.study.stats import RunSummary
 
     def run(mode, size, draw, dice, role="sweep", recipe="bone:level=250"):
