@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .augment import AugmentConfig, apply_intensity, apply_spatial, random_spatial_matrices
 from .checkpoint import ModelSpec, save_atomic, save_model
-from .dataset import Dataset, load_dataset, resolve_split, save_split, select_training_cases
+from .dataset import Dataset, load_dataset, read_json, resolve_split, save_split, select_training_cases
 from .errors import CheckpointError, DatasetError, OutputError
 from .guard import RunLock, enclosing_dataset, remove_temp_files, stop_on_signals
 from .infer import autocast, pad_values, resolve_device, sliding_window_probs
@@ -578,22 +578,11 @@ def _train(
 ) -> TrainResult:
     """The body of :func:`train`, called holding the run folder's lock with every argument resolved."""
     t0 = time.perf_counter()
-    if isinstance(data, PreparedData):
-        prepared = data
-        if data_config is not None:
-            raise DatasetError("the data settings (recipe, spacing, ...) come from the PreparedData; do not pass a data_config too")
-    else:
-        data_config = data_config or DataConfig()
-        ds = data if isinstance(data, Dataset) else load_dataset(data)
-        split, _ = resolve_split(ds, data_config.split_file, data_config.split_seed)
-        _check_train_cases(cfg, split)
-        train_ids = select_training_cases(split.train, cfg.train_cases, cfg.seed)
-        prepared = prepare_data(ds, data_config.with_window(ds, train_ids), [*train_ids, *split.validation], progress)
+    prepared = _prepared_for_run(data, data_config, cfg, progress)
     ds, split = prepared.dataset, prepared.split
     _check_train_cases(cfg, split)
     train_ids = select_training_cases(split.train, cfg.train_cases, cfg.seed)
     val_ids = list(split.validation)
-    labels = ds.labels
     run_config = {
         "globalmask_version": __version__,
         "dataset": str(ds.root),
@@ -603,14 +592,14 @@ def _train(
         "validation_ids": val_ids,
         "recipe": prepared.recipe.to_dict(),
         "preprocess": prepared.preprocess.to_dict(),
-        "labels": labels,
+        "labels": ds.labels,
         "train": cfg.to_dict(),
     }
     _claim_run_dir(out, run_config, resume, ds.root)
     if not (out / "splits.json").exists():
         save_split(split, out / "splits.json", note=f"split used by this run; source: {prepared.split_source}")
     if resume and run_is_done(out):
-        done = json.loads((out / "done.json").read_text(encoding="utf-8"))
+        done = read_json(out / "done.json")
         return TrainResult(
             out, out / "model.pt", done["best_val_dice"], done["best_step"], done["steps"], done["seconds"], train_ids,
             done.get("converged"), done.get("stop_reason", "max_steps"), done.get("max_steps", cfg.steps),
@@ -618,106 +607,163 @@ def _train(
 
     train_cases = [prepared.cases[i] for i in train_ids]
     val_cases = [prepared.cases[i] for i in val_ids]
-    check_structures_present(train_cases, labels, f"training cases {train_ids}")
-
+    check_structures_present(train_cases, ds.labels, f"training cases {train_ids}")
     dev = resolve_device(device)
     seed_everything(cfg.seed)
-    divisor = cfg.net.divisor
-    patch = cfg.patch_size or auto_patch_size([pc.shape for pc in train_cases + val_cases], divisor, cfg.max_patch_voxels, cfg.net.spatial_dims)
-    if cfg.net.spatial_dims == 2:
-        patch = (patch[0], patch[1], 1)
-    spec = ModelSpec(
+    spec = _model_spec(cfg, prepared, [*train_cases, *val_cases], train_ids)
+    trainer = Trainer(spec, cfg, train_cases, prepared.preprocess.spacing, dev)
+    state = _RunState(Plateau(cfg.patience, cfg.min_delta), started=t0)  # this call's wall time includes its preprocessing
+    last_path = out / "last.pt"
+    if resume and last_path.exists():
+        saved = load_resume_state(last_path)
+        if saved.get("config") != run_config:
+            raise CheckpointError("last.pt was written with different settings; cannot resume", last_path)
+        trainer.load_state_dict(saved)
+        state.load(saved)
+
+    def save_state() -> None:
+        save_atomic({"config": run_config, **trainer.state_dict(), **state.to_dict()}, last_path)
+
+    loop = _Loop(trainer, spec, val_cases, ds.labels, out, state, save_state, log)
+    if not loop.run(stop_after, progress, f"train {cfg.mode} n={len(train_ids)}"):
+        return TrainResult(out, out / "model.pt", state.best, state.best_step, state.step, state.elapsed(), train_ids, None, "interrupted", cfg.steps)
+    return _finish(out, spec, trainer, state, bool(val_cases), train_ids, log)
+
+
+def _prepared_for_run(data: PreparedData | Dataset | str | Path, data_config: DataConfig | None, cfg: TrainConfig, progress: bool) -> PreparedData:
+    """The run's cases, preprocessed: as given, or prepared with the window of the run's own training cases."""
+    if isinstance(data, PreparedData):
+        if data_config is not None:
+            raise DatasetError("the data settings (recipe, spacing, ...) come from the PreparedData; do not pass a data_config too")
+        return data
+    data_config = data_config or DataConfig()
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    split, _ = resolve_split(ds, data_config.split_file, data_config.split_seed)
+    _check_train_cases(cfg, split)
+    train_ids = select_training_cases(split.train, cfg.train_cases, cfg.seed)
+    return prepare_data(ds, data_config.with_window(ds, train_ids), [*train_ids, *split.validation], progress)
+
+
+def _model_spec(cfg: TrainConfig, prepared: PreparedData, cases: Sequence[PreparedCase], train_ids: list[str]) -> ModelSpec:
+    """What the checkpoint says about the model; the patch is sized from the run's training and validation cases."""
+    patch = cfg.patch_size or auto_patch_size([pc.shape for pc in cases], cfg.net.divisor, cfg.max_patch_voxels, cfg.net.spatial_dims)
+    return ModelSpec(
         mode=cfg.mode,
         recipe=prepared.recipe,
         preprocess=prepared.preprocess,
-        labels=labels,
+        labels=prepared.dataset.labels,
         net=cfg.net,
         patch_size=tuple(patch[:2]) if cfg.net.spatial_dims == 2 else tuple(patch),
         sw_overlap=cfg.sw_overlap,
-        info={"dataset": ds.name, "train_ids": train_ids, "seed": cfg.seed, "steps": cfg.steps},
+        info={"dataset": prepared.dataset.name, "train_ids": train_ids, "seed": cfg.seed, "steps": cfg.steps},
     )
-    trainer = Trainer(spec, cfg, train_cases, prepared.preprocess.spacing, dev)
-    net = trainer.net
 
-    step, best, best_step, history = 0, -math.inf, 0, []
-    plateau = Plateau(cfg.patience, cfg.min_delta)
-    elapsed_before = 0.0  # wall time of earlier (interrupted) calls, so history and done.json count the whole run
-    last_path = out / "last.pt"
-    if resume and last_path.exists():
-        state = load_resume_state(last_path)
-        if state.get("config") != run_config:
-            raise CheckpointError("last.pt was written with different settings; cannot resume", last_path)
-        trainer.load_state_dict(state)
-        step, best, best_step, history = state["step"], state["best"], state["best_step"], state["history"]
-        plateau.load(state.get("plateau", {"reference": best, "waited": 0}))
-        elapsed_before = float(state.get("elapsed", 0.0))
-    t_loop = t0  # this call's wall time includes its preprocessing
 
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - t_loop
+@dataclass
+class _RunState:
+    """Where a run stands; saved in ``last.pt`` beside the trainer's state, so a resumed run continues exactly."""
 
-    def save_state() -> None:
-        payload = {
-            "config": run_config, **trainer.state_dict(), "step": step, "best": best, "best_step": best_step,
-            "history": history, "plateau": plateau.state(), "elapsed": elapsed(),
-        }
-        save_atomic(payload, last_path)
+    plateau: Plateau
+    started: float  # perf_counter at the start of this call
+    step: int = 0
+    best: float = -math.inf
+    best_step: int = 0
+    history: list[dict] = field(default_factory=list)
+    elapsed_before: float = 0.0  # wall time of earlier (interrupted) calls, so history and done.json count the whole run
 
-    net.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.mode} n={len(train_ids)}", unit="step", disable=not progress, dynamic_ncols=True)
-    ema = None
-    last_val = float("nan")
-    steps_this_call = 0
-    patch = trainer.patch
-    while step < cfg.steps and not plateau.reached:
-        loss = trainer.step()
-        step += 1
-        steps_this_call += 1
-        lv = loss
-        ema = lv if ema is None else 0.95 * ema + 0.05 * lv
-        record: dict[str, Any] = {"step": step, "loss": lv}
-        if val_cases and (step % cfg.val_every == 0 or step == cfg.steps):
-            last_val, per = _validate(net, val_cases, cfg.mode, patch, cfg, labels, dev)
-            record["val_dice"] = last_val
-            record.update({f"val_{k}": v for k, v in per.items()})
-            if last_val > best:
-                best, best_step = last_val, step
-                spec.info.update({"best_step": step, "best_val_dice": last_val})
-                save_model(out / "model.pt", spec, net.state_dict())
-            plateau.update(last_val)
-            _write_history(out / "history.csv", [*history, {**record, "elapsed_s": round(elapsed(), 3)}])  # so a running job can be followed
-            if log:
-                log(f"step {step}: loss {ema:.4f} val Dice {last_val:.4f} (best {best:.4f} @ {best_step})")
-        record["elapsed_s"] = round(elapsed(), 3)
-        history.append(record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{ema:.3f}", val=f"{last_val:.3f}", best=f"{best:.3f}" if best > -math.inf else "-")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps or plateau.reached:
-            save_state()
-        if stop_after is not None and steps_this_call >= stop_after and step < cfg.steps and not plateau.reached:
-            bar.close()
-            save_state()
-            return TrainResult(out, out / "model.pt", best, best_step, step, elapsed(), train_ids, None, "interrupted", cfg.steps)
-    bar.close()
-    if not val_cases or not (out / "model.pt").exists():
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "best": self.best, "best_step": self.best_step, "history": self.history, "plateau": self.plateau.state(), "elapsed": self.elapsed()}
+
+    def load(self, saved: dict) -> None:
+        self.step, self.best, self.best_step, self.history = saved["step"], saved["best"], saved["best_step"], saved["history"]
+        self.plateau.load(saved.get("plateau", {"reference": self.best, "waited": 0}))
+        self.elapsed_before = float(saved.get("elapsed", 0.0))
+
+
+@dataclass
+class _Loop:
+    """The training loop of one run: steps, validation checks, the best checkpoint and the plateau."""
+
+    trainer: Trainer
+    spec: ModelSpec
+    val_cases: list[PreparedCase]
+    labels: dict[str, int]
+    out: Path
+    state: _RunState
+    save_state: Callable[[], None]
+    log: Callable[[str], None] | None
+
+    def run(self, stop_after: int | None, progress: bool, desc: str) -> bool:
+        """Train to the plateau or the maximum steps; False when ``stop_after`` steps ended this call first."""
+        cfg, state = self.trainer.cfg, self.state
+        self.trainer.net.train()
+        bar = tqdm(total=cfg.steps, initial=state.step, desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
+        ema: float | None = None
+        last_val = float("nan")
+        steps_this_call = 0
+        while state.step < cfg.steps and not state.plateau.reached:
+            loss = self.trainer.step()
+            state.step += 1
+            steps_this_call += 1
+            ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+            record: dict[str, Any] = {"step": state.step, "loss": loss}
+            if self.val_cases and (state.step % cfg.val_every == 0 or state.step == cfg.steps):
+                last_val = self.validate(record)
+                if self.log:
+                    self.log(f"step {state.step}: loss {ema:.4f} val Dice {last_val:.4f} (best {state.best:.4f} @ {state.best_step})")
+            record["elapsed_s"] = round(state.elapsed(), 3)
+            state.history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema:.3f}", val=f"{last_val:.3f}", best=f"{state.best:.3f}" if state.best > -math.inf else "-")
+            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps or state.plateau.reached:
+                self.save_state()
+            if stop_after is not None and steps_this_call >= stop_after and state.step < cfg.steps and not state.plateau.reached:
+                bar.close()
+                self.save_state()
+                return False
+        bar.close()
+        return True
+
+    def validate(self, record: dict[str, Any]) -> float:
+        """One validation check: scores into ``record``, a better model saved, the plateau told."""
+        trainer, state = self.trainer, self.state
+        score, per = _validate(trainer.net, self.val_cases, trainer.cfg.mode, trainer.patch, trainer.cfg, self.labels, trainer.device)
+        record["val_dice"] = score
+        record.update({f"val_{k}": v for k, v in per.items()})
+        if score > state.best:
+            state.best, state.best_step = score, state.step
+            self.spec.info.update({"best_step": state.step, "best_val_dice": score})
+            save_model(self.out / "model.pt", self.spec, trainer.net.state_dict())
+        state.plateau.update(score)
+        _write_history(self.out / "history.csv", [*state.history, {**record, "elapsed_s": round(state.elapsed(), 3)}])  # so a running job can be followed
+        return score
+
+
+def _finish(out: Path, spec: ModelSpec, trainer: Trainer, state: _RunState, validated: bool, train_ids: list[str], log: Callable[[str], None] | None) -> TrainResult:
+    """Write the final history and ``done.json`` (and the model, when no validation chose one)."""
+    cfg = trainer.cfg
+    if not validated or not (out / "model.pt").exists():
         # no validation split (or no structure present in it): the final weights are the model
-        best, best_step = float("nan"), step
-        spec.info.update({"best_step": step, "best_val_dice": None})
-        save_model(out / "model.pt", spec, net.state_dict())
-    _write_history(out / "history.csv", history)
-    seconds = elapsed()
-    converged = plateau.reached if (val_cases and cfg.patience is not None) else None
-    stop_reason = "plateau" if plateau.reached else "max_steps"
+        state.best, state.best_step = float("nan"), state.step
+        spec.info.update({"best_step": state.step, "best_val_dice": None})
+        save_model(out / "model.pt", spec, trainer.net.state_dict())
+    _write_history(out / "history.csv", state.history)
+    seconds = state.elapsed()
+    converged = state.plateau.reached if (validated and cfg.patience is not None) else None
+    stop_reason = "plateau" if state.plateau.reached else "max_steps"
     if log:
-        log(f"stopped at step {step} ({stop_reason}); best validation Dice {best:.4f} at step {best_step}")
+        log(f"stopped at step {state.step} ({stop_reason}); best validation Dice {state.best:.4f} at step {state.best_step}")
     done = {
-        "best_val_dice": best, "best_step": best_step, "steps": step, "max_steps": cfg.steps, "seconds": seconds,
+        "best_val_dice": state.best, "best_step": state.best_step, "steps": state.step, "max_steps": cfg.steps, "seconds": seconds,
         "converged": converged, "stop_reason": stop_reason, "patience": cfg.patience, "min_delta": cfg.min_delta,
     }
-    if not val_cases:  # stated, and no NaN in the JSON (json_safe writes null): the file stays valid JSON
+    if not validated:  # stated, and no NaN in the JSON (json_safe writes null): the file stays valid JSON
         done["note"] = "the validation split is empty: trained to the maximum of --steps and kept the final weights (no checkpoint selection, no plateau)"
     write_json(out / "done.json", json_safe(done))
-    return TrainResult(out, out / "model.pt", best, best_step, step, seconds, train_ids, converged, stop_reason, cfg.steps)
+    return TrainResult(out, out / "model.pt", state.best, state.best_step, state.step, seconds, train_ids, converged, stop_reason, cfg.steps)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -732,7 +778,7 @@ def _claim_run_dir(out: Path, run_config: dict, resume: bool, dataset_root: Path
     if out.exists() and any(not c.name.startswith(".") for c in out.iterdir()):  # (the lock is hidden)
         if not cfg_path.exists():
             raise OutputError("run folder exists and is not a globalmask run; choose an empty or new --out", out)
-        existing = json.loads(cfg_path.read_text(encoding="utf-8"))
+        existing = read_json(cfg_path)
         if existing != json.loads(json.dumps(run_config, default=str)):
             raise OutputError("run folder holds a run with different settings; choose another --out", out)
         if not resume:
