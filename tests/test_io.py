@@ -168,7 +168,7 @@ def test_write_volume_gives_nibabels_file_content(tmp_path, suffix, monkeypatch)
     for array in (np.asfortranarray(rng.integers(0, 4, (9, 8, 7)).astype(np.uint8)), rng.normal(0, 100, (5, 6, 7)).astype(np.int16)):
         vol = Volume(array, oblique_affine())
         fast = io.write_volume(vol, tmp_path / f"fast{suffix}")
-        monkeypatch.setattr(io, "IN_MEMORY_WRITE_BYTES", -1)  # nibabel's streaming save
+        monkeypatch.setattr(io.formats, "IN_MEMORY_WRITE_BYTES", -1)  # nibabel's streaming save
         slow = io.write_volume(vol, tmp_path / f"slow{suffix}")
         monkeypatch.undo()
         raw = (lambda p: gzip.decompress(p.read_bytes())) if suffix == ".nii.gz" else (lambda p: p.read_bytes())

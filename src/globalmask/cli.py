@@ -321,7 +321,8 @@ def _predict_dicom(predictor, args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .dataset import load_dataset, parse_labels, read_json
+    from .dataset import load_dataset, parse_labels
+    from .io import read_json
     from .metrics import EVALUATE_OUTPUTS, evaluate_folder, format_summary
 
     labels = None

@@ -15,7 +15,6 @@ A dataset is only ever read: splits made here are saved into the *run* folder, n
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError, InputFileError
-from .io import VOLUME_SUFFIXES, case_id_from_path, read_volume, volume_suffix, write_json
+from .io import VOLUME_SUFFIXES, case_id_from_path, read_json, read_volume, volume_suffix, write_json
 
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -107,19 +106,6 @@ def load_dataset(root: str | Path) -> Dataset:
         "or images/ and labels/ subfolders",
         root,
     )
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from ``path``; malformed or unreadable files get an error naming them."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path) from exc
-    except OSError as exc:
-        raise InputFileError(f"cannot read ({exc.strerror})", path) from exc
-    if not isinstance(obj, dict):
-        raise DatasetError(f"expected a JSON object, got {type(obj).__name__}", path)
-    return obj
 
 
 def parse_labels(labels: object, source: Path) -> dict[str, int]:

@@ -8,7 +8,6 @@ of floats), and it is written as uint8 on exactly the CT's grid. Labels are copi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -16,7 +15,7 @@ from tqdm.auto import tqdm
 from . import guard
 from .dataset import load_dataset
 from .errors import GlobalmaskError, OutputError
-from .io import Volume, write_json, write_volume
+from .io import Volume, read_json, write_json, write_volume
 from .masks import Recipe, make_gbm
 from .training_data import load_case
 
@@ -49,7 +48,7 @@ def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", re
     recipe = Recipe.parse(recipe)
     test_ids: set[str] = set()
     if ds.split_file is not None and ds.split_file.exists():
-        test_ids = set(json.loads(ds.split_file.read_text(encoding="utf-8")).get("test", []))
+        test_ids = set(read_json(ds.split_file).get("test", []))
     with guard.staged_folder(out) as tmp:  # all or nothing: a failure leaves no half-written export
         n_train = 0
         for case in tqdm(list(ds.cases.values()), desc=f"export nnU-Net {mode}", unit="case", disable=not progress):

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from . import __version__
-from .errors import OutputError
-from .io import write_json
+from .errors import GlobalmaskError, OutputError
+from .io import read_json, write_json
 
 MARKER_NAME = ".globalmask-output.json"
 LOCK_NAME = ".globalmask.lock"
@@ -115,9 +115,9 @@ def is_globalmask_output(path: str | Path) -> bool:
         f = p / name
         if f.is_file():
             try:
-                if key in json.loads(f.read_text(encoding="utf-8")):
+                if key in read_json(f):
                     return True
-            except (OSError, ValueError, TypeError):
+            except GlobalmaskError:  # unreadable or not an object: not globalmask's
                 pass
     return False
 
@@ -125,10 +125,10 @@ def is_globalmask_output(path: str | Path) -> bool:
 def written_files(folder: str | Path) -> set[str]:
     """Names (relative to ``folder``, POSIX) that the folder's marker lists as written by globalmask."""
     try:
-        info = json.loads((Path(folder) / MARKER_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        info = read_json(Path(folder) / MARKER_NAME)
+    except GlobalmaskError:
         return set()
-    files = info.get("files", []) if isinstance(info, dict) else []
+    files = info.get("files", [])
     return {str(f) for f in files} if isinstance(files, list) else set()
 
 
@@ -171,10 +171,8 @@ def record_outputs(out: str | Path, targets: Iterable[str | Path]) -> None:
     out = Path(out)
     marker = out / MARKER_NAME
     try:
-        info = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if not isinstance(info, dict):
+        info = read_json(marker)
+    except GlobalmaskError:
         return
     files = set(written_files(out)) | {_relative(out, Path(t)) for t in targets if Path(t).exists()}
     if files != set(info.get("files", []) or []):
@@ -275,9 +273,8 @@ def _pid_alive(pid: int) -> bool:
 def read_lock(folder: str | Path) -> dict | None:
     """The holder recorded in ``folder``'s lock file (host, pid, command, started), or None."""
     try:
-        info = json.loads((Path(folder) / LOCK_NAME).read_text(encoding="utf-8"))
-        return info if isinstance(info, dict) else None
-    except (OSError, ValueError):
+        return read_json(Path(folder) / LOCK_NAME)
+    except GlobalmaskError:
         return None
 
 

@@ -45,9 +45,9 @@ import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .dataset import parse_labels, read_json
+from .dataset import parse_labels
 from .errors import DatasetError, InputFileError
-from .io import Volume, case_id_from_path, check_same_grid, json_safe, read_volume, strip_suffix, volume_suffix, voxel_spacing, write_json, write_text
+from .io import Volume, case_id_from_path, check_same_grid, json_safe, read_json, read_volume, strip_suffix, volume_suffix, voxel_spacing, write_json, write_text
 
 # Affines of a prediction and its reference may differ by io.GEOMETRY_ATOL_MM and still count as
 # one grid: io.check_same_grid, the rule training's image/label check shares.

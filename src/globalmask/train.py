@@ -41,11 +41,11 @@ from tqdm.auto import tqdm
 from . import __version__
 from .augment import AugmentConfig, apply_intensity, apply_spatial, random_spatial_matrices
 from .checkpoint import ModelSpec, save_atomic, save_model
-from .dataset import Dataset, load_dataset, read_json, resolve_split, save_split, select_training_cases
+from .dataset import Dataset, load_dataset, resolve_split, save_split, select_training_cases
 from .errors import CheckpointError, DatasetError, OutputError
 from .guard import RunLock, enclosing_dataset, remove_temp_files, stop_on_signals
 from .infer import autocast, pad_values, resolve_device, sliding_window_probs
-from .io import json_safe, read_affine, write_json, write_text
+from .io import json_safe, read_affine, read_json, write_json, write_text
 from .masks import Recipe
 from .metrics import dice
 from .model import InputMode, NetConfig, make_input

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..dataset import Dataset, Split, load_dataset, read_json, resolve_split, select_training_cases
+from ..dataset import Dataset, Split, load_dataset, resolve_split, select_training_cases
 from ..errors import GlobalmaskError
-from ..io import read_affine, read_volume
+from ..io import read_affine, read_json, read_volume
 from ..masks import Recipe
 from ..model import NetConfig
 from ..preprocess import PreprocessConfig, derive_spacing, grid_shape

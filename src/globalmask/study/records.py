@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__
 from ..errors import GlobalmaskError
-from ..io import json_safe, write_json
+from ..io import json_safe, read_json, write_json
 from .plan import Plan, RunSpec
 
 NUMERIC_COLUMNS = ("dice", "com_mm", "hd95_mm", "msd_mm", "pred_ml", "ref_ml")
@@ -112,11 +112,11 @@ def write_record(folder: str | Path, record: RunRecord) -> Path:
 def read_record(path: str | Path) -> RunRecord:
     path = Path(path)
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RecordError(f"cannot read run record ({exc})", path) from exc
-    if not isinstance(d, dict) or d.get("format") != RECORD_FORMAT:
-        raise RecordError(f"not a globalmask run record (format {d.get('format') if isinstance(d, dict) else None!r}, expected {RECORD_FORMAT!r})", path)
+        d = read_json(path)
+    except GlobalmaskError as exc:
+        raise RecordError(f"cannot read run record ({exc.problem})", path) from exc
+    if d.get("format") != RECORD_FORMAT:
+        raise RecordError(f"not a globalmask run record (format {d.get('format')!r}, expected {RECORD_FORMAT!r})", path)
     try:
         return RunRecord.from_dict(d)
     except (KeyError, TypeError) as exc:

@@ -30,10 +30,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import guard
-from ..dataset import Dataset, load_dataset, read_json, save_split, select_training_cases
+from ..dataset import Dataset, load_dataset, save_split, select_training_cases
 from ..errors import GlobalmaskError, OutputError
 from ..infer import Predictor
-from ..io import write_json, write_volume
+from ..io import read_json, write_json, write_volume
 from ..masks import Recipe
 from ..metrics import evaluate_volumes
 from ..preprocess import restore_volume
