@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from globalmask.errors import DatasetError, GeometryError, InputFileError
+from globalmask.evaluate import evaluate_folder
 from globalmask.io import Volume, write_volume
 from globalmask.metrics import (
     center_of_mass_distance_mm,
     center_of_mass_mm,
     dice,
-    evaluate_folder,
     evaluate_volumes,
     format_summary,
     structure_metrics,
@@ -559,3 +559,13 @@ def test_structure_metrics_use_the_true_geometry_on_a_sheared_affine():
     row = structure_metrics(pred, ref, _sheared(20.0), {"background": 0, "organ": 1})[0]
     assert row["hd95_mm"] == pytest.approx(np.hypot(2 + 2 * t, 2.0))
     assert row["com_mm"] == pytest.approx(np.hypot(2 + 2 * t, 2.0))
+
+
+def test_folder_evaluation_lives_in_evaluate_and_is_still_importable_from_metrics():
+    import globalmask.evaluate
+    import globalmask.metrics
+
+    assert globalmask.metrics.evaluate_folder is globalmask.evaluate.evaluate_folder
+    assert globalmask.metrics.EVALUATE_OUTPUTS == ("metrics.csv", "summary.csv", "summary.json")
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = globalmask.metrics.nothing

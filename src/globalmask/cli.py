@@ -322,8 +322,9 @@ def _predict_dicom(predictor, args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .dataset import load_dataset, parse_labels
+    from .evaluate import EVALUATE_OUTPUTS, evaluate_folder
     from .io import read_json
-    from .metrics import EVALUATE_OUTPUTS, evaluate_folder, format_summary
+    from .metrics import format_summary
 
     labels = None
     if args.labels is not None:

@@ -1,0 +1,176 @@
+"""Folder evaluation: every prediction file of a folder scored against its reference label map.
+
+The metrics themselves are pure functions of arrays and affines in :mod:`globalmask.metrics`; this
+module finds the files, pairs them by case, reads the label names, checks label values and writes
+``metrics.csv``, ``summary.csv`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .dataset import parse_labels
+from .errors import DatasetError, InputFileError
+from .io import case_id_from_path, json_safe, read_json, read_volume, strip_suffix, volume_suffix, write_json, write_text
+from .metrics import CASE_COLUMNS, _label_array_of, evaluate_volumes, summarize
+
+
+def _volume_files(folder: Path) -> dict[str, Path]:
+    """{file stem without volume suffix: path} for every volume file (hidden/temporary files skipped)."""
+    out: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or not volume_suffix(path):
+            continue
+        stem = strip_suffix(path)
+        if stem in out:
+            raise DatasetError(f"two files share the case name {stem!r}: {out[stem].name} and {path.name}", folder)
+        out[stem] = path
+    return out
+
+
+def _labels_from_json(label_dir: Path) -> dict[str, int] | None:
+    for candidate in (label_dir / "dataset.json", label_dir.parent / "dataset.json", label_dir.parent / "labels.json"):
+        if not candidate.is_file():
+            continue
+        meta = read_json(candidate)
+        if candidate.name == "dataset.json":
+            if not isinstance(meta, dict) or "labels" not in meta:
+                raise DatasetError("dataset.json has no 'labels' entry", candidate)
+            meta = meta["labels"]
+        return parse_labels(meta, candidate)
+    return None
+
+
+def _label_values(path: Path) -> set[int]:
+    volume = read_volume(path)
+    array = _label_array_of(volume, "reference")
+    if array.dtype == np.uint8:
+        return {int(v) for v in np.flatnonzero(np.bincount(array.ravel(), minlength=1))}
+    return {int(v) for v in np.unique(array)}
+
+
+#: The files :func:`evaluate_folder` writes into ``out_dir`` (the CLI checks them before any work).
+EVALUATE_OUTPUTS = ("metrics.csv", "summary.csv", "summary.json")
+
+
+def evaluate_folder(
+    pred_dir: str | Path,
+    label_dir: str | Path,
+    labels: Mapping[str, int] | None = None,
+    out_dir: str | Path | None = None,
+    cases: Iterable[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score every reference label map in ``label_dir`` against its prediction in ``pred_dir``.
+
+    * Files of any volume format pair up by case name: a prediction ``<case>[_0000].<ext>`` belongs
+      to the reference ``<case>.<ext>`` (io.case_id_from_path drops the channel tag).
+    * A reference without a prediction is scored as an empty prediction -- every structure present
+      in the reference is ``missed`` (Dice 0), never silently dropped -- and a warning says so.
+    * A prediction without a reference is skipped with a warning.
+    * ``labels`` defaults to dataset.json's labels (in ``label_dir`` or its parent, or a plain
+      layout's labels.json); failing those, ``label_<k>`` for every value found in the references.
+    * ``cases`` restricts the evaluation to these case ids (e.g. a test split).
+
+    Returns (per-case long table, :func:`summarize` of it). With ``out_dir`` it also writes
+    metrics.csv, summary.csv and summary.json there, each atomically.
+    """
+    pred_dir, label_dir = Path(pred_dir), Path(label_dir)
+    if not label_dir.is_dir():
+        raise InputFileError("reference label folder not found", label_dir)
+    if not pred_dir.is_dir():
+        raise InputFileError("prediction folder not found", pred_dir)
+    refs = _volume_files(label_dir)
+    if cases is not None:
+        wanted = [str(c) for c in cases]
+        by_id = {**{case_id_from_path(s): s for s in refs}, **{s: s for s in refs}}
+        unknown = [c for c in wanted if c not in by_id]
+        if unknown:
+            raise DatasetError(f"requested case(s) {unknown[:5]} have no reference label file", label_dir)
+        refs = {by_id[c]: refs[by_id[c]] for c in dict.fromkeys(wanted)}
+    if not refs:
+        raise DatasetError("holds no reference label volumes", label_dir)
+
+    preds: dict[str, Path] = {}
+    extra: list[Path] = []
+    all_refs = _volume_files(label_dir) if cases is not None else refs
+    for stem, path in _volume_files(pred_dir).items():
+        key = stem if stem in all_refs else case_id_from_path(stem)
+        if key not in all_refs:
+            extra.append(path)
+            continue
+        if key not in refs:
+            continue  # a real case outside the requested subset
+        if key in preds:
+            raise DatasetError(f"two predictions for case {key!r}: {preds[key].name} and {path.name}", pred_dir)
+        preds[key] = path
+    if not preds:
+        found = _volume_files(pred_dir)
+        expected = ", ".join(f"{c}.nii.gz" for c in list(refs)[:5]) + (", ..." if len(refs) > 5 else "")
+        if not found:
+            raise DatasetError(f"holds no prediction volumes; expected one per reference in {label_dir}: {expected}", pred_dir)
+        raise DatasetError(
+            f"none of its {len(found)} volume(s) ({', '.join(p.name for p in list(found.values())[:3])}, ...) matches a reference "
+            f"case in {label_dir}; expected names like {expected}",
+            pred_dir,
+        )
+    if extra:
+        warnings.warn(
+            f"{len(extra)} prediction(s) in {pred_dir} have no reference in {label_dir} and were skipped: "
+            + ", ".join(p.name for p in extra[:10])
+            + (" ..." if len(extra) > 10 else ""),
+            UserWarning,
+            stacklevel=2,
+        )
+    missing = [c for c in refs if c not in preds]
+    if missing:
+        warnings.warn(
+            f"{len(missing)} reference case(s) have no prediction in {pred_dir} and are scored as empty "
+            f"predictions (structures missed): {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""),
+            UserWarning,
+            stacklevel=2,
+        )
+
+    if labels is None:
+        labels = _labels_from_json(label_dir)
+    if labels is None:
+        values: set[int] = set()
+        for path in refs.values():
+            values |= _label_values(path)
+        labels = {"background": 0, **{f"label_{v}": v for v in sorted(values) if v != 0}}
+    labels = dict(labels)
+
+    rows: list[dict[str, Any]] = []
+    for case_id, ref_path in refs.items():
+        ref = read_volume(ref_path)
+        if case_id in preds:
+            pred = read_volume(preds[case_id])
+        else:
+            pred = ref.with_array(np.zeros(ref.shape, dtype=np.uint8))
+        rows.extend(evaluate_volumes(pred, ref, labels, case_id))
+    per_case = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
+    summary = summarize(per_case)
+
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        metrics_csv, summary_csv, summary_json = (out_dir / name for name in EVALUATE_OUTPUTS)
+        write_text(metrics_csv, per_case.to_csv(index=False))
+        write_text(summary_csv, summary.to_csv(index=False))
+        write_json(
+            summary_json,
+            {
+                "prediction_dir": str(pred_dir),
+                "label_dir": str(label_dir),
+                "labels": labels,
+                "n_cases": len(refs),
+                "missing_predictions": missing,
+                "ignored_predictions": [p.name for p in extra],
+                "summary": json_safe(summary.to_dict(orient="records")),
+            },
+        )
+    return per_case, summary
