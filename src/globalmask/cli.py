@@ -35,6 +35,23 @@ def _add_common_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=None, help="folder to cache preprocessed cases across runs")
 
 
+def _add_subset_args(p: argparse.ArgumentParser, subset_help: str) -> None:
+    p.add_argument("--subset", choices=("train", "validation", "test"), default=None, help=subset_help)
+    p.add_argument("--split", type=Path, default=None, help="splits.json to take --subset from (default: the dataset's own; predict also tries the model's run folder)")
+
+
+def _subset(dataset_arg: Path, args: argparse.Namespace, fallback: Path | None = None):
+    """(dataset, case ids of ``--subset``, split file) for a dataset folder or its image/label folder."""
+    from .dataset import dataset_of, load_dataset, subset_ids
+
+    root = dataset_of(dataset_arg)
+    if root is None:
+        raise GlobalmaskError(f"argument --subset {args.subset}: {dataset_arg} is not a dataset folder (dataset.json with imagesTr/labelsTr, or images/ and labels/) nor its image or label folder")
+    ds = load_dataset(root)
+    ids, source = subset_ids(ds, args.subset, args.split, fallback)
+    return ds, ids, source
+
+
 _OVERWRITE_HELP = "allow writing into a non-empty folder globalmask did not create, beside its files: none of them is replaced, and datasets and input folders stay refused"
 
 
@@ -88,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--mode", default=None, help="refuse the model unless it was trained with this input mode")
     p.add_argument("--format", choices=("nifti", "rtstruct", "dicom-seg"), default="nifti", help="also write a DICOM RT Structure Set or DICOM-SEG per DICOM input series, beside the NIfTI label map (needs globalmask[dicom])")
+    _add_subset_args(p, "INPUTS is one dataset folder (or its imagesTr/images folder); segment only the cases of this list of the split")
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     p = sub.add_parser("evaluate", help="Dice, centre-of-mass distance, HD95, surface distance and volumes per case and structure")
@@ -95,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("label_dir", type=Path)
     p.add_argument("--labels", type=Path, default=None, help="dataset.json naming the labels (default: found beside LABEL_DIR)")
     p.add_argument("--out", type=Path, default=None, help="folder for metrics.csv, summary.csv, summary.json (default: PRED_DIR when globalmask wrote it)")
+    _add_subset_args(p, "score only the cases of this list of the split (LABEL_DIR: a dataset folder or its labelsTr/labels folder)")
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     p = sub.add_parser("phantom", help="generate a synthetic CT cohort with labels (nnU-Net layout)")
@@ -293,7 +312,16 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     resolve_device(args.device)
     expect_mode = InputMode.parse(args.mode) if args.mode is not None else None
-    files = collect_inputs(args.inputs)
+    if args.subset is None and args.split is not None:
+        raise GlobalmaskError("argument --split: it names the split --subset takes its cases from; give --subset train|validation|test too")
+    if args.subset is not None:
+        if len(args.inputs) != 1:
+            raise GlobalmaskError(f"argument --subset: give one dataset folder as the input, got {len(args.inputs)} inputs")
+        ds, ids, source = _subset(args.inputs[0], args, fallback=args.model.parent / "splits.json")
+        files = [ds.cases[i].image for i in ids]
+        print(f"{args.subset} split: {len(files)} case(s) from {source}")
+    else:
+        files = collect_inputs(args.inputs)
     fmt = getattr(args, "format", "nifti")
     targets = prediction_targets(files, args.out, fmt)
     guard.check_unique_targets(targets)
@@ -303,17 +331,15 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         check_volume_header(f)
     with guard.writing(args.out, "predict", [*args.inputs, *files], overwrite=args.overwrite, targets=[t for _, t in targets]):
         if fmt != "nifti":
-            _predict_dicom(predictor, args)
+            _predict_dicom(predictor, args, files)
             return
-        written = predictor.predict_files(args.inputs, args.out)
+        written = predictor.predict_files(files, args.out)
     print(f"wrote {len(written)} label map(s) to {args.out}")
 
 
-def _predict_dicom(predictor, args: argparse.Namespace) -> None:
+def _predict_dicom(predictor, args: argparse.Namespace, inputs: list[Path]) -> None:
     from .dicom_rt import check_dicom_inputs, write_prediction_objects
-    from .infer import collect_inputs
 
-    inputs = collect_inputs(args.inputs)
     check_dicom_inputs(inputs, args.format)
     written = predictor.predict_files(inputs, args.out)
     objects = write_prediction_objects(inputs, written, predictor.spec.labels, args.out, args.format)
@@ -333,6 +359,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
             labels = load_dataset(args.labels).labels
         else:
             labels = parse_labels(meta.get("labels", meta), args.labels)
+    cases = None
+    if args.subset is None and args.split is not None:
+        raise GlobalmaskError("argument --split: it names the split --subset takes its cases from; give --subset train|validation|test too")
+    if args.subset is not None:
+        ds, cases, source = _subset(args.label_dir, args)
+        if args.label_dir.resolve() == ds.root.resolve():  # the dataset folder itself: its label folder
+            args.label_dir = ds.root / ("labelsTr" if (ds.root / "labelsTr").is_dir() else "labels")
+        print(f"{args.subset} split: {len(cases)} case(s) from {source}")
     out = args.out or args.pred_dir
     if out.resolve() == args.label_dir.resolve():
         raise OutputError("metrics would be written into the reference label folder; choose another --out", out)
@@ -345,7 +379,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     targets = [out / name for name in EVALUATE_OUTPUTS]
     guard.check_output_dir(out, inputs, overwrite=args.overwrite or into_preds, what=what, targets=targets)
     with guard.writing(out, "evaluate", inputs, overwrite=args.overwrite or into_preds, targets=targets, what=what):
-        _, summary = evaluate_folder(args.pred_dir, args.label_dir, labels, out_dir=out)
+        _, summary = evaluate_folder(args.pred_dir, args.label_dir, labels, out_dir=out, cases=cases)
     print(format_summary(summary))
     print(f"\nper-case metrics: {out / 'metrics.csv'}; summary: {out / 'summary.csv'}")
 

@@ -300,3 +300,42 @@ def select_training_cases(train_ids, n: int | None, seed: int) -> list[str]:
         raise DatasetError(f"--train-cases must be >= 1, got {n}")
     rng = np.random.default_rng([seed, n])
     return sorted(ids[i] for i in rng.choice(len(ids), size=n, replace=False))
+
+
+def subset_ids(dataset: Dataset, subset: str, split_file: str | Path | None = None, fallback: Path | None = None) -> tuple[list[str], Path]:
+    """The case ids of one list of a split (``train``, ``validation`` or ``test``) and the file it came from.
+
+    The split is ``split_file`` when given, else the dataset's own ``splits.json``, else
+    ``fallback`` (``predict`` passes the model's run folder's ``splits.json``: the split that run
+    was trained with). No split at all is an error: a subset is never made up.
+    """
+    if subset not in SPLIT_NAMES:
+        raise DatasetError(f"argument --subset: got {subset!r}; expected one of {', '.join(SPLIT_NAMES)}")
+    path = Path(split_file) if split_file is not None else dataset.split_file
+    if path is None and fallback is not None and fallback.is_file():
+        path = fallback
+    if path is None:
+        raise DatasetError(
+            f"argument --subset {subset}: the dataset has no splits.json; give the split with --split FILE "
+            "(a run folder's splits.json is the split that run was trained with)",
+            dataset.root,
+        )
+    if not path.is_file():
+        raise InputFileError("split file not found", path)
+    split = load_split(path, dataset.cases.keys())
+    ids = list(split[subset])
+    if not ids:
+        raise DatasetError(f"the split's '{subset}' list is empty: no case to take", path)
+    return ids, path
+
+
+def dataset_of(path: str | Path) -> Path | None:
+    """The dataset folder ``path`` is, or whose image or label folder it is (nnU-Net or plain layout)."""
+    p = Path(path)
+    if p.is_dir() and ((p / "dataset.json").is_file() or (p / "images").is_dir()):
+        return p
+    if p.name in ("imagesTr", "labelsTr", "images", "labels") and p.parent.is_dir():
+        parent = p.parent
+        if (parent / "dataset.json").is_file() or (parent / "images").is_dir():
+            return parent
+    return None
