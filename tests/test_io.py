@@ -449,3 +449,86 @@ def test_check_same_grid_tolerates_rounding_and_refuses_another_grid(tmp_path):
     with pytest.raises(GeometryError, match=r"prediction affine differs from reference affine by up to 0\.5 mm \(tolerance 0\.01 mm") as exc:
         check_same_grid(Volume(np.zeros((6, 5, 4), np.uint8), moved, tmp_path / "c.nii.gz"), ref, "prediction", "reference", "x")
     assert "c.nii.gz" in str(exc.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: series geometry beyond the axial, positive-tilt case
+
+
+def _oriented_series(folder, row, col, n=12, drop=None, seed=0):
+    """A series whose slices lie along ``normal = row x col`` (LPS), written under shuffled file names
+    (names out of slice order, as exports from some scanners are); ``drop`` removes one slice."""
+    pytest.importorskip("pydicom")
+    row, col = np.asarray(row, float), np.asarray(col, float)
+    normal = np.cross(row, col)
+    spacing = (1.5, 1.25, 2.0)
+    shape = (10, 9, n)
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    positions = np.array([ORIGIN_LPS + k * spacing[2] * normal for k in range(n)])
+    arr = np.stack([world_value(p + i[..., None] * spacing[0] * row + j[..., None] * spacing[1] * col) for p in positions], axis=2)
+    aff = np.eye(4)
+    aff[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ np.column_stack([row * spacing[0], col * spacing[1], normal * spacing[2]])
+    aff[:3, 3] = ORIGIN_LPS * [-1, -1, 1]
+    files = write_ct_series(Volume(np.rint(arr).astype(np.int16), aff), folder, positions=positions)
+    if drop is not None:
+        files[drop].unlink()
+        files = [f for k, f in enumerate(files) if k != drop]
+    names = [f.name for f in files]
+    perm = np.random.default_rng(seed).permutation(len(files))
+    for f in files:
+        f.rename(f.with_name("tmp_" + f.name))
+    for f, p in zip(files, perm):
+        f.with_name("tmp_" + f.name).rename(f.with_name(names[p]))  # slice k now lies in a file named after another one
+    return positions, normal
+
+
+ORIENTATIONS = {
+    "sagittal": ([0.0, 1.0, 0.0], [0.0, 0.0, -1.0]),  # slices stacked along x (L-R)
+    "coronal": ([1.0, 0.0, 0.0], [0.0, 0.0, -1.0]),  # slices stacked along y (A-P)
+}
+
+
+@pytest.mark.parametrize("drop", [None, 5], ids=["regular", "gap"])
+@pytest.mark.parametrize("orientation", list(ORIENTATIONS))
+def test_non_axial_series_in_shuffled_files_reads_every_voxel_where_it_lies(tmp_path, orientation, drop):
+    """Issue 29: slices of a sagittal or coronal series must be ordered along their own normal, not
+    by z or by file name, whether the reader is handed the folder or the files in name order."""
+    row, col = ORIENTATIONS[orientation]
+    positions, normal = _oriented_series(tmp_path / "s", row, col, drop=drop)
+    files = sorted((tmp_path / "s").iterdir())
+    for got in (read_volume(tmp_path / "s"), read_dicom_series(tmp_path / "s", files=files)):
+        assert got.shape[2] == len(positions)  # the gap comes back as one interpolated plane
+        np.testing.assert_allclose(got.array, _expected_on_grid(got), atol=1.0)
+        axis = np.diag([-1.0, -1.0, 1.0]) @ got.affine[:3, 2]
+        np.testing.assert_allclose(axis / np.linalg.norm(axis), normal, atol=1e-6)  # planes stacked along the normal
+        first = np.diag([-1.0, -1.0, 1.0]) @ got.affine[:3, 3]
+        np.testing.assert_allclose(first, positions[0], atol=1e-3)  # starting at the first slice, whichever file holds it
+        assert ("dicom_geometry" in got.notes) == (drop is not None)
+
+
+def test_negative_gantry_tilt_is_resampled_like_a_positive_one(tmp_path):
+    """Issue 29: slices shifted towards -y (the gantry tilted the other way) must be un-sheared too:
+    the grid starts at the most negative in-plane offset and covers every slice."""
+    angle = np.deg2rad(-15.0)
+    pos = regular_positions()
+    pos[:, 1] += np.arange(len(pos)) * SPACING[2] * np.tan(angle)
+    write_series(tmp_path / "s", pos)
+    got = read_volume(tmp_path / "s")
+    note = got.notes["dicom_geometry"]
+    assert note["resampled"] and "gantry tilt of about 15.0 degrees" in note["faults"][0]
+    shift = abs(pos[-1, 1] - pos[0, 1])
+    assert got.shape[:2] == (SHAPE[0], SHAPE[1] + int(np.ceil(shift / SPACING[1] - 1e-6)))  # wide enough for every slice
+    # the grid's first row is the lowest in-plane position of any slice (the last one's), not the first slice's
+    origin_lps = np.diag([-1.0, -1.0, 1.0]) @ got.affine[:3, 3]
+    np.testing.assert_allclose(origin_lps, [pos[0, 0], pos[-1, 1], pos[0, 2]], atol=1e-3)
+    expected = _expected_on_grid(got)
+    covered = got.array > got.array.min()
+    inner = covered.copy()
+    inner[:, :2] = inner[:, -2:] = False
+    assert inner.sum() > 0.5 * got.array.size
+    np.testing.assert_allclose(got.array[inner], expected[inner], atol=1.0)
+    # each slice's own pixels land where the slice lay: slice 0 at its (unshifted) rows, the last one shifted
+    for k in (0, len(pos) - 1):
+        row0 = int(round((pos[k, 1] - pos[-1, 1]) / SPACING[1]))
+        world = pos[k] + np.array([0.0, 0.0, 0.0])
+        assert got.array[0, row0, k] == pytest.approx(world_value(world), abs=1.0)
