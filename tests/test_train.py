@@ -326,6 +326,7 @@ def test_an_interrupted_run_reports_its_time_and_resumes_its_bar(tiny_ds, tmp_pa
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
     assert state["elapsed"] == pytest.approx(part.seconds, abs=0.05)
     capsys.readouterr()
+    monkeypatch.setattr(train_mod, "bars_enabled", lambda progress=True, stream=None: progress)  # as on a terminal
     resumed = train(tiny_ds, tmp_path / "run", _cfg(), progress=True, device="cpu", resume=True)
     assert "2/4" in capsys.readouterr().err  # the bar starts where the run stopped
     assert resumed.seconds > part.seconds  # the whole run's time, both calls
@@ -739,3 +740,29 @@ def test_data_config_window_is_two_numbers_or_percentile():
     assert DataConfig(window="percentile").window == "percentile"
     with pytest.raises(GlobalmaskError, match=r"^data.window: got 'Percentile'; expected LO HI in HU .* or 'percentile'$"):
         DataConfig(window="Percentile")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", [{}, {"TQDM_DISABLE": "1"}])
+def test_training_output_to_a_file_is_one_short_line_per_validation_check(tiny_ds, tmp_path, env):
+    """Redirected output: no progress bar (no carriage returns), one line per validation check, few bytes per step."""
+    steps = 12
+    log = tmp_path / "train.log"
+    cmd = [sys.executable, "-m", "globalmask.cli", "train", str(tiny_ds.root), "--mode", "ct", "--steps", str(steps), "--val-every", "3",
+           "--patience", "0", "--channels", "4", "8", "--res-units", "0", "--batch-size", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
+    with log.open("wb") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=300)
+    text = log.read_bytes()
+    assert done.returncode == 0, text.decode()
+    assert b"\r" not in text
+    lines = text.decode().splitlines()
+    checks = [ln for ln in lines if "validation Dice" in ln and ": step " in ln]
+    assert [int(re.search(r"step (\d+)/", ln).group(1)) for ln in checks] == [3, 6, 9, 12]
+    assert all(re.search(r"loss \d\.\d{4}, validation Dice \d\.\d{4}, best \d\.\d{4} at step \d+", ln) for ln in checks)
+    assert len(text) / steps < 200, text.decode()  # a default run of 3000 steps: ~600 KB of bar updates before
+    quiet = tmp_path / "quiet.log"
+    with quiet.open("wb") as f:
+        done = subprocess.run([*cmd[:3], "--quiet", *cmd[3:-1], str(tmp_path / "run_q")], stdout=f, stderr=subprocess.STDOUT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0
+    assert ": step " not in quiet.read_text() and len(quiet.read_text().splitlines()) <= 2  # the result line only

@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from . import __version__, guard, validate
 from .errors import GlobalmaskError, OutputError
+from .progress import bars_enabled, configure, note, unconfigure
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"globalmask {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    _add_verbosity(parser, 0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -136,7 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dicom_rt_parsers(sub)
     _add_study_parsers(sub)
+    _add_verbosity_to_commands(parser)
     return parser
+
+
+def _add_verbosity(p: argparse.ArgumentParser, default: object) -> None:
+    """``-q/--quiet`` and ``-v/--verbose``, before the command or after it."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                   help="warnings and errors only: no progress bars, no progress lines")
+    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                   help="also debug lines (e.g. every validation check even under a progress bar)")
+
+
+def _add_verbosity_to_commands(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                _add_verbosity(sp, argparse.SUPPRESS)  # a flag after the command; the main parser's default otherwise
+                _add_verbosity_to_commands(sp)
 
 
 STUDY_ACTIONS = ("plan", "run", "report")
@@ -243,7 +263,8 @@ def _cmd_study(args: argparse.Namespace) -> None:
     shard_range = parse_shard(args.shard) if args.shard else None
     out = args.out or Path(f"study-{Path(args.dataset).resolve().name}")
     run_study(args.dataset, out, config, workers=args.workers, max_runs=args.max_runs, command=command, shard=shard_range,
-              backend=args.backend, ray_address=args.ray_address, threads=args.threads, retries=args.retries)
+              backend=args.backend, ray_address=args.ray_address, threads=args.threads, retries=args.retries,
+              progress=_bars())
 
 
 def _cmd_masks(args: argparse.Namespace) -> None:
@@ -268,9 +289,11 @@ def _cmd_masks(args: argparse.Namespace) -> None:
     for src, _ in pairs:  # every input's header before any work
         check_volume_header(src)
     with guard.writing(args.out, "masks", inputs, overwrite=args.overwrite, targets=targets):
-        for (src, _), dst in tqdm(list(zip(pairs, targets)), desc=f"masks {recipe.spec}", unit="case"):
+        bar = bars_enabled()
+        for k, ((src, _), dst) in enumerate(tqdm(list(zip(pairs, targets)), desc=f"masks {recipe.spec}", unit="case", disable=not bar), 1):
             ct = read_volume(src)
             write_volume(make_gbm(ct, recipe), dst)
+            note(f"masks {k}/{len(targets)}: wrote {dst}", bar=bar)
     print(f"wrote {len(targets)} masks ({recipe.spec}) to {args.out}")
 
 
@@ -401,7 +424,7 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
         make_split([phantom_case_id(args.kind, i) for i in range(args.cases)], seed=args.seed, fractions=fractions)
     except GlobalmaskError as exc:
         raise GlobalmaskError(f"arguments --cases {args.cases} --split {args.split}: {exc.problem}") from None
-    path = make_phantom_dataset(args.out, kind=args.kind, cases=args.cases, seed=args.seed, shape=tuple(args.shape), chambers=args.chambers, progress=True)
+    path = make_phantom_dataset(args.out, kind=args.kind, cases=args.cases, seed=args.seed, shape=tuple(args.shape), chambers=args.chambers, progress=_bars())
     ds = load_dataset(path)
     split_path = path / "splits.json"
     if not split_path.exists():
@@ -445,7 +468,7 @@ def _add_dicom_rt_parsers(sub) -> None:
 def _cmd_convert_dicom_rt(args: argparse.Namespace) -> None:
     from .dicom_rt import convert_dicom_rt
 
-    out, rows = convert_dicom_rt(args.src, args.labels, args.out, skip_bad=args.skip_bad)
+    out, rows = convert_dicom_rt(args.src, args.labels, args.out, skip_bad=args.skip_bad, progress=_bars())
     n_missing = sum(1 for r in rows if r.get("missing"))
     skipped = [r["patient"] for r in rows if r["status"] != "converted"]
     note = f"; skipped {len(skipped)} ({', '.join(skipped)})" if skipped else ""
@@ -457,6 +480,10 @@ def _cmd_export_nnunet(args: argparse.Namespace) -> None:
 
     out = export_nnunet(args.dataset, args.out, mode=args.mode, recipe=args.recipe)
     print(f"wrote nnU-Net v2 dataset ({args.mode}) to {out}")
+
+
+def _bars() -> bool:
+    return bars_enabled()
 
 
 def _refuse_inside_dataset(folder: Path, out: Path) -> None:
@@ -545,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_study_argv(list(sys.argv[1:] if argv is None else argv)))
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    configure(getattr(args, "verbosity", 0), prefix=f"globalmask {args.command}")
     try:
         with guard.stop_on_signals(), warnings.catch_warnings():
             warnings.showwarning = lambda message, *a, **k: _print_warning(f"globalmask {args.command}: warning: {_one_line(str(message))}")
@@ -564,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP via guard.stop_on_signals
         print(f"\nglobalmask {args.command}: interrupted; no partial files were left{_continue_hint(args)}", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
+    finally:
+        unconfigure()
     return 0
 
 

@@ -19,6 +19,7 @@ from .dataset import parse_labels
 from .errors import DatasetError, InputFileError
 from .io import case_id_from_path, json_safe, read_json, read_volume, strip_suffix, volume_suffix, write_json, write_text
 from .metrics import CASE_COLUMNS, _label_array_of, evaluate_volumes, summarize
+from .progress import note
 
 
 def _volume_files(folder: Path) -> dict[str, Path]:
@@ -146,13 +147,17 @@ def evaluate_folder(
     labels = dict(labels)
 
     rows: list[dict[str, Any]] = []
-    for case_id, ref_path in refs.items():
+    for k, (case_id, ref_path) in enumerate(refs.items(), 1):
         ref = read_volume(ref_path)
         if case_id in preds:
             pred = read_volume(preds[case_id])
         else:
             pred = ref.with_array(np.zeros(ref.shape, dtype=np.uint8))
-        rows.extend(evaluate_volumes(pred, ref, labels, case_id))
+        case_rows = evaluate_volumes(pred, ref, labels, case_id)
+        rows.extend(case_rows)
+        scores = [r["dice"] for r in case_rows if r.get("dice") is not None and np.isfinite(r["dice"])]
+        mean = f"mean Dice {np.mean(scores):.3f} over {len(scores)} structure(s)" if scores else "no structure to score"
+        note(f"evaluate {k}/{len(refs)} {case_id}: {mean}" + ("" if case_id in preds else " (no prediction: scored as empty)"))
     per_case = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
     summary = summarize(per_case)
 

@@ -17,6 +17,7 @@ from .dataset import load_dataset
 from .errors import GlobalmaskError, OutputError
 from .io import Volume, read_json, write_json, write_volume
 from .masks import Recipe, make_gbm
+from .progress import bars_enabled
 from .training_data import load_case
 
 #: Input channels per mode, in nnU-Net's channel order: (name in channel_names, what is written).
@@ -51,7 +52,7 @@ def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", re
         test_ids = set(read_json(ds.split_file).get("test", []))
     with guard.staged_folder(out) as tmp:  # all or nothing: a failure leaves no half-written export
         n_train = 0
-        for case in tqdm(list(ds.cases.values()), desc=f"export nnU-Net {mode}", unit="case", disable=not progress):
+        for case in tqdm(list(ds.cases.values()), desc=f"export nnU-Net {mode}", unit="case", disable=not bars_enabled(progress)):
             ct, label = load_case(case, ds.labels)
             images, labels = ("imagesTs", "labelsTs") if case.id in test_ids or label is None else ("imagesTr", "labelsTr")
             n_train += images == "imagesTr"

@@ -24,6 +24,7 @@ from .errors import GeometryError, GlobalmaskError, InputFileError, IntensityErr
 from .io import Volume, case_id_from_path, is_volume_path, read_volume, same_geometry, volume_suffix, write_json, write_volume
 from .model import InputMode, make_input
 from .preprocess import PreparedCase, prepare_case, restore_volume
+from .progress import bars_enabled, note
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -172,16 +173,22 @@ class Predictor:
         targets = [out_dir / output_name(f) for f in files]
         check_outputs(files, out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        pairs = tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not progress)
+        bar = bars_enabled(progress)
+        pairs = tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not bar)
         if not overlap:
             written = []
             for src, dst in pairs:
                 ct, prepared = self._read(src)
                 written.append(self._write(self._labels(ct, prepared), ct.notes, dst))
+                self._note(len(written), len(targets), written[-1], bar)
             return written
-        return self._predict_overlapped(files, pairs)
+        return self._predict_overlapped(files, pairs, bar)
 
-    def _predict_overlapped(self, files: Sequence[Path], pairs: Iterable[tuple[Path, Path]]) -> list[Path]:
+    @staticmethod
+    def _note(k: int, n: int, path: Path, bar: bool) -> None:
+        note(f"predict {k}/{n}: wrote {path}", bar=bar)
+
+    def _predict_overlapped(self, files: Sequence[Path], pairs: Iterable[tuple[Path, Path]], bar: bool = False) -> list[Path]:
         written: list[Path] = []
         reader = ThreadPoolExecutor(1, thread_name_prefix="globalmask-read")
         writer = ThreadPoolExecutor(1, thread_name_prefix="globalmask-write")
@@ -195,9 +202,11 @@ class Predictor:
                 labels = self._labels(ct, prepared)
                 if behind is not None:
                     written.append(behind.result())
+                    self._note(len(written), len(files), written[-1], bar)
                 behind = writer.submit(self._write, labels, ct.notes, dst)
             if behind is not None:
                 written.append(behind.result())
+                self._note(len(written), len(files), written[-1], bar)
                 behind = None
         except BaseException:
             if ahead is not None:

@@ -50,6 +50,7 @@ from .masks import Recipe
 from .metrics import dice
 from .model import InputMode, NetConfig, make_input
 from .preprocess import SPACING, PreparedCase, PreprocessConfig, derive_spacing
+from .progress import bars_enabled, note
 from .training_data import PatchSampler, auto_patch_size, check_structures_present, percentile_window, prepare_cases
 from .validate import Rule, boolean, check_keys, choice, fail, integer, optional, real, sequence
 
@@ -365,6 +366,7 @@ def prepare_data(
     cases first. Test cases are not loaded here.
     """
     data = data or DataConfig()
+    progress = bars_enabled(progress)
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     split, source = resolve_split(ds, data.split_file, data.split_seed)
     spacing = data.spacing if data.spacing is not None else derive_spacing([read_affine(ds.cases[c].image) for c in split.train])
@@ -537,7 +539,7 @@ def train(
     try:
         with RunLock(out, "train"), stop_on_signals():
             remove_temp_files(out)
-            return _train(data, out, cfg, data_config, device, resume, progress, stop_after, log)
+            return _train(data, out, cfg, data_config, device, resume, bars_enabled(progress), stop_after, log)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # refused or interrupted before writing anything: leave no empty folder
@@ -714,6 +716,8 @@ class _Loop:
                 last_val = self.validate(record)
                 if self.log:
                     self.log(f"step {state.step}: loss {ema:.4f} val Dice {last_val:.4f} (best {state.best:.4f} @ {state.best_step})")
+                note(f"{desc}: step {state.step}/{cfg.steps}: loss {ema:.4f}, validation Dice {last_val:.4f}, best {state.best:.4f} at step {state.best_step} "
+                     f"({state.elapsed():.0f} s)", bar=progress)
             record["elapsed_s"] = round(state.elapsed(), 3)
             state.history.append(record)
             bar.update(1)
@@ -756,6 +760,7 @@ def _finish(out: Path, spec: ModelSpec, trainer: Trainer, state: _RunState, vali
     stop_reason = "plateau" if state.plateau.reached else "max_steps"
     if log:
         log(f"stopped at step {state.step} ({stop_reason}); best validation Dice {state.best:.4f} at step {state.best_step}")
+    note(f"stopped at step {state.step} of at most {cfg.steps} ({stop_reason}); best validation Dice {state.best:.4f} at step {state.best_step}; {seconds:.0f} s")
     done = {
         "best_val_dice": state.best, "best_step": state.best_step, "steps": state.step, "max_steps": cfg.steps, "seconds": seconds,
         "converged": converged, "stop_reason": stop_reason, "patience": cfg.patience, "min_delta": cfg.min_delta,
