@@ -667,22 +667,7 @@ def _case_id(folder: Path) -> str:
 def convert_patient(folder: Path, label_map: LabelMap) -> tuple[Volume, Volume, dict]:
     """(CT, label map on the CT grid, table row) for one patient folder."""
 
-    found_files = scan_patient(folder)
-    if not found_files.rtstructs:
-        raise InputFileError("no RT Structure Set (RTSTRUCT) found in the patient folder", folder)
-    if len(found_files.rtstructs) > 1:
-        raise InputFileError(f"{len(found_files.rtstructs)} RT Structure Sets found ({', '.join(p.name for p in found_files.rtstructs)}); keep one per patient", folder)
-    ss = read_rtstruct(found_files.rtstructs[0])
-    wanted = [u for u in ss.series_uids if u in found_files.series]
-    if wanted:
-        uid = wanted[0]
-    elif len(found_files.series) == 1 and not ss.series_uids:
-        uid = next(iter(found_files.series))
-    else:
-        raise InputFileError(
-            f"the RT Structure Set references series {ss.series_uids or '(none)'} but the folder holds {list(found_files.series) or 'no image series'}",
-            ss.file,
-        )
+    found_files, ss, uid = _structure_set_and_series(folder)
     ct = read_dicom_series(folder, files=found_files.series[uid])
     headers = read_series_headers(found_files.series[uid][:1])
     ct_for = str(getattr(headers[0], "FrameOfReferenceUID", ""))
@@ -739,17 +724,27 @@ CONVERSION_COLUMNS = ("patient", "case", "status", "reason", "rtstruct", "series
 def check_patient(folder: Path) -> None:
     """The cheap checks of one patient folder, before any CT is read: one RTSTRUCT that names a
     series found in the folder (raises the error :func:`convert_patient` would raise)."""
+    _structure_set_and_series(folder)
+
+
+def _structure_set_and_series(folder: Path) -> tuple[PatientFiles, StructureSet, str]:
+    """(files found, the one RT Structure Set, the UID of the CT series it references): the checks
+    :func:`check_patient` makes before any CT is read and :func:`convert_patient` relies on."""
     found_files = scan_patient(folder)
     if not found_files.rtstructs:
         raise InputFileError("no RT Structure Set (RTSTRUCT) found in the patient folder", folder)
     if len(found_files.rtstructs) > 1:
         raise InputFileError(f"{len(found_files.rtstructs)} RT Structure Sets found ({', '.join(p.name for p in found_files.rtstructs)}); keep one per patient", folder)
     ss = read_rtstruct(found_files.rtstructs[0])
-    if not [u for u in ss.series_uids if u in found_files.series] and not (len(found_files.series) == 1 and not ss.series_uids):
-        raise InputFileError(
-            f"the RT Structure Set references series {ss.series_uids or '(none)'} but the folder holds {list(found_files.series) or 'no image series'}",
-            ss.file,
-        )
+    wanted = [u for u in ss.series_uids if u in found_files.series]
+    if wanted:
+        return found_files, ss, wanted[0]
+    if len(found_files.series) == 1 and not ss.series_uids:
+        return found_files, ss, next(iter(found_files.series))
+    raise InputFileError(
+        f"the RT Structure Set references series {ss.series_uids or '(none)'} but the folder holds {list(found_files.series) or 'no image series'}",
+        ss.file,
+    )
 
 
 def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str | Path, progress: bool = True,
