@@ -264,8 +264,8 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_ds, tmp_path, spies,
     assert so_far["step"].tolist() == [1, 2] and so_far["val_dice"].notna().all()
     with pytest.raises(OutputError, match="--resume"):
         train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu")
-    with pytest.raises(OutputError, match="different settings"):
-        train(tiny_ds, tmp_path / "part", _cfg(steps=5), progress=False, device="cpu", resume=True)
+    with pytest.raises(OutputError, match="different settings .train.steps: stored 4, given 3"):
+        train(tiny_ds, tmp_path / "part", _cfg(steps=3), progress=False, device="cpu", resume=True)
     resumed = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", resume=True)
     assert resumed.steps == 4 and resumed.best_step == 2 and resumed.best_val_dice == 0.5
     assert len(val.ids) == 4  # validations at steps 1, 2 (first call) and 3, 4 (resumed)
@@ -766,3 +766,66 @@ def test_training_output_to_a_file_is_one_short_line_per_validation_check(tiny_d
                               env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0
     assert ": step " not in quiet.read_text() and len(quiet.read_text().splitlines()) <= 2  # the result line only
+
+
+# ----------------------------------------------------------------------------------------------
+# extending a run: resume with a larger maximum; other mismatches named, before any preprocessing
+
+
+def _no_preprocessing(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("preprocessed before the run folder was checked")
+
+    monkeypatch.setattr(train_mod, "prepare_cases", refuse)
+
+
+@pytest.mark.slow  # 4 + 2 steps of a 4-channel network
+def test_resume_with_a_larger_maximum_extends_an_unconverged_run(tiny_ds, tmp_path, spies, monkeypatch):
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation([0.1, 0.2, 0.3, 0.4, 0.5, 0.45]))  # still rising at step 4
+    run = tmp_path / "run"
+    first = train(tiny_ds, run, _cfg(), progress=False, device="cpu")
+    assert (first.steps, first.converged, first.stop_reason) == (4, False, "max_steps")
+    more = train(tiny_ds, run, _cfg(steps=6), progress=False, device="cpu", resume=True)
+    assert (more.steps, more.max_steps, more.best_step, more.already_finished) == (6, 6, 5, False)
+    done = json.loads((run / "done.json").read_text(encoding="utf-8"))
+    assert (done["steps"], done["max_steps"]) == (6, 6)
+    assert json.loads((run / "config.json").read_text(encoding="utf-8"))["train"]["steps"] == 6
+    assert pd.read_csv(run / "history.csv")["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    _no_preprocessing(monkeypatch)  # every check below comes before any preprocessing
+    again = train(tiny_ds, run, _cfg(steps=6), progress=False, device="cpu", resume=True)
+    assert again.already_finished and again.steps == 6 and again.best_val_dice == 0.5
+    with pytest.raises(OutputError, match=r"train.steps: stored 6, given 5.*raised, never lowered"):
+        train(tiny_ds, run, _cfg(steps=5), progress=False, device="cpu", resume=True)
+    with pytest.raises(OutputError, match=r"train.lr: stored 0.002, given 0.001"):
+        train(tiny_ds, run, _cfg(steps=6, lr=1e-3), progress=False, device="cpu", resume=True)
+    with pytest.raises(OutputError, match=r"recipe.params.level: stored 250.0, given 300.0"):
+        train(tiny_ds, run, _cfg(steps=6), DataConfig(recipe="bone:300"), progress=False, device="cpu", resume=True)
+    with pytest.raises(OutputError, match=r"already holds a run; pass --resume"):
+        train(tiny_ds, run, _cfg(steps=6), progress=False, device="cpu")
+
+
+@pytest.mark.slow  # 4 steps of a 4-channel network
+def test_a_converged_run_says_it_finished_and_is_not_extended(tiny_ds, tmp_path, spies, monkeypatch):
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation([0.5, 0.5, 0.5, 0.5]))
+    run = tmp_path / "run"
+    first = train(tiny_ds, run, _cfg(steps=10, patience=2), progress=False, device="cpu")
+    assert (first.converged, first.stop_reason) == (True, "plateau")
+    _no_preprocessing(monkeypatch)
+    with pytest.raises(OutputError, match=r"converged at step 3 .*train.steps: stored 10, given 20"):
+        train(tiny_ds, run, _cfg(steps=20, patience=2), progress=False, device="cpu", resume=True)
+    assert train(tiny_ds, run, _cfg(steps=10, patience=2), progress=False, device="cpu", resume=True).already_finished
+
+
+@pytest.mark.slow  # 4 steps of a 4-channel network, then the CLI's answers
+def test_cli_resume_says_the_run_had_finished_and_names_a_mismatch(tiny_ds, tmp_path, capsys):
+    from globalmask.cli import main
+
+    argv = ["train", str(tiny_ds.root), "--mode", "gbm", "--train-cases", "2", "--steps", "3", "--val-every", "1", "--batch-size", "1",
+            "--channels", "4", "8", "--res-units", "0", "--device", "cpu", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "had already finished" in out and "stopped at its maximum of 3 steps" in out
+    assert main([*argv, "--resume", "--lr", "0.01"]) == 2
+    assert "train.lr: stored 0.002, given 0.01" in capsys.readouterr().err

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dims", type=int, choices=(2, 3), default=3, help="3D U-Net (default) or 2D slice-wise U-Net")
     p.add_argument("--channels", type=int, nargs="+", default=None, help="U-Net channels per level (default: 16 32 64 128 256)")
     p.add_argument("--res-units", type=int, default=2)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out: an interrupted one from last.pt, or one that stopped at its maximum before a plateau with a larger --steps (every other setting must be the stored one)")
     _add_common_train_args(p)
 
     p = sub.add_parser("predict", help="segment CT files or folders with a trained model")
@@ -314,6 +314,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
         cache_dir=args.cache,
     )
     result = train(args.dataset, args.out, cfg, data, device=args.device, resume=args.resume)
+    if result.already_finished:
+        how = (f"converged at step {result.steps} (validation plateau)" if result.converged
+               else f"stopped at its maximum of {result.max_steps} steps before a plateau (give a larger --steps with --resume to continue it)"
+               if result.converged is False else f"trained to its maximum of {result.max_steps} steps")
+        best = f"best validation Dice {result.best_val_dice:.3f} at step {result.best_step}" if result.best_val_dice is not None and not math.isnan(result.best_val_dice) else "no validation"
+        print(f"the run in {args.out} had already finished: {how}; {best}; model: {result.model_path}")
+        return
     if result.best_val_dice is None or math.isnan(result.best_val_dice):  # no validation split: nothing chose a checkpoint
         print(f"trained {cfg.mode} on {len(result.train_ids)} case(s) in {result.seconds:.0f} s; the validation split is empty, "
               f"so it trained to the maximum of {result.steps} steps and kept the final weights; model: {result.model_path}")

@@ -11,6 +11,11 @@ A run folder holds::
 
 ``train(..., resume=True)`` continues from ``last.pt`` and reaches the same weights as an
 uninterrupted run with the same seed (every random draw comes from generators saved in it).
+With a larger ``steps`` than stored it extends a run that stopped at its maximum before its plateau
+(only the maximum may differ; a converged run is refused as finished). The poly and cosine
+schedules are functions of the maximum, so the learning rate from the resumed step on is that of a
+run with the new maximum at that step: it rises again. Every other difference is refused naming the
+setting with its stored and given values, before any preprocessing.
 
 **Plateau stopping.** ``steps`` is a maximum. Every ``val_every`` steps the model is validated;
 the best-scoring weights become ``model.pt`` (validation picks the checkpoint, so a small training
@@ -232,6 +237,7 @@ class TrainResult:
     converged: bool | None = None  # plateau reached before the maximum; None: no plateau rule (or no validation)
     stop_reason: str = "max_steps"  # "plateau", "max_steps" or "interrupted"
     max_steps: int = 0
+    already_finished: bool = False  # resume=True found the run finished: nothing was trained in this call
 
 
 class Plateau:
@@ -534,6 +540,9 @@ def train(
     if data_config is not None and not isinstance(data_config, DataConfig):
         raise DatasetError(f"data_config must be a DataConfig, got {type(data_config).__name__}")
     _check_run_dir_early(out, Path(root), data_config.cache_dir if data_config is not None else None)
+    finished = _check_run_settings_early(out, Path(root), cfg, data, data_config, resume)
+    if finished is not None:
+        return finished
     resolve_device(device)
     created = not out.exists()
     try:
@@ -601,11 +610,7 @@ def _train(
     if not (out / "splits.json").exists():
         save_split(split, out / "splits.json", note=f"split used by this run; source: {prepared.split_source}")
     if resume and run_is_done(out):
-        done = read_json(out / "done.json")
-        return TrainResult(
-            out, out / "model.pt", done["best_val_dice"], done["best_step"], done["steps"], done["seconds"], train_ids,
-            done.get("converged"), done.get("stop_reason", "max_steps"), done.get("max_steps", cfg.steps),
-        )
+        return _finished_result(out, train_ids, cfg)
 
     train_cases = [prepared.cases[i] for i in train_ids]
     val_cases = [prepared.cases[i] for i in val_ids]
@@ -618,8 +623,9 @@ def _train(
     last_path = out / "last.pt"
     if resume and last_path.exists():
         saved = load_resume_state(last_path)
-        if saved.get("config") != run_config:
-            raise CheckpointError("last.pt was written with different settings; cannot resume", last_path)
+        diffs = [d for d in _differences(saved.get("config"), run_config) if d[0] != "train.steps" or d[1] > d[2]]  # a raised maximum is allowed
+        if diffs:
+            raise CheckpointError(f"last.pt was written with different settings ({_describe(diffs)}); cannot resume", last_path)
         trainer.load_state_dict(saved)
         state.load(saved)
 
@@ -784,13 +790,105 @@ def _claim_run_dir(out: Path, run_config: dict, resume: bool, dataset_root: Path
         if not cfg_path.exists():
             raise OutputError("run folder exists and is not a globalmask run; choose an empty or new --out", out)
         existing = read_json(cfg_path)
-        if existing != json.loads(json.dumps(run_config, default=str)):
-            raise OutputError("run folder holds a run with different settings; choose another --out", out)
+        given = _jsonable(run_config)
+        diffs = _differences(existing, given)
+        others = [d for d in diffs if d[0] != "train.steps"]
+        if others:
+            raise OutputError(f"run folder holds a run with different settings ({_describe(others)}); give the stored values or choose another --out", out)
         if not resume:
             raise OutputError("run folder already holds this run; pass --resume to continue it or choose another --out", out)
+        if diffs:  # only the maximum steps differ: raise it, or refuse saying why
+            _check_raised_steps(out, existing["train"]["steps"], given["train"]["steps"])
+            write_json(cfg_path, given)
+            (out / "done.json").unlink(missing_ok=True)  # the run is running again; _finish writes it anew
         return
     out.mkdir(parents=True, exist_ok=True)
     write_json(cfg_path, run_config)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from a JSON file (tuples as lists, paths as text)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+_ABSENT = "(absent)"
+
+
+def _differences(stored: Any, given: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(setting, stored value, given value) for every leaf where two run configurations differ."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for key in dict.fromkeys([*stored, *given]):
+            out += _differences(stored.get(key, _ABSENT), given.get(key, _ABSENT), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if _jsonable(stored) == _jsonable(given) else [(path, stored, given)]
+
+
+def _describe(diffs: Sequence[tuple[str, Any, Any]], limit: int = 4) -> str:
+    """``train.lr: stored 0.002, given 0.001; ...`` (the first ``limit`` differences, then how many more)."""
+    def short(v: Any) -> str:
+        text = json.dumps(_jsonable(v)) if v != _ABSENT else v
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    parts = [f"{name}: stored {short(a)}, given {short(b)}" for name, a, b in diffs[:limit]]
+    more = f"; and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(parts) + more
+
+
+def _check_raised_steps(out: Path, stored: int, given: int) -> None:
+    """``resume`` with another maximum: only a larger one, and only for a run that has not converged."""
+    if given < stored:
+        raise OutputError(f"run folder holds a run with different settings (train.steps: stored {stored}, given {given}); "
+                          f"the maximum steps of a run may be raised, never lowered: give --steps {stored} or more, or choose another --out", out)
+    done = read_json(out / "done.json") if (out / "done.json").is_file() else None
+    if done is not None and done.get("stop_reason") == "plateau":
+        raise OutputError(f"the run has finished: it converged at step {done.get('steps')} (validation plateau, best Dice at step {done.get('best_step')}); "
+                          f"a larger maximum (train.steps: stored {stored}, given {given}) would change nothing", out)
+
+
+def _finished_result(out: Path, train_ids: list[str], cfg: TrainConfig) -> TrainResult:
+    done = read_json(out / "done.json")
+    return TrainResult(
+        out, out / "model.pt", done["best_val_dice"], done["best_step"], done["steps"], done["seconds"], train_ids,
+        done.get("converged"), done.get("stop_reason", "max_steps"), done.get("max_steps", cfg.steps), already_finished=True,
+    )
+
+
+def _check_run_settings_early(out: Path, root: Path, cfg: TrainConfig, data: Any, data_config: DataConfig | None, resume: bool) -> TrainResult | None:
+    """The run folder's checks that need no preprocessing, before any: a run there without ``resume``,
+    training settings, recipe and the data settings given that differ from the stored ones (named,
+    with both values), a maximum lowered or raised past a converged run. Returns the stored result
+    when ``resume`` finds the run finished with these settings (so nothing is preprocessed), else None.
+    """
+    cfg_path = out / "config.json"
+    if not cfg_path.is_file():
+        return None
+    if not resume:
+        raise OutputError("run folder already holds a run; pass --resume to continue it or choose another --out", out)
+    stored = read_json(cfg_path)
+    if not isinstance(stored, dict) or not isinstance(stored.get("train"), dict):
+        return None  # an older or damaged config.json: the full check after preprocessing reports it
+    given: dict[str, Any] = {"train": cfg.to_dict()}
+    if isinstance(data, PreparedData):
+        given["recipe"], given["preprocess"] = data.recipe.to_dict(), data.preprocess.to_dict()
+    else:
+        dc = data_config or DataConfig()
+        given["recipe"] = dc.recipe.to_dict()
+        pre: dict[str, Any] = stored["preprocess"] if isinstance(stored.get("preprocess"), dict) else {}
+        given["preprocess"] = {**pre, **({"spacing": list(dc.spacing)} if dc.spacing is not None else {}),
+                               **({"window": list(dc.window)} if dc.window != PERCENTILE else {})}
+    diffs = _differences({k: stored.get(k, _ABSENT) for k in given}, given)
+    others = [d for d in diffs if d[0] != "train.steps"]
+    if others:
+        raise OutputError(f"run folder holds a run with different settings ({_describe(others)}); give the stored values or choose another --out", out)
+    if diffs:
+        _check_raised_steps(out, stored["train"]["steps"], cfg.steps)
+        return None
+    same_data = Path(str(stored.get("dataset", ""))).resolve() == root.resolve()
+    same_split = data_config is None or data_config.split_file is None or stored.get("split_source") == str(data_config.split_file)
+    if run_is_done(out) and same_data and same_split and isinstance(stored.get("train_ids"), list):
+        return _finished_result(out, list(stored["train_ids"]), cfg)
+    return None
 
 
 def load_resume_state(path: Path) -> dict:
