@@ -264,7 +264,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_ds, tmp_path, spies,
     assert so_far["step"].tolist() == [1, 2] and so_far["val_dice"].notna().all()
     with pytest.raises(OutputError, match="--resume"):
         train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu")
-    with pytest.raises(OutputError, match="different settings .train.steps: stored 4, given 3"):
+    with pytest.raises(OutputError, match=r"different settings \(train.steps: stored 4, given 3"):
         train(tiny_ds, tmp_path / "part", _cfg(steps=3), progress=False, device="cpu", resume=True)
     resumed = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", resume=True)
     assert resumed.steps == 4 and resumed.best_step == 2 and resumed.best_val_dice == 0.5
