@@ -401,3 +401,160 @@ def test_convert_is_all_or_nothing_and_skip_bad_lists_the_bad_patients(tmp_path,
     assert rows["a"]["status"] == "converted" and rows["c"]["status"] == "skipped" and "several slices missing" in rows["c"]["reason"]
     assert "no RT Structure Set" in rows["d"]["reason"]
     assert __import__("json").loads((out / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: contours on repaired grids, references below the top level, non-axial series, ROI names
+
+
+def _slice_square(h, lo: float, hi: float) -> np.ndarray:
+    """A square contour (LPS mm) drawn on CT slice ``h``: lo..hi mm along its row and column directions."""
+    p = np.asarray(h.ImagePositionPatient, float)
+    r, c = np.asarray(h.ImageOrientationPatient[:3], float), np.asarray(h.ImageOrientationPatient[3:], float)
+    return np.array([p + u * r + v * c for u, v in ((lo, lo), (hi, lo), (hi, hi), (lo, hi))])
+
+
+@pytest.mark.parametrize("oblique", [False, True], ids=["axial", "oblique"])
+@pytest.mark.parametrize("fault", ["gap", "uneven"])
+def test_contours_drawn_on_a_repaired_series_fill_the_planes_nearest_their_slices(tmp_path, fault, oblique):
+    """Issue 29: a structure set drawn by a planning system on a series with a missing slice or an
+    uneven spacing is read onto the regular grid the series was repaired onto: every plane holds
+    exactly the contour of the CT slice nearest to it (a different size on each slice tells which),
+    and every slice's contour is used."""
+    files = _faulty_series(tmp_path / "ct", fault, oblique)
+    vol = read_volume(tmp_path / "ct")
+    assert vol.notes["dicom_geometry"]["resampled"]
+    headers = read_series_headers(files)
+    lo = 3.3
+    his = [lo + 6.0 + 2.0 * (s % 5) for s in range(len(headers))]  # neighbours differ in size
+    mask, report = rasterise_roi([_slice_square(h, lo, hi) for h, hi in zip(headers, his)], vol)
+    assert report.used == len(headers) and report.dropped == 0 and report.clipped == 0
+    normal = np.cross(np.asarray(headers[0].ImageOrientationPatient[:3], float), np.asarray(headers[0].ImageOrientationPatient[3:], float))
+    along = np.array([float(np.asarray(h.ImagePositionPatient, float) @ normal) for h in headers])
+    i, j = np.meshgrid(np.arange(vol.shape[0]), np.arange(vol.shape[1]), indexing="ij")
+    for k in range(vol.shape[2]):
+        idx = np.stack([i, j, np.full_like(i, k)], -1).reshape(-1, 3).astype(float)
+        world = (idx @ vol.affine[:3, :3].T + vol.affine[:3, 3]) * [-1, -1, 1]  # LPS voxel centres
+        dist = np.abs(along - float(world[0] @ normal))
+        options = []
+        for s in np.flatnonzero(dist <= dist.min() + 1e-6):  # the nearest slice (either one of a tie)
+            h = headers[s]
+            p = np.asarray(h.ImagePositionPatient, float)
+            u = (world - p) @ np.asarray(h.ImageOrientationPatient[:3], float)
+            v = (world - p) @ np.asarray(h.ImageOrientationPatient[3:], float)
+            options.append(((u > lo) & (u < his[s]) & (v > lo) & (v < his[s])).reshape(i.shape))
+        assert any(np.array_equal(mask[:, :, k], o) for o in options), (k, int(mask[:, :, k].sum()), [int(o.sum()) for o in options])
+
+
+def _sagittal_series(folder, n=10, seed=0):
+    """A sagittal CT series (slices stacked along x) whose file names are out of slice order."""
+    shape, spacing = (20, 18, n), (1.0, 1.5, 2.5)
+    aff = np.eye(4)
+    aff[:3, :3] = np.column_stack([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]) * spacing  # RAS: rows A->P, columns S->I, slices R->L
+    aff[:3, 3] = [-12.0, 40.0, 30.0]
+    ct = np.full(shape, -1000, np.int16)
+    ct[2:18, 2:16, :] = 40
+    files = write_ct_series(Volume(ct, aff), folder)
+    perm = np.random.default_rng(seed).permutation(len(files))
+    for f in files:
+        f.rename(f.with_name("tmp_" + f.name))
+    for f, p in zip(files, perm):
+        f.with_name("tmp_" + f.name).rename(files[p])
+    return sorted(folder.iterdir())  # in name order: not the slice order
+
+
+def test_rtstruct_on_a_shuffled_sagittal_series_references_each_contours_own_slice(tmp_path):
+    """Issue 29: every reference below the top level of a written RTSTRUCT checked against the source
+    series: each ROI's Referenced Frame of Reference, each contour's image (SOP class and the
+    instance it lies on), the series' image list, the observations; on a non-axial series whose
+    files are out of order. The contours re-import onto the same voxels."""
+    files = _sagittal_series(tmp_path / "ct")
+    vol = read_volume(tmp_path / "ct")
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[4:12, 5:14, 2:8] = 1
+    lab[13:17, 3:7, 1:4] = 2
+    labels = vol.with_array(lab)
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    ds = pydicom.dcmread(write_rtstruct(labels, {"box": 1, "cube": 2, "absent": 3}, read_series_headers(files), tmp_path / "rs.dcm"))
+    for_uid = headers[0].FrameOfReferenceUID
+    by_uid = {h.SOPInstanceUID: h for h in headers}
+    normal = np.cross(np.asarray(headers[0].ImageOrientationPatient[:3], float), np.asarray(headers[0].ImageOrientationPatient[3:], float))
+    assert [r.ReferencedFrameOfReferenceUID for r in ds.StructureSetROISequence] == [for_uid] * 3
+    assert [r.ROINumber for r in ds.StructureSetROISequence] == [1, 2, 3]
+    assert [(o.ObservationNumber, o.ReferencedROINumber) for o in ds.RTROIObservationsSequence] == [(1, 1), (2, 2), (3, 3)]
+    assert [rc.ReferencedROINumber for rc in ds.ROIContourSequence] == [1, 2, 3]
+    study = ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+    assert study.ReferencedSOPInstanceUID == headers[0].StudyInstanceUID
+    listed = [i.ReferencedSOPInstanceUID for i in study.RTReferencedSeriesSequence[0].ContourImageSequence]
+    assert sorted(listed) == sorted(by_uid) and len(set(listed)) == len(listed)
+    assert {i.ReferencedSOPClassUID for i in study.RTReferencedSeriesSequence[0].ContourImageSequence} == {headers[0].SOPClassUID}
+    slices_used = {1: set(), 2: set()}
+    for rc in ds.ROIContourSequence[:2]:
+        for c in rc.ContourSequence:
+            (image,) = c.ContourImageSequence
+            assert image.ReferencedSOPClassUID == headers[0].SOPClassUID
+            h = by_uid[image.ReferencedSOPInstanceUID]
+            pts = np.asarray(c.ContourData, float).reshape(-1, 3)
+            np.testing.assert_allclose(pts @ normal, float(np.asarray(h.ImagePositionPatient, float) @ normal), atol=1e-3)
+            slices_used[rc.ReferencedROINumber].add(image.ReferencedSOPInstanceUID)
+    along = {h.SOPInstanceUID: float(np.asarray(h.ImagePositionPatient, float) @ normal) for h in headers}
+    order = sorted(along, key=along.get)
+    assert slices_used[1] == set(order[2:8]) and slices_used[2] == set(order[1:4])  # the label planes' own slices
+    for roi in read_rtstruct(tmp_path / "rs.dcm").rois:
+        mask, report = rasterise_roi(roi.contours, vol)
+        np.testing.assert_array_equal(mask, lab == {"box": 1, "cube": 2, "absent": 3}[roi.name])
+
+
+@pytest.mark.parametrize(
+    ("spec", "rois", "found", "ignored"),
+    [
+        # the label's own name still matches when synonyms are given (as a list or as one string)
+        ({"labels": {"parotid_left": 1}, "synonyms": {"parotid_left": ["Parotid L"]}}, ["Parotid_Left"], {"parotid_left": "Parotid_Left"}, {}),
+        ({"labels": {"parotid_left": 1}, "synonyms": {"parotid_left": "Parotid L"}}, ["parotid-left", "PAROTID L"],
+         {"parotid_left": "parotid-left"}, {"PAROTID L": "duplicate of 'parotid-left' for parotid_left"}),
+        # case, spaces (also tabs and runs of them), underscores and hyphens fold; other characters do not
+        ({"brain_stem": 1}, ["Brain\tStem"], {"brain_stem": "Brain\tStem"}, {}),
+        ({"brain_stem": 1}, ["BRAIN - STEM"], {"brain_stem": "BRAIN - STEM"}, {}),
+        ({"brain_stem": 1}, ["Brain.Stem", "BrainStem1"], {}, {"Brain.Stem": "not in the label map", "BrainStem1": "not in the label map"}),
+        # duplicates: the first ROI in the file wins, whichever name (label or synonym) it used
+        ({"labels": {"cord": 1}, "synonyms": {"cord": ["Spinal Cord", "SC"]}}, ["SC", "cord", "Spinal_Cord"],
+         {"cord": "SC"}, {"cord": "duplicate of 'SC' for cord", "Spinal_Cord": "duplicate of 'SC' for cord"}),
+        # a synonym of one label never captures another label's own name
+        ({"labels": {"lung_l": 1, "lung_r": 2}, "synonyms": {"lung_l": ["Lung Left"], "lung_r": ["Lung Right"]}}, ["LUNG_R", "Lung Left"],
+         {"lung_r": "LUNG_R", "lung_l": "Lung Left"}, {}),
+    ],
+)
+def test_roi_name_matching_table(spec, rois, found, ignored):
+    lm = parse_label_map(spec)
+    got_found, missing, got_ignored = match_rois(rois, lm)
+    assert got_found == found and got_ignored == ignored
+    assert missing == [n for n in lm.labels if n not in found]
+
+
+def test_a_synonym_equal_to_another_labels_name_is_refused():
+    with pytest.raises(DatasetError, match="synonym of both 'a' and 'b'"):
+        parse_label_map({"labels": {"a": 1, "b": 2}, "synonyms": {"b": ["A"]}})
+    with pytest.raises(DatasetError, match="unknown label"):
+        parse_label_map({"labels": {"a": 1}, "synonyms": {"c": ["x"]}})
+
+
+def test_a_slice_stored_twice_gets_one_set_of_contours_on_a_shuffled_sagittal_series(tmp_path):
+    """Issue 29: the same slice exported twice (an identical duplicate the reader drops) must not get
+    its contours twice: the even-odd rule of every reader would cancel them and empty the plane.
+    Duplicates are found along the slice normal, whatever the files' order and orientation."""
+    files = _sagittal_series(tmp_path / "ct")
+    import shutil
+
+    shutil.copy(files[3], tmp_path / "ct" / "AAA_copy.dcm")  # first in name order, far from its twin
+    files = sorted((tmp_path / "ct").iterdir())
+    vol = read_volume(tmp_path / "ct")
+    assert vol.shape[2] == 10 and not vol.notes["dicom_geometry"]["resampled"]
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[4:12, 5:14, :] = 1  # on every plane, the duplicated slice's included
+    path = write_rtstruct(vol.with_array(lab), {"box": 1}, read_series_headers(files), tmp_path / "rs.dcm")
+    ds = pydicom.dcmread(path)
+    assert len(ds.ROIContourSequence[0].ContourSequence) == 10  # one contour per position
+    (roi,) = read_rtstruct(path).rois
+    mask, report = rasterise_roi(roi.contours, vol)
+    assert report.dropped == 0
+    np.testing.assert_array_equal(mask, lab == 1)

@@ -34,3 +34,74 @@ def test_dicom_seg_decoded_by_highdicom_equals_the_labels(phantom_series, tmp_pa
     number = {d.SegmentLabel: d.SegmentNumber for d in seg.SegmentSequence}
     k = int(np.argmax((labels.array == HN["brainstem"]).sum(axis=(0, 1))))
     np.testing.assert_array_equal(number["brainstem"] == frames[k].T, labels.array[:, :, k] == HN["brainstem"])
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: SEG frames on a repaired series and on a non-axial one, every reference checked
+
+
+def _series(folder, fault: str):
+    """An axial CT series with a missing slice or an uneven spacing (repaired on reading), or a
+    sagittal one (slices stacked along x) written under file names out of slice order."""
+    from globalmask.dicom_rt import write_ct_series
+    from globalmask.io import Volume
+
+    shape, spacing = (18, 16, 12), np.array([1.2, 1.0, 2.0])
+    aff = np.eye(4)
+    if fault == "sagittal":
+        aff[:3, :3] = np.column_stack([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]) * spacing
+    else:
+        aff[:3, :3] = np.diag(spacing)
+    aff[:3, 3] = [-10.0, 12.0, 30.0]
+    ct = np.full(shape, -1000, np.int16)
+    ct[2:16, 2:14, :] = 40
+    lps = np.diag([-1.0, -1.0, 1.0]) @ aff[:3, :4]
+    positions = np.array([lps[:, 3] + k * lps[:, 2] for k in range(shape[2])])
+    if fault == "uneven":
+        positions[4:] += 0.8 * lps[:, 2] / spacing[2]
+    files = write_ct_series(Volume(ct, aff), folder, positions=positions)
+    if fault == "gap":
+        files[6].unlink()
+    if fault == "sagittal":
+        perm = np.random.default_rng(1).permutation(len(files))
+        for f in files:
+            f.rename(f.with_name("tmp_" + f.name))
+        for f, p in zip(files, perm):
+            f.with_name("tmp_" + f.name).rename(files[p])
+    return sorted(folder.iterdir())
+
+
+@pytest.mark.parametrize("fault", ["gap", "uneven", "sagittal"])
+def test_seg_frames_lie_on_the_label_planes_and_reference_the_source_series(tmp_path, fault):
+    """Issue 29: a prediction on a series repaired on reading (missing slice, uneven spacing), or on
+    a sagittal series given out of order, becomes a SEG whose every frame lies on its label plane,
+    decodes to the same labels, and references the CT's Frame of Reference, study, series and
+    every one of its instances."""
+    import highdicom as hd
+
+    from globalmask.io import read_volume
+
+    files = _series(tmp_path / "ct", fault)
+    vol = read_volume(tmp_path / "ct")
+    assert ("dicom_geometry" in vol.notes) == (fault != "sagittal")
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[3:10, 4:12, 1:vol.shape[2] - 2] = 1
+    lab[11:15, 3:7, 4:8] = 2
+    lab[5, 5, vol.shape[2] // 2] = 2  # one voxel of another structure on an interpolated plane
+    labels = vol.with_array(lab)
+    names = {"background": 0, "body": 1, "core": 2}
+    headers = read_series_headers(files)
+    path = write_dicom_seg(labels, names, headers, tmp_path / "seg.dcm")
+    seg = hd.seg.segread(str(path))
+    assert seg.FrameOfReferenceUID == headers[0].FrameOfReferenceUID
+    assert seg.StudyInstanceUID == headers[0].StudyInstanceUID and seg.PatientID == headers[0].PatientID
+    (series,) = seg.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == headers[0].SeriesInstanceUID
+    assert sorted(i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence) == sorted(h.SOPInstanceUID for h in headers)
+    # each frame at the position of its plane of the label map, in patient coordinates (LPS)
+    lps = np.diag([-1.0, -1.0, 1.0]) @ vol.affine[:3, :4]
+    planes = {tuple(np.round(lps[:, 3] + k * lps[:, 2], 3)) for k in range(vol.shape[2])}
+    frames = {tuple(np.round(np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float), 3)) for f in seg.PerFrameFunctionalGroupsSequence}
+    assert frames == planes
+    assert len(seg.PerFrameFunctionalGroupsSequence) == 2 * vol.shape[2]
+    np.testing.assert_array_equal(read_dicom_seg(path, names, like=labels).array, lab)
