@@ -362,3 +362,56 @@ def test_train_stopped_by_a_signal_leaves_nothing_half_done_and_resumes_exactly(
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6)
     assert a["best_step"] == b["best_step"]
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: a lock left by a crash whose process id now belongs to another process
+
+
+def _start_ticks(pid: int) -> str:
+    """Field 22 of /proc/<pid>/stat (the process's start time in clock ticks), read independently."""
+    text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    return text[text.rindex(")") + 2 :].split()[19]
+
+
+@pytest.fixture()
+def other_process():
+    if not Path(f"/proc/{os.getpid()}/stat").exists():
+        pytest.skip("needs Linux /proc to tell a reused process id from its holder")
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _lock_file(folder: Path, **holder) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / guard.LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "command": "train", "started": "2026-12-01T10:00:00", **holder}), encoding="utf-8")
+
+
+def test_a_crashed_runs_lock_is_taken_over_when_its_pid_now_belongs_to_another_process(tmp_path, other_process):
+    """Issue 29: the crashed holder's PID was reused (a live process, started at another time): the
+    lock is stale and taken over, not refused forever."""
+    folder = tmp_path / "run"
+    _lock_file(folder, pid=other_process.pid, start=str(int(_start_ticks(other_process.pid)) - 100))
+    with guard.RunLock(folder, "predict"):
+        holder = guard.read_lock(folder)
+        assert holder["pid"] == os.getpid() and holder["command"] == "predict"
+        assert holder["start"] == _start_ticks(os.getpid())  # what the next process compares with
+    assert not (folder / guard.LOCK_NAME).exists()
+
+
+def test_a_live_holder_recorded_in_the_lock_file_is_refused_even_without_its_flock(tmp_path, other_process):
+    """Where flock is not authoritative (NFS), the recorded holder alive with its own start time keeps
+    the folder; a dead PID does not."""
+    folder = tmp_path / "run"
+    _lock_file(folder, pid=other_process.pid, start=_start_ticks(other_process.pid))
+    with pytest.raises(guard.LockedError, match=rf"train \(pid {other_process.pid} on {socket.gethostname()}.*delete"):
+        guard.RunLock(folder, "predict").acquire()
+    assert guard.read_lock(folder)["pid"] == other_process.pid  # left as it was
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for start in ({"start": "1"}, {}):  # a dead holder, also one written by a release that recorded no start time
+        _lock_file(folder, pid=dead.pid, **start)
+        with guard.RunLock(folder, "train"):
+            assert guard.read_lock(folder)["pid"] == os.getpid()
