@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -85,3 +87,39 @@ def test_extra_channels_are_named_in_a_warning_and_ct_is_case_insensitive(tmp_pa
     with pytest.warns(UserWarning, match=r"declares 2 input channels; globalmask reads channel 0 \(CT\) only and ignores 1: noNorm"):
         ds = load_dataset(root)
     assert sorted(ds.cases) == ["case_000", "case_001", "case_002"]
+
+
+def test_a_dataset_argument_may_be_an_nnunet_name_or_id(tmp_path, monkeypatch):
+    from globalmask.dataset import resolve_dataset_path
+    from globalmask.errors import GlobalmaskError
+
+    raw = tmp_path / "raw"
+    make_tiny_dataset(raw / "Dataset501_Tiny", n=3, shape=(8, 8, 6))
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    with pytest.raises(GlobalmaskError, match=r"set \$nnUNet_raw"):
+        resolve_dataset_path("501")
+    monkeypatch.setenv("nnUNet_raw", str(raw))
+    assert resolve_dataset_path("501") == raw / "Dataset501_Tiny"
+    assert resolve_dataset_path("Dataset501_Tiny") == raw / "Dataset501_Tiny"
+    assert load_dataset("501").root == raw / "Dataset501_Tiny"
+    assert resolve_dataset_path(tmp_path) == tmp_path  # an existing folder as given
+    assert resolve_dataset_path("data/ds") == Path("data/ds")  # not a name: the reader says it is missing
+    with pytest.raises(GlobalmaskError, match="no dataset with id 007"):
+        resolve_dataset_path("7")
+    make_tiny_dataset(raw / "Dataset501_Other", n=3, shape=(8, 8, 6))
+    with pytest.raises(GlobalmaskError, match="several folders"):
+        resolve_dataset_path("501")
+
+
+def test_cli_commands_take_an_nnunet_id(tmp_path, monkeypatch, capsys):
+    from globalmask.cli import main
+
+    ds = make_tiny_dataset(tmp_path / "raw" / "Dataset042_Tiny", n=4, shape=(12, 12, 10))
+    (ds / "splits.json").write_text(json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"], "test": ["case_003"]}), encoding="utf-8")
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "nnunet", "42", "--mode", "ct", "--out", str(tmp_path / "e")]) == 0
+    pred = tmp_path / "pred"
+    shutil.copytree(ds / "labelsTr", pred)
+    assert main(["evaluate", str(pred), "Dataset042_Tiny", "--subset", "test", "--out", str(tmp_path / "ev")]) == 0
+    assert "test split: 1 case(s)" in capsys.readouterr().out

@@ -57,3 +57,23 @@ def test_nnunet_own_dataset_verification_accepts_the_export(tiny, tmp_path):
     out = tmp_path / "Dataset002_TinyGBM"
     assert main(["export", "nnunet", str(tiny), "--mode", "ct+gbm", "--out", str(out)]) == 0
     verify_dataset_integrity(str(out), num_processes=1)  # raises on any inconsistency
+
+
+@pytest.mark.parametrize("extra, fold0_train", [([], ["case_000", "case_001"]), (["--train-cases", "1", "--seed", "3"], None)])
+def test_export_writes_our_split_as_fold_0_of_splits_final(tiny, tmp_path, capsys, extra, fold0_train):
+    from globalmask.dataset import select_training_cases
+
+    out = tmp_path / "Dataset002_TinyGBM"
+    assert main(["export", "nnunet", str(tiny), "--mode", "ct", "--out", str(out), *extra]) == 0
+    folds = json.loads((out / "splits_final.json").read_text(encoding="utf-8"))
+    expected = fold0_train or select_training_cases(["case_000", "case_001"], 1, 3)  # as `globalmask train --train-cases 1 --seed 3` draws
+    assert folds == [{"train": expected, "val": ["case_002"]}]
+    assert "nnUNet_preprocessed/Dataset002_TinyGBM" in capsys.readouterr().out
+
+
+def test_export_without_a_split_writes_no_folds_and_refuses_train_cases(tmp_path, capsys):
+    root = make_tiny_dataset(tmp_path / "Dataset003_NoSplit", n=3, shape=(12, 12, 10))
+    assert main(["export", "nnunet", str(root), "--mode", "ct", "--out", str(tmp_path / "e")]) == 0
+    assert not (tmp_path / "e" / "splits_final.json").exists()
+    assert main(["export", "nnunet", str(root), "--mode", "ct", "--train-cases", "1", "--out", str(tmp_path / "f")]) == 2
+    assert "no splits.json" in capsys.readouterr().err and not (tmp_path / "f").exists()

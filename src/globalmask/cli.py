@@ -53,6 +53,8 @@ def _subset(dataset_arg: Path, args: argparse.Namespace, fallback: Path | None =
     return ds, ids, source
 
 
+_DATASET_HELP = "dataset folder (nnU-Net v2 raw layout or images/ + labels/), or an nnU-Net DatasetNNN_Name or id NNN under $nnUNet_raw"
+
 _OVERWRITE_HELP = "allow writing into a non-empty folder globalmask did not create, beside its files: none of them is replaced, and datasets and input folders stay refused"
 
 
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     p = sub.add_parser("train", help="train a U-Net in one input mode on N training cases")
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", type=Path, help=_DATASET_HELP)
     p.add_argument("--mode", default="ct+gbm", help="ct | gbm | ct+gbm | ct+coords (default: ct+gbm)")
     p.add_argument("--train-cases", type=int, default=None, help="number of training cases drawn (seeded) from the training split (default: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -169,12 +171,12 @@ def _add_study_parsers(sub: argparse._SubParsersAction) -> None:
 
     a = actions.add_parser("plan", help="print the plan: runs, their ids, estimated cost and the plan hash")
     a.add_argument("config", type=Path, help="study.yaml (see benchmarks/openkbp/study_converged.yaml)")
-    a.add_argument("dataset", type=Path)
+    a.add_argument("dataset", type=Path, help=_DATASET_HELP)
     a.add_argument("--seconds-per-step", type=float, default=None, help="for the time estimate (default: scaled from the 2-core CPU benchmark)")
     a.add_argument("--shards", type=int, default=None, help="also show how the runs fall into N shards")
 
     a = actions.add_parser("run", help="run (or continue) the study, or one shard of it; writes records/ and, once complete, the report")
-    a.add_argument("dataset", type=Path)
+    a.add_argument("dataset", type=Path, help=_DATASET_HELP)
     a.add_argument("--config", type=Path, default=None, help="study.yaml (see benchmarks/openkbp/study_converged.yaml)")
     a.add_argument("--out", type=Path, default=None, help="study folder (default: study-<dataset folder name>)")
     a.add_argument("--shard", default=None, metavar="I/N", help="run only the deterministic slice I of N of the plan (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/8")
@@ -377,7 +379,7 @@ def _predict_dicom(predictor, args: argparse.Namespace, inputs: list[Path]) -> N
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .dataset import load_dataset, parse_labels
+    from .dataset import dataset_of, load_dataset, parse_labels
     from .evaluate import EVALUATE_OUTPUTS, evaluate_folder
     from .io import read_json
     from .metrics import format_summary
@@ -393,10 +395,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.subset is None and args.split is not None:
         raise GlobalmaskError("argument --split: it names the split --subset takes its cases from; give --subset train|validation|test too")
     if args.subset is not None:
-        ds, cases, source = _subset(args.label_dir, args)
-        if args.label_dir.resolve() == ds.root.resolve():  # the dataset folder itself: its label folder
-            args.label_dir = ds.root / ("labelsTr" if (ds.root / "labelsTr").is_dir() else "labels")
+        _, cases, source = _subset(args.label_dir, args)
         print(f"{args.subset} split: {len(cases)} case(s) from {source}")
+    root = dataset_of(args.label_dir)
+    if root is not None and args.label_dir.resolve() == root.resolve():  # the dataset folder itself: its label folder
+        args.label_dir = root / ("labelsTr" if (root / "labelsTr").is_dir() else "labels")
     out = args.out or args.pred_dir
     if out.resolve() == args.label_dir.resolve():
         raise OutputError("metrics would be written into the reference label folder; choose another --out", out)
@@ -465,10 +468,12 @@ def _add_dicom_rt_parsers(sub) -> None:
     exp = p.add_subparsers(dest="export_kind", metavar="KIND")
     exp.required = True
     q = exp.add_parser("nnunet", help="nnU-Net v2 raw dataset with the GBM as a 'noNorm' channel")
-    q.add_argument("dataset", type=Path)
+    q.add_argument("dataset", type=Path, help=_DATASET_HELP)
     q.add_argument("--mode", default="ct+gbm", help="ct | gbm | ct+gbm (default: ct+gbm: _0000 CT, _0001 GBM)")
     q.add_argument("--recipe", default=None, help="GBM recipe (default: bone:250)")
-    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--train-cases", type=int, default=None, help="splits_final.json's fold 0 trains on N cases drawn (seeded) from the training split, as 'globalmask train --train-cases N' draws them (default: all)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the --train-cases draw (default: 0)")
+    q.add_argument("--out", type=Path, required=True, help="nnU-Net raw dataset folder to create, e.g. $nnUNet_raw/Dataset602_HNGBM; written whole or not at all")
     q.set_defaults(handler=_cmd_export_nnunet)
 
 
@@ -483,10 +488,25 @@ def _cmd_convert_dicom_rt(args: argparse.Namespace) -> None:
 
 
 def _cmd_export_nnunet(args: argparse.Namespace) -> None:
-    from .export import export_nnunet
+    from .export import SPLITS_FINAL, export_nnunet
 
-    out = export_nnunet(args.dataset, args.out, mode=args.mode, recipe=args.recipe)
+    validate.check_namespace(args, {"train_cases": validate.optional(validate.integer(1, 10**6)), "seed": validate.integer(0, 2**32 - 1)})
+    out = export_nnunet(args.dataset, args.out, mode=args.mode, recipe=args.recipe, progress=_bars(), train_cases=args.train_cases, seed=args.seed)
     print(f"wrote nnU-Net v2 dataset ({args.mode}) to {out}")
+    if (out / SPLITS_FINAL).is_file():
+        print(f"our split is fold 0 of {out / SPLITS_FINAL}: after nnUNetv2_plan_and_preprocess copy it to $nnUNet_preprocessed/{out.name}/ and train fold 0")
+
+
+def _resolve_dataset_args(args: argparse.Namespace) -> None:
+    """A dataset argument may be a folder, an nnU-Net ``DatasetNNN_Name`` or id ``NNN`` under ``$nnUNet_raw``."""
+    from .dataset import resolve_dataset_path
+
+    if isinstance(getattr(args, "dataset", None), Path):
+        args.dataset = resolve_dataset_path(args.dataset)
+    if args.command in ("masks", "predict") and len(args.inputs) == 1:
+        args.inputs = [resolve_dataset_path(args.inputs[0])]
+    if args.command == "evaluate":
+        args.label_dir = resolve_dataset_path(args.label_dir)
 
 
 def _bars() -> bool:
@@ -584,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         with guard.stop_on_signals(), warnings.catch_warnings():
             warnings.showwarning = lambda message, *a, **k: _print_warning(f"globalmask {args.command}: warning: {_one_line(str(message))}")
             assert handler is not None  # argparse requires a command
+            _resolve_dataset_args(args)
             handler(args)
     except GlobalmaskError as exc:
         if args.debug:

@@ -15,6 +15,8 @@ A dataset is only ever read: splits made here are saved into the *run* folder, n
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -90,9 +92,44 @@ class Dataset:
 # loading
 
 
+#: nnU-Net's dataset folder name, ``DatasetNNN_Name``, and a bare dataset id ``NNN``.
+_NNUNET_NAME = re.compile(r"Dataset(\d{3})_[^/\\]+")
+_NNUNET_ID = re.compile(r"\d{1,3}")
+
+
+def resolve_dataset_path(value: str | Path) -> Path:
+    """A dataset argument as nnU-Net users give it: a folder, ``DatasetNNN_Name`` or an id ``NNN``.
+
+    An existing path is taken as it is. Otherwise a ``DatasetNNN_Name`` or a bare id (``501``,
+    ``7``) is looked up under ``$nnUNet_raw``, as nnU-Net's own commands do; anything else is
+    returned unchanged (the reader then says it is not there).
+    """
+    path = Path(value)
+    text = str(value)
+    if path.exists() or not (_NNUNET_NAME.fullmatch(text) or _NNUNET_ID.fullmatch(text)):
+        return path
+    raw = os.environ.get("nnUNet_raw")  # noqa: SIM112  (nnU-Net's own spelling)
+    if not raw:
+        raise InputFileError(f"no such folder; to look up the nnU-Net dataset {text!r} set $nnUNet_raw to the folder of raw datasets", path)
+    raw_dir = Path(raw)
+    if _NNUNET_NAME.fullmatch(text):
+        if (raw_dir / text).is_dir():
+            return raw_dir / text
+        raise InputFileError(f"dataset {text!r} is not in $nnUNet_raw ({raw_dir})", raw_dir / text)
+    found = sorted(d for d in raw_dir.glob(f"Dataset{int(text):03d}_*") if d.is_dir()) if raw_dir.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InputFileError(f"no dataset with id {int(text):03d} (Dataset{int(text):03d}_*) in $nnUNet_raw ({raw_dir})", raw_dir)
+    raise DatasetError(f"dataset id {int(text):03d} names several folders in $nnUNet_raw: {', '.join(d.name for d in found)}; give the folder", raw_dir)
+
+
 def load_dataset(root: str | Path) -> Dataset:
-    """Read an nnU-Net v2 raw dataset or a plain images/labels folder (see module docstring)."""
-    root = Path(root)
+    """Read an nnU-Net v2 raw dataset or a plain images/labels folder (see module docstring).
+
+    ``root`` may also be an nnU-Net dataset name or id under ``$nnUNet_raw`` (:func:`resolve_dataset_path`).
+    """
+    root = resolve_dataset_path(root)
     if not root.exists():
         raise InputFileError("dataset folder not found", root)
     if not root.is_dir():

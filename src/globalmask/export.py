@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import guard
-from .dataset import load_dataset
+from .dataset import load_dataset, load_split, select_training_cases
 from .errors import GlobalmaskError, OutputError
 from .io import Volume, read_json, write_json, write_volume
 from .masks import Recipe, make_gbm
@@ -28,13 +28,23 @@ MODES = {
 }
 
 
+#: nnU-Net's file of cross-validation folds; it reads it from ``$nnUNet_preprocessed/<dataset>/``.
+SPLITS_FINAL = "splits_final.json"
+
+
 def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", recipe: str | Recipe | None = None,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, train_cases: int | None = None, seed: int = 0) -> Path:
     """Write ``out`` as an nnU-Net v2 raw dataset: imagesTr/<case>_000k.nii.gz, labelsTr, dataset.json.
 
     Cases in the test list of the dataset's ``splits.json`` go to imagesTs/labelsTs so nnU-Net
     never trains on them; every other labelled case goes to imagesTr. The GBM is made with
     ``recipe`` (default: globalmask's default recipe), uint8, same shape and affine as the CT.
+
+    With a ``splits.json``, ``splits_final.json`` holds our split as nnU-Net's fold 0 (``train``:
+    the training list, or the ``train_cases`` drawn from it with ``seed`` exactly as ``globalmask
+    train`` draws them; ``val``: the validation list), so ``nnUNetv2_train DATASET CONFIG 0`` trains
+    on the cases our models train on. nnU-Net reads it from ``$nnUNet_preprocessed/<dataset>/``:
+    copy it there after ``nnUNetv2_plan_and_preprocess``.
     """
 
     if mode not in MODES:
@@ -48,8 +58,15 @@ def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", re
         raise OutputError("export folder exists and is not empty", out)
     recipe = Recipe.parse(recipe)
     test_ids: set[str] = set()
+    folds: list[dict[str, list[str]]] | None = None
     if ds.split_file is not None and ds.split_file.exists():
         test_ids = set(read_json(ds.split_file).get("test", []))
+        split = load_split(ds.split_file, ds.cases.keys())
+        if train_cases is not None and train_cases > len(split.train):
+            raise GlobalmaskError(f"argument --train-cases: got {train_cases}; the training split has only {len(split.train)} case(s)")
+        folds = [{"train": select_training_cases(split.train, train_cases, seed), "val": list(split.validation)}]
+    elif train_cases is not None:
+        raise GlobalmaskError(f"argument --train-cases: {ds.root} has no splits.json to draw the training cases from")
     with guard.staged_folder(out) as tmp:  # all or nothing: a failure leaves no half-written export
         n_train = 0
         for case in tqdm(list(ds.cases.values()), desc=f"export nnU-Net {mode}", unit="case", disable=not bars_enabled(progress)):
@@ -61,6 +78,8 @@ def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", re
                 write_volume(vol, tmp / images / f"{case.id}_{k:04d}.nii.gz")
             if label is not None:
                 write_volume(Volume(label.array, ct.affine), tmp / labels / f"{case.id}.nii.gz")
+        if folds is not None:
+            write_json(tmp / SPLITS_FINAL, folds)
         write_json(
             tmp / "dataset.json",
             {
