@@ -77,3 +77,24 @@ def test_export_without_a_split_writes_no_folds_and_refuses_train_cases(tmp_path
     assert not (tmp_path / "e" / "splits_final.json").exists()
     assert main(["export", "nnunet", str(root), "--mode", "ct", "--train-cases", "1", "--out", str(tmp_path / "f")]) == 2
     assert "no splits.json" in capsys.readouterr().err and not (tmp_path / "f").exists()
+
+
+def test_export_of_a_dataset_with_unlabelled_cases_trains_only_on_labelled_ones(tmp_path):
+    """Issue 29: an unlabelled case (an image without a label map) goes to imagesTs with no label,
+    beside the split's test cases (which keep theirs in labelsTs); imagesTr holds exactly the
+    labelled non-test cases, each with its label, and numTraining counts them."""
+    root = make_tiny_dataset(tmp_path / "Dataset003_Partial", n=5, shape=(12, 12, 8))
+    (root / "labelsTr" / "case_002.nii.gz").unlink()
+    (root / "splits.json").write_text(json.dumps({"train": ["case_000", "case_001"], "validation": ["case_003"], "test": ["case_004"]}), encoding="utf-8")
+    out = tmp_path / "Dataset004_PartialGBM"
+    assert main(["export", "nnunet", str(root), "--mode", "ct+gbm", "--out", str(out)]) == 0
+    files = {d: sorted(p.name for p in (out / d).iterdir()) for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}
+    train = ["case_000", "case_001", "case_003"]
+    assert files["imagesTr"] == [f"{c}_{k:04d}.nii.gz" for c in train for k in (0, 1)]
+    assert files["labelsTr"] == [f"{c}.nii.gz" for c in train]
+    assert files["imagesTs"] == [f"{c}_{k:04d}.nii.gz" for c in ("case_002", "case_004") for k in (0, 1)]
+    assert files["labelsTs"] == ["case_004.nii.gz"]
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
+    assert meta["numTraining"] == 3
+    np.testing.assert_array_equal(read_volume(out / "imagesTs" / "case_002_0000.nii.gz").array,
+                                  read_volume(root / "imagesTr" / "case_002_0000.nii.gz").array)
