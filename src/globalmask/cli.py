@@ -7,6 +7,7 @@ non-zero exit status; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import signal
 import sys
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, help="refuse the model unless it was trained with this input mode")
     p.add_argument("--format", choices=("nifti", "rtstruct", "dicom-seg"), default="nifti", help="also write a DICOM RT Structure Set or DICOM-SEG per DICOM input series, beside the NIfTI label map (needs globalmask[dicom])")
     _add_subset_args(p, "INPUTS is one dataset folder (or its imagesTr/images folder); segment only the cases of this list of the split")
+    p.add_argument("--qc", type=Path, default=None, metavar="DIR", help="also write one PNG per case into DIR: axial, coronal and sagittal slices through each structure's centre with the prediction outlined (and the reference, with --subset on a labelled dataset)")
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     p = sub.add_parser("evaluate", help="Dice, centre-of-mass distance, HD95, surface distance and volumes per case and structure")
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, default=None, help="dataset.json naming the labels (default: found beside LABEL_DIR)")
     p.add_argument("--out", type=Path, default=None, help="folder for metrics.csv, summary.csv, summary.json (default: PRED_DIR when globalmask wrote it)")
     _add_subset_args(p, "score only the cases of this list of the split (LABEL_DIR: a dataset folder or its labelsTr/labels folder)")
+    p.add_argument("--qc", type=Path, default=None, metavar="DIR", help="also write one PNG per case into DIR: axial, coronal and sagittal slices through each structure's centre, prediction and reference outlined (the CT underneath when LABEL_DIR belongs to a dataset)")
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     p = sub.add_parser("phantom", help="generate a synthetic CT cohort with labels (nnU-Net layout)")
@@ -338,8 +341,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from .infer import Predictor, collect_inputs, prediction_targets, resolve_device
-    from .io import check_volume_header
+    from .infer import Predictor, collect_inputs, output_name, prediction_targets, resolve_device
+    from .io import case_id_from_path, check_volume_header
     from .model import InputMode
 
     resolve_device(args.device)
@@ -358,29 +361,52 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     targets = prediction_targets(files, args.out, fmt)
     guard.check_unique_targets(targets)
     guard.check_output_dir(args.out, [*args.inputs, *files], overwrite=args.overwrite, targets=[t for _, t in targets])
+    qc_targets = [args.qc / f"{case_id_from_path(output_name(f))}.png" for f in files] if args.qc is not None else []
+    if args.qc is not None:
+        guard.check_unique_targets(zip(files, qc_targets))
+        guard.check_output_dir(args.qc, [*args.inputs, *files], overwrite=args.overwrite, what="--qc", targets=qc_targets)
     predictor = Predictor(args.model, device=args.device, expect_mode=expect_mode)
     for f in files:  # every input's header before any work
         check_volume_header(f)
     with guard.writing(args.out, "predict", [*args.inputs, *files], overwrite=args.overwrite, targets=[t for _, t in targets]):
         if fmt != "nifti":
-            _predict_dicom(predictor, args, files)
-            return
-        written = predictor.predict_files(files, args.out)
-    print(f"wrote {len(written)} label map(s) to {args.out}")
+            written = _predict_dicom(predictor, args, files)
+        else:
+            written = predictor.predict_files(files, args.out)
+            print(f"wrote {len(written)} label map(s) to {args.out}")
+    if args.qc is not None:
+        references = {c.image: c.label for c in ds.cases.values()} if args.subset is not None else {}
+        with guard.writing(args.qc, "predict", [*args.inputs, *files], overwrite=args.overwrite, targets=qc_targets, what="--qc"):
+            for src, label_map, png in zip(files, written, qc_targets):
+                _draw_prediction(png, predictor.spec.labels, src, label_map, references.get(src))
+        print(f"pictures to check: {len(qc_targets)} PNG(s) in {args.qc}")
 
 
-def _predict_dicom(predictor, args: argparse.Namespace, inputs: list[Path]) -> None:
+def _draw_prediction(png: Path, labels: dict[str, int], src: Path, label_map: Path, reference: Path | None) -> None:
+    from .io import read_volume, same_geometry
+    from .qc import draw_case
+
+    ct, pred = read_volume(src), read_volume(label_map)
+    ref = read_volume(reference) if reference is not None else None
+    if ref is not None and not same_geometry(ref, pred):
+        warnings.warn(f"{reference}: the reference is not on the CT's grid; the QC picture shows the prediction alone", UserWarning, stacklevel=2)
+        ref = None
+    draw_case(png, labels, ref, pred, ct, title=f"{png.stem}: prediction" + (" against the reference" if ref is not None else ""))
+
+
+def _predict_dicom(predictor, args: argparse.Namespace, inputs: list[Path]) -> list[Path]:
     from .dicom_rt import check_dicom_inputs, write_prediction_objects
 
     check_dicom_inputs(inputs, args.format)
     written = predictor.predict_files(inputs, args.out)
     objects = write_prediction_objects(inputs, written, predictor.spec.labels, args.out, args.format)
     print(f"wrote {len(written)} label map(s) and {len(objects)} {args.format} file(s) to {args.out}")
+    return written
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .dataset import dataset_of, load_dataset, parse_labels
-    from .evaluate import EVALUATE_OUTPUTS, evaluate_folder
+    from .evaluate import EVALUATE_OUTPUTS, evaluate_folder, reference_cases
     from .io import read_json
     from .metrics import format_summary
 
@@ -411,10 +437,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     inputs = [args.label_dir] + ([] if into_preds else [args.pred_dir])
     targets = [out / name for name in EVALUATE_OUTPUTS]
     guard.check_output_dir(out, inputs, overwrite=args.overwrite or into_preds, what=what, targets=targets)
-    with guard.writing(out, "evaluate", inputs, overwrite=args.overwrite or into_preds, targets=targets, what=what):
-        _, summary = evaluate_folder(args.pred_dir, args.label_dir, labels, out_dir=out, cases=cases)
+    images: dict[str, Path] = {}
+    qc_targets: list[Path] = []
+    if args.qc is not None:
+        qc_targets = [args.qc / f"{c}.png" for c in reference_cases(args.label_dir, cases)]
+        guard.check_output_dir(args.qc, [*inputs, args.pred_dir], overwrite=args.overwrite, what="--qc", targets=qc_targets)
+        ds_root = dataset_of(args.label_dir)
+        if ds_root is not None:
+            images = {cid: c.image for cid, c in load_dataset(ds_root).cases.items()}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(guard.writing(out, "evaluate", inputs, overwrite=args.overwrite or into_preds, targets=targets, what=what))
+        if args.qc is not None:
+            stack.enter_context(guard.writing(args.qc, "evaluate", [*inputs, args.pred_dir], overwrite=args.overwrite, targets=qc_targets, what="--qc"))
+        _, summary = evaluate_folder(args.pred_dir, args.label_dir, labels, out_dir=out, cases=cases, qc_dir=args.qc, images=images)
     print(format_summary(summary))
     print(f"\nper-case metrics: {out / 'metrics.csv'}; summary: {out / 'summary.csv'}")
+    if args.qc is not None:
+        print(f"pictures to check: {len(qc_targets)} PNG(s) in {args.qc}")
 
 
 def _cmd_phantom(args: argparse.Namespace) -> None:

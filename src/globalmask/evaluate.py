@@ -17,9 +17,10 @@ import pandas as pd
 
 from .dataset import parse_labels
 from .errors import DatasetError, InputFileError
-from .io import case_id_from_path, json_safe, read_json, read_volume, strip_suffix, volume_suffix, write_json, write_text
+from .io import Volume, case_id_from_path, json_safe, read_json, read_volume, same_geometry, strip_suffix, volume_suffix, write_json, write_text
 from .metrics import CASE_COLUMNS, _label_array_of, evaluate_volumes, summarize
 from .progress import note
+from .qc import draw_case
 
 
 def _volume_files(folder: Path) -> dict[str, Path]:
@@ -56,6 +57,23 @@ def _label_values(path: Path) -> set[int]:
     return {int(v) for v in np.unique(array)}
 
 
+def _draw_qc(qc_dir: Path, case_id: str, labels: Mapping[str, int], ref: Volume, pred: Volume | None, image: Path | None) -> None:
+    ct = read_volume(image) if image is not None else None
+    if ct is not None and not same_geometry(ct, ref):
+        warnings.warn(f"{image}: the CT is not on the reference's grid; the QC picture of {case_id} shows the outlines alone", UserWarning, stacklevel=3)
+        ct = None
+    what = "prediction" if pred is not None else "no prediction (scored as empty)"
+    draw_case(qc_dir / f"{case_id}.png", labels, ref, pred, ct, title=f"{case_id}: {what} against the reference")
+
+
+def reference_cases(label_dir: str | Path, cases: Iterable[str] | None = None) -> list[str]:
+    """The case ids :func:`evaluate_folder` scores: every reference in ``label_dir``, or ``cases``."""
+    if cases is not None:
+        return list(dict.fromkeys(str(c) for c in cases))
+    label_dir = Path(label_dir)
+    return [case_id_from_path(s) for s in _volume_files(label_dir)] if label_dir.is_dir() else []
+
+
 #: The files :func:`evaluate_folder` writes into ``out_dir`` (the CLI checks them before any work).
 EVALUATE_OUTPUTS = ("metrics.csv", "summary.csv", "summary.json")
 
@@ -66,6 +84,8 @@ def evaluate_folder(
     labels: Mapping[str, int] | None = None,
     out_dir: str | Path | None = None,
     cases: Iterable[str] | None = None,
+    qc_dir: str | Path | None = None,
+    images: Mapping[str, Path] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every reference label map in ``label_dir`` against its prediction in ``pred_dir``.
 
@@ -77,6 +97,8 @@ def evaluate_folder(
     * ``labels`` defaults to dataset.json's labels (in ``label_dir`` or its parent, or a plain
       layout's labels.json); failing those, ``label_<k>`` for every value found in the references.
     * ``cases`` restricts the evaluation to these case ids (e.g. a test split).
+    * ``qc_dir``: one PNG per case there (:func:`globalmask.qc.draw_case`), the CT of ``images``
+      ({case id: CT file}) underneath where it is on the reference's grid.
 
     Returns (per-case long table, :func:`summarize` of it). With ``out_dir`` it also writes
     metrics.csv, summary.csv and summary.json there, each atomically.
@@ -155,6 +177,8 @@ def evaluate_folder(
             pred = ref.with_array(np.zeros(ref.shape, dtype=np.uint8))
         case_rows = evaluate_volumes(pred, ref, labels, case_id)
         rows.extend(case_rows)
+        if qc_dir is not None:
+            _draw_qc(Path(qc_dir), case_id, labels, ref, pred if case_id in preds else None, (images or {}).get(case_id))
         scores = [r["dice"] for r in case_rows if r.get("dice") is not None and np.isfinite(r["dice"])]
         mean = f"mean Dice {np.mean(scores):.3f} over {len(scores)} structure(s)" if scores else "no structure to score"
         note(f"evaluate {k}/{len(refs)} {case_id}: {mean}" + ("" if case_id in preds else " (no prediction: scored as empty)"))
