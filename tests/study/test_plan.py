@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from globalmask.io import read_volume, write_volume
 from globalmask.study import (
     StudyConfig,
     make_plan,
@@ -143,3 +147,110 @@ def test_a_ct_only_study_with_a_fixed_recipe_trains_no_gbm_only_model(modes, rec
     cfg = StudyConfig(**{**TINY_PLAN, "modes": modes, "recipe": recipe, "ablation_recipes": ["threshold:-300"]})
     assert sorted({r.recipe for r in plan_ablation(cfg, 5)}) == expected
     assert all(r.mode == "gbm" for r in plan_ablation(cfg, 5))
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: plan identity, every input that changes results and none that does not
+
+#: A changed value of every setting that changes what a run computes or records: each changes the
+#: plan hash and the id of every run.
+RESULT_SETTINGS = {
+    "seed": 1, "spacing": [2.0, 2.0, 2.0], "window": [-500.0, 500.0], "steps": {"1": 5, "all": 7},
+    "val_every": 3, "patience": 3, "min_delta": 0.01, "batch_size": 1, "lr": 1e-3, "weight_decay": 0.0, "optimizer": "sgd",
+    "schedule": "cosine", "warmup_steps": 1, "bf16": True, "patch_size": [16, 16, 16], "max_patch_voxels": 30000,
+    "net": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
+    "shifts": [{"name": "shifted", "offset": 40.0, "scale": 1.1, "noise": 20.0, "blur_mm": 1.0}],
+    "shift_sizes": [1], "shifts_on_external": True, "recipe_rule": "robust",
+}
+#: Settings that change which runs the plan holds (its hash), not what a run of the same spec computes
+#: (the sweep's recipe: the ablation's run of another recipe stays the same run).
+PLAN_SHAPE = {"modes": ["ct"], "train_sizes": ["all"], "recipe": "threshold:-500", "draws": 2, "full_draws": 2, "ablation_recipes": ["body"], "ablation_draws": 2}
+#: Where and how the plan is executed and reported: never part of its identity.
+EXECUTION = {"device": "cuda", "overlays": 5, "reference": "brain", "reference_structure": "brainstem"}
+#: Inputs tested by content below (a split file, external test sets).
+BY_CONTENT = {"split", "external_test"}
+
+
+def _ids(plan) -> dict:
+    return {(r.mode, r.size_label, r.draw, r.recipe): plan.run_id(r) for r in plan.all_runs(plan.fixed_recipe)}
+
+
+def test_every_study_setting_is_classified_for_the_plan_identity():
+    from dataclasses import fields
+
+    from globalmask.study.config import EXECUTION_ONLY
+
+    names = {f.name for f in fields(StudyConfig)}
+    assert set(RESULT_SETTINGS) | set(PLAN_SHAPE) | set(EXECUTION) | BY_CONTENT == names
+    assert set(EXECUTION) == set(EXECUTION_ONLY)
+
+
+@pytest.mark.parametrize("key", list(RESULT_SETTINGS))
+def test_a_setting_that_changes_results_changes_the_plan_and_every_run_id(study_cohort, key):
+    base = make_plan(study_cohort, StudyConfig(**TINY_PLAN))
+    other = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, key: RESULT_SETTINGS[key]}))
+    assert other.hash != base.hash
+    before, after = _ids(base), _ids(other)
+    assert not set(before.values()) & set(after.values()), key  # no run of the old plan is reused
+
+
+@pytest.mark.parametrize("key", list(PLAN_SHAPE))
+def test_a_setting_that_changes_which_runs_exist_changes_the_plan(study_cohort, key):
+    base = make_plan(study_cohort, StudyConfig(**TINY_PLAN))
+    other = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, key: PLAN_SHAPE[key]}))
+    assert other.hash != base.hash
+    before, after = _ids(base), _ids(other)
+    for spec in before.keys() & after.keys():  # a run of the same spec computes the same: one id, trained once
+        assert before[spec] == after[spec]
+
+
+def test_execution_only_settings_change_neither_the_plan_nor_a_run_id(study_cohort):
+    base = make_plan(study_cohort, StudyConfig(**TINY_PLAN))
+    other = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, **EXECUTION}))
+    assert other.hash == base.hash and _ids(other) == _ids(base)
+
+
+@pytest.fixture()
+def cohort_copy(study_cohort, tmp_path):
+    return Path(shutil.copytree(study_cohort, tmp_path / study_cohort.name))
+
+
+def test_the_split_the_data_and_the_labels_change_the_plan_and_every_run_id(study_cohort, cohort_copy, tmp_path):
+    base = make_plan(study_cohort, StudyConfig(**TINY_PLAN))
+    assert make_plan(cohort_copy, StudyConfig(**TINY_PLAN)).hash == base.hash  # where the data lie is not part of it
+    variants = {}
+    split = json.loads((study_cohort / "splits.json").read_text(encoding="utf-8"))
+    split["train"][0], split["test"][0] = split["test"][0], split["train"][0]  # one case swapped between train and test
+    (tmp_path / "swapped.json").write_text(json.dumps(split), encoding="utf-8")
+    variants["split"] = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, "split": str(tmp_path / "swapped.json")}))
+    case = sorted((cohort_copy / "labelsTr").iterdir())[0]  # one voxel of one label map
+    lab = read_volume(case)
+    arr = np.asarray(lab.array).copy()
+    arr[0, 0, 0] = 1 - min(int(arr[0, 0, 0]), 1)
+    write_volume(lab.with_array(arr), case)
+    variants["data"] = make_plan(cohort_copy, StudyConfig(**TINY_PLAN))
+    relabelled = Path(shutil.copytree(study_cohort, tmp_path / "relabelled" / study_cohort.name))
+    meta = json.loads((relabelled / "dataset.json").read_text(encoding="utf-8"))
+    meta["labels"] = {("lungs" if i == 1 else k): v for i, (k, v) in enumerate(meta["labels"].items())}  # a structure renamed
+    (relabelled / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
+    variants["labels"] = make_plan(relabelled, StudyConfig(**TINY_PLAN))
+    ext = Path(shutil.copytree(study_cohort, tmp_path / "Dataset901_External"))
+    (ext / "splits.json").unlink()
+    variants["external"] = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, "external_test": [str(ext)]}))
+    before = set(_ids(base).values())
+    for what, plan in variants.items():
+        assert plan.hash != base.hash, what
+        assert not before & set(_ids(plan).values()), what
+
+
+@pytest.mark.xfail(strict=True, reason="issue 29: the plan hashes the split file's path as written (config.split in plan_dict), "
+                   "not only its content: the same split read from another path (another machine's absolute path) is another plan")
+def test_the_same_split_read_from_another_path_is_the_same_plan(study_cohort, tmp_path):
+    a, b = tmp_path / "a" / "split.json", tmp_path / "b" / "split.json"
+    for p in (a, b):
+        p.parent.mkdir()
+        shutil.copy(study_cohort / "splits.json", p)
+    pa = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, "split": str(a)}))
+    pb = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, "split": str(b)}))
+    assert _ids(pa) == _ids(pb)  # holds: run ids hash the split's content
+    assert pa.hash == pb.hash
