@@ -490,3 +490,22 @@ def test_quiet_and_verbose_go_before_or_after_the_command(argv, verbosity):
 
 def test_quiet_and_verbose_exclude_each_other(capsys):
     assert run_cli(["evaluate", "a", "b", "-q", "-v"], capsys)[0] == 2
+
+
+def test_every_option_and_argument_has_help_text():
+    import argparse
+
+    from globalmask.cli import build_parser
+
+    missing = []
+
+    def walk(parser, name):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, sp in action.choices.items():
+                    walk(sp, f"{name} {sub}")
+            elif not isinstance(action, argparse._HelpAction) and not (action.help or "").strip():
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "globalmask")
+    assert not missing, missing

@@ -57,3 +57,17 @@ def test_evaluate_subset_refusals_name_the_problem(tmp_path, capsys, argv, expec
     err = capsys.readouterr().err
     assert expect in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "ev").exists()
+
+
+def test_evaluate_warns_when_every_prediction_is_empty(ds_with_split, tmp_path):
+    import numpy as np
+
+    from globalmask.evaluate import evaluate_folder
+    from globalmask.io import read_volume, write_volume
+
+    ds, pred, _ = ds_with_split
+    for f in pred.glob("*.nii.gz"):
+        lab = read_volume(f)
+        write_volume(lab.with_array(np.zeros_like(lab.array)), f)
+    with pytest.warns(UserWarning, match="every prediction .* is empty"):
+        evaluate_folder(pred, ds / "labelsTr")

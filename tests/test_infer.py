@@ -309,3 +309,18 @@ def test_predict_subset_falls_back_on_the_run_folders_split(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "pred").glob("*.nii.gz")] == ["case_002.nii.gz"]
     assert main(["predict", str(model), str(ds), str(ds), "--subset", "test", "--device", "cpu", "--out", str(tmp_path / "p2")]) == 2
     assert "one dataset folder" in capsys.readouterr().err
+
+
+def test_predict_files_warns_when_every_prediction_is_empty(tmp_path):
+    from .conftest import make_tiny_dataset
+
+    ds = make_tiny_dataset(tmp_path / "ds", n=2, shape=(12, 12, 10))
+    model = _tiny_model(tmp_path / "run" / "model.pt", {"background": 0, "left": 1, "right": 2})
+    predictor = Predictor(model, device="cpu")
+    with torch.no_grad():  # a network that says 'background' everywhere
+        for p in predictor.net.parameters():
+            p.zero_()
+        last_bias = [p for n, p in predictor.net.named_parameters() if n.endswith("bias")][-1]
+        last_bias[0] = 10.0
+    with pytest.warns(UserWarning, match="every one of the 2 prediction"):
+        predictor.predict_files([ds / "imagesTr"], tmp_path / "pred", progress=False)

@@ -829,3 +829,14 @@ def test_cli_resume_says_the_run_had_finished_and_names_a_mismatch(tiny_ds, tmp_
     assert "had already finished" in out and "stopped at its maximum of 3 steps" in out
     assert main([*argv, "--resume", "--lr", "0.01"]) == 2
     assert "train.lr: stored 0.002, given 0.01" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # 3 + 4 steps of a 4-channel network
+def test_keep_last_false_drops_the_resume_state_of_a_converged_run_only(tiny_ds, tmp_path, spies, monkeypatch):
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation([0.5, 0.5, 0.5, 0.5]))
+    converged = train(tiny_ds, tmp_path / "c", _cfg(steps=10, patience=2), progress=False, device="cpu", keep_last=False)
+    assert converged.converged and not (tmp_path / "c" / "last.pt").exists() and (tmp_path / "c" / "model.pt").exists()
+    assert train(tiny_ds, tmp_path / "c", _cfg(steps=10, patience=2), progress=False, device="cpu", resume=True).already_finished
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation(SCRIPT))
+    stopped = train(tiny_ds, tmp_path / "m", _cfg(), progress=False, device="cpu", keep_last=False)
+    assert stopped.converged is False and (tmp_path / "m" / "last.pt").exists()  # kept: it may be extended

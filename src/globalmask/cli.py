@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", type=Path, help=_DATASET_HELP)
     p.add_argument("--mode", default="ct+gbm", help="ct | gbm | ct+gbm | ct+coords (default: ct+gbm)")
     p.add_argument("--train-cases", type=int, default=None, help="number of training cases drawn (seeded) from the training split (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the training-case draw, the initial weights, patch sampling and augmentation (default: 0)")
     p.add_argument("--out", type=Path, required=True, help="run folder (model.pt, last.pt, history.csv, ...)")
     p.add_argument("--steps", type=int, default=3000, help="maximum training steps (default: 3000); training stops earlier at a validated plateau")
     p.add_argument("--patience", type=int, default=5, help="stop after this many validation checks without a rise of more than --min-delta in validation Dice (default: 5; 0: never stop early)")
@@ -99,15 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50, help="save the resumable state (last.pt) every N steps")
     p.add_argument("--dims", type=int, choices=(2, 3), default=3, help="3D U-Net (default) or 2D slice-wise U-Net")
     p.add_argument("--channels", type=int, nargs="+", default=None, help="U-Net channels per level (default: 16 32 64 128 256)")
-    p.add_argument("--res-units", type=int, default=2)
+    p.add_argument("--res-units", type=int, default=2, help="residual units per U-Net level (default: 2)")
+    p.add_argument("--keep-last", action=argparse.BooleanOptionalAction, default=False,
+                   help="keep last.pt, the resumable state (weights, optimiser, RNG; ~3x model.pt), once the run has converged (default: --no-keep-last: dropped then, since a converged run is finished; a run stopped at its maximum keeps it, to be extended)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out: an interrupted one from last.pt, or one that stopped at its maximum before a plateau with a larger --steps (every other setting must be the stored one)")
     _add_common_train_args(p)
 
     p = sub.add_parser("predict", help="segment CT files or folders with a trained model")
     p.add_argument("model", type=Path, help="RUN/model.pt")
-    p.add_argument("inputs", nargs="+", type=Path, help="CT files (.nii.gz, .nrrd, .mha), DICOM folders or folders of CTs")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--device", default="auto")
+    p.add_argument("inputs", nargs="+", type=Path, help="CT files (.nii.gz, .nrrd, .mha), DICOM folders or folders of CTs (with --subset: one dataset)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the label maps (<case>.nii.gz, the input's own shape and affine)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--mode", default=None, help="refuse the model unless it was trained with this input mode")
     p.add_argument("--format", choices=("nifti", "rtstruct", "dicom-seg"), default="nifti", help="also write a DICOM RT Structure Set or DICOM-SEG per DICOM input series, beside the NIfTI label map (needs globalmask[dicom])")
     _add_subset_args(p, "INPUTS is one dataset folder (or its imagesTr/images folder); segment only the cases of this list of the split")
@@ -115,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     p = sub.add_parser("evaluate", help="Dice, centre-of-mass distance, HD95, surface distance and volumes per case and structure")
-    p.add_argument("pred_dir", type=Path)
-    p.add_argument("label_dir", type=Path)
+    p.add_argument("pred_dir", type=Path, help="folder of predicted label maps (<case>.<ext>)")
+    p.add_argument("label_dir", type=Path, help="folder of reference label maps (e.g. DATASET/labelsTr), a dataset folder, or an nnU-Net DatasetNNN_Name or id NNN under $nnUNet_raw")
     p.add_argument("--labels", type=Path, default=None, help="dataset.json naming the labels (default: found beside LABEL_DIR)")
     p.add_argument("--out", type=Path, default=None, help="folder for metrics.csv, summary.csv, summary.json (default: PRED_DIR when globalmask wrote it)")
     _add_subset_args(p, "score only the cases of this list of the split (LABEL_DIR: a dataset folder or its labelsTr/labels folder)")
@@ -125,20 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("phantom", help="generate a synthetic CT cohort with labels (nnU-Net layout)")
     p.add_argument("--kind", choices=("headneck", "thorax", "thorax-varied"), default="headneck", help="thorax-varied: the thorax subjects with a contrast phase, tube voltage, dose and kernel drawn per case")
-    p.add_argument("--cases", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shape", type=int, nargs=3, default=(64, 64, 64), metavar=("X", "Y", "Z"))
+    p.add_argument("--cases", type=int, default=30, help="number of cases (default: 30)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subjects, their scans and the split (default: 0)")
+    p.add_argument("--shape", type=int, nargs=3, default=(64, 64, 64), metavar=("X", "Y", "Z"), help="grid size in voxels (default: 64 64 64)")
     p.add_argument("--chambers", action="store_true", help="thorax: label the four heart chambers instead of the whole heart")
     p.add_argument("--split", default="60:20:20", help="train:validation:test proportions of the seeded splits.json (e.g. 12:3:5, the paper's heart split)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create (dataset.json, imagesTr, labelsTr, splits.json)")
 
     p = sub.add_parser("demo", help="phantom cohort -> train ct, gbm, ct+gbm -> evaluate -> side-by-side table")
-    p.add_argument("--out", type=Path, default=Path("globalmask-demo"))
-    p.add_argument("--kind", choices=("headneck", "thorax"), default="headneck")
+    p.add_argument("--out", type=Path, default=Path("globalmask-demo"), help="folder for the phantom, the runs, predictions and the table (default: globalmask-demo)")
+    p.add_argument("--kind", choices=("headneck", "thorax"), default="headneck", help="phantom cohort (default: headneck)")
     p.add_argument("--train-cases", type=int, default=None, help="training cases per model (default: the demo's)")
     p.add_argument("--steps", type=int, default=None, help="maximum training steps per model (default: the demo's; the demo stops each model at a validated plateau)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the phantom and the training draws (default: 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--quick", action="store_true", help="a tiny run (a minute) to check the installation")
 
     _add_dicom_rt_parsers(sub)
@@ -318,7 +320,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         split_file=args.split,
         cache_dir=args.cache,
     )
-    result = train(args.dataset, args.out, cfg, data, device=args.device, resume=args.resume)
+    result = train(args.dataset, args.out, cfg, data, device=args.device, resume=args.resume, keep_last=args.keep_last)
     if result.already_finished:
         how = (f"converged at step {result.steps} (validation plateau)" if result.converged
                else f"stopped at its maximum of {result.max_steps} steps before a plateau (give a larger --steps with --resume to continue it)"

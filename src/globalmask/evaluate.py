@@ -169,10 +169,12 @@ def evaluate_folder(
     labels = dict(labels)
 
     rows: list[dict[str, Any]] = []
+    n_found = 0  # predictions holding any structure
     for k, (case_id, ref_path) in enumerate(refs.items(), 1):
         ref = read_volume(ref_path)
         if case_id in preds:
             pred = read_volume(preds[case_id])
+            n_found += bool(np.asarray(pred.array).any())
         else:
             pred = ref.with_array(np.zeros(ref.shape, dtype=np.uint8))
         case_rows = evaluate_volumes(pred, ref, labels, case_id)
@@ -182,6 +184,9 @@ def evaluate_folder(
         scores = [r["dice"] for r in case_rows if r.get("dice") is not None and np.isfinite(r["dice"])]
         mean = f"mean Dice {np.mean(scores):.3f} over {len(scores)} structure(s)" if scores else "no structure to score"
         note(f"evaluate {k}/{len(refs)} {case_id}: {mean}" + ("" if case_id in preds else " (no prediction: scored as empty)"))
+    if not n_found:
+        warnings.warn(f"every prediction in {pred_dir} is empty (background only): every structure is scored as missed; "
+                      "check that these are the model's label maps and that the model found anything", UserWarning, stacklevel=2)
     per_case = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
     summary = summarize(per_case)
 

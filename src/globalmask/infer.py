@@ -8,6 +8,7 @@ maps class probabilities back onto the input's own shape and affine.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -118,6 +119,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.net.to(self.device)
         self._pad = pad_values(self.spec.mode)
+        self._found = 0
 
     def probabilities(self, prepared: PreparedCase) -> torch.Tensor:
         x = make_input(self.spec.mode, prepared.ct, prepared.gbm)
@@ -140,6 +142,7 @@ class Predictor:
 
     def _labels(self, ct: Volume, prepared: PreparedCase) -> Volume:
         labels = restore_volume(self.probabilities(prepared), prepared.geometry)
+        self._found += bool(np.asarray(labels.array).any())
         if not same_geometry(labels, ct):  # the promise of predict, checked with evaluate's tolerance
             raise GeometryError(f"label map grid {labels.shape} differs from the input grid {ct.shape} (internal error)", ct.path)
         return labels
@@ -175,14 +178,22 @@ class Predictor:
         out_dir.mkdir(parents=True, exist_ok=True)
         bar = bars_enabled(progress)
         pairs = tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not bar)
+        self._found = 0  # predictions with any structure: none at all is worth a warning
         if not overlap:
             written = []
             for src, dst in pairs:
                 ct, prepared = self._read(src)
                 written.append(self._write(self._labels(ct, prepared), ct.notes, dst))
                 self._note(len(written), len(targets), written[-1], bar)
-            return written
-        return self._predict_overlapped(files, pairs, bar)
+        else:
+            written = self._predict_overlapped(files, pairs, bar)
+        if written and not self._found:
+            warnings.warn(
+                f"every one of the {len(written)} prediction(s) is empty (background only): are the inputs CT in Hounsfield units, "
+                f"scanned like the training cases, and was the model ({self.checkpoint}) trained to its plateau?",
+                UserWarning, stacklevel=2,
+            )
+        return written
 
     @staticmethod
     def _note(k: int, n: int, path: Path, bar: bool) -> None:

@@ -519,6 +519,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     log: Callable[[str], None] | None = None,
+    keep_last: bool = True,
 ) -> TrainResult:
     """Train one model and write the run folder ``out`` (see the module docstring).
 
@@ -526,6 +527,8 @@ def train(
     passes one to share preprocessing). ``config`` says what the network learns, ``data_config``
     what it learns from (both parsed and checked on construction); the keywords control the run.
     ``stop_after`` ends the loop after that many steps without finishing the run (tests of resuming).
+    ``keep_last=False`` deletes ``last.pt`` once the run has converged (a run stopped at its maximum
+    keeps it, so that it can be extended).
 
     Before anything is loaded: the settings are checked, ``out`` must not lie in a dataset or be a
     foreign non-empty folder, and a lock makes this process its only writer (a second ``train`` on
@@ -548,7 +551,7 @@ def train(
     try:
         with RunLock(out, "train"), stop_on_signals():
             remove_temp_files(out)
-            return _train(data, out, cfg, data_config, device, resume, bars_enabled(progress), stop_after, log)
+            return _train(data, out, cfg, data_config, device, resume, bars_enabled(progress), stop_after, log, keep_last)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # refused or interrupted before writing anything: leave no empty folder
@@ -586,6 +589,7 @@ def _train(
     progress: bool,
     stop_after: int | None,
     log: Callable[[str], None] | None,
+    keep_last: bool = True,
 ) -> TrainResult:
     """The body of :func:`train`, called holding the run folder's lock with every argument resolved."""
     t0 = time.perf_counter()
@@ -635,7 +639,10 @@ def _train(
     loop = _Loop(trainer, spec, val_cases, ds.labels, out, state, save_state, log)
     if not loop.run(stop_after, progress, f"train {cfg.mode} n={len(train_ids)}"):
         return TrainResult(out, out / "model.pt", state.best, state.best_step, state.step, state.elapsed(), train_ids, None, "interrupted", cfg.steps)
-    return _finish(out, spec, trainer, state, bool(val_cases), train_ids, log)
+    result = _finish(out, spec, trainer, state, bool(val_cases), train_ids, log)
+    if not keep_last and result.converged:
+        last_path.unlink(missing_ok=True)  # a converged run is finished: its resumable state is not needed
+    return result
 
 
 def _prepared_for_run(data: PreparedData | Dataset | str | Path, data_config: DataConfig | None, cfg: TrainConfig, progress: bool) -> PreparedData:
