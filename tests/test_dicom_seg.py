@@ -104,4 +104,16 @@ def test_seg_frames_lie_on_the_label_planes_and_reference_the_source_series(tmp_
     frames = {tuple(np.round(np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float), 3)) for f in seg.PerFrameFunctionalGroupsSequence}
     assert frames == planes
     assert len(seg.PerFrameFunctionalGroupsSequence) == 2 * vol.shape[2]
+    # a frame that names its source image names the CT slice at its own position (on the series' own
+    # grid every frame does; on a repaired grid an interpolated plane has none to name)
+    at = {h.SOPInstanceUID: np.asarray(h.ImagePositionPatient, float) for h in headers}
+    named = 0
+    for f in seg.PerFrameFunctionalGroupsSequence:
+        for d in f.get("DerivationImageSequence", []):
+            for src in d.SourceImageSequence:
+                assert src.ReferencedSOPClassUID == headers[0].SOPClassUID
+                np.testing.assert_allclose(at[src.ReferencedSOPInstanceUID], np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float), atol=1e-3)
+                named += 1
+    if fault == "sagittal":
+        assert named == len(seg.PerFrameFunctionalGroupsSequence)
     np.testing.assert_array_equal(read_dicom_seg(path, names, like=labels).array, lab)
