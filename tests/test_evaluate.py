@@ -71,3 +71,12 @@ def test_evaluate_warns_when_every_prediction_is_empty(ds_with_split, tmp_path):
         write_volume(lab.with_array(np.zeros_like(lab.array)), f)
     with pytest.warns(UserWarning, match="every prediction .* is empty"):
         evaluate_folder(pred, ds / "labelsTr")
+
+
+def test_a_label_folder_with_its_own_dataset_json_is_a_label_folder(ds_with_split, tmp_path):
+    ds, pred, _ = ds_with_split
+    labels = tmp_path / "labels"
+    shutil.copytree(ds / "labelsTr", labels)
+    shutil.copy(ds / "dataset.json", labels / "dataset.json")
+    assert main(["evaluate", str(pred), str(labels), "--out", str(tmp_path / "ev"), "--qc", str(tmp_path / "qc")]) == 0
+    assert len(list((tmp_path / "qc").glob("*.png"))) == 6  # outlines alone: no CT known

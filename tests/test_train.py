@@ -308,6 +308,7 @@ def test_the_log_reports_the_smoothed_loss_and_the_kept_step(tiny_ds, tmp_path, 
 
 @pytest.mark.slow  # 4 steps of a 4-channel network: about a second
 def test_the_progress_bar_names_the_run_and_shows_the_best_dice(tiny_ds, tmp_path, spies, capsys, monkeypatch):
+    monkeypatch.setattr(train_mod, "bars_enabled", lambda progress=True, stream=None: progress)  # as on a terminal
     train(tiny_ds, tmp_path / "run", _cfg(), progress=True, device="cpu")
     err = capsys.readouterr().err
     assert ("train gbm n=2" in err and "4/4" in err and "step/s" in err) or "s/step" in err
@@ -371,6 +372,7 @@ def test_a_two_d_run_trains_on_single_slices(tiny_ds, tmp_path, spies, patch):
 def test_before_any_scored_validation_no_step_is_the_best(tiny_ds, tmp_path, spies, monkeypatch, capsys):
     """Validation without a score (NaN) keeps nothing: an interrupted run reports best step 0, Dice -inf."""
     monkeypatch.setattr(train_mod, "_validate", ScriptedValidation([float("nan")] * 4))
+    monkeypatch.setattr(train_mod, "bars_enabled", lambda progress=True, stream=None: progress)  # as on a terminal
     lines: list[str] = []
     part = train(tiny_ds, tmp_path / "run", _cfg(), progress=True, device="cpu", stop_after=2, log=lines.append)
     assert (part.steps, part.best_step, part.best_val_dice) == (2, 0, -math.inf)

@@ -368,11 +368,12 @@ def subset_ids(dataset: Dataset, subset: str, split_file: str | Path | None = No
 
 def dataset_of(path: str | Path) -> Path | None:
     """The dataset folder ``path`` is, or whose image or label folder it is (nnU-Net or plain layout)."""
+    def is_dataset(d: Path) -> bool:  # (a label folder with its own dataset.json beside the maps is not one)
+        return ((d / "dataset.json").is_file() and (d / "imagesTr").is_dir()) or (d / "images").is_dir()
+
     p = Path(path)
-    if p.is_dir() and ((p / "dataset.json").is_file() or (p / "images").is_dir()):
+    if p.is_dir() and is_dataset(p):
         return p
-    if p.name in ("imagesTr", "labelsTr", "images", "labels") and p.parent.is_dir():
-        parent = p.parent
-        if (parent / "dataset.json").is_file() or (parent / "images").is_dir():
-            return parent
+    if p.name in ("imagesTr", "labelsTr", "images", "labels") and p.parent.is_dir() and is_dataset(p.parent):
+        return p.parent
     return None
