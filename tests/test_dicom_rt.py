@@ -558,3 +558,50 @@ def test_a_slice_stored_twice_gets_one_set_of_contours_on_a_shuffled_sagittal_se
     mask, report = rasterise_roi(roi.contours, vol)
     assert report.dropped == 0
     np.testing.assert_array_equal(mask, lab == 1)
+
+
+def test_prediction_objects_are_written_per_series_folder_in_both_formats(tmp_path):
+    """write_prediction_objects (predict --format rtstruct|dicom-seg) without training a model: one
+    object per (series folder, label map), named after the label map, holding its structures."""
+    from globalmask.dicom_rt import write_prediction_objects
+    from globalmask.io import write_volume
+
+    _sagittal_series(tmp_path / "ct")
+    vol = read_volume(tmp_path / "ct")
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[4:12, 5:14, 2:8] = 1
+    label_file = write_volume(vol.with_array(lab), tmp_path / "pred" / "case7.nii.gz")
+    names = {"background": 0, "box": 1}
+    (rs,) = write_prediction_objects([tmp_path / "ct"], [label_file], names, tmp_path / "pred", "rtstruct")
+    (seg,) = write_prediction_objects([tmp_path / "ct"], [label_file], names, tmp_path / "pred", "dicom-seg")
+    assert (rs.name, seg.name) == ("case7_rtstruct.dcm", "case7_seg.dcm")
+    (roi,) = read_rtstruct(rs).rois
+    np.testing.assert_array_equal(rasterise_roi(roi.contours, vol)[0], lab == 1)
+    np.testing.assert_array_equal(read_dicom_seg(seg, names, like=vol).array, lab)
+
+
+def test_label_map_and_structure_set_oddities_are_read_or_refused_clearly(tmp_path):
+    from globalmask.dicom_rt import convert_dicom_rt, load_label_map
+    from globalmask.errors import OutputError
+
+    bad = tmp_path / "labels.json"
+    bad.write_text('{"labels": {"a": 1,}}', encoding="utf-8")
+    with pytest.raises(DatasetError, match="cannot parse label map: Expecting property name") as err:
+        load_label_map(bad)
+    assert str(bad) in str(err.value)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("x", encoding="utf-8")
+    with pytest.raises(OutputError, match="not empty") as err:
+        convert_dicom_rt(tmp_path / "src", parse_label_map({"a": 1}), tmp_path / "out", progress=False)
+    assert str(tmp_path / "out") in str(err.value)
+    # a structure set without the (Type 3) Referenced Frame of Reference Sequence still reads
+    files = _sagittal_series(tmp_path / "ct")
+    vol = read_volume(tmp_path / "ct")
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[4:12, 5:14, 2:8] = 1
+    ds = build_rtstruct(vol.with_array(lab), {"box": 1}, read_series_headers(files))
+    del ds.ReferencedFrameOfReferenceSequence
+    ds.save_as(str(tmp_path / "rs.dcm"), enforce_file_format=True)
+    ss = read_rtstruct(tmp_path / "rs.dcm")
+    assert ss.frame_of_reference_uid == "" and ss.series_uids == [] and [r.name for r in ss.rois] == ["box"]
