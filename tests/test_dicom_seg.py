@@ -117,3 +117,33 @@ def test_seg_frames_lie_on_the_label_planes_and_reference_the_source_series(tmp_
     if fault == "sagittal":
         assert named == len(seg.PerFrameFunctionalGroupsSequence)
     np.testing.assert_array_equal(read_dicom_seg(path, names, like=labels).array, lab)
+
+
+def test_seg_decoded_onto_another_grid_is_zero_outside_and_refused_off_the_voxel_centres(tmp_path):
+    """read_dicom_seg(..., like=): a grid larger than the SEG's gets 0 where the SEG has no frame; a
+    grid whose voxel centres are elsewhere is refused naming the SEG file. The writer's coded
+    identity (private scheme, model name) is what a PACS shows."""
+    import highdicom as hd
+
+    from globalmask.errors import GeometryError
+    from globalmask.io import Volume, read_volume
+
+    files = _series(tmp_path / "ct", "sagittal")
+    vol = read_volume(tmp_path / "ct")
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[3:10, 4:12, 2:9] = 1
+    names = {"body": 1}
+    path = write_dicom_seg(vol.with_array(lab), names, read_series_headers(files), tmp_path / "seg.dcm")
+    seg = hd.seg.segread(str(path))
+    assert seg.ManufacturerModelName == "globalmask" and seg.Manufacturer == "globalmask"
+    code = seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == ("body", "99GLOBALMASK", "body")
+    larger = Volume(np.zeros((vol.shape[0], vol.shape[1], vol.shape[2] + 3), np.uint8), vol.affine)
+    back = read_dicom_seg(path, names, like=larger).array
+    np.testing.assert_array_equal(back[:, :, : vol.shape[2]], lab)
+    assert not back[:, :, vol.shape[2] :].any()  # beyond the SEG's frames: background, not a structure
+    shifted = vol.affine.copy()
+    shifted[:3, 3] += 0.5 * vol.affine[:3, 0]  # half a voxel along the first axis
+    with pytest.raises(GeometryError, match="does not share voxel centres") as err:
+        read_dicom_seg(path, names, like=Volume(np.zeros(vol.shape, np.uint8), shifted))
+    assert str(path) in str(err.value)
