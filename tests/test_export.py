@@ -98,3 +98,18 @@ def test_export_of_a_dataset_with_unlabelled_cases_trains_only_on_labelled_ones(
     assert meta["numTraining"] == 3
     np.testing.assert_array_equal(read_volume(out / "imagesTs" / "case_002_0000.nii.gz").array,
                                   read_volume(root / "imagesTr" / "case_002_0000.nii.gz").array)
+
+
+def test_export_names_the_non_empty_folder_and_shows_no_bar_when_asked_not_to(tiny, tmp_path, capsys):
+    from globalmask.errors import OutputError
+    from globalmask.export import export_nnunet
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x", encoding="utf-8")
+    with pytest.raises(OutputError, match="not empty") as err:
+        export_nnunet(tiny, full, mode="ct", progress=False)
+    assert str(full) in str(err.value)
+    capsys.readouterr()
+    export_nnunet(tiny, tmp_path / "quiet", mode="ct", progress=False)
+    assert capsys.readouterr().err == ""  # no progress bar
