@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -91,3 +92,36 @@ def test_a_ct_only_study_with_a_fixed_recipe_runs_and_reports_without_an_ablatio
     report = (tmp_path / "s" / "report.md").read_text(encoding="utf-8")
     assert "0 of 1 models converged" in report and "## 2. Data scarcity" in report and "recipe ablation (GBM only" not in report
     assert "Not part of this study (its input modes are ct)." in report
+
+
+def test_a_varied_test_scan_is_computed_once_per_worker_and_is_the_same_scan():
+    """Every model meets the same varied scan (seeded per case), so the runner keeps the test
+    split's and computes each once; validation scans (the recipe ablation's only) are not kept."""
+    import numpy as np
+
+    from globalmask.dataset import Dataset
+    from globalmask.io import Volume
+    from globalmask.shift import ScannerShift
+    from globalmask.study import runner
+
+    calls: list[str] = []
+
+    class Counting(ScannerShift):
+        def apply_pair(self, ct, label, seed=0, case_id=""):
+            calls.append(case_id)
+            return super().apply_pair(ct, label, seed, case_id)
+
+    shift = Counting("noisy", noise=30.0)
+    ds = Dataset(Path("/nowhere/ds"), "ds", {"background": 0, "a": 1}, {})
+    ct = Volume(np.zeros((4, 4, 4), np.int16), np.eye(4))
+    label = Volume(np.ones((4, 4, 4), np.uint8), np.eye(4))
+    first = runner._varied(shift, ds, "c1", ct, label, seed=3, keep=True)
+    again = runner._varied(shift, ds, "c1", ct, label, seed=3, keep=True)
+    assert calls == ["c1"] and again is first and np.asarray(first[0].array).std() > 0
+    fresh = shift.apply_pair(ct, label, seed=3, case_id="c1")
+    np.testing.assert_array_equal(fresh[0].array, first[0].array)  # the kept scan is the one a recomputation gives
+    runner._varied(shift, ds, "c2", ct, label, seed=3, keep=False)
+    runner._varied(shift, ds, "c2", ct, label, seed=3, keep=False)
+    assert calls == ["c1", "c1", "c2", "c2"]
+    for key in [k for k in runner._WORKER_CACHE if k.startswith("varied:/nowhere")]:
+        del runner._WORKER_CACHE[key]
