@@ -232,6 +232,8 @@ def _cmd_study(args: argparse.Namespace) -> None:
         runs = plan.all_runs(recipe)
         print(f"plan {plan.hash}: dataset {plan.dataset_name} (fingerprint {plan.dataset_fingerprint[:16]}), "
               f"split {plan.n_train}/{len(plan.split.validation)}/{len(plan.split.test)} from {plan.split_source}")
+        for ext in plan.external:
+            print(f"external test set {ext.name}: {len(ext.case_ids)} cases at {ext.root} (fingerprint {ext.fingerprint[:16]}), scored by every run after training")
         print(f"{'stage':<7} {'run id':<48} {'mode':<7} {'size':>4} {'draw':>4} {'recipe':<22} {'max steps':>9}")
         stage2 = [r for r in runs if r.name not in {a.name for a in ablation}]
         for stage, group in (("1", ablation), ("2", stage2)):

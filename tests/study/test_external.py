@@ -266,3 +266,16 @@ def test_external_sets_are_read_only_after_training_and_change_no_choice(cohorts
     report = (tmp_path / "with" / "report.md").read_text(encoding="utf-8")
     assert "## 2b. Every test set" in report and "Dataset901_Ext" in report and "| pooled |" in report
     assert "2b." in (tmp_path / "without" / "report.md").read_text(encoding="utf-8")  # a CI for the test split alone
+
+
+def test_study_plan_names_the_external_sets(cohorts, tmp_path, capsys):
+    import yaml
+
+    from globalmask.cli import main
+
+    main_ds, ext = cohorts
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY_PLAN, "external_test": [ext.name]}), encoding="utf-8")
+    assert main(["study", "plan", str(cfg), str(main_ds)]) == 0
+    out = capsys.readouterr().out
+    assert f"external test set {ext.name}: 4 cases" in out and str(ext.resolve()) in out
