@@ -45,7 +45,9 @@ PLAN: dict[str, tuple[list[str], str | None, int]] = {
     "checkpoint": (["tests/test_checkpoint.py", "tests/integration/test_bad_input.py", "-k", "checkpoint and not identical_predictions"], None, 2),
     "preprocess": (["tests/test_preprocess.py", "tests/test_infer.py", "tests/test_checkpoint.py", "-m", "not slow"], None, 6),
     "metrics": (["tests/test_metrics.py"], None, 16),
-    "study.plan": (["tests/study/test_plan.py"], None, 1),  # every function since issue 29 (the plan's identity included)
+    # every function since issue 29; with the plan-identity tests of test_external.py (committed plans keep their hash and run ids)
+    "study.plan": (["tests/study/test_plan.py", "tests/study/test_external.py", "-k",
+                    "not external_sets_are_read_only and not study_plan_names and not bootstrap and not pooled and not recipe_choice"], None, 1),
     "study.stats": (["tests/study/test_stats.py"], r"x_(summary_table|paired_comparison|recipe_ablation|choose_recipe)$", 4),
     "train": (["tests/test_train.py", "-k", HEAVY_TRAININGS], r"x_(prepare_data|_?train)$|xǁPlateauǁ", 10),
     # issue 29: the DICOM, export, lock and plan modules (their fast tests; dciodvfy skips where it is absent)

@@ -415,3 +415,35 @@ def test_a_live_holder_recorded_in_the_lock_file_is_refused_even_without_its_flo
         _lock_file(folder, pid=dead.pid, **start)
         with guard.RunLock(folder, "train"):
             assert guard.read_lock(folder)["pid"] == os.getpid()
+
+
+def test_dataset_parts_and_input_folders_are_named_as_what_they_are(tmp_path):
+    """Issue 29 (guard mutation survivors): every nnU-Net part folder (labelsTs too) is a dataset; an
+    images/ folder is one only beside a labels/ folder; an output inside a plain input folder says
+    "input folder", inside a dataset's "input dataset folder"."""
+    for part in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (tmp_path / "nn" / part).mkdir(parents=True)
+        assert guard.is_dataset_folder(tmp_path / "nn" / part), part
+    (tmp_path / "solo" / "images").mkdir(parents=True)
+    assert not guard.is_dataset_folder(tmp_path / "solo" / "images")
+    (tmp_path / "solo" / "labels").mkdir()
+    assert guard.is_dataset_folder(tmp_path / "solo" / "images") and guard.is_dataset_folder(tmp_path / "solo" / "labels")
+    plain = tmp_path / "scans"
+    plain.mkdir()
+    write_text(plain / "a.nii.gz", "x")
+    with pytest.raises(OutputError, match=r"--out is the input folder .*scans; inputs are read-only"):
+        guard.check_output_dir(plain, [plain / "a.nii.gz"])
+    with pytest.raises(OutputError, match=r"--out is inside the input dataset folder .*labelsTs"):
+        guard.check_output_dir(tmp_path / "nn" / "labelsTs" / "o", [tmp_path / "nn" / "labelsTs"])
+
+
+def test_a_lock_taken_three_times_in_one_process_is_held_until_the_last_release(tmp_path):
+    folder = tmp_path / "run"
+    outer = guard.RunLock(folder, "study").acquire()
+    middle = guard.RunLock(folder, "study").acquire()
+    inner = guard.RunLock(folder, "study").acquire()
+    inner.release()
+    middle.release()
+    assert (folder / guard.LOCK_NAME).exists() and guard.read_lock(folder)["pid"] == os.getpid()
+    outer.release()
+    assert not (folder / guard.LOCK_NAME).exists()

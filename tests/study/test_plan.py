@@ -237,6 +237,9 @@ def test_the_split_the_data_and_the_labels_change_the_plan_and_every_run_id(stud
     ext = Path(shutil.copytree(study_cohort, tmp_path / "Dataset901_External"))
     (ext / "splits.json").unlink()
     variants["external"] = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, "external_test": [str(ext)]}))
+    beside = make_plan(cohort_copy, StudyConfig(**{**TINY_PLAN, "external_test": [ext.name]}))  # found beside the dataset
+    by_path = make_plan(cohort_copy, StudyConfig(**{**TINY_PLAN, "external_test": [str(ext)]}))
+    assert beside.external[0].root == str(ext.resolve()) and beside.hash == by_path.hash and _ids(beside) == _ids(by_path)
     before = set(_ids(base).values())
     for what, plan in variants.items():
         assert plan.hash != base.hash, what
@@ -254,3 +257,18 @@ def test_the_same_split_read_from_another_path_is_the_same_plan(study_cohort, tm
     pb = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, "split": str(b)}))
     assert _ids(pa) == _ids(pb)  # holds: run ids hash the split's content
     assert pa.hash == pb.hash
+
+
+def test_a_plan_travels_in_its_records_unchanged(study_cohort, tmp_path):
+    """Plan.info() is stored in every record; Plan.from_info gives back the same plan (external sets,
+    split, data root included), and the sweep runs carry the plan's recipe."""
+    from globalmask.study.plan import ExternalSet, Plan
+
+    ext = Path(shutil.copytree(study_cohort, tmp_path / "Dataset902_External"))
+    plan = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, "external_test": [str(ext)]}))
+    back = Plan.from_info(json.loads(json.dumps(plan.info())))
+    assert back == plan and back.hash == plan.hash and back.dataset_root == str(study_cohort.resolve())
+    assert back.external[0].fingerprint == plan.external[0].fingerprint != ""
+    assert ExternalSet.from_dict({"name": "X", "cases": ["a"], "fingerprint": "f"}).root == ""
+    sweep = [r for r in plan.all_runs(plan.fixed_recipe) if r.kind == "sweep"]
+    assert sweep and {r.recipe for r in sweep} == {plan.fixed_recipe}
