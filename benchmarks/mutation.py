@@ -101,7 +101,12 @@ def mutmut_section(module: str, tests: list[str]) -> str:
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
         'process_isolation = "forkserver"\n'
+        'also_copy = ["benchmarks"]\n'
     )
+
+
+#: Committed study plans and records that tests read (the committed plans keep their hashes and run ids).
+STUDY_FILES = re.compile(r"^benchmarks/[^/]+(/[^/]+)?/(plan\.json|records/[^/]+\.json)$")
 
 
 def prepare(module: str, work: Path) -> None:
@@ -110,6 +115,10 @@ def prepare(module: str, work: Path) -> None:
     work.mkdir(parents=True)
     shutil.copytree(ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    tracked = subprocess.run(["git", "ls-files", "benchmarks"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in (f for f in tracked if STUDY_FILES.match(f)):  # only these small JSON files, never a study folder in use
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, work / name)
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     text = re.sub(r"\n# mutation testing.*", "\n", text, flags=re.S)  # drop the repository's own section
     (work / "pyproject.toml").write_text(text + "\n" + mutmut_section(module, plan_for(module)[0]), encoding="utf-8")

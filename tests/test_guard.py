@@ -445,5 +445,26 @@ def test_a_lock_taken_three_times_in_one_process_is_held_until_the_last_release(
     inner.release()
     middle.release()
     assert (folder / guard.LOCK_NAME).exists() and guard.read_lock(folder)["pid"] == os.getpid()
+    with guard.RunLock(folder, "study"):  # still this process's: taken again, not refused as another writer's
+        pass
     outer.release()
     assert not (folder / guard.LOCK_NAME).exists()
+
+
+def test_a_lock_file_removed_while_it_was_being_taken_is_taken_afresh(tmp_path, monkeypatch):
+    """The holder released (and removed) the lock file between our open and our flock: retry on a
+    new file instead of giving up."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lock_path = str(folder / guard.LOCK_NAME)
+    real_stat, calls = os.stat, []
+
+    def stat(path, *args, **kwargs):
+        if str(path) == lock_path and not calls:
+            calls.append(path)
+            raise FileNotFoundError(path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(guard.os, "stat", stat)
+    with guard.RunLock(folder, "train"):
+        assert calls and guard.read_lock(folder)["pid"] == os.getpid()
