@@ -532,3 +532,19 @@ def test_negative_gantry_tilt_is_resampled_like_a_positive_one(tmp_path):
         row0 = int(round((pos[k, 1] - pos[-1, 1]) / SPACING[1]))
         world = pos[k] + np.array([0.0, 0.0, 0.0])
         assert got.array[0, row0, k] == pytest.approx(world_value(world), abs=1.0)
+
+
+def test_series_geometry_of_no_slices_and_of_a_thin_tilted_stack(tmp_path):
+    """analyse_series_geometry (pure): no images is refused by name; a tilted stack thinner than 1 mm
+    still reports its tilt angle (atan of the in-plane shift over the extent along the normal)."""
+    from pathlib import Path
+
+    from globalmask.io.dicom import DicomSlice, analyse_series_geometry
+
+    with pytest.raises(InputFileError, match="DICOM series holds no images"):
+        analyse_series_geometry([], tmp_path)
+    eye = np.eye(3)
+    slices = [DicomSlice(Path(f"s{k}.dcm"), np.array([0.0, 0.1 * k, 0.5 * k]), eye, (4, 4), (1.0, 1.0), "1.2.3") for k in range(3)]
+    geom = analyse_series_geometry(slices, tmp_path)
+    assert geom.spacing_z == pytest.approx(0.5)
+    assert any("gantry tilt of about 11.3 degrees" in f for f in geom.faults), geom.faults
