@@ -224,7 +224,9 @@ def test_external_sets_are_read_only_after_training_and_change_no_choice(cohorts
     # recipe chosen on validation (stage 1: bone and threshold:-300), then CT+GBM against CT at 1 case
     # scored under an intensity shift and a pose change (which moves the reference), at size 1 only
     shifts = [TINY_PLAN["shifts"][0], {"family": "pose", "level": "unmasked", "rotation_deg": [10.0, 4.0, 4.0], "translation_mm": [4.0, 4.0, 4.0]}]
-    cfg = dict(TINY_PLAN, modes=["ct", "ct+gbm"], train_sizes=[1], recipe="auto", ablation_recipes=["threshold:-300"], shifts=shifts, shift_sizes=[1])
+    # (the robust recipe rule: stage-1 models are scored on validation under the variations too)
+    cfg = dict(TINY_PLAN, modes=["ct", "ct+gbm"], train_sizes=[1], recipe="auto", recipe_rule="robust", ablation_recipes=["threshold:-300"],
+               shifts=shifts, shift_sizes=[1])
     with_ext = run_study(main, tmp_path / "with", StudyConfig(**cfg, external_test=[ext.name]), **QUIET)
     assert with_ext is not None and with_ext.complete
     ext_reads = [p for ph, p in reads if p.startswith(ext_root)]
@@ -265,6 +267,9 @@ def test_external_sets_are_read_only_after_training_and_change_no_choice(cohorts
     assert pooled["ci_low_pct"] <= pooled["relative_change_pct"] <= pooled["ci_high_pct"]
     report = (tmp_path / "with" / "report.md").read_text(encoding="utf-8")
     assert "## 2b. Every test set" in report and "Dataset901_Ext" in report and "| pooled |" in report
+    assert "Under the variation suite (validation" in report and f"Winner on validation: `{with_ext.recipe_winner}`" in report
+    ablation = [r for r in a.values() if r["run"]["size_label"] == "all"]
+    assert all({m["shift"] for m in r["metrics"] if m["subset"] == "validation"} == {"none", "shifted", "pose-unmasked"} for r in ablation)
     assert "2b." in (tmp_path / "without" / "report.md").read_text(encoding="utf-8")  # a CI for the test split alone
 
 

@@ -246,8 +246,6 @@ def test_the_split_the_data_and_the_labels_change_the_plan_and_every_run_id(stud
         assert not before & set(_ids(plan).values()), what
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29: the plan hashes the split file's path as written (config.split in plan_dict), "
-                   "not only its content: the same split read from another path (another machine's absolute path) is another plan")
 def test_the_same_split_read_from_another_path_is_the_same_plan(study_cohort, tmp_path):
     a, b = tmp_path / "a" / "split.json", tmp_path / "b" / "split.json"
     for p in (a, b):

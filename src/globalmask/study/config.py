@@ -191,12 +191,16 @@ class StudyConfig:
     def plan_dict(self) -> dict[str, Any]:
         """The settings that decide what the runs compute (hashed into the plan).
 
-        External test sets enter the plan by content (:attr:`Plan.external`), not by path.
+        External test sets and a split file enter the plan by content (:attr:`Plan.external`, the
+        split itself), never by path: the same files elsewhere on another machine are the same plan.
+        (A study without a split file keeps ``"split": null``, so committed plans keep their hash.)
         """
         d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and k != "external_test"}
         for key in ("shifts_on_external", "shift_sizes", "recipe_rule"):
             if d[key] == LATER_DEFAULTS[key]:
                 del d[key]
+        if d["split"] is not None:
+            del d["split"]
         return d
 
     def train_config(self, mode: InputMode | str, train_cases: int | None, seed: int, steps: int) -> TrainConfig:
