@@ -208,7 +208,10 @@ def test_overlays_use_the_first_full_size_draw_whose_predictions_are_here(study,
     shutil.copytree(out / "runs" / d0[2].name / "predictions", runs / d1[2].name / "predictions")
     (tmp_path / "fig").mkdir()
     names = plot_overlays(runs, moved, 1, tmp_path / "fig")
-    assert names == [f"overlay_{results.plan.split.test[0]}.png"] and (tmp_path / "fig" / names[0]).stat().st_size > 0
+    case = results.plan.split.test[0]
+    modes = [r.mode.replace("+", "_") for r in d1]
+    assert names == [f"overlay_{case}.png", *(f"qc_{case}_{m}.png" for m in modes)]  # and each mode as `evaluate --qc` draws it
+    assert all((tmp_path / "fig" / n).stat().st_size > 0 for n in names)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from ..io import atomic_path, read_volume, voxel_spacing, write_json, write_text
 from ..masks import Recipe, largest_component
 from ..metrics import mean_std_text
 from ..preprocess import to_canonical
+from ..qc import draw_case
 from .stats import ELIGIBLE_MARGIN, TIE_MARGIN, RunSummary, StudyResults, robust_choice, robust_recipe_table
 
 #: The paper's numbers (Kazemimoghadam et al. 2022, arXiv:2205.09107), for side-by-side tables.
@@ -154,7 +155,8 @@ def plot_shift(drops: pd.DataFrame, out: Path) -> str | None:
 
 
 def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path, dataset_root: str | Path | None = None) -> list[str]:
-    """CT, GBM, reference and each mode's prediction on the same axial slice, for a few test cases.
+    """CT, GBM, reference and each mode's prediction on the same axial slice, for a few test cases,
+    and each mode's prediction of those cases as :func:`globalmask.qc.draw_case` draws it.
 
     Needs the dataset and one full-size draw's predictions, every mode's, in ``runs_dir``: the
     lowest draw that has them all (a study continued on another machine keeps only the run
@@ -222,6 +224,11 @@ def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path
         _savefig(fig, out / name)
         plt.close(fig)
         names.append(name)
+        for run in full:  # and the case as `evaluate --qc` draws it: three views per structure, per mode
+            qc_name = f"qc_{case_id}_{run.mode.replace('+', '_')}.png"
+            pred = read_volume(runs_dir / run.name / "predictions" / f"{case_id}.nii.gz")
+            draw_case(out / qc_name, ds.labels, ref, pred, ct, title=f"{case_id}: {run.mode}, full-size model of draw {draw} (blue: reference, orange dashed: prediction)")
+            names.append(qc_name)
     return names
 
 
