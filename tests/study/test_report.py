@@ -46,3 +46,23 @@ def test_the_draw_spread_table_lists_each_draw_in_order_and_its_range():
         {"training cases": "all (26)", "ct": "n/a", "gbm": "n/a"},
     ]
     assert draw_spread_table(runs, "threshold:level=-300", ["1"], ["ct"], 26).empty
+
+
+@pytest.mark.slow  # merges 47 records and draws the figures: about 20 s
+@pytest.mark.parametrize("name", ["openkbp", "thorax"])
+def test_a_committed_report_regenerates_from_its_records(name, tmp_path):
+    """The committed tables and numbers come back from the committed records alone: per_case.csv and
+    summary.csv byte for byte, and every table of report.md (sections added later may be new)."""
+    from pathlib import Path
+
+    from globalmask.study import report_from_records
+
+    from .conftest import _tables
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / name
+    report_from_records([bench / "records"], tmp_path / "rep")
+    for f in ("per_case.csv", "summary.csv"):
+        assert (tmp_path / "rep" / f).read_bytes() == (bench / f).read_bytes(), f
+    new = _tables(tmp_path / "rep" / "report.md")
+    missing = [t for t in _tables(bench / "report.md") if t not in new]
+    assert not missing, missing[:1]

@@ -56,6 +56,21 @@ def _savefig(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
 
 
+def _finish_categories(fig, ax, labels: Sequence[str], ylabel: str, title: str, path: Path, rotation: float) -> str:
+    """Label a plot over named categories (structures, shift levels), save it and free it; its file name."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xticks(np.arange(len(labels)))
+    ax.set_xticklabels(labels, rotation=rotation, ha="right" if rotation > 30 else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    _savefig(fig, path)
+    plt.close(fig)
+    return path.name
+
+
 # ----------------------------------------------------------------------------------------------
 # figures
 
@@ -111,17 +126,8 @@ def plot_boxplots(per_case: pd.DataFrame, out: Path, recipe: str, size: str = "a
             patch.set_facecolor(MODE_COLORS.get(mode, "grey"))
             patch.set_alpha(0.6)
         ax.plot([], [], "s", color=MODE_COLORS.get(mode, "grey"), label=mode)
-    ax.set_xticks(np.arange(len(structures)))
-    ax.set_xticklabels(structures, rotation=20)
-    ax.set_ylabel("Dice (test)")
     ax.set_ylim(0, 1)
-    ax.set_title(f"per-structure Dice, training size {size}")
-    ax.legend()
-    ax.grid(alpha=0.3, axis="y")
-    name = "boxplot_structures.png"
-    _savefig(fig, out / name)
-    plt.close(fig)
-    return name
+    return _finish_categories(fig, ax, structures, "Dice (test)", f"per-structure Dice, training size {size}", out / "boxplot_structures.png", rotation=20)
 
 
 def plot_shift(drops: pd.DataFrame, out: Path) -> str | None:
@@ -141,17 +147,9 @@ def plot_shift(drops: pd.DataFrame, out: Path) -> str | None:
     for i, mode in enumerate(modes):
         vals = [float(sel[(sel["mode"] == mode) & (sel["shift"] == s)]["dice_drop"].iloc[0]) for s in shifts]
         ax.bar(np.arange(len(shifts)) + (i - (len(modes) - 1) / 2) * width, vals, width, label=mode, color=MODE_COLORS.get(mode))
-    ax.set_xticks(np.arange(len(shifts)))
-    ax.set_xticklabels(shifts)
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("Dice drop (unshifted - shifted)")
-    ax.set_title(f"robustness to simulated scanner change (training size {size})")
-    ax.legend()
-    ax.grid(alpha=0.3, axis="y")
-    name = "shift_drop.png"
-    _savefig(fig, out / name)
-    plt.close(fig)
-    return name
+    title = f"robustness to simulated scanner change (training size {size})"
+    return _finish_categories(fig, ax, shifts, "Dice drop (unshifted - shifted)", title, out / "shift_drop.png", rotation=0 if len(shifts) <= 6 else 60)
 
 
 def plot_overlays(runs_dir: Path, results: StudyResults, n_cases: int, out: Path, dataset_root: str | Path | None = None) -> list[str]:
@@ -566,8 +564,8 @@ def header_section(results: StudyResults, command: str | None) -> list[str]:
         "* Summaries are mean ± sample std over (draw, test case, structure) scores.",
         "* **Relative improvement** of mode A over mode B at a size = (mean Dice A - mean Dice B) / mean Dice B x 100. "
         "**p** is a two-sided Wilcoxon signed-rank test pairing the test cases (each case's Dice averaged over draws and structures).",
-        "* Robustness: " + ("every model" if config.shift_sizes is None else f"the models at training sizes {', '.join(str(v) for v in config.shift_sizes)}")
-        + " also segment the test CTs after simulated scanner and patient variations "
+        "* Robustness: " + ("every model also segments" if config.shift_sizes is None else f"the models at training sizes {', '.join(str(v) for v in config.shift_sizes)} also segment")
+        + " the test CTs after simulated scanner and patient variations "
         + ", ".join(shift_text(s) for s in config.shifts if isinstance(s, dict))
         + "; the GBM is recomputed from the varied CT, and a pose change moves the reference labels with it (`globalmask.shift`).",
         "",
