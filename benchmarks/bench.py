@@ -49,7 +49,7 @@ from globalmask.infer import Predictor, pad_values, resolve_device, sliding_wind
 from globalmask.io import write_text  # noqa: E402
 from globalmask.masks import Recipe, available_recipes  # noqa: E402
 from globalmask.model import NetConfig, make_input  # noqa: E402
-from globalmask.train import DataConfig, TrainConfig, Trainer, prepare_data  # noqa: E402
+from globalmask.training import DataConfig, TrainConfig, Trainer, prepare_data  # noqa: E402
 
 #: The committed OpenKBP study's setting (benchmarks/openkbp/study.yaml).
 SPACING = (6.0, 6.0, 6.0)
@@ -421,7 +421,7 @@ torch.set_num_threads(1)
 """
 
 _MEM_CHILD = _CHILD_PRELUDE + r"""
-from globalmask.train import TrainConfig, train
+from globalmask.training import TrainConfig, train
 from globalmask.model import NetConfig
 root, run = Path(sys.argv[1]), Path(sys.argv[2])
 base = hwm()

@@ -64,7 +64,7 @@ def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int,
     from globalmask.dataset import load_dataset, resolve_split
     from globalmask.model import NetConfig
     from globalmask.preprocess import DEFAULT_WINDOW
-    from globalmask.train import DataConfig, TrainConfig, train
+    from globalmask.training import DataConfig, TrainConfig, train
 
     if threads:
         torch.set_num_threads(threads)

@@ -22,7 +22,7 @@ from globalmask.dataset import load_dataset, resolve_split
 from globalmask.infer import pad_values, sliding_window_probs
 from globalmask.metrics import dice
 from globalmask.model import make_input
-from globalmask.train import DataConfig, prepare_data
+from globalmask.training import DataConfig, prepare_data
 
 
 def main() -> None:

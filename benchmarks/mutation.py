@@ -49,7 +49,7 @@ PLAN: dict[str, tuple[list[str], str | None, int]] = {
     "study.plan": (["tests/study/test_plan.py", "tests/study/test_external.py", "-k",
                     "not external_sets_are_read_only and not study_plan_names and not bootstrap and not pooled and not recipe_choice"], None, 1),
     "study.stats": (["tests/study/test_stats.py"], r"x_(summary_table|paired_comparison|recipe_ablation|choose_recipe)$", 4),
-    "train": (["tests/test_train.py", "-k", HEAVY_TRAININGS], r"x_(prepare_data|_?train)$|xǁPlateauǁ", 10),
+    "training": (["tests/test_training.py", "-k", HEAVY_TRAININGS], r"x_(prepare_data|_?train)$|xǁPlateauǁ", 10),
     # issue 29: the DICOM, export, lock and plan modules (their fast tests; dciodvfy skips where it is absent)
     "dicom_rt": (["tests/test_dicom_rt.py", "-m", "not slow"], None, 1),
     "dicom_seg": (["tests/test_dicom_seg.py"], None, 1),

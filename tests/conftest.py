@@ -14,7 +14,7 @@ from globalmask.dicom_rt import write_ct_series
 from globalmask.io import Volume, read_volume, write_volume
 from globalmask.model import NetConfig
 from globalmask.phantom import make_phantom_case, make_phantom_dataset
-from globalmask.train import TrainConfig, train
+from globalmask.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -166,7 +166,7 @@ class Unpicklable:
 @pytest.mark.slow
 def test_training_stores_its_own_recipe_spacing_window_and_labels(tmp_path):
     """A run with non-default settings writes a model.pt that carries exactly those settings."""
-    from globalmask.train import DataConfig, TrainConfig, train
+    from globalmask.training import DataConfig, TrainConfig, train
 
     from .conftest import make_tiny_dataset
 

@@ -394,7 +394,7 @@ def test_help_lists_every_command(capsys):
 
 def test_train_sets_every_training_lever_a_study_can(tmp_path, capsys, monkeypatch):
     """Weight decay, optimiser, schedule, warm-up and bf16 reach the run's TrainConfig (and --help names them)."""
-    import globalmask.train as train_mod
+    import globalmask.training as train_mod
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])

@@ -309,7 +309,7 @@ def test_no_space_left_on_device_is_reported_and_nothing_replaced(tmp_path, monk
 
 def test_corrupt_resume_state_is_a_clear_error(tmp_path):
     from globalmask.model import NetConfig
-    from globalmask.train import TrainConfig, train
+    from globalmask.training import TrainConfig, train
 
     ds = make_tiny_dataset(tmp_path / "ds", n=6, shape=(16, 16, 12))
     cfg = TrainConfig(mode="ct", steps=4, val_every=2, checkpoint_every=2, net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from globalmask.errors import DatasetError, GeometryError, InputFileError
-from globalmask.evaluate import evaluate_folder
+from globalmask.evaluation import evaluate_folder
 from globalmask.io import Volume, write_volume
 from globalmask.metrics import (
     center_of_mass_distance_mm,
@@ -561,11 +561,13 @@ def test_structure_metrics_use_the_true_geometry_on_a_sheared_affine():
     assert row["com_mm"] == pytest.approx(np.hypot(2 + 2 * t, 2.0))
 
 
-def test_folder_evaluation_lives_in_evaluate_and_is_still_importable_from_metrics():
-    import globalmask.evaluate
+def test_folder_evaluation_lives_in_evaluation_and_the_pure_metrics_do_not_import_it():
+    """``metrics`` is pure (arrays in, numbers out): folder evaluation sits above it, never inside."""
+    import globalmask.evaluation
     import globalmask.metrics
 
-    assert globalmask.metrics.evaluate_folder is globalmask.evaluate.evaluate_folder
-    assert globalmask.metrics.EVALUATE_OUTPUTS == ("metrics.csv", "summary.csv", "summary.json")
+    assert globalmask.evaluation.EVALUATE_OUTPUTS == ("metrics.csv", "summary.csv", "summary.json")
+    assert not hasattr(globalmask.metrics, "evaluate_folder")
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _ = globalmask.metrics.nothing
+

@@ -307,7 +307,7 @@ def _cmd_masks(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .train import PERCENTILE, DataConfig, TrainConfig, train
+    from .training import PERCENTILE, DataConfig, TrainConfig, train
 
     net = _check_train_args(args)
     if args.resume and not (args.out / "config.json").is_file():
@@ -410,7 +410,7 @@ def _predict_dicom(predictor, args: argparse.Namespace, inputs: list[Path]) -> l
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .dataset import dataset_of, load_dataset, parse_labels
-    from .evaluate import EVALUATE_OUTPUTS, evaluate_folder, reference_cases
+    from .evaluation import EVALUATE_OUTPUTS, evaluate_folder, reference_cases
     from .io import read_json
     from .metrics import format_summary
 
@@ -564,7 +564,7 @@ def _refuse_inside_dataset(folder: Path, out: Path) -> None:
 
 def _parse_window(values: list[str]) -> tuple[float, float] | str:
     """``--window LO HI`` (HU, LO < HI) or ``--window percentile``, by the rule every entry point uses."""
-    from .train import check_window
+    from .training import check_window
 
     return check_window(values[0] if len(values) == 1 else values, validate.flag("window"))
 
@@ -587,12 +587,12 @@ def _net_config(args: argparse.Namespace):
 def _check_train_args(args: argparse.Namespace):
     """Every train argument in range, named as typed, before any data is read; returns the U-Net.
 
-    The training settings go through the rules of :class:`~globalmask.train.TrainConfig` and of a
-    study configuration (:func:`~globalmask.train.check_train_settings`), so a setting given wrongly
+    The training settings go through the rules of :class:`~globalmask.training.TrainConfig` and of a
+    study configuration (:func:`~globalmask.training.check_train_settings`), so a setting given wrongly
     fails with the same message wherever it is given.
     """
     from .preprocess import SPACING
-    from .train import TRAIN_RULES, check_train_settings
+    from .training import TRAIN_RULES, check_train_settings
 
     validate.check_namespace(args, {"patience": validate.integer(0, 10**6)})  # 0: never stop early
     net = _net_config(args)

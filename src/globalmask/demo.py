@@ -16,13 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from .dataset import load_dataset, make_split, save_split
-from .evaluate import evaluate_folder
+from .evaluation import evaluate_folder
 from .infer import Predictor
 from .io import write_text
 from .metrics import mean_std_text, summarize
 from .model import MODES, InputMode, NetConfig
 from .phantom import make_phantom_dataset
-from .train import DataConfig, TrainConfig, train
+from .training import DataConfig, TrainConfig, train
 
 
 @dataclass(frozen=True)

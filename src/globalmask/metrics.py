@@ -462,12 +462,3 @@ def format_summary(summary: pd.DataFrame) -> str:
             out.append("  ".join("-" * w for w in widths))
         out.append(line(row))
     return "\n".join(out)
-
-
-def __getattr__(name: str) -> Any:
-    """Folder evaluation moved to :mod:`globalmask.evaluate`; its names stay importable from here."""
-    if name in ("evaluate_folder", "EVALUATE_OUTPUTS"):
-        from . import evaluate  # noqa: PLC0415  # lazily: evaluate imports this module (the pure metrics)
-
-        return getattr(evaluate, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

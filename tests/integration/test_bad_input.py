@@ -37,7 +37,7 @@ from globalmask.infer import Predictor
 from globalmask.io import Volume, read_volume, write_volume
 from globalmask.masks import Recipe, make_gbm
 from globalmask.model import NetConfig, check_mode
-from globalmask.train import TrainConfig, train
+from globalmask.training import TrainConfig, train
 from globalmask.training_data import load_case
 
 from ..conftest import make_tiny_dataset

@@ -10,13 +10,13 @@ import json
 import numpy as np
 import pytest
 
-import globalmask.train as train_mod
+import globalmask.training as train_mod
 from globalmask.checkpoint import load_model
 from globalmask.dataset import Split, load_dataset, save_split
 from globalmask.infer import Predictor
 from globalmask.io import Volume, read_volume, write_volume
 from globalmask.model import NetConfig
-from globalmask.train import DataConfig, TrainConfig, train
+from globalmask.training import DataConfig, TrainConfig, train
 
 #: per case (in-plane, slice) spacing in mm: the median over the 4 training cases is (2.0, 2.0, 2.75);
 #: with the validation and test cases it would be (2.1, 2.1, 3.0)

@@ -12,7 +12,7 @@ from globalmask.cli import main
 from globalmask.dataset import load_dataset
 from globalmask.infer import Predictor
 from globalmask.io import read_volume
-from globalmask.train import DataConfig, TrainConfig, train
+from globalmask.training import DataConfig, TrainConfig, train
 
 from ..conftest import OPENKBP, SMALL_NET, needs_openkbp
 

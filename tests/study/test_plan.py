@@ -114,7 +114,7 @@ def test_the_time_estimate_prices_the_patch_training_would_use(study_cohort):
     from globalmask.dataset import load_dataset
     from globalmask.model import NetConfig
     from globalmask.study.plan import REF_STEP_VOXELS, SECONDS_PER_STEP_REF, patch_voxels
-    from globalmask.train import DataConfig, prepare_data
+    from globalmask.training import DataConfig, prepare_data
     from globalmask.training_data import auto_patch_size
 
     def trained_patch(spacing, budget):  # what train() computes from the prepared training and validation cases

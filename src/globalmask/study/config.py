@@ -14,7 +14,7 @@ from ..masks import DEFAULT_RECIPE, Recipe
 from ..model import InputMode, NetConfig, check_mode
 from ..preprocess import SPACING
 from ..shift import DEFAULT_SHIFTS, VARIATION_SUITE, AnyVariation, variation_from_dict
-from ..train import DEFAULT_MAX_PATCH_VOXELS, TRAIN_RULES, TrainConfig, check_train_settings, check_window
+from ..training import DEFAULT_MAX_PATCH_VOXELS, TRAIN_RULES, TrainConfig, check_train_settings, check_window
 from ..validate import SettingError, boolean, check_fields, choice, fail, integer, optional
 
 ALL = "all"
@@ -31,12 +31,12 @@ LATER_DEFAULTS: dict[str, Any] = {"external_test": [], "shifts_on_external": Fal
 #: How a study's settings are named in messages (``study.lr: got 20; expected ...``).
 PREFIX = "study."
 
-#: The study's settings that are settings of each run's :class:`~globalmask.train.TrainConfig`:
+#: The study's settings that are settings of each run's :class:`~globalmask.training.TrainConfig`:
 #: checked by its rules and handed to it by :meth:`StudyConfig.train_config` (``steps`` may be per size).
 TRAIN_SETTINGS = ("batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_steps", "bf16", "patch_size",
                   "max_patch_voxels", "val_every", "patience", "min_delta", "seed")
 
-#: Rules of the study's own settings (the training ones are :data:`~globalmask.train.TRAIN_RULES`).
+#: Rules of the study's own settings (the training ones are :data:`~globalmask.training.TRAIN_RULES`).
 STUDY_RULES = {
     "draws": integer(1, 10**4),
     "ablation_draws": integer(1, 10**4),
@@ -98,7 +98,7 @@ class StudyConfig:
     reference_structure: str | None = None  # the structure compared with the paper's (e.g. brainstem)
 
     def __post_init__(self) -> None:
-        """Check every setting; the training settings with the rules of :func:`~globalmask.train.check_train_settings`.
+        """Check every setting; the training settings with the rules of :func:`~globalmask.training.check_train_settings`.
 
         Values are checked, not rewritten (except ``shifts``, written out in full): the plan hashes
         the settings as written, so committed plans keep their hashes.
@@ -204,7 +204,7 @@ class StudyConfig:
         return d
 
     def train_config(self, mode: InputMode | str, train_cases: int | None, seed: int, steps: int) -> TrainConfig:
-        """The :class:`~globalmask.train.TrainConfig` of one run of this study.
+        """The :class:`~globalmask.training.TrainConfig` of one run of this study.
 
         Parameters
         ----------

@@ -38,7 +38,7 @@ from ..masks import Recipe
 from ..metrics import evaluate_volumes
 from ..preprocess import restore_volume
 from ..shift import AnyVariation
-from ..train import PERCENTILE, DataConfig, prepare_data, train
+from ..training import PERCENTILE, DataConfig, prepare_data, train
 from ..training_data import load_case
 from .config import StudyConfig
 from .plan import Plan, RunSpec, shard_runs

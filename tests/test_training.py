@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import torch
 
-import globalmask.train as train_mod
+import globalmask.training as train_mod
 from globalmask.checkpoint import load_model
 from globalmask.dataset import Split, load_dataset, make_split, save_split, select_training_cases
 from globalmask.errors import CheckpointError, GlobalmaskError, OutputError
@@ -30,7 +30,7 @@ from globalmask.infer import Predictor
 from globalmask.io import read_volume
 from globalmask.metrics import dice
 from globalmask.model import NetConfig
-from globalmask.train import DataConfig, Plateau, TrainConfig, lr_factor, prepare_data, train
+from globalmask.training import DataConfig, Plateau, TrainConfig, lr_factor, prepare_data, train
 
 from .conftest import SMALL_NET, make_tiny_dataset, percentile_dataset
 
@@ -582,7 +582,7 @@ def test_sgd_and_cpu_bf16_train_a_tiny_net(tmp_path):
     from globalmask.masks import Recipe
     from globalmask.model import NetConfig
     from globalmask.preprocess import PreparedCase, PreprocessConfig
-    from globalmask.train import Trainer
+    from globalmask.training import Trainer
 
     shape = (16, 16, 16)
     ct = np.full(shape, -1.0, np.float32)

@@ -62,7 +62,7 @@ def test_evaluate_subset_refusals_name_the_problem(tmp_path, capsys, argv, expec
 def test_evaluate_warns_when_every_prediction_is_empty(ds_with_split, tmp_path):
     import numpy as np
 
-    from globalmask.evaluate import evaluate_folder
+    from globalmask.evaluation import evaluate_folder
     from globalmask.io import read_volume, write_volume
 
     ds, pred, _ = ds_with_split
