@@ -42,7 +42,25 @@ _NON_IMAGE_MODALITIES = {"RTSTRUCT", "SEG", "REG", "RTPLAN", "RTDOSE", "SR", "PR
 
 @dataclass
 class DicomSlice:
-    """Header of one DICOM image file: enough to place it in space (LPS, mm)."""
+    """Header of one DICOM image file: enough to place it in space (LPS, mm).
+
+    Attributes
+    ----------
+    file : Path
+        The DICOM file.
+    position : numpy.ndarray
+        ImagePositionPatient: the LPS position (mm) of the first pixel.
+    direction : numpy.ndarray
+        3x3, columns: row direction, column direction, normal (LPS).
+    size : tuple of int
+        (columns, rows).
+    spacing : tuple of float
+        (between columns, between rows), mm.
+    series_uid : str
+        SeriesInstanceUID, '' when absent.
+    sop_uid : str
+        SOPInstanceUID, '' when absent.
+    """
 
     file: Path
     position: np.ndarray  # ImagePositionPatient (LPS)
@@ -58,12 +76,25 @@ def _meta(reader: sitk.ImageFileReader, key: str) -> str:
 
 
 def read_dicom_slice_header(file: str | Path) -> DicomSlice:
-    """Header of one DICOM image (no pixels read); refuses files without a position."""
+    """Header of one DICOM image (no pixels read); refuses files without a position.
+
+    Parameters
+    ----------
+    file : str or Path
+        One DICOM image file.
+
+    Returns
+    -------
+    DicomSlice
+        Its position, orientation, size, pixel spacing and UIDs.
+    """
 
     file = Path(file)
     reader = _sitk_header(file, "DICOM")
     if not reader.HasMetaDataKey("0020|0032") or not reader.HasMetaDataKey("0020|0037"):
-        raise GeometryError("DICOM image has no ImagePositionPatient/ImageOrientationPatient: cannot place it in space", file)
+        raise GeometryError(
+            "DICOM image has no ImagePositionPatient/ImageOrientationPatient: cannot place it in space", file
+        )
     direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
     return DicomSlice(
         file=file,
@@ -82,6 +113,21 @@ class SeriesGeometry:
 
     ``slices`` are sorted along the normal (duplicates already removed); ``faults`` lists the
     repaired faults in words.
+
+    Attributes
+    ----------
+    slices : list of DicomSlice
+        The kept slices, sorted along the normal.
+    normal_mm : numpy.ndarray
+        Position of each slice along the normal relative to the first (mm).
+    inplane_mm : numpy.ndarray
+        Shape (n, 2): in-plane offset of each slice from the first (mm).
+    spacing_z : float
+        The slice spacing of the regular grid to read or resample onto (mm); 0 for one slice.
+    faults : list of str
+        The repaired faults, in words.
+    dropped : list of Path
+        The identical duplicate slices left out.
     """
 
     slices: list[DicomSlice]
@@ -94,24 +140,54 @@ class SeriesGeometry:
     @property
     def regular(self) -> bool:
         """True when the kept slices already form a regular orthogonal grid (dropping identical
-        duplicates does not need resampling)."""
+        duplicates does not need resampling).
+
+        Returns
+        -------
+        bool
+            Whether the series can be read as it is, without resampling.
+        """
         return len(self.faults) == (1 if self.dropped else 0)
 
 
-def analyse_series_geometry(slices: list[DicomSlice], where: str | Path, pixels: Callable[[Path], np.ndarray] | None = None) -> SeriesGeometry:
+def analyse_series_geometry(
+    slices: list[DicomSlice], where: str | Path, pixels: Callable[[Path], np.ndarray] | None = None
+) -> SeriesGeometry:
     """Sort slices along their normal and classify the series' geometry (pure, for tests).
 
     ``pixels(file) -> ndarray`` is used only to compare slices that share a position: identical
     duplicates are dropped (and recorded), different ones refused.
+
+    Parameters
+    ----------
+    slices : list of DicomSlice
+        The headers of the series' images, in any order.
+    where : str or Path
+        The folder named in errors.
+    pixels : callable or None
+        ``pixels(file) -> ndarray``: a slice's pixels, for comparing slices at the same position.
+
+    Returns
+    -------
+    SeriesGeometry
+        The sorted slices, their positions and the faults to repair.
     """
     if not slices:
         raise InputFileError("DICOM series holds no images", where)
     first = slices[0]
     for s in slices[1:]:
         if not np.allclose(s.direction, first.direction, atol=1e-4):
-            raise GeometryError(f"DICOM series {first.series_uid or '?'}: slices have different orientations (ImageOrientationPatient), e.g. {first.file.name} and {s.file.name}", where)
+            raise GeometryError(
+                f"DICOM series {first.series_uid or '?'}: slices have different orientations "
+                f"(ImageOrientationPatient), e.g. {first.file.name} and {s.file.name}",
+                where,
+            )
         if s.size != first.size or not np.allclose(s.spacing, first.spacing, rtol=1e-4):
-            raise GeometryError(f"DICOM series {first.series_uid or '?'}: slices differ in size or pixel spacing ({first.file.name}: {first.size} at {first.spacing} mm, {s.file.name}: {s.size} at {s.spacing} mm)", where)
+            raise GeometryError(
+                f"DICOM series {first.series_uid or '?'}: slices differ in size or pixel spacing ({first.file.name}: "
+                f"{first.size} at {first.spacing} mm, {s.file.name}: {s.size} at {s.spacing} mm)",
+                where,
+            )
     normal = first.direction[:, 2]
     order = sorted(range(len(slices)), key=lambda i: float(slices[i].position @ normal))
     slices = [slices[i] for i in order]
@@ -150,8 +226,10 @@ def analyse_series_geometry(slices: list[DicomSlice], where: str | Path, pixels:
     if float(gaps.max()) > DICOM_MAX_GAP_FACTOR * dz:
         k = int(np.argmax(gaps))
         raise GeometryError(
-            f"DICOM series {uid}: a gap of {gaps[k]:.2f} mm between {slices[k].file.name} and {slices[k + 1].file.name} "
-            f"is {gaps[k] / dz:.1f} times the {dz:.2f} mm slice spacing (several slices missing); refusing to interpolate across it",
+            f"DICOM series {uid}: a gap of {gaps[k]:.2f} mm between {slices[k].file.name} and "
+            f"{slices[k + 1].file.name} "
+            f"is {gaps[k] / dz:.1f} times the {dz:.2f} mm slice spacing (several slices missing); refusing to "
+            "interpolate across it",
             where,
         )
     extent = float(along[-1])
@@ -191,7 +269,11 @@ def _read_slice_pixels(file: Path) -> np.ndarray:
     try:
         image = sitk.ReadImage(str(file))
     except Exception as exc:
-        raise InputFileError(f"cannot read DICOM image ({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})", file) from exc
+        raise InputFileError(
+            "cannot read DICOM image "
+            f"({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})",
+            file,
+        ) from exc
     array = sitk.GetArrayFromImage(image)
     return array.reshape(array.shape[-2:]).T
 
@@ -211,7 +293,8 @@ def _resample_series(geom: SeriesGeometry) -> tuple[np.ndarray, np.ndarray]:
     dx, dy = first.spacing
     nx, ny = first.size
     dz = geom.spacing_z
-    n_out = int(round(float(geom.normal_mm[-1]) / dz)) + 1  # spacing_z divides the extent: the last plane is the last slice
+    # spacing_z divides the extent: the last plane is the last slice
+    n_out = int(round(float(geom.normal_mm[-1]) / dz)) + 1
     u0, v0 = float(geom.inplane_mm[:, 0].min()), float(geom.inplane_mm[:, 1].min())
     u1, v1 = float(geom.inplane_mm[:, 0].max()), float(geom.inplane_mm[:, 1].max())
     out_nx = nx + int(np.ceil((u1 - u0) / dx - 1e-6))
@@ -226,14 +309,18 @@ def _resample_series(geom: SeriesGeometry) -> tuple[np.ndarray, np.ndarray]:
         return cache[i]
 
     fill = float(min(source(0).min(), source(len(geom.slices) - 1).min()))
-    grid_u, grid_v = np.meshgrid(np.arange(out_nx, dtype=np.float64), np.arange(out_ny, dtype=np.float64), indexing="ij")
+    grid_u, grid_v = np.meshgrid(
+        np.arange(out_nx, dtype=np.float64), np.arange(out_ny, dtype=np.float64), indexing="ij"
+    )
 
     def in_plane(i: int) -> np.ndarray:
         du = (u0 - geom.inplane_mm[i, 0]) / dx
         dv = (v0 - geom.inplane_mm[i, 1]) / dy
         if (out_nx, out_ny) == (nx, ny) and abs(du) < 1e-9 and abs(dv) < 1e-9:
             return source(i)
-        return np.asarray(ndimage.map_coordinates(source(i), [grid_u + du, grid_v + dv], order=1, mode="constant", cval=fill))
+        return np.asarray(
+            ndimage.map_coordinates(source(i), [grid_u + du, grid_v + dv], order=1, mode="constant", cval=fill)
+        )
 
     out = np.empty((out_nx, out_ny, n_out), dtype=np.float32)
     for t in range(n_out):
@@ -255,6 +342,18 @@ def dicom_image_series(folder: Path, unplaced: dict[str, Path] | None = None) ->
 
     Image series without ImagePositionPatient are left out too; ``unplaced`` collects them
     ({uid: first file}) so that a caller can say why a folder holds no usable series.
+
+    Parameters
+    ----------
+    folder : Path
+        The folder to scan (not recursively).
+    unplaced : dict[str, Path] or None
+        Filled with ``{uid: first file}`` of the image series without a position, when given.
+
+    Returns
+    -------
+    dict[str, list of Path]
+        The files of each usable image series, by SeriesInstanceUID.
     """
 
     reader = sitk.ImageSeriesReader()
@@ -285,6 +384,21 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, files: li
     are read as they are; missing slices, uneven spacing and gantry tilt are resampled linearly onto
     a regular orthogonal grid, with ``notes['dicom_geometry']`` saying what was done; duplicates
     with different pixels, mixed orientations, large gaps and several series are refused.
+
+    Parameters
+    ----------
+    path : str or Path
+        The series' folder, named in errors.
+    series_uid : str or None
+        The series to read when the folder holds several.
+    files : list of Path or None
+        The series' files when already known (the folder is then not scanned).
+
+    Returns
+    -------
+    Volume
+        The series as a volume (HU, RAS+ affine in mm), with ``notes['dicom_geometry']`` when it was
+        repaired.
     """
 
 
@@ -295,7 +409,8 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, files: li
         if not series and unplaced:
             uid, first_file = next(iter(unplaced.items()))
             raise GeometryError(
-                f"DICOM series {uid}: image {first_file.name} has no ImagePositionPatient (0020,0032), so its slices cannot be placed in space",
+                f"DICOM series {uid}: image {first_file.name} has no ImagePositionPatient (0020,0032), so its slices "
+                "cannot be placed in space",
                 path,
             )
         if not series:
@@ -350,7 +465,9 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, files: li
     return volume
 
 
-def _geometry_note(geom: SeriesGeometry, uid: str, resampled: bool, shape: Sequence[int] | None = None) -> dict[str, Any]:
+def _geometry_note(
+    geom: SeriesGeometry, uid: str, resampled: bool, shape: Sequence[int] | None = None
+) -> dict[str, Any]:
     note = {
         "series_uid": uid,
         "faults": list(geom.faults),

@@ -34,6 +34,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The temporary name keeps the destination's suffix so format-sniffing writers (nibabel,
     SimpleITK) pick the right format. A crash leaves at most a ``.tmp-*`` file, never a truncated
     file under the real name.
+
+    Parameters
+    ----------
+    path : str or Path
+        The destination file; its folder is created if missing.
+
+    Yields
+    ------
+    Path
+        The temporary file to write, in the destination's folder.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +64,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_failure(path: str | Path, exc: BaseException) -> str:
-    """'could not write X (reason); the previous X is unchanged' -- the message of a failed atomic write."""
+    """'could not write X (reason); the previous X is unchanged' -- the message of a failed atomic write.
+
+    Parameters
+    ----------
+    path : str or Path
+        The destination that could not be written.
+    exc : BaseException
+        The error the write raised; its ``strerror`` (or last line) is the reason given.
+
+    Returns
+    -------
+    str
+        The one-line message.
+    """
     text = str(exc).strip()
     reason = getattr(exc, "strerror", None) or (text.splitlines()[-1] if text else type(exc).__name__)
     name = Path(path).name
@@ -63,20 +86,58 @@ def write_failure(path: str | Path, exc: BaseException) -> str:
 
 
 def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` as UTF-8, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        The destination file.
+    text : str
+        The content.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """``obj`` as indented JSON; numpy values and paths are converted (see :func:`json_safe` for NaN)."""
+    """``obj`` as indented JSON; numpy values and paths are converted (see :func:`json_safe` for NaN).
+
+    Parameters
+    ----------
+    path : str or Path
+        The destination file, written atomically.
+    obj : Any
+        A JSON-serialisable value (numpy scalars, arrays and paths allowed).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def json_safe(obj: Any) -> Any:
     """``obj`` with every value JSON can hold: NaN and infinities become null (JSON has neither,
     ``json.dumps`` would write the invalid token ``NaN``), numpy scalars and arrays become Python
-    numbers and lists, paths become strings; dicts, lists and tuples are converted recursively."""
+    numbers and lists, paths become strings; dicts, lists and tuples are converted recursively.
+
+    Parameters
+    ----------
+    obj : Any
+        The value to convert.
+
+    Returns
+    -------
+    Any
+        The converted value (tuples become lists).
+    """
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

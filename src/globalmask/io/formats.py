@@ -18,7 +18,17 @@ from numpy.typing import DTypeLike
 from ..checks import check_memory
 from ..errors import GeometryError, GlobalmaskError, InputFileError
 from .files import atomic_path
-from .volume import GEOMETRY_ATOL_MM, MAX_SIDE, MAX_VOXELS, NIFTI_SUFFIXES, VOLUME_SUFFIXES, Volume, affine_to_sitk_geometry, sitk_geometry_to_affine, volume_suffix
+from .volume import (
+    GEOMETRY_ATOL_MM,
+    MAX_SIDE,
+    MAX_VOXELS,
+    NIFTI_SUFFIXES,
+    VOLUME_SUFFIXES,
+    Volume,
+    affine_to_sitk_geometry,
+    sitk_geometry_to_affine,
+    volume_suffix,
+)
 
 
 def _sitk_header(path: Path, what: str = "image") -> sitk.ImageFileReader:
@@ -28,7 +38,8 @@ def _sitk_header(path: Path, what: str = "image") -> sitk.ImageFileReader:
     try:
         reader.ReadImageInformation()
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__  # ITK's last line says why
+        # ITK's last line says why
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputFileError(f"cannot read {what} header ({detail})", path) from exc
     return reader
 
@@ -69,7 +80,9 @@ def _read_nifti(path: Path, header_only: bool = False) -> Volume | None:
         pixdim = _raw_pixdim(path, type(img.header))  # nibabel silently "repairs" 0 and negative sizes
         n = min(3, len(shape))
         if np.any(pixdim[:n] <= 0) or not np.all(np.isfinite(pixdim[:n])):
-            raise GeometryError(f"header voxel size (pixdim) {pixdim[:n].tolist()} is zero, negative or not finite", path)
+            raise GeometryError(
+                f"header voxel size (pixdim) {pixdim[:n].tolist()} is zero, negative or not finite", path
+            )
         dtype = img.get_data_dtype()
         check_data_type(dtype, path)
         check_declared_shape(shape, path)
@@ -77,7 +90,11 @@ def _read_nifti(path: Path, header_only: bool = False) -> Volume | None:
         needed = int(img.header["vox_offset"]) + int(np.prod(shape, dtype=np.float64)) * itemsize
         if volume_suffix(path) == ".nii":  # uncompressed: a short file is detectable before reading
             if path.stat().st_size < needed:
-                raise InputFileError(f"file is truncated: the header declares {shape} voxels ({needed} bytes) but the file has {path.stat().st_size}", path)
+                raise InputFileError(
+                    f"file is truncated: the header declares {shape} voxels ({needed} bytes) but the file has "
+                    f"{path.stat().st_size}",
+                    path,
+                )
         else:
             _check_gzip_size(path, needed, shape)
         problem = _shape_problem(shape)
@@ -93,7 +110,9 @@ def _read_nifti(path: Path, header_only: bool = False) -> Volume | None:
     except GlobalmaskError:
         raise
     except Exception as exc:  # nibabel raises many types on corrupt files
-        raise InputFileError(f"cannot read NIfTI file, corrupt or truncated? ({type(exc).__name__}: {exc})", path) from exc
+        raise InputFileError(
+            f"cannot read NIfTI file, corrupt or truncated? ({type(exc).__name__}: {exc})", path
+        ) from exc
     array = _as_3d(np.asarray(array), path)
     affine = img.affine if img.affine is not None else np.diag([*pixdim, 1.0])
     return Volume(array, np.asarray(affine, dtype=np.float64), path)
@@ -110,9 +129,15 @@ def _read_whole_gzip(path: Path, image_class: Any) -> Any:
     try:
         data = gzip.decompress(path.read_bytes())
     except EOFError as exc:
-        raise InputFileError("gzip stream is corrupt or truncated: it ends before its end-of-stream marker and checksum (an interrupted copy or download?)", path) from exc
+        raise InputFileError(
+            "gzip stream is corrupt or truncated: it ends before its end-of-stream marker and checksum (an "
+            "interrupted copy or download?)",
+            path,
+        ) from exc
     except (gzip.BadGzipFile, zlib.error) as exc:
-        raise InputFileError(f"gzip stream is corrupt or truncated ({exc}); the file does not hold what its header declares", path) from exc
+        raise InputFileError(
+            f"gzip stream is corrupt or truncated ({exc}); the file does not hold what its header declares", path
+        ) from exc
     return image_class.from_bytes(data)
 
 
@@ -138,28 +163,61 @@ def _check_sform_qform(img: Any, shape: Sequence[int], path: Path) -> None:
     if not gap <= SFORM_QFORM_ATOL_MM:
         mirrored = np.sign(np.linalg.det(sform[:3, :3])) != np.sign(np.linalg.det(qform[:3, :3]))
         raise GeometryError(
-            f"the header's sform and qform place the voxels up to {gap:.3g} mm apart{' and mirror each other (left-right)' if mirrored else ''} "
-            f"(sform_code {s_code}, qform_code {q_code}; tolerance {SFORM_QFORM_ATOL_MM:g} mm): nibabel would use the sform, ITK-based "
-            "tools may use the qform, so where the scan lies depends on the reader; make them agree, or set the wrong one's code to 0",
+            f"the header's sform and qform place the voxels up to {gap:.3g} mm "
+            f"apart{' and mirror each other (left-right)' if mirrored else ''} "
+            f"(sform_code {s_code}, qform_code {q_code}; tolerance {SFORM_QFORM_ATOL_MM:g} mm): nibabel would use the "
+            "sform, ITK-based tools may use the qform, so where the scan lies depends on the reader; make them agree, "
+            "or set the wrong one's code to 0",
             path,
         )
 
 
 def check_data_type(dtype: DTypeLike, path: str | Path | None = None) -> None:
-    """Only scalar integer, boolean or real voxels are intensities; RGB, complex or float128 are refused."""
+    """Only scalar integer, boolean or real voxels are intensities; RGB, complex or float128 are refused.
+
+    Parameters
+    ----------
+    dtype : numpy.typing.DTypeLike
+        The voxel data type a header declares.
+    path : str or Path or None
+        The file named in the error.
+
+    Raises
+    ------
+    InputFileError
+        For structured, complex, non-numeric or wider than 64-bit types.
+    """
     dtype = np.dtype(dtype)
     if dtype.names or dtype.kind not in "biuf" or dtype.itemsize > 8:
         name = "RGB/structured" if dtype.names else {"c": "complex"}.get(dtype.kind, str(dtype))
-        raise InputFileError(f"voxel data type {name} ({dtype.str}) is not a scalar intensity; expected integers or floats of up to 64 bits", path)
+        raise InputFileError(
+            f"voxel data type {name} ({dtype.str}) is not a scalar intensity; expected integers or floats of up to 64 "
+            "bits",
+            path,
+        )
 
 
 def check_declared_shape(shape: Sequence[int], path: str | Path | None = None) -> None:
-    """Refuse a header whose declared size is implausible, before anything is allocated."""
+    """Refuse a header whose declared size is implausible, before anything is allocated.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The array size a header declares, in voxels.
+    path : str or Path or None
+        The file named in the error.
+
+    Raises
+    ------
+    InputFileError
+        When a side exceeds :data:`MAX_SIDE` or the total :data:`MAX_VOXELS`.
+    """
     dims = [int(s) for s in shape]
     n = float(np.prod(dims, dtype=np.float64))
     if any(s > MAX_SIDE for s in dims) or n > MAX_VOXELS:
         raise InputFileError(
-            f"header declares an implausible size {tuple(dims)} ({n:.3g} voxels; at most {MAX_VOXELS:.3g} voxels and {MAX_SIDE} per side are read): broken header?",
+            f"header declares an implausible size {tuple(dims)} ({n:.3g} voxels; at most {MAX_VOXELS:.3g} voxels and "
+            f"{MAX_SIDE} per side are read): broken header?",
             path,
         )
 
@@ -220,7 +278,9 @@ def _nifti_scaled(img: Any) -> bool:
 
 def _sitk_image_to_volume(image: sitk.Image, path: Path) -> Volume:
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputFileError(f"expected one channel, got {image.GetNumberOfComponentsPerPixel()} components per voxel", path)
+        raise InputFileError(
+            f"expected one channel, got {image.GetNumberOfComponentsPerPixel()} components per voxel", path
+        )
     if image.GetDimension() != 3:
         if image.GetDimension() == 4 and image.GetSize()[3] == 1:
             image = image[:, :, :, 0]
@@ -247,7 +307,11 @@ def _read_sitk(path: Path, header_only: bool = False) -> Volume | None:
     except GlobalmaskError:
         raise
     except Exception as exc:
-        raise InputFileError(f"cannot read image, corrupt or truncated? ({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})", path) from exc
+        raise InputFileError(
+            "cannot read image, corrupt or truncated? "
+            f"({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})",
+            path,
+        ) from exc
     return _sitk_image_to_volume(image, path)
 
 
@@ -261,11 +325,25 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
 
     NIfTI gets both qform and sform set to the affine (code 1, scanner) and units in mm, so every
     viewer agrees on where the voxels are.
+
+    Parameters
+    ----------
+    volume : Volume
+        The voxels and their affine; boolean arrays are written as uint8.
+    path : str or Path
+        The destination; its suffix picks the format (one of :data:`VOLUME_SUFFIXES`).
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     path = Path(path)
     suffix = volume_suffix(path)
     if suffix == "":
-        raise InputFileError(f"cannot tell the output format from the name (use one of {', '.join(VOLUME_SUFFIXES)})", path)
+        raise InputFileError(
+            f"cannot tell the output format from the name (use one of {', '.join(VOLUME_SUFFIXES)})", path
+        )
     array = np.asarray(volume.array)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
