@@ -36,7 +36,17 @@ from tqdm.auto import tqdm
 from . import __version__, guard
 from .dicom_seg import write_dicom_seg
 from .errors import DatasetError, GeometryError, GlobalmaskError, InputFileError, OutputError
-from .io import Volume, atomic_path, dicom_image_series, read_dicom_series, read_volume, voxel_spacing, write_json, write_text, write_volume
+from .io import (
+    Volume,
+    atomic_path,
+    dicom_image_series,
+    read_dicom_series,
+    read_volume,
+    voxel_spacing,
+    write_json,
+    write_text,
+    write_volume,
+)
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 CT_IMAGE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
@@ -62,13 +72,34 @@ def _pydicom():
 
 
 def normalise_roi_name(name: str) -> str:
-    """Case, spaces, underscores and hyphens do not matter: 'Brain Stem' == 'brain_stem' == 'BrainStem'."""
+    """Case, spaces, underscores and hyphens do not matter: 'Brain Stem' == 'brain_stem' == 'BrainStem'.
+
+    Parameters
+    ----------
+    name : str
+        ROI name as written in a structure set or a label map.
+
+    Returns
+    -------
+    str
+        The name in lower case without whitespace, underscores or hyphens.
+    """
     return re.sub(r"[\s_\-]+", "", str(name)).lower()
 
 
 @dataclass
 class LabelMap:
-    """Label values, accepted ROI names per label, and the overlap priority (first wins)."""
+    """Label values, accepted ROI names per label, and the overlap priority (first wins).
+
+    Attributes
+    ----------
+    labels : dict of str to int
+        Label name -> label value (1..255).
+    synonyms : dict of str to str
+        Normalised ROI name (:func:`normalise_roi_name`) -> label name.
+    priority : list of str
+        Label names, highest priority first: where contours overlap, the earlier label wins.
+    """
 
     labels: dict[str, int]
     synonyms: dict[str, str]  # normalised ROI name -> label name
@@ -76,14 +107,40 @@ class LabelMap:
 
     @property
     def with_background(self) -> dict[str, int]:
+        """The labels with ``background: 0`` first (the ``labels`` of nnU-Net's ``dataset.json``).
+
+        Returns
+        -------
+        dict of str to int
+            ``{"background": 0, **labels}``.
+        """
         return {"background": 0, **self.labels}
 
 
 def parse_label_map(obj: object, source: str | Path = "<labels>") -> LabelMap:
-    """Build a :class:`LabelMap` from ``{"labels": {name: value}, "synonyms": {name: [...]}, "priority": [...]}``.
+    """Build a :class:`LabelMap` from a label-map mapping.
 
+    The mapping is ``{"labels": {name: value}, "synonyms": {name: [...]}, "priority": [...]}``.
     A plain ``{name: value}`` mapping is accepted too. The label name itself is always a synonym.
     Priority defaults to the order of ``labels``: where contours overlap, the earlier label wins.
+
+    Parameters
+    ----------
+    obj : object
+        The parsed JSON or YAML document (anything but a mapping is refused).
+    source : str or Path, optional
+        Where ``obj`` came from, named in error messages.
+
+    Returns
+    -------
+    LabelMap
+        The labels, their synonyms and the overlap priority.
+
+    Raises
+    ------
+    DatasetError
+        When ``obj`` is not a valid label map (values outside 1..255, duplicate values or synonyms,
+        synonyms or priority naming unknown labels).
     """
     if not isinstance(obj, Mapping):
         raise DatasetError("label map must be a mapping", source)
@@ -122,7 +179,18 @@ def parse_label_map(obj: object, source: str | Path = "<labels>") -> LabelMap:
 
 
 def load_label_map(path: str | Path) -> LabelMap:
-    """Read a label map from JSON or YAML (see :func:`parse_label_map`)."""
+    """Read a label map from JSON or YAML (see :func:`parse_label_map`).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.json``, ``.yaml`` or ``.yml`` file.
+
+    Returns
+    -------
+    LabelMap
+        The parsed label map.
+    """
 
 
     path = Path(path)
@@ -144,6 +212,22 @@ def match_rois(roi_names: Sequence[str], label_map: LabelMap) -> tuple[dict[str,
 
     When two ROIs map to one label the first (in ROI order) is used and the other is ignored as a
     duplicate, so the choice is visible in the conversion table.
+
+    Parameters
+    ----------
+    roi_names : sequence of str
+        The ROI names of the structure set, in ROI order.
+    label_map : LabelMap
+        Labels and the ROI names each accepts.
+
+    Returns
+    -------
+    found : dict of str to str
+        Label name -> the ROI name used for it.
+    missing : list of str
+        Labels no ROI maps to.
+    ignored : dict of str to str
+        ROI name -> why it is not used.
     """
     found: dict[str, str] = {}
     ignored: dict[str, str] = {}
@@ -165,6 +249,23 @@ def match_rois(roi_names: Sequence[str], label_map: LabelMap) -> tuple[dict[str,
 
 @dataclass
 class Roi:
+    """One ROI of an RT Structure Set, as read.
+
+    Attributes
+    ----------
+    number : int
+        ROINumber.
+    name : str
+        ROIName.
+    color : tuple of int or None
+        ROIDisplayColor (RGB), None when absent.
+    contours : list of numpy.ndarray
+        Closed planar contours, each (n, 3) in LPS mm.
+    skipped : int
+        Contours that cannot be rasterised (not CLOSED_PLANAR, or fewer than 3 points).
+    skipped_kinds : dict of str to int
+        Why they were skipped, e.g. ``{"OPEN_PLANAR": 2, "POINT": 1}``.
+    """
     number: int
     name: str
     color: tuple[int, int, int] | None
@@ -175,6 +276,19 @@ class Roi:
 
 @dataclass
 class StructureSet:
+    """An RT Structure Set file as read by :func:`read_rtstruct`.
+
+    Attributes
+    ----------
+    file : Path
+        The RTSTRUCT file.
+    frame_of_reference_uid : str
+        The referenced Frame of Reference UID ("" when none is given).
+    series_uids : list of str
+        SeriesInstanceUIDs of the referenced image series.
+    rois : list of Roi
+        The ROIs in StructureSetROISequence order.
+    """
     file: Path
     frame_of_reference_uid: str
     series_uids: list[str]
@@ -182,7 +296,18 @@ class StructureSet:
 
 
 def read_rtstruct(path: str | Path) -> StructureSet:
-    """ROIs and their closed planar contours (LPS mm) from an RT Structure Set file."""
+    """ROIs and their closed planar contours (LPS mm) from an RT Structure Set file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The RTSTRUCT file.
+
+    Returns
+    -------
+    StructureSet
+        The referenced Frame of Reference and series, and every ROI with its contours.
+    """
     pydicom = _pydicom()
     path = Path(path)
     try:
@@ -198,7 +323,10 @@ def read_rtstruct(path: str | Path) -> StructureSet:
         for study in getattr(ref, "RTReferencedStudySequence", []):
             for s in getattr(study, "RTReferencedSeriesSequence", []):
                 series.append(str(s.SeriesInstanceUID))
-    rois = {int(r.ROINumber): Roi(int(r.ROINumber), str(r.ROIName), None) for r in getattr(ds, "StructureSetROISequence", [])}
+    rois = {
+        int(r.ROINumber): Roi(int(r.ROINumber), str(r.ROIName), None)
+        for r in getattr(ds, "StructureSetROISequence", [])
+    }
     for item in getattr(ds, "ROIContourSequence", []):
         roi = rois.get(int(item.ReferencedROINumber))
         if roi is None:
@@ -210,7 +338,9 @@ def read_rtstruct(path: str | Path) -> StructureSet:
             try:
                 pts = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64).reshape(-1, 3)
             except (AttributeError, ValueError) as exc:
-                raise InputFileError(f"ROI {roi.name!r}: a contour's ContourData is not a list of x, y, z triplets ({exc})", path) from exc
+                raise InputFileError(
+                    f"ROI {roi.name!r}: a contour's ContourData is not a list of x, y, z triplets ({exc})", path
+                ) from exc
             if kind != "CLOSED_PLANAR" or len(pts) < 3:
                 why = kind if kind != "CLOSED_PLANAR" else "fewer than 3 points"
                 roi.skipped += 1
@@ -237,7 +367,19 @@ CONTOUR_PLANE_TOL = 0.25
 
 @dataclass
 class ContourReport:
-    """What happened to an ROI's contours on rasterisation (for warnings and ``conversion.csv``)."""
+    """What happened to an ROI's contours on rasterisation (for warnings and ``conversion.csv``).
+
+    Attributes
+    ----------
+    used : int
+        Contours rasterised.
+    off_plane_z : list of float
+        LPS z (mm) of contours on no CT slice: dropped.
+    outside : int
+        Contours wholly outside the CT's field of view in-plane: dropped.
+    clipped : int
+        Contours partly outside it: cut at the edge of the image.
+    """
 
     used: int = 0
     off_plane_z: list[float] = field(default_factory=list)  # LPS z (mm) of contours on no CT slice: dropped
@@ -246,26 +388,53 @@ class ContourReport:
 
     @property
     def dropped(self) -> int:
+        """Contours dropped: off every CT slice, or wholly outside the field of view.
+
+        Returns
+        -------
+        int
+            ``len(off_plane_z) + outside``.
+        """
         return len(self.off_plane_z) + self.outside
 
     def problems(self, roi: str, volume: Volume) -> list[str]:
-        """One line per kind of loss, naming the ROI and where (empty when every contour was used)."""
+        """One line per kind of loss, naming the ROI and where (empty when every contour was used).
+
+        Parameters
+        ----------
+        roi : str
+            The ROI name to put in the lines.
+        volume : Volume
+            The CT the contours were rasterised on (its z extent is quoted for off-plane contours).
+
+        Returns
+        -------
+        list of str
+            One message per kind of loss.
+        """
         out = []
         if self.off_plane_z:
             z = (_LPS @ (volume.affine @ np.array([[0, 0, 0, 1], [0, 0, volume.shape[2] - 1, 1]], float).T)[:3]).T[:, 2]
             out.append(
-                f"ROI {roi!r}: {len(self.off_plane_z)} contour(s) at z {min(self.off_plane_z):.2f}..{max(self.off_plane_z):.2f} mm "
+                f"ROI {roi!r}: {len(self.off_plane_z)} contour(s) at z "
+                f"{min(self.off_plane_z):.2f}..{max(self.off_plane_z):.2f} mm "
                 f"lie on no CT slice (the CT spans z {min(z):.2f}..{max(z):.2f} mm; a contour must lie within "
                 f"{CONTOUR_PLANE_TOL:g} slice spacing of a slice): dropped"
             )
         if self.outside:
-            out.append(f"ROI {roi!r}: {self.outside} contour(s) lie wholly outside the CT's field of view in-plane: dropped")
+            out.append(
+                f"ROI {roi!r}: {self.outside} contour(s) lie wholly outside the CT's field of view in-plane: dropped"
+            )
         if self.clipped:
-            out.append(f"ROI {roi!r}: {self.clipped} contour(s) extend beyond the CT's field of view in-plane: cut at its edge")
+            out.append(
+                f"ROI {roi!r}: {self.clipped} contour(s) extend beyond the CT's field of view in-plane: cut at its edge"
+            )
         return out
 
 
-def rasterise_roi(contours: Sequence[np.ndarray], volume: Volume, where: str | Path = "") -> tuple[np.ndarray, ContourReport]:
+def rasterise_roi(
+    contours: Sequence[np.ndarray], volume: Volume, where: str | Path = ""
+) -> tuple[np.ndarray, ContourReport]:
     """Binary mask on ``volume``'s grid from closed planar contours (LPS mm); XOR within a plane.
 
     Contours must be parallel to the volume's axial planes (third array axis). Each contour is
@@ -274,6 +443,27 @@ def rasterise_roi(contours: Sequence[np.ndarray], volume: Volume, where: str | P
     Each plane of the volume takes the contours of its nearest CT slice: the same plane for a
     regular series, nearest neighbour along the normal for a series resampled on reading (whose
     grid puts a plane of its own at or next to every source slice, so none is lost).
+
+    Parameters
+    ----------
+    contours : sequence of numpy.ndarray
+        Closed planar contours, each (n, 3) in LPS mm.
+    volume : Volume
+        The CT whose grid the mask is drawn on.
+    where : str or Path, optional
+        The file named in errors.
+
+    Returns
+    -------
+    mask : numpy.ndarray
+        Boolean array of ``volume``'s shape.
+    report : ContourReport
+        Contours used, dropped and clipped.
+
+    Raises
+    ------
+    GeometryError
+        When a contour is not parallel to the CT slices.
     """
     shape = volume.shape
     inv = np.linalg.inv(volume.affine)
@@ -308,8 +498,27 @@ def rasterise_roi(contours: Sequence[np.ndarray], volume: Volume, where: str | P
     return mask, report
 
 
-def rasterise_contours(contours: Sequence[np.ndarray], volume: Volume, where: str | Path = "") -> tuple[np.ndarray, int]:
-    """(mask, number of contours dropped) of :func:`rasterise_roi`, for callers that need no details."""
+def rasterise_contours(
+    contours: Sequence[np.ndarray], volume: Volume, where: str | Path = ""
+) -> tuple[np.ndarray, int]:
+    """(mask, number of contours dropped) of :func:`rasterise_roi`, for callers that need no details.
+
+    Parameters
+    ----------
+    contours : sequence of numpy.ndarray
+        Closed planar contours, each (n, 3) in LPS mm.
+    volume : Volume
+        The CT whose grid the mask is drawn on.
+    where : str or Path, optional
+        The file named in errors.
+
+    Returns
+    -------
+    mask : numpy.ndarray
+        Boolean array of ``volume``'s shape.
+    dropped : int
+        Contours dropped (on no CT slice, or wholly outside the field of view).
+    """
     mask, report = rasterise_roi(contours, volume, where)
     return mask, report.dropped
 
@@ -331,7 +540,20 @@ def _plane_contours(plane: np.ndarray) -> list[np.ndarray]:
 
 
 def mask_to_contours(mask: np.ndarray, affine: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """(plane k, contour points (n, 3) in LPS mm) for every closed contour of every axial plane."""
+    """(plane k, contour points (n, 3) in LPS mm) for every closed contour of every axial plane.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Binary 3-D mask (i, j, k).
+    affine : numpy.ndarray
+        4x4 voxel-to-RAS affine (mm) of the mask.
+
+    Returns
+    -------
+    list of tuple of (int, numpy.ndarray)
+        Plane index k and the contour's (n, 3) points in LPS mm, plane by plane.
+    """
 
     mask = np.asarray(mask, dtype=bool)
     affine = np.asarray(affine, dtype=np.float64)
@@ -345,7 +567,18 @@ def mask_to_contours(mask: np.ndarray, affine: np.ndarray) -> list[tuple[int, np
 
 
 def read_series_headers(files: Sequence[str | Path]) -> list:
-    """pydicom datasets (no pixel data) of a CT series, sorted along the slice normal."""
+    """pydicom datasets (no pixel data) of a CT series, sorted along the slice normal.
+
+    Parameters
+    ----------
+    files : sequence of str or Path
+        The series' DICOM files, in any order.
+
+    Returns
+    -------
+    list of pydicom.dataset.Dataset
+        One header per file, sorted by position along the slice normal.
+    """
     pydicom = _pydicom()
     headers = []
     for f in files:
@@ -412,20 +645,61 @@ def build_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, 
     the slice's own position (so a prediction on a repaired grid, whose extra planes lie between
     slices, re-imports onto the same voxels). Empty structures get an ROI with no Contour
     Sequence (the standard allows no empty one) so the planning system still lists them.
+
+    Parameters
+    ----------
+    labels : Volume
+        The label map (a prediction on the CT series).
+    names : mapping of str to int
+        Structure name -> label value; background (0 or the name ``background``) is left out.
+    headers : sequence of pydicom.dataset.Dataset
+        The CT series' headers, sorted along the slice normal.
+    label : str, optional
+        Structure Set label and name, and the series description's prefix.
+    colors : mapping of str to tuple of int, optional
+        Display colour (RGB) per structure name; the others take :data:`PALETTE` in label order.
+
+    Returns
+    -------
+    pydicom.dataset.FileDataset
+        The RT Structure Set, not yet written.
     """
-    pydicom = _pydicom()
-    from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.sequence import Sequence as Seq
+
+    ds = _rtstruct_header(headers[0], label)
+    ds.ReferencedFrameOfReferenceSequence = Seq([_referenced_frame(headers)])
+    slices = _slice_planes(labels, headers)
+    rois, contours_seq, observations = [], [], []
+    array = np.asarray(labels.array)
+    structures = ((n, v) for n, v in names.items() if int(v) != 0 and n != "background")
+    for number, (name, value) in enumerate(structures, start=1):
+        color = (colors or {}).get(name, PALETTE[(number - 1) % len(PALETTE)])
+        roi, rc, obs = _roi_items(
+            number, name, color, array == int(value), labels.affine, slices, ds.FrameOfReferenceUID
+        )
+        rois.append(roi)
+        contours_seq.append(rc)
+        observations.append(obs)
+    ds.StructureSetROISequence = Seq(rois)
+    ds.ROIContourSequence = Seq(contours_seq)
+    ds.RTROIObservationsSequence = Seq(observations)
+    return ds
+
+
+def _rtstruct_header(ref, label: str):
+    """The RT Structure Set's file meta and its Patient, Study, RT Series, Frame of Reference,
+    Equipment and Structure Set attributes, from the CT slice header ``ref`` (no ROIs yet)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-    ref = headers[0]
     now = _dt.datetime.now()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS  # type: ignore[assignment]  # pydicom accepts a str UID
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)  # type: ignore[arg-type]  # an in-memory dataset has no file name
+    # an in-memory dataset has no file name
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)  # type: ignore[arg-type]
     ds.SOPClassUID = RTSTRUCT_SOP_CLASS
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     _copy(ref, ds, _PATIENT_STUDY)
@@ -443,78 +717,86 @@ def build_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, 
     ds.StructureSetTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.OperatorsName = ""  # RT Series module, Type 2
-    for_uid = str(ref.FrameOfReferenceUID)
-    ds.FrameOfReferenceUID = for_uid  # Frame of Reference module: the CT's
+    ds.FrameOfReferenceUID = str(ref.FrameOfReferenceUID)  # Frame of Reference module: the CT's
     ds.PositionReferenceIndicator = str(getattr(ref, "PositionReferenceIndicator", "") or "")
+    return ds
 
-    def image_ref(h):
-        item = pydicom.Dataset()
-        item.ReferencedSOPClassUID = h.SOPClassUID
-        item.ReferencedSOPInstanceUID = h.SOPInstanceUID
-        return item
 
+def _image_ref(h):
+    """A Contour Image Sequence item referencing the CT slice with header ``h``."""
+    pydicom = _pydicom()
+    item = pydicom.Dataset()
+    item.ReferencedSOPClassUID = h.SOPClassUID
+    item.ReferencedSOPInstanceUID = h.SOPInstanceUID
+    return item
+
+
+def _referenced_frame(headers: Sequence):
+    """The Referenced Frame of Reference item: the CT's frame, its study, its series and every slice."""
+    pydicom = _pydicom()
+    from pydicom.sequence import Sequence as Seq
+
+    ref = headers[0]
     series = pydicom.Dataset()
     series.SeriesInstanceUID = ref.SeriesInstanceUID
-    series.ContourImageSequence = Seq([image_ref(h) for h in headers])
+    series.ContourImageSequence = Seq([_image_ref(h) for h in headers])
     study = pydicom.Dataset()
     study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired, as TPSs expect)
     study.ReferencedSOPInstanceUID = ref.StudyInstanceUID
     study.RTReferencedSeriesSequence = Seq([series])
     frame = pydicom.Dataset()
-    frame.FrameOfReferenceUID = for_uid
+    frame.FrameOfReferenceUID = str(ref.FrameOfReferenceUID)
     frame.RTReferencedStudySequence = Seq([study])
-    ds.ReferencedFrameOfReferenceSequence = Seq([frame])
+    return frame
 
-    slices = _slice_planes(labels, headers)
-    rois, contours_seq, observations = [], [], []
-    array = np.asarray(labels.array)
-    for number, (name, value) in enumerate(((n, v) for n, v in names.items() if int(v) != 0 and n != "background"), start=1):
-        roi = pydicom.Dataset()
-        roi.ROINumber = number
-        roi.ReferencedFrameOfReferenceUID = for_uid
-        roi.ROIName = name
-        roi.ROIGenerationAlgorithm = "AUTOMATIC"
-        rois.append(roi)
-        rc = pydicom.Dataset()
-        rc.ReferencedROINumber = number
-        rc.ROIDisplayColor = list((colors or {}).get(name, PALETTE[(number - 1) % len(PALETTE)]))
-        items = []
-        structure = array == int(value)
-        for h, k, kf in slices:
-            if not structure[:, :, k].any():
-                continue
-            for c in _plane_contours(structure[:, :, k]):
-                idx = np.column_stack([c, np.full(len(c), kf)])  # on the CT slice itself, not on plane k
-                pts = (idx @ labels.affine[:3, :3].T + labels.affine[:3, 3]) @ _LPS.T
-                item = pydicom.Dataset()
-                item.ContourImageSequence = Seq([image_ref(h)])
-                item.ContourGeometricType = "CLOSED_PLANAR"
-                item.NumberOfContourPoints = len(pts)
-                item.ContourData = [f"{v:.4f}" for v in pts.ravel()]
-                items.append(item)
-        if items:  # Contour Sequence: one or more items when present, so an empty structure has none
-            rc.ContourSequence = Seq(items)
-        contours_seq.append(rc)
-        obs = pydicom.Dataset()
-        obs.ObservationNumber = number
-        obs.ReferencedROINumber = number
-        obs.RTROIInterpretedType = "ORGAN"
-        obs.ROIInterpreter = ""
-        observations.append(obs)
-    ds.StructureSetROISequence = Seq(rois)
-    ds.ROIContourSequence = Seq(contours_seq)
-    ds.RTROIObservationsSequence = Seq(observations)
-    return ds
+
+def _roi_items(number: int, name: str, color, structure: np.ndarray, affine: np.ndarray,
+               slices: Sequence[tuple[object, int, float]], for_uid: str) -> tuple:
+    """(Structure Set ROI, ROI Contour, RT ROI Observations) items of one structure: its binary
+    ``structure`` traced on every CT slice of ``slices`` (:func:`_slice_planes`) it touches."""
+    pydicom = _pydicom()
+    from pydicom.sequence import Sequence as Seq
+
+    roi = pydicom.Dataset()
+    roi.ROINumber = number
+    roi.ReferencedFrameOfReferenceUID = for_uid
+    roi.ROIName = name
+    roi.ROIGenerationAlgorithm = "AUTOMATIC"
+    rc = pydicom.Dataset()
+    rc.ReferencedROINumber = number
+    rc.ROIDisplayColor = list(color)
+    items = []
+    for h, k, kf in slices:
+        if not structure[:, :, k].any():
+            continue
+        for c in _plane_contours(structure[:, :, k]):
+            idx = np.column_stack([c, np.full(len(c), kf)])  # on the CT slice itself, not on plane k
+            pts = (idx @ affine[:3, :3].T + affine[:3, 3]) @ _LPS.T
+            item = pydicom.Dataset()
+            item.ContourImageSequence = Seq([_image_ref(h)])
+            item.ContourGeometricType = "CLOSED_PLANAR"
+            item.NumberOfContourPoints = len(pts)
+            item.ContourData = [f"{v:.4f}" for v in pts.ravel()]
+            items.append(item)
+    if items:  # Contour Sequence: one or more items when present, so an empty structure has none
+        rc.ContourSequence = Seq(items)
+    obs = pydicom.Dataset()
+    obs.ObservationNumber = number
+    obs.ReferencedROINumber = number
+    obs.RTROIInterpretedType = "ORGAN"
+    obs.ROIInterpreter = ""
+    return roi, rc, obs
 
 
 #: Attributes an RT Structure Set must carry (PS3.3 A.19: Patient, General Study, RT Series,
 #: Frame of Reference, General Equipment, Structure Set, SOP Common modules): Type 1 need a value,
 #: Type 2 may be empty but must be present.
-RTSTRUCT_TYPE1 = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "FrameOfReferenceUID",
-                  "StructureSetLabel", "StructureSetROISequence", "ROIContourSequence", "RTROIObservationsSequence")
-RTSTRUCT_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
-                  "StudyID", "AccessionNumber", "SeriesNumber", "OperatorsName", "PositionReferenceIndicator", "Manufacturer",
-                  "StructureSetDate", "StructureSetTime")
+RTSTRUCT_TYPE1 = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
+                  "FrameOfReferenceUID", "StructureSetLabel", "StructureSetROISequence", "ROIContourSequence",
+                  "RTROIObservationsSequence")
+RTSTRUCT_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                  "ReferringPhysicianName", "StudyID", "AccessionNumber", "SeriesNumber", "OperatorsName",
+                  "PositionReferenceIndicator", "Manufacturer", "StructureSetDate", "StructureSetTime")
 
 
 def rtstruct_problems(ds) -> list[str]:
@@ -523,15 +805,31 @@ def rtstruct_problems(ds) -> list[str]:
     A pydicom-level check of the rules this writer can break (required attributes, no empty
     sequence, contour point counts, ROI cross-references); ``dciodvfy`` checks the rest where
     it is installed.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        The RT Structure Set to check.
+
+    Returns
+    -------
+    list of str
+        One sentence per problem found.
     """
-    problems = [f"Type 1 attribute {kw} is missing or empty" for kw in RTSTRUCT_TYPE1 if kw not in ds or ds.data_element(kw).is_empty]
+    problems = [
+        f"Type 1 attribute {kw} is missing or empty"
+        for kw in RTSTRUCT_TYPE1
+        if kw not in ds or ds.data_element(kw).is_empty
+    ]
     problems += [f"Type 2 attribute {kw} is missing" for kw in RTSTRUCT_TYPE2 if kw not in ds]
 
     def walk(d, where: str) -> None:
         for elem in d:
             if elem.VR == "SQ":
                 if len(elem.value) == 0:
-                    problems.append(f"empty {elem.keyword} in {where} (a sequence that is present needs one or more items)")
+                    problems.append(
+                        f"empty {elem.keyword} in {where} (a sequence that is present needs one or more items)"
+                    )
                 for n, item in enumerate(elem.value):
                     walk(item, f"{elem.keyword}[{n}]")
 
@@ -539,20 +837,56 @@ def rtstruct_problems(ds) -> list[str]:
     numbers = {int(r.ROINumber) for r in ds.get("StructureSetROISequence", [])}
     for rc in ds.get("ROIContourSequence", []):
         if int(rc.ReferencedROINumber) not in numbers:
-            problems.append(f"ROIContourSequence refers to ROI {rc.ReferencedROINumber}, which StructureSetROISequence does not define")
+            problems.append(
+                f"ROIContourSequence refers to ROI {rc.ReferencedROINumber}, "
+                "which StructureSetROISequence does not define"
+            )
         for c in rc.get("ContourSequence", []):
             n = int(c.get("NumberOfContourPoints", -1))
             if len(c.get("ContourData", [])) != 3 * n:
-                problems.append(f"ROI {rc.ReferencedROINumber}: a contour declares {n} points but holds {len(c.get('ContourData', []))} values")
+                problems.append(
+                    f"ROI {rc.ReferencedROINumber}: a contour declares {n} points "
+                    f"but holds {len(c.get('ContourData', []))} values"
+                )
             if "ContourGeometricType" not in c:
                 problems.append(f"ROI {rc.ReferencedROINumber}: a contour has no ContourGeometricType")
     for obs in ds.get("RTROIObservationsSequence", []):
-        problems += [f"RTROIObservationsSequence item lacks {kw}" for kw in ("ObservationNumber", "ReferencedROINumber", "RTROIInterpretedType", "ROIInterpreter") if kw not in obs]
+        problems += [
+            f"RTROIObservationsSequence item lacks {kw}"
+            for kw in ("ObservationNumber", "ReferencedROINumber", "RTROIInterpretedType", "ROIInterpreter")
+            if kw not in obs
+        ]
     return problems
 
 
-def write_rtstruct(labels: Volume, names: Mapping[str, int], headers: Sequence, path: str | Path, label: str = "globalmask") -> Path:
-    """Build (:func:`build_rtstruct`) and write atomically an RT Structure Set."""
+def write_rtstruct(
+    labels: Volume, names: Mapping[str, int], headers: Sequence, path: str | Path, label: str = "globalmask"
+) -> Path:
+    """Build (:func:`build_rtstruct`) and write atomically an RT Structure Set.
+
+    Parameters
+    ----------
+    labels : Volume
+        The label map (a prediction on the CT series).
+    names : mapping of str to int
+        Structure name -> label value.
+    headers : sequence of pydicom.dataset.Dataset
+        The CT series' headers (:func:`read_series_headers`).
+    path : str or Path
+        The ``.dcm`` file to write.
+    label : str, optional
+        Structure Set label and name.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    OutputError
+        When the object would be invalid DICOM (a writer bug): nothing is written.
+    """
     ds = build_rtstruct(labels, names, headers, label)
     problems = rtstruct_problems(ds)
     if problems:  # a writer bug, never the user's: refuse to hand a planning system an invalid object
@@ -572,6 +906,26 @@ def write_ct_series(volume: Volume, folder: str | Path, *, patient_id: str = "PH
 
     ``positions`` (n, 3) overrides ImagePositionPatient (LPS) per plane: tests use it to make
     series with missing slices, uneven spacing or gantry tilt.
+
+    Parameters
+    ----------
+    volume : Volume
+        The CT (HU) with an orthogonal affine.
+    folder : str or Path
+        Where the files ``CT0000.dcm``, ... are written (created if needed).
+    patient_id : str, optional
+        PatientID (and PatientName ``<id>^``).
+    study_uid : str, optional
+        StudyInstanceUID; a new one is generated when not given.
+    positions : numpy.ndarray, optional
+        (n, 3) ImagePositionPatient per plane (LPS mm).
+    uid_prefix : str, optional
+        Prefix of the generated UIDs (pydicom's when not given).
+
+    Returns
+    -------
+    list of Path
+        The files written, in plane order.
     """
     _pydicom()  # a clear error when the optional DICOM extra is missing
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -595,15 +949,18 @@ def write_ct_series(volume: Volume, folder: str | Path, *, patient_id: str = "PH
         meta.MediaStorageSOPInstanceUID = generate_uid(prefix=uid_prefix)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)  # type: ignore[arg-type]  # an in-memory dataset has no file name
+        # an in-memory dataset has no file name
+        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)  # type: ignore[arg-type]
         ds.SOPClassUID = CT_IMAGE_SOP_CLASS
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"{patient_id}^", patient_id, "", "O"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, for_uid
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20240101", "120000", "1", "", ""
+        ds.StudyDate, ds.StudyTime, ds.StudyID = "20240101", "120000", "1"
+        ds.AccessionNumber, ds.ReferringPhysicianName = "", ""
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, k + 1
         ds.Manufacturer, ds.PositionReferenceIndicator = "globalmask", ""
-        ds.PatientPosition, ds.Laterality, ds.KVP, ds.AcquisitionNumber = "HFS", "", "", ""  # Type 2C/2: present (dciodvfy cannot tell a paired body part)
+        # Type 2C/2: present (dciodvfy cannot tell a paired body part)
+        ds.PatientPosition, ds.Laterality, ds.KVP, ds.AcquisitionNumber = "HFS", "", "", ""
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in positions[k]]
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_dir, *col_dir)]
@@ -626,13 +983,35 @@ def write_ct_series(volume: Volume, folder: str | Path, *, patient_id: str = "PH
 
 @dataclass
 class PatientFiles:
+    """The DICOM files of one patient folder (:func:`scan_patient`).
+
+    Attributes
+    ----------
+    folder : Path
+        The patient folder.
+    series : dict of str to list of Path
+        Image series: SeriesInstanceUID -> files.
+    rtstructs : list of Path
+        The RT Structure Set files.
+    """
     folder: Path
     series: dict[str, list[Path]]  # image series: SeriesInstanceUID -> files
     rtstructs: list[Path]
 
 
 def scan_patient(folder: str | Path) -> PatientFiles:
-    """Find the image series and RT Structure Sets under ``folder`` (any depth; other files ignored)."""
+    """Find the image series and RT Structure Sets under ``folder`` (any depth; other files ignored).
+
+    Parameters
+    ----------
+    folder : str or Path
+        The patient folder.
+
+    Returns
+    -------
+    PatientFiles
+        The image series by SeriesInstanceUID and the RTSTRUCT files.
+    """
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
@@ -641,7 +1020,11 @@ def scan_patient(folder: str | Path) -> PatientFiles:
     rtstructs: list[Path] = []
     for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID", "SeriesInstanceUID", "ImagePositionPatient"])
+            ds = pydicom.dcmread(
+                str(f),
+                stop_before_pixels=True,
+                specific_tags=["Modality", "SOPClassUID", "SeriesInstanceUID", "ImagePositionPatient"],
+            )
         except (InvalidDicomError, OSError, ValueError):
             continue
         if str(getattr(ds, "SOPClassUID", "")) == RTSTRUCT_SOP_CLASS or getattr(ds, "Modality", "") == "RTSTRUCT":
@@ -665,14 +1048,33 @@ def _case_id(folder: Path) -> str:
 
 
 def convert_patient(folder: Path, label_map: LabelMap) -> tuple[Volume, Volume, dict]:
-    """(CT, label map on the CT grid, table row) for one patient folder."""
+    """(CT, label map on the CT grid, table row) for one patient folder.
+
+    Parameters
+    ----------
+    folder : Path
+        The patient folder (one CT series and one RTSTRUCT).
+    label_map : LabelMap
+        Labels, ROI-name synonyms and overlap priority.
+
+    Returns
+    -------
+    ct : Volume
+        The CT series (HU).
+    labels : Volume
+        The label map on the CT's grid.
+    row : dict
+        The patient's row of ``conversion.csv`` (:data:`CONVERSION_COLUMNS`).
+    """
 
     found_files, ss, uid = _structure_set_and_series(folder)
     ct = read_dicom_series(folder, files=found_files.series[uid])
     headers = read_series_headers(found_files.series[uid][:1])
     ct_for = str(getattr(headers[0], "FrameOfReferenceUID", ""))
     if ss.frame_of_reference_uid and ct_for and ss.frame_of_reference_uid != ct_for:
-        raise GeometryError(f"RT Structure Set Frame of Reference {ss.frame_of_reference_uid} differs from the CT's {ct_for}", ss.file)
+        raise GeometryError(
+            f"RT Structure Set Frame of Reference {ss.frame_of_reference_uid} differs from the CT's {ct_for}", ss.file
+        )
     rois = {r.name: r for r in ss.rois}
     found, missing, ignored = match_rois([r.name for r in ss.rois], label_map)
     masks: dict[str, np.ndarray] = {}
@@ -684,7 +1086,10 @@ def convert_patient(folder: Path, label_map: LabelMap) -> tuple[Volume, Volume, 
         off_plane += len(report.off_plane_z)
         if roi.skipped:
             kinds = ", ".join(f"{n} {k}" for k, n in roi.skipped_kinds.items())
-            problems.append(f"ROI {roi_name!r}: {roi.skipped} contour(s) are not closed polygons ({kinds}) and cannot fill voxels: dropped")
+            problems.append(
+                f"ROI {roi_name!r}: {roi.skipped} contour(s) are not closed polygons ({kinds}) "
+                "and cannot fill voxels: dropped"
+            )
         problems.extend(report.problems(roi_name, ct))
         masks[label] = mask
     for problem in problems:  # one line each, naming the patient folder
@@ -717,13 +1122,26 @@ def convert_patient(folder: Path, label_map: LabelMap) -> tuple[Volume, Volume, 
 
 
 #: conversion.csv columns, in order (a skipped patient has only patient, case, status and reason).
-CONVERSION_COLUMNS = ("patient", "case", "status", "reason", "rtstruct", "series_uid", "found", "missing", "ignored", "empty",
-                      "overlap_voxels_lost", "off_plane_contours", "dropped_contours", "geometry")
+CONVERSION_COLUMNS = ("patient", "case", "status", "reason", "rtstruct", "series_uid", "found", "missing", "ignored",
+                      "empty", "overlap_voxels_lost", "off_plane_contours", "dropped_contours", "geometry")
 
 
 def check_patient(folder: Path) -> None:
-    """The cheap checks of one patient folder, before any CT is read: one RTSTRUCT that names a
-    series found in the folder (raises the error :func:`convert_patient` would raise)."""
+    """The cheap checks of one patient folder, before any CT is read.
+
+    One RTSTRUCT that names a series found in the folder (raises the error :func:`convert_patient`
+    would raise).
+
+    Parameters
+    ----------
+    folder : Path
+        The patient folder.
+
+    Raises
+    ------
+    InputFileError
+        When the folder has no RTSTRUCT, several, or none of the series it references.
+    """
     _structure_set_and_series(folder)
 
 
@@ -734,7 +1152,11 @@ def _structure_set_and_series(folder: Path) -> tuple[PatientFiles, StructureSet,
     if not found_files.rtstructs:
         raise InputFileError("no RT Structure Set (RTSTRUCT) found in the patient folder", folder)
     if len(found_files.rtstructs) > 1:
-        raise InputFileError(f"{len(found_files.rtstructs)} RT Structure Sets found ({', '.join(p.name for p in found_files.rtstructs)}); keep one per patient", folder)
+        raise InputFileError(
+            f"{len(found_files.rtstructs)} RT Structure Sets found "
+            f"({', '.join(p.name for p in found_files.rtstructs)}); keep one per patient",
+            folder,
+        )
     ss = read_rtstruct(found_files.rtstructs[0])
     wanted = [u for u in ss.series_uids if u in found_files.series]
     if wanted:
@@ -742,7 +1164,8 @@ def _structure_set_and_series(folder: Path) -> tuple[PatientFiles, StructureSet,
     if len(found_files.series) == 1 and not ss.series_uids:
         return found_files, ss, next(iter(found_files.series))
     raise InputFileError(
-        f"the RT Structure Set references series {ss.series_uids or '(none)'} but the folder holds {list(found_files.series) or 'no image series'}",
+        f"the RT Structure Set references series {ss.series_uids or '(none)'} "
+        f"but the folder holds {list(found_files.series) or 'no image series'}",
         ss.file,
     )
 
@@ -760,6 +1183,26 @@ def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str
     moved into place at the end, so a failure leaves ``out`` as it was. With ``skip_bad`` a
     patient that fails is left out and listed in ``conversion.csv`` (status ``skipped``, with the
     reason) instead, and the others are converted.
+
+    Parameters
+    ----------
+    src : str or Path
+        A patient folder, or a folder of patient folders.
+    label_map : LabelMap or str or Path
+        The label map, or its JSON/YAML file.
+    out : str or Path
+        The dataset folder to create (absent or empty, not inside ``src``).
+    progress : bool, optional
+        Show a progress bar.
+    skip_bad : bool, optional
+        Leave out patients that cannot be converted instead of failing.
+
+    Returns
+    -------
+    out : Path
+        The dataset folder.
+    rows : list of dict
+        The rows of ``conversion.csv``, one per patient folder.
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -771,21 +1214,7 @@ def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str
     if not isinstance(label_map, LabelMap):
         label_map = load_label_map(label_map)
     folders = _patient_folders(src)
-    seen: dict[str, Path] = {}
-    for folder in folders:
-        case = _case_id(folder)
-        if case in seen:
-            raise DatasetError(f"patient folders {seen[case].name} and {folder.name} give the same case id {case!r}", src)
-        seen[case] = folder
-    bad: dict[Path, str] = {}
-    for folder in folders:  # every patient checked before any CT is read or anything written
-        try:
-            check_patient(folder)
-        except GlobalmaskError as exc:
-            bad[folder] = str(exc)
-    if bad and not skip_bad:
-        shown = "; ".join(bad.values())
-        raise InputFileError(f"{len(bad)} of {len(folders)} patient folder(s) cannot be converted: {shown} (fix them, or pass --skip-bad to convert the others)", src)
+    bad = _precheck_patients(src, folders, skip_bad)
     rows: list[dict] = []
     with guard.staged_folder(out) as tmp:
         for folder in tqdm(folders, desc="convert dicom-rt", unit="patient", disable=not progress):
@@ -797,7 +1226,9 @@ def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str
                         raise
                     bad[folder] = str(exc)
             if folder in bad:
-                rows.append({"patient": folder.name, "case": _case_id(folder), "status": "skipped", "reason": bad[folder]})
+                rows.append(
+                    {"patient": folder.name, "case": _case_id(folder), "status": "skipped", "reason": bad[folder]}
+                )
                 warnings.warn(f"{folder}: skipped ({bad[folder]})", stacklevel=2)
                 continue
             write_volume(ct, tmp / "imagesTr" / f"{row['case']}_0000.nii.gz")
@@ -807,19 +1238,59 @@ def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str
             rows.append({"status": "converted", "reason": "", **row})
         n_good = sum(r["status"] == "converted" for r in rows)
         if n_good == 0:
-            raise InputFileError(f"none of the {len(folders)} patient folder(s) could be converted (see the warnings above)", src)
-        write_json(
-            tmp / "dataset.json",
-            {"channel_names": {"0": "CT"}, "labels": label_map.with_background, "numTraining": n_good, "file_ending": ".nii.gz",
-             "description": f"converted from DICOM RT by globalmask {__version__}; overlap priority: {', '.join(label_map.priority)}"},
-        )
-        buf = _io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(CONVERSION_COLUMNS), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text(tmp / "conversion.csv", buf.getvalue())
-        write_json(tmp / "conversion.json", {"priority": label_map.priority, "patients": rows})
+            raise InputFileError(
+                f"none of the {len(folders)} patient folder(s) could be converted (see the warnings above)", src
+            )
+        _write_tables(tmp, label_map, rows, n_good)
     return out, rows
+
+
+def _precheck_patients(src: Path, folders: list[Path], skip_bad: bool) -> dict[Path, str]:
+    """{folder: why} for the patient folders that fail :func:`check_patient`, after checking that the
+    case ids are distinct; raises when any fails and ``skip_bad`` is not set."""
+    seen: dict[str, Path] = {}
+    for folder in folders:
+        case = _case_id(folder)
+        if case in seen:
+            raise DatasetError(
+                f"patient folders {seen[case].name} and {folder.name} give the same case id {case!r}", src
+            )
+        seen[case] = folder
+    bad: dict[Path, str] = {}
+    for folder in folders:  # every patient checked before any CT is read or anything written
+        try:
+            check_patient(folder)
+        except GlobalmaskError as exc:
+            bad[folder] = str(exc)
+    if bad and not skip_bad:
+        shown = "; ".join(bad.values())
+        raise InputFileError(
+            f"{len(bad)} of {len(folders)} patient folder(s) cannot be converted: {shown} "
+            "(fix them, or pass --skip-bad to convert the others)",
+            src,
+        )
+    return bad
+
+
+def _write_tables(tmp: Path, label_map: LabelMap, rows: list[dict], n_good: int) -> None:
+    """``dataset.json``, ``conversion.csv`` and ``conversion.json`` of a converted dataset in ``tmp``."""
+    write_json(
+        tmp / "dataset.json",
+        {
+            "channel_names": {"0": "CT"},
+            "labels": label_map.with_background,
+            "numTraining": n_good,
+            "file_ending": ".nii.gz",
+            "description": f"converted from DICOM RT by globalmask {__version__}; "
+            f"overlap priority: {', '.join(label_map.priority)}",
+        },
+    )
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CONVERSION_COLUMNS), restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(tmp / "conversion.csv", buf.getvalue())
+    write_json(tmp / "conversion.json", {"priority": label_map.priority, "patients": rows})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -827,15 +1298,52 @@ def convert_dicom_rt(src: str | Path, label_map: LabelMap | str | Path, out: str
 
 
 def check_dicom_inputs(inputs: Sequence[Path], fmt: str) -> None:
-    """Before predicting: RTSTRUCT/DICOM-SEG output needs every input to be a DICOM series folder."""
+    """Before predicting: RTSTRUCT/DICOM-SEG output needs every input to be a DICOM series folder.
+
+    Parameters
+    ----------
+    inputs : sequence of Path
+        The prediction inputs.
+    fmt : str
+        The output format asked for (named in the error).
+
+    Raises
+    ------
+    InputFileError
+        When an input is a file.
+    """
     for src in inputs:
         if not Path(src).is_dir():
-            raise InputFileError(f"--format {fmt} needs DICOM series folders as inputs (the objects reference the series' UIDs), got a file", src)
+            raise InputFileError(
+                f"--format {fmt} needs DICOM series folders as inputs "
+                "(the objects reference the series' UIDs), got a file",
+                src,
+            )
 
 
-def write_prediction_objects(inputs: Sequence[Path], label_files: Sequence[Path], names: Mapping[str, int], out_dir: str | Path,
-                             fmt: str) -> list[Path]:
-    """For each (DICOM input folder, written label map): ``<case>_rtstruct.dcm`` or ``<case>_seg.dcm``."""
+def write_prediction_objects(
+    inputs: Sequence[Path], label_files: Sequence[Path], names: Mapping[str, int], out_dir: str | Path, fmt: str
+) -> list[Path]:
+    """For each (DICOM input folder, written label map): ``<case>_rtstruct.dcm`` or ``<case>_seg.dcm``.
+
+    Parameters
+    ----------
+    inputs : sequence of Path
+        The DICOM series folders predicted on.
+    label_files : sequence of Path
+        The label maps written for them, in the same order.
+    names : mapping of str to int
+        Structure name -> label value.
+    out_dir : str or Path
+        Where the objects are written.
+    fmt : str
+        ``"rtstruct"`` or ``"dicom-seg"``.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
 
     out_dir = Path(out_dir)
     written = []
