@@ -43,7 +43,21 @@ DEFAULT_WINDOW = (-1000.0, 1000.0)
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Settings stored in every checkpoint; ``spacing`` is in RAS array order (mm)."""
+    """Settings stored in every checkpoint; ``spacing`` is in RAS array order (mm).
+
+    Attributes
+    ----------
+    spacing : tuple of float
+        Target voxel spacing (mm), RAS array order.
+    window : tuple of float
+        (low, high) HU window mapped to [-1, 1].
+    crop : bool
+        Whether to crop to the body's bounding box.
+    crop_level : float
+        HU level of the body used for the crop.
+    crop_margin_mm : float
+        Margin around the body box (mm).
+    """
 
     spacing: tuple[float, float, float]
     window: tuple[float, float] = DEFAULT_WINDOW
@@ -60,13 +74,34 @@ class PreprocessConfig:
         if len(self.window) != 2 or not all(math.isfinite(w) for w in self.window) or self.window[1] <= self.window[0]:
             raise GeometryError(f"CT window must be two finite numbers (low, high) with low < high, got {self.window}")
         if not (math.isfinite(self.crop_level) and math.isfinite(self.crop_margin_mm) and self.crop_margin_mm >= 0):
-            raise GeometryError(f"crop level and margin must be finite (margin >= 0), got {self.crop_level}, {self.crop_margin_mm}")
+            raise GeometryError(
+                f"crop level and margin must be finite (margin >= 0), got {self.crop_level}, {self.crop_margin_mm}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (how checkpoints store them).
+
+        Returns
+        -------
+        dict[str, Any]
+            One entry per field.
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
+        """The settings from :meth:`to_dict`'s dict; unknown keys are refused.
+
+        Parameters
+        ----------
+        d : dict[str, Any]
+            The stored settings (lists are read as tuples).
+
+        Returns
+        -------
+        PreprocessConfig
+            The checked settings.
+        """
         check_keys(d, [f.name for f in fields(cls)], "preprocess settings")
         kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kwargs)
@@ -74,7 +109,25 @@ class PreprocessConfig:
 
 @dataclass
 class Geometry:
-    """Everything needed to map a network-grid array back onto the original grid."""
+    """Everything needed to map a network-grid array back onto the original grid.
+
+    Attributes
+    ----------
+    original_shape : tuple of int
+        Shape of the input volume, in its own voxel order.
+    original_affine : numpy.ndarray
+        Its 4x4 affine (RAS+, mm).
+    canonical_shape : tuple of int
+        Shape after reorienting to RAS+ array order.
+    canonical_affine : numpy.ndarray
+        The reoriented volume's affine.
+    crop_start, crop_stop : tuple of int
+        The crop box on the canonical grid (voxels, stop exclusive).
+    grid_shape : tuple of int
+        Shape of the network grid.
+    grid_affine : numpy.ndarray
+        The network grid's affine.
+    """
 
     original_shape: tuple[int, int, int]
     original_affine: np.ndarray
@@ -87,22 +140,66 @@ class Geometry:
 
     @property
     def crop_slices(self) -> tuple[slice, slice, slice]:
+        """The crop box as slices of the canonical grid.
+
+        Returns
+        -------
+        tuple of slice
+            One slice per canonical axis.
+        """
         return tuple(slice(a, b) for a, b in zip(self.crop_start, self.crop_stop))  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
+        """The geometry as a JSON-ready dict of lists.
+
+        Returns
+        -------
+        dict[str, Any]
+            One entry per field.
+        """
         d = asdict(self)
         return {k: (v.tolist() if isinstance(v, np.ndarray) else list(v)) for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Geometry:
+        """The geometry from :meth:`to_dict`'s dict.
+
+        Parameters
+        ----------
+        d : dict[str, Any]
+            The stored geometry.
+
+        Returns
+        -------
+        Geometry
+            The geometry, affines as float64 arrays, shapes as int tuples.
+        """
         arr = {"original_affine", "canonical_affine", "grid_affine"}
-        kwargs: dict[str, Any] = {k: (np.asarray(v, dtype=np.float64) if k in arr else tuple(int(x) for x in v)) for k, v in d.items()}
+        kwargs: dict[str, Any] = {
+            k: (np.asarray(v, dtype=np.float64) if k in arr else tuple(int(x) for x in v)) for k, v in d.items()
+        }
         return cls(**kwargs)
 
 
 @dataclass
 class PreparedCase:
-    """A case on the network grid: normalised CT, GBM, optional label, and how to go back."""
+    """A case on the network grid: normalised CT, GBM, optional label, and how to go back.
+
+    Attributes
+    ----------
+    id : str
+        The case id.
+    ct : numpy.ndarray
+        float32 CT on the network grid, scaled to [-1, 1].
+    gbm : numpy.ndarray
+        uint8 0/1 GBM on the network grid.
+    geometry : Geometry
+        How to map the grid back onto the input volume.
+    label : numpy.ndarray or None
+        uint8 label map on the network grid, when given.
+    meta : dict[str, Any]
+        Free-form notes about the case.
+    """
 
     id: str
     ct: np.ndarray  # float32, [-1, 1]
@@ -113,6 +210,13 @@ class PreparedCase:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """The network grid's shape.
+
+        Returns
+        -------
+        tuple of int
+            Shape of ``ct`` (RAS array order).
+        """
         return tuple(self.ct.shape)
 
 
@@ -121,7 +225,22 @@ class PreparedCase:
 
 
 def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder/flip array axes to RAS+ (closest canonical); returns (array view, new affine)."""
+    """Reorder/flip array axes to RAS+ (closest canonical); returns (array view, new affine).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        A 3D array.
+    affine : numpy.ndarray
+        Its 4x4 voxel-to-world affine.
+
+    Returns
+    -------
+    array : numpy.ndarray
+        A view of ``array`` in RAS+ voxel order.
+    affine : numpy.ndarray
+        The view's affine.
+    """
     ornt = nib.orientations.io_orientation(affine)
     canon = nib.orientations.apply_orientation(array, ornt)
     new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape)
@@ -133,6 +252,20 @@ def from_canonical(array: np.ndarray, original_affine: np.ndarray, order: Litera
 
     ``order="F"`` gives the Fortran-ordered array NIfTI stores, so writing it needs no second
     transposition (one copy instead of two for a prediction).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        An array on the canonical (RAS+) grid of a volume with ``original_affine``.
+    original_affine : numpy.ndarray
+        The 4x4 affine of the original volume.
+    order : {'C', 'F'}
+        Memory order of the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``array`` in the original voxel order.
     """
     ornt = nib.orientations.io_orientation(original_affine)
     back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), ornt)
@@ -140,14 +273,36 @@ def from_canonical(array: np.ndarray, original_affine: np.ndarray, order: Litera
 
 
 def canonical_spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel spacing in RAS array order (what :class:`PreprocessConfig.spacing` refers to)."""
+    """Voxel spacing in RAS array order (what :class:`PreprocessConfig.spacing` refers to).
+
+    Parameters
+    ----------
+    affine : numpy.ndarray
+        A 4x4 voxel-to-world affine.
+
+    Returns
+    -------
+    tuple of float
+        Spacing (mm) along the R, A, S array axes.
+    """
     _, a = to_canonical(np.zeros((1, 1, 1)), affine)
     sx, sy, sz = (float(s) for s in voxel_spacing(a))
     return sx, sy, sz
 
 
 def derive_spacing(affines: Iterable[np.ndarray]) -> tuple[float, float, float]:
-    """Median canonical spacing over a training set (nnU-Net's default target)."""
+    """Median canonical spacing over a training set (nnU-Net's default target).
+
+    Parameters
+    ----------
+    affines : iterable of numpy.ndarray
+        The 4x4 affines of the training images.
+
+    Returns
+    -------
+    tuple of float
+        The per-axis median spacing (mm), RAS array order.
+    """
     spacings = np.array([canonical_spacing(a) for a in affines])
     if len(spacings) == 0:
         raise GeometryError("cannot derive a target spacing from zero cases")
@@ -158,11 +313,29 @@ def derive_spacing(affines: Iterable[np.ndarray]) -> tuple[float, float, float]:
 # crop and resample
 
 
-def body_box(ct: np.ndarray, affine: np.ndarray, level: float, margin_mm: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def body_box(
+    ct: np.ndarray, affine: np.ndarray, level: float, margin_mm: float
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(start, stop) of the body's bounding box plus a margin; the whole volume if no body.
 
     The largest component is found on a 2x-subsampled copy: the box only needs to be right to
     a voxel or two, and the margin covers that.
+
+    Parameters
+    ----------
+    ct : numpy.ndarray
+        The CT in HU.
+    affine : numpy.ndarray
+        Its 4x4 affine, for the spacing.
+    level : float
+        HU level of the body.
+    margin_mm : float
+        Margin added on every side (mm).
+
+    Returns
+    -------
+    start, stop : tuple of int
+        The box (voxels, stop exclusive), clipped to the volume.
     """
     step = 2 if min(ct.shape) >= 32 else 1
     small = np.asarray(ct[::step, ::step, ::step]) > level
@@ -179,7 +352,25 @@ def body_box(ct: np.ndarray, affine: np.ndarray, level: float, margin_mm: float)
     return tuple(start), tuple(stop)
 
 
-def resampled_shape(shape: Sequence[int], spacing: Sequence[float] | np.ndarray, target: Sequence[float]) -> tuple[int, int, int]:
+def resampled_shape(
+    shape: Sequence[int], spacing: Sequence[float] | np.ndarray, target: Sequence[float]
+) -> tuple[int, int, int]:
+    """Grid shape after resampling ``shape`` from ``spacing`` to ``target`` (at least 1 per axis).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The current shape.
+    spacing : sequence of float or numpy.ndarray
+        The current spacing (mm).
+    target : sequence of float
+        The target spacing (mm).
+
+    Returns
+    -------
+    tuple of int
+        The resampled shape.
+    """
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))  # type: ignore[return-value]
 
 
@@ -188,6 +379,20 @@ def resample_affine(affine: np.ndarray, old_shape: Sequence[int], new_shape: Seq
 
     Matches ``interpolate(..., align_corners=False)``: new voxel k samples old index
     (k + 0.5) * s - 0.5 with s = old / new.
+
+    Parameters
+    ----------
+    affine : numpy.ndarray
+        The 4x4 affine of the original grid.
+    old_shape : sequence of int
+        The original shape.
+    new_shape : sequence of int
+        The resampled shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        The resampled grid's 4x4 affine.
     """
     s = np.asarray(old_shape, dtype=np.float64) / np.asarray(new_shape, dtype=np.float64)
     t = np.eye(4)
@@ -197,7 +402,22 @@ def resample_affine(affine: np.ndarray, old_shape: Sequence[int], new_shape: Seq
 
 
 def resize(array: np.ndarray | torch.Tensor, shape: Sequence[int], mode: str) -> torch.Tensor:
-    """Resize a 3D array (or C x 3D) with torch; ``mode`` 'linear' or 'nearest'."""
+    """Resize a 3D array (or C x 3D) with torch; ``mode`` 'linear' or 'nearest'.
+
+    Parameters
+    ----------
+    array : numpy.ndarray or torch.Tensor
+        A 3D array, or channels x 3D.
+    shape : sequence of int
+        The target spatial shape.
+    mode : str
+        'linear' (trilinear, as float32) or 'nearest' (nearest-exact, dtype kept).
+
+    Returns
+    -------
+    torch.Tensor
+        The resized array, with ``array``'s number of dimensions.
+    """
     t = torch.as_tensor(array)
     squeeze = t.ndim == 3
     t = t[None, None] if squeeze else t[None]
@@ -218,6 +438,18 @@ def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     takes its indices from its own two sizes), so a gather with these indices is the resize bit for
     bit. The index arithmetic follows the input dtype (float64 inputs get other indices for some
     sizes), and float32 computes them as uint8 does: tests/test_predict_overhead.py checks both.
+
+    Parameters
+    ----------
+    n_in : int
+        Input length along the axis.
+    n_out : int
+        Output length.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n_out,): the source index of every output voxel.
     """
     if n_in == n_out:
         return np.arange(n_in, dtype=np.intp)
@@ -225,11 +457,29 @@ def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     return F.interpolate(src, size=(n_out, 1, 1), mode="nearest-exact").flatten().numpy().astype(np.intp)
 
 
-def gather_nearest(array: np.ndarray, start: Sequence[int], crop_shape: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+def gather_nearest(
+    array: np.ndarray, start: Sequence[int], crop_shape: Sequence[int], shape: Sequence[int]
+) -> np.ndarray:
     """``resize(array[crop], shape, "nearest")`` as one index gather (C order, ``array``'s dtype).
 
     Reads only the voxels the resize keeps, straight from ``array`` (a strided view is fine): no
     copy of the whole crop. tests/test_predict_overhead.py checks it against :func:`resize`.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        The full 3D array.
+    start : sequence of int
+        Start of the crop (voxels).
+    crop_shape : sequence of int
+        Shape of the crop.
+    shape : sequence of int
+        The target shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        The resized crop.
     """
     index = [a + nearest_indices(n, m) for a, n, m in zip(start, crop_shape, shape)]
     gathered: np.ndarray = np.asarray(array)[np.ix_(*index)]
@@ -246,6 +496,18 @@ def crop_float32(array: np.ndarray, slices: tuple[slice, ...]) -> torch.Tensor:
     A canonical view (:func:`to_canonical`) is usually transposed and flipped, and numpy's strided
     gather into C order is slow; copying in the array's own memory order first and letting torch
     transpose while converting is 2-3x faster, with the same values.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        A 3D array, any dtype and strides.
+    slices : tuple of slice
+        The crop.
+
+    Returns
+    -------
+    torch.Tensor
+        The crop as C-contiguous float32.
     """
     part = array[slices]
     if part.dtype.type not in _EXACT_TO_FLOAT32 or not part.dtype.isnative:  # torch takes native byte order only
@@ -255,6 +517,20 @@ def crop_float32(array: np.ndarray, slices: tuple[slice, ...]) -> torch.Tensor:
 
 
 def normalize_ct(ct: np.ndarray | torch.Tensor, window: Sequence[float]) -> torch.Tensor:
+    """Clip a CT to the HU ``window`` and scale it linearly to [-1, 1].
+
+    Parameters
+    ----------
+    ct : numpy.ndarray or torch.Tensor
+        The CT in HU.
+    window : sequence of float
+        (low, high) HU.
+
+    Returns
+    -------
+    torch.Tensor
+        The scaled CT as float32.
+    """
     lo, hi = window
     t = torch.as_tensor(ct).float().clamp_(lo, hi)
     return t.sub_((lo + hi) / 2).div_((hi - lo) / 2)
@@ -264,8 +540,25 @@ def normalize_ct(ct: np.ndarray | torch.Tensor, window: Sequence[float]) -> torc
 # the two directions
 
 
-def crop_box(canon: np.ndarray, caffine: np.ndarray, config: PreprocessConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(start, stop) of the region of a canonical CT that goes onto the network grid."""
+def crop_box(
+    canon: np.ndarray, caffine: np.ndarray, config: PreprocessConfig
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(start, stop) of the region of a canonical CT that goes onto the network grid.
+
+    Parameters
+    ----------
+    canon : numpy.ndarray
+        The canonical (RAS+) CT in HU.
+    caffine : numpy.ndarray
+        Its 4x4 affine.
+    config : PreprocessConfig
+        Whether and how to crop.
+
+    Returns
+    -------
+    start, stop : tuple of int
+        The box (voxels, stop exclusive); the whole volume when cropping is off.
+    """
     if config.crop:
         return body_box(canon, caffine, config.crop_level, config.crop_margin_mm)
     return (0, 0, 0), tuple(canon.shape)
@@ -273,7 +566,20 @@ def crop_box(canon: np.ndarray, caffine: np.ndarray, config: PreprocessConfig) -
 
 def grid_shape(ct: Volume, config: PreprocessConfig) -> tuple[int, int, int]:
     """Shape of the network grid :func:`prepare_case` makes of ``ct`` (crop, then resample),
-    without resampling: what sizes training patches, cheap enough for a study's cost estimate."""
+    without resampling: what sizes training patches, cheap enough for a study's cost estimate.
+
+    Parameters
+    ----------
+    ct : Volume
+        The CT.
+    config : PreprocessConfig
+        The preprocessing settings.
+
+    Returns
+    -------
+    tuple of int
+        The network grid's shape (RAS array order).
+    """
     canon, caffine = to_canonical(np.asarray(ct.array), ct.affine)
     start, stop = crop_box(canon, caffine, config)
     return resampled_shape([b - a for a, b in zip(start, stop)], voxel_spacing(caffine), config.spacing)
@@ -286,7 +592,26 @@ def prepare_case(
     label: Volume | None = None,
     case_id: str = "case",
 ) -> PreparedCase:
-    """Bring a CT (and its label) onto the network grid; see the module docstring for the steps."""
+    """Bring a CT (and its label) onto the network grid; see the module docstring for the steps.
+
+    Parameters
+    ----------
+    ct : Volume
+        The CT in HU.
+    recipe : Recipe or str or None
+        The GBM recipe or its spec; None for the default.
+    config : PreprocessConfig
+        Target spacing, window and crop.
+    label : Volume or None
+        The label map on the CT's grid, for training.
+    case_id : str
+        The id the prepared case carries.
+
+    Returns
+    -------
+    PreparedCase
+        The CT, GBM and label on the network grid, with the geometry to go back.
+    """
     recipe = Recipe.parse(recipe)
     if label is not None:
         check_same_grid(label, ct, "label", "image", "a label must lie on its CT's voxel grid")
@@ -402,6 +727,20 @@ def restore_labels(probabilities: np.ndarray | torch.Tensor, geometry: Geometry,
     background wins there too and nothing is computed; inside a small box the channels are
     resampled one axis at a time (see :func:`_linear_axis`), a large one in one trilinear call.
     Channels go in groups of at most ``max_bytes`` of resampled values, with a running argmax.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray or torch.Tensor
+        Shape (C, *grid_shape): class probabilities on the network grid, background first.
+    geometry : Geometry
+        The case's geometry from :func:`prepare_case`.
+    max_bytes : int
+        Memory budget for resampled values per class group (bytes).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 label map with the original shape and voxel order (Fortran-ordered).
     """
     probs = torch.as_tensor(probabilities).float().cpu()  # the CPU kernels are the ones the equivalence is tested on
     if tuple(probs.shape[1:]) != tuple(geometry.grid_shape):
@@ -452,6 +791,19 @@ def restore_labels(probabilities: np.ndarray | torch.Tensor, geometry: Geometry,
 
 
 def restore_volume(probabilities: np.ndarray | torch.Tensor, geometry: Geometry) -> Volume:
-    """Like :func:`restore_labels`, wrapped with the original affine."""
+    """Like :func:`restore_labels`, wrapped with the original affine.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray or torch.Tensor
+        Shape (C, *grid_shape): class probabilities on the network grid.
+    geometry : Geometry
+        The case's geometry from :func:`prepare_case`.
+
+    Returns
+    -------
+    Volume
+        The label map with the original affine.
+    """
     return Volume(restore_labels(probabilities, geometry), geometry.original_affine.copy())
 
