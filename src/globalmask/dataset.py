@@ -32,7 +32,17 @@ SPLIT_NAMES = ("train", "validation", "test")
 
 @dataclass(frozen=True)
 class Case:
-    """One subject: its CT file and (for training/evaluation) its label map file."""
+    """One subject: its CT file and (for training/evaluation) its label map file.
+
+    Attributes
+    ----------
+    id : str
+        The case id (nnU-Net style: the image name without suffix and channel tag).
+    image : Path
+        The CT file (or DICOM folder).
+    label : Path or None
+        The label map file, when the case has one.
+    """
 
     id: str
     image: Path
@@ -41,13 +51,26 @@ class Case:
 
 @dataclass(frozen=True)
 class Split:
-    """A fixed partition of case ids; the test list is only ever used for final evaluation."""
+    """A fixed partition of case ids; the test list is only ever used for final evaluation.
+
+    Attributes
+    ----------
+    train, validation, test : tuple of str
+        The case ids of each list.
+    """
 
     train: tuple[str, ...]
     validation: tuple[str, ...]
     test: tuple[str, ...]
 
     def as_dict(self) -> dict[str, list[str]]:
+        """The split as a JSON-ready dict (how splits.json stores it).
+
+        Returns
+        -------
+        dict[str, list of str]
+            ``{'train': [...], 'validation': [...], 'test': [...]}``.
+        """
         return {"train": list(self.train), "validation": list(self.validation), "test": list(self.test)}
 
     def __getitem__(self, name: str) -> tuple[str, ...]:
@@ -58,7 +81,23 @@ class Split:
 
 @dataclass
 class Dataset:
-    """Cases plus the label vocabulary ({name: value}, background included)."""
+    """Cases plus the label vocabulary ({name: value}, background included).
+
+    Attributes
+    ----------
+    root : Path
+        The dataset folder.
+    name : str
+        The dataset's name (dataset.json's ``name``, else the folder name).
+    labels : dict[str, int]
+        ``{name: value}`` of every label, background (0) included, by value.
+    cases : dict[str, Case]
+        The cases by id.
+    split_file : Path or None
+        The dataset's own splits.json, when it has one.
+    meta : dict
+        dataset.json's content (empty for a plain folder).
+    """
 
     root: Path
     name: str
@@ -69,20 +108,44 @@ class Dataset:
 
     @property
     def structures(self) -> dict[str, int]:
-        """Foreground structures only."""
+        """Foreground structures only.
+
+        Returns
+        -------
+        dict[str, int]
+            ``{name: value}`` without background.
+        """
         return {k: v for k, v in self.labels.items() if v != 0}
 
     def __len__(self) -> int:
         return len(self.cases)
 
     def subset(self, ids) -> list[Case]:
+        """The cases with the given ids, in that order; unknown ids are refused.
+
+        Parameters
+        ----------
+        ids : iterable of str
+            Case ids.
+
+        Returns
+        -------
+        list of Case
+            The cases.
+        """
         missing = [i for i in ids if i not in self.cases]
         if missing:
             raise DatasetError(f"unknown case ids {missing[:5]}{'...' if len(missing) > 5 else ''}", self.root)
         return [self.cases[i] for i in ids]
 
     def load_split(self) -> Split | None:
-        """The dataset's own splits.json, validated, or None when it has none."""
+        """The dataset's own splits.json, validated, or None when it has none.
+
+        Returns
+        -------
+        Split or None
+            The split checked against this dataset's case ids.
+        """
         if self.split_file is None:
             return None
         return load_split(self.split_file, self.cases.keys())
@@ -103,6 +166,16 @@ def resolve_dataset_path(value: str | Path) -> Path:
     An existing path is taken as it is. Otherwise a ``DatasetNNN_Name`` or a bare id (``501``,
     ``7``) is looked up under ``$nnUNet_raw``, as nnU-Net's own commands do; anything else is
     returned unchanged (the reader then says it is not there).
+
+    Parameters
+    ----------
+    value : str or Path
+        A folder, ``DatasetNNN_Name`` or a dataset id.
+
+    Returns
+    -------
+    Path
+        The dataset folder (possibly missing when ``value`` was an ordinary path).
     """
     path = Path(value)
     text = str(value)
@@ -110,7 +183,10 @@ def resolve_dataset_path(value: str | Path) -> Path:
         return path
     raw = os.environ.get("nnUNet_raw")  # noqa: SIM112  (nnU-Net's own spelling)
     if not raw:
-        raise InputFileError(f"no such folder; to look up the nnU-Net dataset {text!r} set $nnUNet_raw to the folder of raw datasets", path)
+        raise InputFileError(
+            f"no such folder; to look up the nnU-Net dataset {text!r} set $nnUNet_raw to the folder of raw datasets",
+            path,
+        )
     raw_dir = Path(raw)
     if _NNUNET_NAME.fullmatch(text):
         if (raw_dir / text).is_dir():
@@ -120,14 +196,30 @@ def resolve_dataset_path(value: str | Path) -> Path:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise InputFileError(f"no dataset with id {int(text):03d} (Dataset{int(text):03d}_*) in $nnUNet_raw ({raw_dir})", raw_dir)
-    raise DatasetError(f"dataset id {int(text):03d} names several folders in $nnUNet_raw: {', '.join(d.name for d in found)}; give the folder", raw_dir)
+        raise InputFileError(
+            f"no dataset with id {int(text):03d} (Dataset{int(text):03d}_*) in $nnUNet_raw ({raw_dir})", raw_dir
+        )
+    raise DatasetError(
+        f"dataset id {int(text):03d} names several folders in $nnUNet_raw: {', '.join(d.name for d in found)}; give "
+        "the folder",
+        raw_dir,
+    )
 
 
 def load_dataset(root: str | Path) -> Dataset:
     """Read an nnU-Net v2 raw dataset or a plain images/labels folder (see module docstring).
 
     ``root`` may also be an nnU-Net dataset name or id under ``$nnUNet_raw`` (:func:`resolve_dataset_path`).
+
+    Parameters
+    ----------
+    root : str or Path
+        The dataset folder, or an nnU-Net dataset name or id.
+
+    Returns
+    -------
+    Dataset
+        Its cases, labels and split file.
     """
     root = resolve_dataset_path(root)
     if not root.exists():
@@ -146,13 +238,28 @@ def load_dataset(root: str | Path) -> Dataset:
 
 
 def parse_labels(labels: object, source: Path) -> dict[str, int]:
-    """Validate a {name: int} label map (nnU-Net region labels, i.e. lists, are not supported)."""
+    """Validate a {name: int} label map (nnU-Net region labels, i.e. lists, are not supported).
+
+    Parameters
+    ----------
+    labels : object
+        The ``labels`` object as read from JSON.
+    source : Path
+        The file named in errors.
+
+    Returns
+    -------
+    dict[str, int]
+        ``{name: value}`` sorted by value, with background (0) added when absent.
+    """
     if not isinstance(labels, dict) or not labels:
         raise DatasetError("'labels' must be a non-empty object {name: integer value}", source)
     out: dict[str, int] = {}
     for name, value in labels.items():
         if isinstance(value, bool) or not isinstance(value, int):
-            raise DatasetError(f"label {name!r} has value {value!r}; expected an integer (region labels are not supported)", source)
+            raise DatasetError(
+                f"label {name!r} has value {value!r}; expected an integer (region labels are not supported)", source
+            )
         if not 0 <= value <= 255:
             raise DatasetError(f"label {name!r} value {value} is outside 0..255", source)
         out[str(name)] = int(value)
@@ -175,15 +282,21 @@ def _load_nnunet(root: Path) -> Dataset:
     if not isinstance(channels, dict) or "0" not in {str(k) for k in channels}:
         raise DatasetError("'channel_names' must map '0' to the CT channel", meta_path)
     channels = {str(k): v for k, v in channels.items()}
-    if str(channels["0"]).strip().casefold() != "ct":  # nnU-Net's own rule: the name picks CT normalisation, case-insensitively
+    # nnU-Net's own rule: the name picks CT normalisation, case-insensitively
+    if str(channels["0"]).strip().casefold() != "ct":
         raise DatasetError(
-            f"channel 0 is named {channels['0']!r}, not 'CT': globalmask segments CT in Hounsfield units (its GBM recipes and "
-            "window are HU levels); give it a CT dataset (channel_names {\"0\": \"CT\"})",
+            f"channel 0 is named {channels['0']!r}, not 'CT': globalmask segments CT in Hounsfield units (its GBM "
+            "recipes and "
+            'window are HU levels); give it a CT dataset (channel_names {"0": "CT"})',
             meta_path,
         )
     if len(channels) > 1:
         others = ", ".join(f"{k}: {v}" for k, v in sorted(channels.items()) if k != "0")
-        warnings.warn(f"{meta_path}: declares {len(channels)} input channels; globalmask reads channel 0 (CT) only and ignores {others}", stacklevel=2)
+        warnings.warn(
+            f"{meta_path}: declares {len(channels)} input channels; globalmask reads channel 0 (CT) only and ignores "
+            f"{others}",
+            stacklevel=2,
+        )
     ending = meta.get("file_ending", ".nii.gz")
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir():
@@ -201,7 +314,9 @@ def _load_nnunet(root: Path) -> Dataset:
     if not cases:
         raise DatasetError(f"imagesTr/ holds no '<case>_0000{ending}' files", images_dir)
     split_file = root / "splits.json"
-    return Dataset(root, str(meta.get("name", root.name)), labels, cases, split_file if split_file.exists() else None, meta)
+    return Dataset(
+        root, str(meta.get("name", root.name)), labels, cases, split_file if split_file.exists() else None, meta
+    )
 
 
 def _load_plain(root: Path) -> Dataset:
@@ -242,7 +357,22 @@ def _load_plain(root: Path) -> Dataset:
 
 
 def validate_split(obj: object, case_ids, source: Path | None = None) -> Split:
-    """Check a split mapping: known ids, no duplicates, no case in two lists, non-empty train."""
+    """Check a split mapping: known ids, no duplicates, no case in two lists, non-empty train.
+
+    Parameters
+    ----------
+    obj : object
+        The split as read from JSON.
+    case_ids : iterable of str
+        The ids a split may name.
+    source : Path or None
+        The file named in errors.
+
+    Returns
+    -------
+    Split
+        The checked split.
+    """
     if not isinstance(obj, dict):
         raise DatasetError("a split must be an object with 'train', 'validation' and 'test' lists", source)
     known = set(case_ids)
@@ -262,19 +392,50 @@ def validate_split(obj: object, case_ids, source: Path | None = None) -> Split:
         for b in SPLIT_NAMES[i + 1 :]:
             both = sorted(set(lists[a]) & set(lists[b]))
             if both:
-                raise DatasetError(f"cases {both[:5]} are in both '{a}' and '{b}' (a {b} case must never be trained on)", source)
+                raise DatasetError(
+                    f"cases {both[:5]} are in both '{a}' and '{b}' (a {b} case must never be trained on)", source
+                )
     if not lists["train"]:
         raise DatasetError("'train' is empty", source)
     return Split(tuple(lists["train"]), tuple(lists["validation"]), tuple(lists["test"]))
 
 
 def load_split(path: str | Path, case_ids) -> Split:
+    """Read and check a splits.json (see :func:`validate_split`).
+
+    Parameters
+    ----------
+    path : str or Path
+        The split file.
+    case_ids : iterable of str
+        The ids the split may name.
+
+    Returns
+    -------
+    Split
+        The checked split.
+    """
     path = Path(path)
     return validate_split(read_json(path), case_ids, path)
 
 
 def make_split(case_ids, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Split:
-    """Seeded random split; at least one validation and one test case when there are >= 3 cases."""
+    """Seeded random split; at least one validation and one test case when there are >= 3 cases.
+
+    Parameters
+    ----------
+    case_ids : iterable of str
+        The ids to split, at least 3.
+    seed : int
+        Random seed of the permutation.
+    fractions : tuple of float
+        Relative sizes of train, validation and test.
+
+    Returns
+    -------
+    Split
+        The split, each list sorted.
+    """
     ids = sorted(case_ids)
     if len(ids) < 3:
         raise DatasetError(f"need at least 3 cases for a train/validation/test split, got {len(ids)}")
@@ -286,10 +447,30 @@ def make_split(case_ids, seed: int = 0, fractions: tuple[float, float, float] = 
     n_train = len(ids) - n_val - n_test
     if n_train < 1:
         raise DatasetError(f"fractions {fractions} leave no training case out of {len(ids)}")
-    return Split(tuple(sorted(order[:n_train])), tuple(sorted(order[n_train : n_train + n_val])), tuple(sorted(order[n_train + n_val :])))
+    return Split(
+        tuple(sorted(order[:n_train])),
+        tuple(sorted(order[n_train : n_train + n_val])),
+        tuple(sorted(order[n_train + n_val :])),
+    )
 
 
 def save_split(split: Split, path: str | Path, note: str | None = None) -> Path:
+    """Write a split as JSON (atomically), with an optional ``note`` saying where it came from.
+
+    Parameters
+    ----------
+    split : Split
+        The split.
+    path : str or Path
+        The destination file.
+    note : str or None
+        Stored under ``note`` when given.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     obj: dict = split.as_dict()
     if note:
         obj["note"] = note
@@ -300,6 +481,22 @@ def resolve_split(dataset: Dataset, split_file: str | Path | None = None, seed: 
     """The split to use and where it came from: an explicit file, the dataset's, or a seeded one.
 
     Only labelled cases can be in a split.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The dataset.
+    split_file : str or Path or None
+        An explicit split file; None for the dataset's own, else a seeded split.
+    seed : int
+        Seed of the split made when there is no file.
+
+    Returns
+    -------
+    split : Split
+        The split of the labelled cases.
+    source : str
+        The file it came from, or 'seeded split (seed N)'.
     """
     labelled = [c.id for c in dataset.cases.values() if c.label is not None]
     path = Path(split_file) if split_file is not None else dataset.split_file
@@ -316,10 +513,15 @@ def _check_split_labels(obj: dict, dataset: Dataset, source: Path) -> None:
         for cid in ids if isinstance(ids, list) else []:
             case = dataset.cases.get(cid) if isinstance(cid, str) else None
             if case is not None and case.label is None:
-                ending = dataset.meta.get("file_ending", ".nii.gz") if dataset.meta else volume_suffix(case.image) or ".nii.gz"
+                ending = (
+                    dataset.meta.get("file_ending", ".nii.gz")
+                    if dataset.meta
+                    else volume_suffix(case.image) or ".nii.gz"
+                )
                 folder = "labelsTr" if (dataset.root / "labelsTr").is_dir() or dataset.meta else "labels"
                 raise DatasetError(
-                    f"case {cid!r} (in {source.name} '{name}') has an image but no label file {folder}/{cid}{ending}: add the label map or leave the case out of the split",
+                    f"case {cid!r} (in {source.name} '{name}') has an image but no label file {folder}/{cid}{ending}: "
+                    "add the label map or leave the case out of the split",
                     dataset.root / folder / f"{cid}{ending}",
                 )
 
@@ -329,6 +531,20 @@ def select_training_cases(train_ids, n: int | None, seed: int) -> list[str]:
 
     The draw depends only on (sorted ids, n, seed), so every input mode trained with the same
     (n, seed) sees the same cases - the pairing the study relies on.
+
+    Parameters
+    ----------
+    train_ids : iterable of str
+        The training list.
+    n : int or None
+        How many to draw; None for all.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    list of str
+        The drawn ids, sorted.
     """
     ids = sorted(train_ids)
     if n is None or n >= len(ids):
@@ -339,12 +555,32 @@ def select_training_cases(train_ids, n: int | None, seed: int) -> list[str]:
     return sorted(ids[i] for i in rng.choice(len(ids), size=n, replace=False))
 
 
-def subset_ids(dataset: Dataset, subset: str, split_file: str | Path | None = None, fallback: Path | None = None) -> tuple[list[str], Path]:
+def subset_ids(
+    dataset: Dataset, subset: str, split_file: str | Path | None = None, fallback: Path | None = None
+) -> tuple[list[str], Path]:
     """The case ids of one list of a split (``train``, ``validation`` or ``test``) and the file it came from.
 
     The split is ``split_file`` when given, else the dataset's own ``splits.json``, else
     ``fallback`` (``predict`` passes the model's run folder's ``splits.json``: the split that run
     was trained with). No split at all is an error: a subset is never made up.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The dataset.
+    subset : str
+        'train', 'validation' or 'test'.
+    split_file : str or Path or None
+        An explicit split file.
+    fallback : Path or None
+        The split file to use when neither ``split_file`` nor the dataset's own exists.
+
+    Returns
+    -------
+    ids : list of str
+        The list's case ids.
+    path : Path
+        The split file they came from.
     """
     if subset not in SPLIT_NAMES:
         raise DatasetError(f"argument --subset: got {subset!r}; expected one of {', '.join(SPLIT_NAMES)}")
@@ -367,7 +603,18 @@ def subset_ids(dataset: Dataset, subset: str, split_file: str | Path | None = No
 
 
 def dataset_of(path: str | Path) -> Path | None:
-    """The dataset folder ``path`` is, or whose image or label folder it is (nnU-Net or plain layout)."""
+    """The dataset folder ``path`` is, or whose image or label folder it is (nnU-Net or plain layout).
+
+    Parameters
+    ----------
+    path : str or Path
+        A folder.
+
+    Returns
+    -------
+    Path or None
+        The dataset folder, or None when ``path`` is neither a dataset nor one of its image or label folders.
+    """
     def is_dataset(d: Path) -> bool:  # (a label folder with its own dataset.json beside the maps is not one)
         return ((d / "dataset.json").is_file() and (d / "imagesTr").is_dir()) or (d / "images").is_dir()
 
