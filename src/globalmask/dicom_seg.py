@@ -39,20 +39,46 @@ def build_dicom_seg(labels: Volume, names: Mapping[str, int], source_images: Seq
     ``source_images`` are the CT series' pydicom datasets sorted along the slice normal; the label
     map must be on that series' grid (``read_volume`` of it) or on the regular grid it was
     resampled onto.
+
+    Parameters
+    ----------
+    labels : Volume
+        The label map (a prediction on the CT series).
+    names : mapping of str to int
+        Structure name -> label value; background (0 or the name ``background``) is left out.
+    source_images : sequence of pydicom.dataset.Dataset
+        The CT series' datasets, sorted along the slice normal.
+    series_number : int, optional
+        SeriesNumber of the SEG series.
+
+    Returns
+    -------
+    highdicom.seg.Segmentation
+        The DICOM-SEG object, not yet written.
+
+    Raises
+    ------
+    GeometryError
+        When the label map's axes are not the series' row and column directions.
     """
     hd = _highdicom()
-    from pydicom.sr.codedict import codes
-
     structures = _structures(names)
     array = np.asarray(labels.array)
     lps = _LPS @ labels.affine[:3, :4]
     spacing = voxel_spacing(lps)
     ref = source_images[0]
     iop = np.asarray(ref.ImageOrientationPatient, dtype=np.float64)
-    if not np.allclose(lps[:, 0] / spacing[0], iop[:3], atol=1e-4) or not np.allclose(lps[:, 1] / spacing[1], iop[3:], atol=1e-4):
-        raise GeometryError("label map axes are not the CT series' row/column directions: not a prediction on this series")
+    if not (
+        np.allclose(lps[:, 0] / spacing[0], iop[:3], atol=1e-4)
+        and np.allclose(lps[:, 1] / spacing[1], iop[3:], atol=1e-4)
+    ):
+        raise GeometryError(
+            "label map axes are not the CT series' row/column directions: not a prediction on this series"
+        )
     # (frames, rows, columns, segments): frame k is the array's plane k, rows are its y axis.
-    frames = np.stack([np.stack([v == array[:, :, k].T for _, v in structures], axis=-1) for k in range(array.shape[2])])
+    frames = np.stack(
+        [np.stack([v == array[:, :, k].T for _, v in structures], axis=-1) for k in range(array.shape[2])]
+    )
     positions = [lps[:, 3] + k * lps[:, 2] for k in range(array.shape[2])]
     src_pos = [np.asarray(h.ImagePositionPatient, dtype=np.float64) for h in source_images]
     same_grid = (
@@ -60,32 +86,8 @@ def build_dicom_seg(labels: Volume, names: Mapping[str, int], source_images: Seq
         and array.shape[:2] == (int(ref.Columns), int(ref.Rows))
         and all(np.allclose(p, q, atol=GEOMETRY_ATOL_MM) for p, q in zip(positions, src_pos))
     )
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name="globalmask", version=__version__, family=codes.cid7162.ArtificialIntelligence
-    )
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=i,
-            segment_label=name[:64],
-            segmented_property_category=codes.cid7150.AnatomicalStructure,
-            segmented_property_type=hd.sr.CodedConcept(value=name[:16] or "structure", scheme_designator="99GLOBALMASK", meaning=name[:64]),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-        )
-        for i, (name, _) in enumerate(structures, start=1)
-    ]
-    kwargs = {}
-    if not same_grid:
-        kwargs["plane_positions"] = [
-            hd.PlanePositionSequence(coordinate_system=hd.CoordinateSystemNames.PATIENT, image_position=[float(x) for x in p])
-            for p in positions
-        ]
-        kwargs["pixel_measures"] = hd.PixelMeasuresSequence(
-            pixel_spacing=[float(spacing[1]), float(spacing[0])], slice_thickness=float(spacing[2]), spacing_between_slices=float(spacing[2])
-        )
-        kwargs["plane_orientation"] = hd.PlaneOrientationSequence(
-            coordinate_system=hd.CoordinateSystemNames.PATIENT, image_orientation=[float(x) for x in iop]
-        )
+    descriptions = _segment_descriptions(structures)
+    kwargs = {} if same_grid else _own_plane_positions(positions, spacing, iop)
     return hd.seg.Segmentation(
         source_images=list(source_images),
         pixel_array=frames.astype(np.uint8),
@@ -104,8 +106,70 @@ def build_dicom_seg(labels: Volume, names: Mapping[str, int], source_images: Seq
     )
 
 
+def _segment_descriptions(structures: Sequence[tuple[str, int]]) -> list:
+    """One highdicom SegmentDescription per (name, value) structure, numbered from 1."""
+    hd = _highdicom()
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="globalmask", version=__version__, family=codes.cid7162.ArtificialIntelligence
+    )
+    return [
+        hd.seg.SegmentDescription(
+            segment_number=i,
+            segment_label=name[:64],
+            segmented_property_category=codes.cid7150.AnatomicalStructure,
+            segmented_property_type=hd.sr.CodedConcept(
+                value=name[:16] or "structure", scheme_designator="99GLOBALMASK", meaning=name[:64]
+            ),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for i, (name, _) in enumerate(structures, start=1)
+    ]
+
+
+def _own_plane_positions(positions: Sequence[np.ndarray], spacing: np.ndarray, iop: np.ndarray) -> dict:
+    """Segmentation keywords that place every frame at its own plane position (LPS mm), for a label map
+    on a grid other than the CT series' own."""
+    hd = _highdicom()
+    return {
+        "plane_positions": [
+            hd.PlanePositionSequence(
+                coordinate_system=hd.CoordinateSystemNames.PATIENT, image_position=[float(x) for x in p]
+            )
+            for p in positions
+        ],
+        "pixel_measures": hd.PixelMeasuresSequence(
+            pixel_spacing=[float(spacing[1]), float(spacing[0])],
+            slice_thickness=float(spacing[2]),
+            spacing_between_slices=float(spacing[2]),
+        ),
+        "plane_orientation": hd.PlaneOrientationSequence(
+            coordinate_system=hd.CoordinateSystemNames.PATIENT, image_orientation=[float(x) for x in iop]
+        ),
+    }
+
+
 def write_dicom_seg(labels: Volume, names: Mapping[str, int], source_images: Sequence, path: str | Path) -> Path:
-    """Build (:func:`build_dicom_seg`) and write a DICOM-SEG file atomically."""
+    """Build (:func:`build_dicom_seg`) and write a DICOM-SEG file atomically.
+
+    Parameters
+    ----------
+    labels : Volume
+        The label map (a prediction on the CT series).
+    names : mapping of str to int
+        Structure name -> label value.
+    source_images : sequence of pydicom.dataset.Dataset
+        The CT series' datasets, sorted along the slice normal.
+    path : str or Path
+        The ``.dcm`` file to write.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
     seg = build_dicom_seg(labels, names, source_images)
     with atomic_path(path) as tmp:
         seg.save_as(str(tmp))
@@ -117,6 +181,20 @@ def read_dicom_seg(path: str | Path, names: Mapping[str, int], like: Volume | No
 
     Segments are matched to ``names`` by their labels; highdicom places every frame by its own
     plane position, so this is an independent check of what :func:`write_dicom_seg` wrote.
+
+    Parameters
+    ----------
+    path : str or Path
+        The DICOM-SEG file.
+    names : mapping of str to int
+        Structure name -> label value to give its segment's voxels.
+    like : Volume, optional
+        A volume whose grid the result is copied onto (it must share voxel centres with the SEG).
+
+    Returns
+    -------
+    Volume
+        The label map, on the SEG's own grid or on ``like``'s.
     """
     hd = _highdicom()
     seg = hd.seg.segread(str(path))
@@ -142,5 +220,13 @@ def _onto_grid(src: Volume, like: Volume) -> Volume:
     m = np.linalg.inv(src.affine) @ like.affine
     if not np.allclose(m[:3, :], np.round(m[:3, :]), atol=1e-3):
         raise GeometryError("decoded SEG grid does not share voxel centres with the label grid", src.path)
-    out = ndimage.affine_transform(src.array, np.round(m[:3, :3]), offset=np.round(m[:3, 3]), output_shape=like.shape, order=0, mode="constant", cval=0)
+    out = ndimage.affine_transform(
+        src.array,
+        np.round(m[:3, :3]),
+        offset=np.round(m[:3, 3]),
+        output_shape=like.shape,
+        order=0,
+        mode="constant",
+        cval=0,
+    )
     return like.with_array(out.astype(np.uint8))
