@@ -25,6 +25,29 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """Augmentation settings, stored in every checkpoint.
+
+    Intensities are in normalised units: 0.1 = 100 HU with the default window.
+
+    Attributes
+    ----------
+    p_spatial : float
+        Probability of a rotation + scaling per sample.
+    rotate_deg : float
+        Largest rotation about each axis (degrees).
+    scale : tuple of float
+        (low, high) range of the isotropic scale factor.
+    p_intensity : float
+        Probability of an intensity scale/shift per sample.
+    shift : float
+        Largest intensity shift (normalised units).
+    scale_intensity : tuple of float
+        (low, high) range of the intensity scale factor.
+    noise_std : float
+        Largest standard deviation of the Gaussian noise (normalised units).
+    p_noise : float
+        Probability of noise per sample.
+    """
     p_spatial: float = 0.8
     rotate_deg: float = 15.0
     scale: tuple[float, float] = (0.85, 1.15)
@@ -35,10 +58,29 @@ class AugmentConfig:
     p_noise: float = 0.3
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict.
+
+        Returns
+        -------
+        dict[str, Any]
+            One entry per field.
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AugmentConfig:
+        """The settings from :meth:`to_dict`'s dict (lists read as tuples).
+
+        Parameters
+        ----------
+        d : dict[str, Any]
+            The stored settings.
+
+        Returns
+        -------
+        AugmentConfig
+            The settings.
+        """
         kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kwargs)
 
@@ -65,6 +107,24 @@ def random_spatial_matrices(
 
     Identity for samples not selected (probability ``1 - p_spatial``). ``in_plane_only`` rotates
     about the last (superior-inferior) axis only, for axial-slice (2D) training.
+
+    Parameters
+    ----------
+    batch : int
+        Number of samples.
+    extent_mm : tuple of float
+        Physical size of the patch along each array axis (mm).
+    cfg : AugmentConfig
+        Probability and ranges of rotation and scaling.
+    generator : torch.Generator
+        The random source (CPU).
+    in_plane_only : bool
+        Rotate about the last axis only.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (B, 3, 3), float32, on the CPU.
     """
     apply = torch.rand(batch, generator=generator) < cfg.p_spatial
     angles = (torch.rand(batch, 3, generator=generator) * 2 - 1) * math.radians(cfg.rotate_deg)
@@ -89,6 +149,26 @@ def apply_spatial(
     """Resample image (B, C, X, Y, Z) and label (B, 1, X, Y, Z) with per-sample matrices.
 
     ``background`` (C,) is the value outside the field of view per channel (air for CT).
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        Shape (B, C, X, Y, Z).
+    label : torch.Tensor or None
+        Shape (B, 1, X, Y, Z), integer labels.
+    matrices : torch.Tensor
+        Shape (B, 3, 3), from :func:`random_spatial_matrices`.
+    binary_channels : list of int
+        Image channels resampled with nearest neighbour.
+    background : torch.Tensor or None
+        Shape (C,): the value outside the field of view; None for zeros.
+
+    Returns
+    -------
+    image : torch.Tensor
+        The resampled image, same shape.
+    label : torch.Tensor or None
+        The resampled label, same dtype, or None.
     """
     b, c = image.shape[:2]
     # affine_grid's coordinates are (W, H, D) = reversed array axes
@@ -100,14 +180,22 @@ def apply_spatial(
     out = torch.empty_like(image)
     if cont:
         x = image[:, cont] - bg[cont].view(1, -1, 1, 1, 1)
-        out[:, cont] = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + bg[cont].view(1, -1, 1, 1, 1)
+        out[:, cont] = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + bg[
+            cont
+        ].view(1, -1, 1, 1, 1)
     # binary channels and the label share one nearest-neighbour pass (one gather per voxel)
     nearest = [image[:, binary_channels]] if binary_channels else []
     if label is not None:
         nearest.append(label.to(image.dtype))
     new_label = None
     if nearest:
-        moved = F.grid_sample(torch.cat(nearest, 1) if len(nearest) > 1 else nearest[0], grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        moved = F.grid_sample(
+            torch.cat(nearest, 1) if len(nearest) > 1 else nearest[0],
+            grid,
+            mode="nearest",
+            padding_mode="zeros",
+            align_corners=False,
+        )
         if binary_channels:
             out[:, binary_channels] = moved[:, : len(binary_channels)]
         if label is not None:
@@ -115,8 +203,27 @@ def apply_spatial(
     return out, new_label
 
 
-def apply_intensity(image: torch.Tensor, channels: list[int], cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Random per-sample scale/shift and noise on the given (CT) channels; in place, returned."""
+def apply_intensity(
+    image: torch.Tensor, channels: list[int], cfg: AugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """Random per-sample scale/shift and noise on the given (CT) channels; in place, returned.
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        Shape (B, C, ...), modified in place.
+    channels : list of int
+        The CT channels to change.
+    cfg : AugmentConfig
+        Probabilities and ranges.
+    generator : torch.Generator
+        The random source (CPU).
+
+    Returns
+    -------
+    torch.Tensor
+        ``image``.
+    """
     if not channels:
         return image
     b = image.shape[0]
@@ -125,7 +232,9 @@ def apply_intensity(image: torch.Tensor, channels: list[int], cfg: AugmentConfig
     lo, hi = cfg.scale_intensity
     scale = 1 + apply * (lo + (hi - lo) * torch.rand(b, generator=generator) - 1)
     shift = apply * (torch.rand(b, generator=generator) * 2 - 1) * cfg.shift
-    noise_on = (torch.rand(b, generator=generator) < cfg.p_noise).float() * torch.rand(b, generator=generator) * cfg.noise_std
+    noise_on = (
+        (torch.rand(b, generator=generator) < cfg.p_noise).float() * torch.rand(b, generator=generator) * cfg.noise_std
+    )
     scale, shift = (t.view(shape).to(image) for t in (scale, shift))
     out = image[:, channels] * scale + shift
     if bool((noise_on > 0).any()):  # most batches draw no noise: skip a full-size randn

@@ -35,23 +35,53 @@ class InputMode(StrEnum):
 
     @classmethod
     def parse(cls, value: object) -> InputMode:
-        """The mode named ``value``, or a one-line error listing the modes."""
+        """The mode named ``value``, or a one-line error listing the modes.
+
+        Parameters
+        ----------
+        value : object
+            A mode's value, e.g. ``"ct+gbm"``.
+
+        Returns
+        -------
+        InputMode
+            The mode.
+        """
         if isinstance(value, str) and value in cls._value2member_map_:
             return cls(value)
         raise GlobalmaskError(f"unknown input mode {value!r}; choose one of {', '.join(m.value for m in cls)}")
 
     @property
     def channels(self) -> int:
+        """The number of input channels the mode stacks.
+
+        Returns
+        -------
+        int
+            1 for ``ct`` and ``gbm``, 2 for ``ct+gbm``, 4 for ``ct+coords``.
+        """
         return _CHANNELS[self][0]
 
     @property
     def binary_channels(self) -> list[int]:
-        """Indices of channels that are binary masks (nearest-neighbour only, no intensity change)."""
+        """Indices of channels that are binary masks (nearest-neighbour only, no intensity change).
+
+        Returns
+        -------
+        list of int
+            Channel indices, empty when the mode has no GBM.
+        """
         return {InputMode.GBM: [0], InputMode.CT_GBM: [1]}.get(self, [])
 
     @property
     def intensity_channels(self) -> list[int]:
-        """Indices of CT channels (the only ones that get intensity augmentation)."""
+        """Indices of CT channels (the only ones that get intensity augmentation).
+
+        Returns
+        -------
+        list of int
+            Channel indices, empty for ``gbm``.
+        """
         return {InputMode.CT: [0], InputMode.CT_GBM: [0], InputMode.CT_COORDS: [0]}.get(self, [])
 
 
@@ -86,18 +116,60 @@ MODES: tuple[InputMode, ...] = (InputMode.CT, InputMode.GBM, InputMode.CT_GBM)
 
 
 def check_mode(mode: object) -> InputMode:
-    """Alias of :meth:`InputMode.parse` for callers that validate a name."""
+    """Alias of :meth:`InputMode.parse` for callers that validate a name.
+
+    Parameters
+    ----------
+    mode : object
+        A mode's value.
+
+    Returns
+    -------
+    InputMode
+        The mode.
+    """
     return InputMode.parse(mode)
 
 
 def make_input(mode: InputMode, ct: np.ndarray, gbm: np.ndarray) -> np.ndarray:
-    """Stack the channels of ``mode`` from a case's normalised CT and GBM arrays: (C, *shape)."""
+    """Stack the channels of ``mode`` from a case's normalised CT and GBM arrays: (C, *shape).
+
+    Parameters
+    ----------
+    mode : InputMode
+        The channels to stack.
+    ct : numpy.ndarray
+        The normalised CT ([-1, 1]) on the network grid or a patch of it.
+    gbm : numpy.ndarray
+        The GBM (0/1), same shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape (C, *ct.shape).
+    """
     return _CHANNELS[mode][1](ct, gbm)
 
 
 @dataclass(frozen=True)
 class NetConfig:
-    """MONAI UNet settings. ``spatial_dims`` 3 (volumes) or 2 (axial slices)."""
+    """MONAI UNet settings. ``spatial_dims`` 3 (volumes) or 2 (axial slices).
+
+    Attributes
+    ----------
+    spatial_dims : int
+        3 (volumes) or 2 (axial slices).
+    channels : tuple of int
+        Feature channels per U-Net level.
+    strides : tuple of int
+        Down-sampling stride between levels (one fewer than ``channels``).
+    num_res_units : int
+        Residual units per block.
+    norm : str
+        MONAI normalisation name.
+    dropout : float
+        Dropout probability, in [0, 1).
+    """
 
     spatial_dims: int = 3
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -117,23 +189,67 @@ class NetConfig:
         for key, value in check_fields(self, rules, "net.").items():
             object.__setattr__(self, key, value)
         if len(self.strides) != len(self.channels) - 1:
-            raise GlobalmaskError(f"net.strides: got {len(self.strides)} stride(s) for {len(self.channels)} channel levels; a UNet needs one stride fewer than channel levels")
+            raise GlobalmaskError(
+                f"net.strides: got {len(self.strides)} stride(s) for {len(self.channels)} channel levels; a UNet "
+                "needs one stride fewer than channel levels"
+            )
 
     @property
     def divisor(self) -> int:
-        """Input sizes must be multiples of this (the product of the strides)."""
+        """Input sizes must be multiples of this (the product of the strides).
+
+        Returns
+        -------
+        int
+            The product of the strides.
+        """
         return int(np.prod(self.strides))
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (how checkpoints store them).
+
+        Returns
+        -------
+        dict[str, Any]
+            One entry per field.
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetConfig:
+        """The settings from :meth:`to_dict`'s dict; unknown keys are refused.
+
+        Parameters
+        ----------
+        d : dict[str, Any]
+            The stored settings.
+
+        Returns
+        -------
+        NetConfig
+            The checked settings.
+        """
         check_keys(d, [f.name for f in fields(cls)], "net settings")
         return cls(**d)
 
 
 def build_network(in_channels: int, out_channels: int, config: NetConfig) -> torch.nn.Module:
+    """A MONAI UNet with ``config``'s architecture (MONAI is imported here, on first use: it is slow to import).
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels (:attr:`InputMode.channels`).
+    out_channels : int
+        Output classes, background included.
+    config : NetConfig
+        The architecture.
+
+    Returns
+    -------
+    torch.nn.Module
+        The untrained network.
+    """
     from monai.networks.nets import UNet
 
     return UNet(
