@@ -24,7 +24,22 @@ from .preprocess import Geometry, PreparedCase, PreprocessConfig, prepare_case
 
 
 def load_case(case: Case, labels: dict[str, int] | None = None) -> tuple[Volume, Volume | None]:
-    """Read a case's CT and label and check that they belong together."""
+    """Read a case's CT and label and check that they belong together.
+
+    Parameters
+    ----------
+    case : Case
+        The case's files.
+    labels : dict[str, int] or None
+        The declared ``{name: value}`` labels; values outside them are refused when given.
+
+    Returns
+    -------
+    ct : Volume
+        The CT.
+    label : Volume or None
+        The label map as uint8 on the CT's grid, or None for an unlabelled case.
+    """
     ct = read_volume(case.image)
     if case.label is None:
         return ct, None
@@ -62,6 +77,20 @@ def percentile_window(
     contributes an evenly strided sample of about ``samples_per_case`` labelled voxels, so large
     scans do not outvote small ones and the result does not depend on the order of the cases.
     Only training cases may be passed: the window is part of what the model learns from.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        The labelled training cases.
+    percentiles : tuple of float
+        The (low, high) percentiles, in [0, 100].
+    samples_per_case : int
+        About how many labelled voxels each case contributes.
+
+    Returns
+    -------
+    tuple of float
+        The (low, high) window, HU.
     """
     if not cases:
         raise DatasetError("a percentile CT window needs at least one training case")
@@ -74,10 +103,14 @@ def percentile_window(
         samples.append(values[:: max(1, values.size // samples_per_case)])
     pooled = np.concatenate(samples).astype(np.float64)
     if pooled.size == 0:
-        raise DatasetError(f"no labelled voxels in the training cases {[c.id for c in cases]}: cannot derive a percentile CT window")
+        raise DatasetError(
+            f"no labelled voxels in the training cases {[c.id for c in cases]}: cannot derive a percentile CT window"
+        )
     lo, hi = (float(v) for v in np.percentile(pooled, percentiles))
     if not lo < hi:
-        raise DatasetError(f"the labelled voxels of the training cases span one value ({lo} HU): cannot derive a CT window")
+        raise DatasetError(
+            f"the labelled voxels of the training cases span one value ({lo} HU): cannot derive a CT window"
+        )
     return lo, hi
 
 
@@ -129,6 +162,28 @@ def prepare_cases(
     Cached CT is stored as float16, so a case read back from the cache differs from a freshly
     prepared one by at most ~5e-4 in normalised units (0.5 HU): use the same cache for every
     model that is compared.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        The cases to preprocess.
+    recipe : Recipe
+        The GBM recipe.
+    config : PreprocessConfig
+        Spacing, window and crop.
+    labels : dict[str, int] or None
+        The declared labels, checked against each label map.
+    cache_dir : str or Path or None
+        Folder of cached preprocessed cases (created as needed); None for no cache.
+    progress : bool
+        Show a progress bar.
+    desc : str
+        The progress bar's label.
+
+    Returns
+    -------
+    list of PreparedCase
+        The cases on the network grid, in order.
     """
 
     out: list[PreparedCase] = []
@@ -148,7 +203,17 @@ def prepare_cases(
 
 
 def check_structures_present(prepared: Iterable[PreparedCase], labels: dict[str, int], where: str) -> None:
-    """Refuse to train when a declared structure is empty in every training case."""
+    """Refuse to train when a declared structure is empty in every training case.
+
+    Parameters
+    ----------
+    prepared : iterable of PreparedCase
+        The prepared training cases.
+    labels : dict[str, int]
+        The declared ``{name: value}`` labels.
+    where : str
+        What the error names (the dataset).
+    """
     present: set[int] = set()
     for pc in prepared:
         if pc.label is not None:
@@ -166,11 +231,29 @@ def check_structures_present(prepared: Iterable[PreparedCase], labels: dict[str,
 # patch sampling
 
 
-def auto_patch_size(shapes: Sequence[Sequence[int]], divisor: int, max_voxels: int, spatial_dims: int = 3) -> tuple[int, int, int]:
+def auto_patch_size(
+    shapes: Sequence[Sequence[int]], divisor: int, max_voxels: int, spatial_dims: int = 3
+) -> tuple[int, int, int]:
     """Smallest multiple of ``divisor`` covering the largest case per axis, shrunk to fit ``max_voxels``.
 
     When it covers the cases, training sees whole volumes (what a GBM-only model needs to read
     global position); otherwise patches as large as the budget allows, largest axis first.
+
+    Parameters
+    ----------
+    shapes : sequence of sequence of int
+        The cases' network-grid shapes.
+    divisor : int
+        The network's size divisor (:attr:`NetConfig.divisor`).
+    max_voxels : int
+        The largest patch, in voxels.
+    spatial_dims : int
+        3, or 2 for axial slices (last side 1).
+
+    Returns
+    -------
+    tuple of int
+        The patch size.
     """
     big = np.max(np.asarray(shapes), axis=0).astype(int)
     patch = [int(np.ceil(s / divisor) * divisor) for s in big]
@@ -192,6 +275,23 @@ class PatchSampler:
     the chosen case; the rest are placed uniformly. When a patch is larger than the case, the case
     lands at a random offset inside it (a translation augmentation) and the rest is padded with
     ``pad_values`` (air for CT, 0 for masks and labels).
+
+    Parameters
+    ----------
+    inputs : sequence of numpy.ndarray
+        Each case's network input, (C, X, Y, Z).
+    labels : sequence of numpy.ndarray
+        Each case's label map, (X, Y, Z).
+    patch_size : sequence of int
+        The patch size (voxels).
+    pad_values : sequence of float or numpy.ndarray
+        Per channel: the value outside a case.
+    fg_prob : float
+        Fraction of patches centred on foreground.
+    rng : numpy.random.Generator
+        The random source (its state is checkpointed).
+    max_fg_points : int
+        Most foreground voxels kept per structure and case to draw centres from.
     """
 
     def __init__(
@@ -235,7 +335,20 @@ class PatchSampler:
         return start
 
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(B, C, *patch) float32 inputs and (B, 1, *patch) uint8 labels."""
+        """(B, C, *patch) float32 inputs and (B, 1, *patch) uint8 labels.
+
+        Parameters
+        ----------
+        batch : int
+            Number of patches.
+
+        Returns
+        -------
+        inputs : numpy.ndarray
+            float32, (B, C, *patch).
+        labels : numpy.ndarray
+            uint8, (B, 1, *patch).
+        """
         c = self.inputs[0].shape[0]
         x = np.empty((batch, c, *self.patch), dtype=np.float32)
         x[:] = self.pad.reshape(1, c, *([1] * len(self.patch)))
@@ -249,14 +362,33 @@ class PatchSampler:
                 pts = self.fg[i][classes[int(self.rng.integers(len(classes)))]]
                 center = pts[int(self.rng.integers(len(pts)))]
             start = self._start(lab.shape, center)
-            src: tuple[slice, ...] = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch, lab.shape))
-            dst: tuple[slice, ...] = tuple(slice(max(-s, 0), max(-s, 0) + (sl.stop - sl.start)) for s, sl in zip(start, src))
-            x[(b, slice(None), *dst)] = img[(slice(None), *src)]  # type: ignore[index]  # numpy's stubs reject a starred slice tuple
+            src: tuple[slice, ...] = tuple(
+                slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch, lab.shape)
+            )
+            dst: tuple[slice, ...] = tuple(
+                slice(max(-s, 0), max(-s, 0) + (sl.stop - sl.start)) for s, sl in zip(start, src)
+            )
+            # numpy's stubs reject a starred slice tuple
+            x[(b, slice(None), *dst)] = img[(slice(None), *src)]  # type: ignore[index]
             y[(b, 0, *dst)] = lab[src]  # type: ignore[index]
         return x, y
 
     def state(self) -> dict[str, Any]:
+        """The random generator's state, to checkpoint.
+
+        Returns
+        -------
+        dict[str, Any]
+            The bit generator's state.
+        """
         return dict(self.rng.bit_generator.state)
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state`, so a resumed run draws the same patches.
+
+        Parameters
+        ----------
+        state : dict[str, Any]
+            The bit generator's state.
+        """
         self.rng.bit_generator.state = state
