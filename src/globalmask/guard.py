@@ -52,7 +52,13 @@ class LockedError(OutputError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM/SIGHUP delivered as an exception, so cleanup runs as for Ctrl-C."""
+    """SIGTERM/SIGHUP delivered as an exception, so cleanup runs as for Ctrl-C.
+
+    Parameters
+    ----------
+    signum : int
+        The signal number received (kept as ``self.signum``; the message is its name).
+    """
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -64,7 +70,18 @@ class Interrupted(KeyboardInterrupt):
 
 
 def is_dataset_folder(path: str | Path) -> bool:
-    """True for an nnU-Net dataset, a plain images/+labels/ dataset, one of their parts, or a DICOM folder."""
+    """True for an nnU-Net dataset, a plain images/+labels/ dataset, one of their parts, or a DICOM folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder to look at (anything but an existing folder is not a dataset).
+
+    Returns
+    -------
+    bool
+        Whether ``path`` is a dataset folder, read-only to every command.
+    """
     p = Path(path)
     if not p.is_dir():
         return False
@@ -72,7 +89,9 @@ def is_dataset_folder(path: str | Path) -> bool:
         return True
     if (p / "images").is_dir() and (p / "labels").is_dir():
         return True
-    if p.name in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") or (p.name in ("images", "labels") and (p.parent / ("labels" if p.name == "images" else "images")).is_dir()):
+    if p.name in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") or (
+        p.name in ("images", "labels") and (p.parent / ("labels" if p.name == "images" else "images")).is_dir()
+    ):
         return True
     return _holds_dicom(p)
 
@@ -98,7 +117,18 @@ def _holds_dicom(p: Path, limit: int = 64) -> bool:
 
 
 def enclosing_dataset(path: str | Path) -> Path | None:
-    """``path`` or its nearest existing ancestor that is a dataset folder (see :func:`is_dataset_folder`)."""
+    """``path`` or its nearest existing ancestor that is a dataset folder (see :func:`is_dataset_folder`).
+
+    Parameters
+    ----------
+    path : str or Path
+        A file or folder, existing or not.
+
+    Returns
+    -------
+    Path or None
+        The resolved dataset folder, or None when ``path`` lies in none.
+    """
     p = Path(path).resolve()
     for candidate in (p, *p.parents):
         if candidate.exists() and is_dataset_folder(candidate):
@@ -107,7 +137,18 @@ def enclosing_dataset(path: str | Path) -> Path | None:
 
 
 def is_globalmask_output(path: str | Path) -> bool:
-    """A folder globalmask created: its marker, a run's config.json, or a phantom's dataset.json."""
+    """A folder globalmask created: its marker, a run's config.json, or a phantom's dataset.json.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder to look at.
+
+    Returns
+    -------
+    bool
+        Whether globalmask created the folder.
+    """
     p = Path(path)
     if (p / MARKER_NAME).is_file():
         return True
@@ -123,7 +164,18 @@ def is_globalmask_output(path: str | Path) -> bool:
 
 
 def written_files(folder: str | Path) -> set[str]:
-    """Names (relative to ``folder``, POSIX) that the folder's marker lists as written by globalmask."""
+    """Names (relative to ``folder``, POSIX) that the folder's marker lists as written by globalmask.
+
+    Parameters
+    ----------
+    folder : str or Path
+        An output folder.
+
+    Returns
+    -------
+    set of str
+        The listed names (empty when there is no readable marker).
+    """
     try:
         info = read_json(Path(folder) / MARKER_NAME)
     except GlobalmaskError:
@@ -144,6 +196,20 @@ def check_targets(out: str | Path, targets: Iterable[str | Path], what: str = "-
 
     A file is "ours" only when the folder's marker lists it (see :func:`record_outputs`); no flag
     lifts this refusal, so the message suggests none.
+
+    Parameters
+    ----------
+    out : str or Path
+        The output folder.
+    targets : iterable of str or Path
+        The files the command will write.
+    what : str, optional
+        How the folder is named in the message (the CLI flag).
+
+    Raises
+    ------
+    OutputError
+        When a target exists and the marker does not list it.
     """
     out = Path(out)
     ours = written_files(out)
@@ -151,23 +217,47 @@ def check_targets(out: str | Path, targets: Iterable[str | Path], what: str = "-
         t = Path(t)
         if (t.exists() or t.is_symlink()) and _relative(out, t) not in ours:
             raise OutputError(
-                f"{what}: {t.name} already exists there and globalmask did not write it; a user's file is never replaced: move it away or choose another folder",
+                f"{what}: {t.name} already exists there and globalmask did not write it; "
+                "a user's file is never replaced: move it away or choose another folder",
                 t,
             )
 
 
 def check_unique_targets(pairs: Iterable[tuple[str | Path, str | Path]]) -> None:
-    """Refuse two inputs that would be written to one output name, naming both (before any work)."""
+    """Refuse two inputs that would be written to one output name, naming both (before any work).
+
+    Parameters
+    ----------
+    pairs : iterable of tuple of (str or Path, str or Path)
+        (input, output file) pairs.
+
+    Raises
+    ------
+    OutputError
+        When two different inputs share an output file.
+    """
     seen: dict[str, Path] = {}
     for src, dst in pairs:
         key = str(Path(dst))
         if key in seen and Path(seen[key]) != Path(src):
-            raise OutputError(f"inputs {seen[key]} and {src} would both be written to {Path(dst).name}; rename one or run them separately", dst)
+            raise OutputError(
+                f"inputs {seen[key]} and {src} would both be written to {Path(dst).name}; "
+                "rename one or run them separately",
+                dst,
+            )
         seen.setdefault(key, Path(src))
 
 
 def record_outputs(out: str | Path, targets: Iterable[str | Path]) -> None:
-    """Add the targets that now exist to the marker's list of files globalmask wrote (call holding the lock)."""
+    """Add the targets that now exist to the marker's list of files globalmask wrote (call holding the lock).
+
+    Parameters
+    ----------
+    out : str or Path
+        The output folder (nothing is recorded when it has no readable marker).
+    targets : iterable of str or Path
+        The files the command wrote or may have written.
+    """
     out = Path(out)
     marker = out / MARKER_NAME
     try:
@@ -198,14 +288,37 @@ def check_output_dir(
     has already vetted (a study's ``records/`` copied in from another machine). ``targets`` are
     the files the command will write (see :func:`check_targets`).
 
-    Raises :class:`~globalmask.errors.OutputError` when ``out``
+    Parameters
+    ----------
+    out : str or Path
+        The output folder (need not exist).
+    inputs : iterable of str or Path, optional
+        The command's input files and folders (read-only).
+    overwrite : bool, optional
+        Accept a non-empty folder globalmask did not create (the CLI's ``--overwrite``).
+    what : str, optional
+        How the folder is named in messages (the CLI flag).
+    tolerate : iterable of str, optional
+        Entry names that do not make the folder "not empty".
+    targets : iterable of str or Path, optional
+        The files the command will write.
 
-    * is an existing file;
-    * is an input, the folder holding an input file, or lies inside an input folder (always);
-    * is or lies inside a dataset folder (always: datasets are read-only);
-    * already holds one of ``targets`` that globalmask did not write (always);
-    * is a non-empty folder that globalmask did not create (unless ``overwrite``: then the
-      command writes beside the folder's files and replaces none of them).
+    Returns
+    -------
+    Path
+        ``out`` as a Path.
+
+    Raises
+    ------
+    OutputError
+        When ``out``
+
+        * is an existing file;
+        * is an input, the folder holding an input file, or lies inside an input folder (always);
+        * is or lies inside a dataset folder (always: datasets are read-only);
+        * already holds one of ``targets`` that globalmask did not write (always);
+        * is a non-empty folder that globalmask did not create (unless ``overwrite``: then the
+          command writes beside the folder's files and replaces none of them).
     """
     out = Path(out)
     res = out.resolve()
@@ -218,11 +331,15 @@ def check_output_dir(
         if res in (pr, folder) or (p.is_dir() and res.is_relative_to(pr)):
             kind = "input dataset folder" if is_dataset_folder(folder) or enclosing_dataset(folder) else "input folder"
             where = "is" if res == folder else "is inside"
-            raise OutputError(f"{what} {where} the {kind} {folder}; inputs are read-only: choose a separate folder", out)
+            raise OutputError(
+                f"{what} {where} the {kind} {folder}; inputs are read-only: choose a separate folder", out
+            )
     ds = enclosing_dataset(res)
     if ds is not None:
         where = "is the dataset folder" if ds == res else f"is inside the dataset folder {ds}"
-        raise OutputError(f"{what} {where}; datasets are read-only (--overwrite does not change that): choose another folder", out)
+        raise OutputError(
+            f"{what} {where}; datasets are read-only (--overwrite does not change that): choose another folder", out
+        )
     check_targets(out, targets, what)
     if not overwrite:
         foreign = [e for e in _visible_entries(out) if e not in set(tolerate)] if out.is_dir() else []
@@ -237,13 +354,35 @@ def check_output_dir(
 
 
 def claim_output_dir(out: str | Path, command: str) -> Path:
-    """Create ``out`` (parents too) and mark it as a globalmask output; call after :func:`check_output_dir`."""
+    """Create ``out`` (parents too) and mark it as a globalmask output; call after :func:`check_output_dir`.
+
+    Parameters
+    ----------
+    out : str or Path
+        The output folder.
+    command : str
+        The command recorded in the marker.
+
+    Returns
+    -------
+    Path
+        ``out`` as a Path.
+    """
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     marker = out / MARKER_NAME
     if not marker.exists():
-        write_json(marker, {"tool": "globalmask", "version": __version__, "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": []})
+        write_json(
+            marker,
+            {
+                "tool": "globalmask",
+                "version": __version__,
+                "command": command,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "files": [],
+            },
+        )
     return out
 
 
@@ -271,7 +410,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def read_lock(folder: str | Path) -> dict | None:
-    """The holder recorded in ``folder``'s lock file (host, pid, command, started), or None."""
+    """The holder recorded in ``folder``'s lock file (host, pid, command, started), or None.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The locked (or unlocked) folder.
+
+    Returns
+    -------
+    dict or None
+        The lock file's content, None when there is no readable lock file.
+    """
     try:
         return read_json(Path(folder) / LOCK_NAME)
     except GlobalmaskError:
@@ -286,6 +436,13 @@ class RunLock:
     lost it (stale: taken over silently). A lock file written on *another* host whose holder
     cannot be checked is refused with the holder named (delete the file if that run is gone).
     Releasing removes the file. Re-entrant within one process (nested acquisitions are counted).
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder to lock (created on acquiring if needed).
+    command : str, optional
+        The command recorded in the lock file and named to other processes.
     """
 
     _held: ClassVar[dict[Path, int]] = {}
@@ -298,6 +455,18 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
+        """Take the lock (or count one more nested acquisition in this process).
+
+        Returns
+        -------
+        RunLock
+            This lock.
+
+        Raises
+        ------
+        LockedError
+            When a live process holds it, or its holder on another host cannot be checked.
+        """
         import fcntl  # noqa: PLC0415  POSIX-only module, needed only where a lock is taken
 
         key = self.folder.resolve()
@@ -331,8 +500,16 @@ class RunLock:
                 alive_here = not other_host and _pid_alive(pid) and _process_start(pid) == previous.get("start")
                 if other_host or alive_here:
                     os.close(fd)
-                    raise LockedError(self._held_message(previous) + f"; if that run is gone, delete {self.path}", self.folder)
-            info = {"host": host, "pid": os.getpid(), "start": _process_start(os.getpid()), "command": self.command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                    raise LockedError(
+                        self._held_message(previous) + f"; if that run is gone, delete {self.path}", self.folder
+                    )
+            info = {
+                "host": host,
+                "pid": os.getpid(),
+                "start": _process_start(os.getpid()),
+                "command": self.command,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
             self._fd = fd
@@ -351,6 +528,7 @@ class RunLock:
         )
 
     def release(self) -> None:
+        """Undo one acquisition; the last one removes the lock file and drops the lock."""
         key = self.folder.resolve()
         with self._mutex:
             count = self._held.get(key, 0)
@@ -382,6 +560,16 @@ def stop_on_signals(signals: Iterable[int] = (signal.SIGTERM, signal.SIGHUP)) ->
     Python's default for SIGTERM is to die on the spot, skipping ``finally`` blocks: temporary
     files and locks would stay behind. Raised as an exception, the signal unwinds the stack like
     Ctrl-C. Outside the main thread (where handlers cannot be set) the block runs unchanged.
+
+    Parameters
+    ----------
+    signals : iterable of int, optional
+        The signals to convert; the previous handlers are restored on leaving the block.
+
+    Yields
+    ------
+    None
+        Control to the block.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -402,7 +590,20 @@ def stop_on_signals(signals: Iterable[int] = (signal.SIGTERM, signal.SIGHUP)) ->
 
 
 def remove_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]:
-    """Delete the ``.tmp-*`` files an interrupted writer left in ``folder``; call while holding its lock."""
+    """Delete the ``.tmp-*`` files an interrupted writer left in ``folder``; call while holding its lock.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder.
+    recursive : bool, optional
+        Look in sub-folders too.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -418,13 +619,39 @@ def remove_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]
 
 @contextlib.contextmanager
 def writing(
-    out: str | Path, command: str, inputs: Iterable[str | Path] = (), *, overwrite: bool = False, targets: Iterable[str | Path] = (), what: str = "--out"
+    out: str | Path,
+    command: str,
+    inputs: Iterable[str | Path] = (),
+    *,
+    overwrite: bool = False,
+    targets: Iterable[str | Path] = (),
+    what: str = "--out",
 ) -> Iterator[Path]:
     """The whole protocol for a command writing into ``out``: check, lock, claim, clean, catch signals.
 
     ``with guard.writing(args.out, "predict", inputs, overwrite=args.overwrite, targets=names) as out: ...``
     ``targets`` are checked before (never a user's file) and recorded in the marker afterwards
     (those that exist then: every one of them was written by this command or an earlier one).
+
+    Parameters
+    ----------
+    out : str or Path
+        The output folder.
+    command : str
+        The command's name (lock file and marker).
+    inputs : iterable of str or Path, optional
+        The command's inputs (read-only).
+    overwrite : bool, optional
+        Accept a non-empty folder globalmask did not create.
+    targets : iterable of str or Path, optional
+        The files the command will write.
+    what : str, optional
+        How the folder is named in messages (the CLI flag).
+
+    Yields
+    ------
+    Path
+        ``out``, checked, locked and marked.
     """
     inputs, targets = list(inputs), [Path(t) for t in targets]
     check_output_dir(out, inputs, overwrite=overwrite, targets=targets, what=what)
@@ -454,9 +681,21 @@ def _remove_if_only_ours(out: Path) -> None:
 
 @contextlib.contextmanager
 def staged_folder(out: str | Path) -> Iterator[Path]:
-    """All or nothing: yield a hidden temporary folder beside ``out``, moved onto ``out`` (absent
-    or empty) only when the block succeeds; on any error or interrupt it is deleted, so ``out``
-    is never left half-written and a rerun is not refused by the leftovers of a failed one."""
+    """All or nothing: yield a hidden temporary folder beside ``out``, moved onto ``out`` when the block succeeds.
+
+    ``out`` must be absent or empty. On any error or interrupt the temporary folder is deleted, so
+    ``out`` is never left half-written and a rerun is not refused by the leftovers of a failed one.
+
+    Parameters
+    ----------
+    out : str or Path
+        The folder to create.
+
+    Yields
+    ------
+    Path
+        The temporary folder to fill.
+    """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputError("output folder exists and is not empty; choose an empty or new folder", out)
