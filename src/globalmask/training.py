@@ -113,26 +113,73 @@ def check_train_settings(settings: Mapping[str, Any], net: NetConfig, name: Call
         The cleaned values of the settings that have a rule.
     """
     cleaned = {key: TRAIN_RULES[key](value, name(key)) for key, value in settings.items() if key in TRAIN_RULES}
-    check_patch_fits_net(cleaned.get("patch_size"), cleaned.get("max_patch_voxels", DEFAULT_MAX_PATCH_VOXELS), net, name)
+    check_patch_fits_net(
+        cleaned.get("patch_size"), cleaned.get("max_patch_voxels", DEFAULT_MAX_PATCH_VOXELS), net, name
+    )
     warmup, steps = cleaned.get("warmup_steps", 0), cleaned.get("steps")
     if steps is not None and warmup >= steps:
         fail(name("warmup_steps"), warmup, f"fewer than the maximum steps ({steps})")
     return cleaned
 
 
-def check_patch_fits_net(patch_size, max_patch_voxels: int, net: NetConfig, name: Callable[[str], str] = "train.".__add__) -> None:
-    """A U-Net halves the grid at every level: patch sides must be multiples of its divisor."""
+def check_patch_fits_net(
+    patch_size, max_patch_voxels: int, net: NetConfig, name: Callable[[str], str] = "train.".__add__
+) -> None:
+    """A U-Net halves the grid at every level: patch sides must be multiples of its divisor.
+
+    Parameters
+    ----------
+    patch_size : sequence of int or None
+        The patch size (voxels); None for an automatic one (not checked).
+    max_patch_voxels : int
+        The largest automatic patch, in voxels.
+    net : NetConfig
+        The network.
+    name : callable
+        Field name -> the name in messages.
+
+    Raises
+    ------
+    GlobalmaskError
+        When a side is not a multiple of the divisor, or the budget holds no patch.
+    """
     d = net.divisor
     if patch_size is not None:
         sides = patch_size[:2] if net.spatial_dims == 2 else patch_size
         if any(p % d or p < d for p in sides):
-            fail(name("patch_size"), list(patch_size), f"multiples of {d} (the U-Net with {len(net.channels)} levels halves the grid {len(net.strides)} times)")
+            fail(
+                name("patch_size"),
+                list(patch_size),
+                f"multiples of {d} (the U-Net with {len(net.channels)} levels halves the grid {len(net.strides)} "
+                "times)",
+            )
     if max_patch_voxels < d**net.spatial_dims:
-        fail(name("max_patch_voxels"), max_patch_voxels, f"at least {d**net.spatial_dims} (one {d}^{net.spatial_dims} patch for this U-Net depth)")
+        fail(
+            name("max_patch_voxels"),
+            max_patch_voxels,
+            f"at least {d**net.spatial_dims} (one {d}^{net.spatial_dims} patch for this U-Net depth)",
+        )
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) of a run of at most ``total`` steps."""
+    """Multiplier of the base learning rate at ``step`` (0-based) of a run of at most ``total`` steps.
+
+    Parameters
+    ----------
+    step : int
+        The step, 0-based.
+    total : int
+        The maximum number of steps.
+    schedule : str
+        'poly', 'cosine' or 'constant'.
+    warmup : int
+        Steps of linear warm-up before the schedule.
+
+    Returns
+    -------
+    float
+        The factor, in (0, 1].
+    """
     if step < warmup:
         return (step + 1) / warmup
     t = min(step - warmup, total - warmup) / max(1, total - warmup)
@@ -145,12 +192,61 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
 
 @dataclass
 class TrainConfig:
-    """Everything that decides what a training run computes (stored in config.json)."""
+    """Everything that decides what a training run computes (stored in config.json).
+
+    Attributes
+    ----------
+    mode : InputMode
+        The network's input channels.
+    train_cases : int or None
+        How many training cases to draw (seeded); None for the whole training split.
+    seed : int
+        Seed of the draw, the initialisation, the sampling and the augmentation.
+    steps : int
+        The maximum number of steps.
+    batch_size : int
+        Patches per step.
+    lr : float
+        Base learning rate.
+    weight_decay : float
+        Weight decay.
+    optimizer : str
+        'adamw' or 'sgd'.
+    schedule : str
+        'poly', 'cosine' or 'constant'.
+    warmup_steps : int
+        Steps of linear warm-up.
+    bf16 : bool
+        bfloat16 autocast on the CPU.
+    patch_size : tuple of int or None
+        Patch size (voxels); None for whole cropped volumes within ``max_patch_voxels``.
+    max_patch_voxels : int
+        The largest automatic patch, in voxels.
+    fg_prob : float
+        Fraction of patches centred on foreground.
+    val_every : int
+        Steps between validation checks.
+    patience : int or None
+        Validation checks without improvement before stopping; None: run all steps.
+    min_delta : float
+        The smallest rise of validation Dice that counts as an improvement.
+    checkpoint_every : int
+        Steps between resumable checkpoints (``last.pt``).
+    net : NetConfig
+        The network's architecture.
+    augment : AugmentConfig
+        The augmentation.
+    sw_overlap : float
+        Sliding-window overlap for validation and prediction, in [0, 1).
+    channels_last : bool
+        Use channels_last_3d memory format for 3D networks.
+    """
 
     mode: InputMode = InputMode.CT_GBM  # a mode name (str) is parsed on construction
     train_cases: int | None = None  # None: the whole training split
     seed: int = 0
-    steps: int = 3000  # a maximum: runs stop at a validated plateau (OpenKBP 6 mm, 26 cases, CT only: 1400, benchmarks/convergence.md)
+    # a maximum: runs stop at a validated plateau (OpenKBP 6 mm, 26 cases, CT only: 1400, benchmarks/convergence.md)
+    steps: int = 3000
     batch_size: int = 2
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -162,7 +258,8 @@ class TrainConfig:
     max_patch_voxels: int = DEFAULT_MAX_PATCH_VOXELS
     fg_prob: float = 0.33
     val_every: int = 100
-    patience: int | None = 5  # validation checks without a rise of more than min_delta before stopping; None: run all steps
+    # validation checks without a rise of more than min_delta before stopping; None: run all steps
+    patience: int | None = 5
     min_delta: float = 0.002  # a rise of validation Dice must exceed this to count as an improvement
     checkpoint_every: int = 50
     net: NetConfig = field(default_factory=NetConfig)
@@ -177,6 +274,13 @@ class TrainConfig:
             setattr(self, key, value)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (how config.json and checkpoints store them).
+
+        Returns
+        -------
+        dict[str, Any]
+            One entry per field; ``net`` and ``augment`` as dicts.
+        """
         d = asdict(self)
         d["mode"] = self.mode.value
         d["net"] = self.net.to_dict()
@@ -185,6 +289,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The settings from :meth:`to_dict`'s dict; unknown keys are refused.
+
+        Parameters
+        ----------
+        d : dict[str, Any]
+            The stored settings.
+
+        Returns
+        -------
+        TrainConfig
+            The checked settings.
+        """
         check_keys(d, [f.name for f in fields(cls)], "train settings")
         d = dict(d)
         d["net"] = NetConfig.from_dict(d.get("net", {}))
@@ -227,6 +343,33 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns about a run.
+
+    Attributes
+    ----------
+    run_dir : Path
+        The run folder.
+    model_path : Path
+        The selected model (``model.pt``).
+    best_val_dice : float
+        Best validation Dice (NaN without validation).
+    best_step : int
+        The step of the selected model.
+    steps : int
+        Steps trained.
+    seconds : float
+        Wall time of the whole run, earlier interrupted calls included.
+    train_ids : list of str
+        The training cases.
+    converged : bool or None
+        Plateau reached before the maximum; None without a plateau rule or validation.
+    stop_reason : str
+        'plateau', 'max_steps' or 'interrupted'.
+    max_steps : int
+        The maximum number of steps.
+    already_finished : bool
+        True when ``resume`` found the run finished and trained nothing.
+    """
     run_dir: Path
     model_path: Path
     best_val_dice: float
@@ -245,6 +388,13 @@ class Plateau:
 
     Pure bookkeeping (no torch), so its state is a small dict saved in ``last.pt`` and a resumed
     run stops at exactly the step an uninterrupted one would.
+
+    Parameters
+    ----------
+    patience : int or None
+        Checks without improvement before the plateau; None never stops.
+    min_delta : float
+        The smallest rise that counts as an improvement.
     """
 
     def __init__(self, patience: int | None, min_delta: float) -> None:
@@ -253,7 +403,18 @@ class Plateau:
         self.waited = 0  # checks since the last improvement
 
     def update(self, score: float) -> bool:
-        """Record one validation score; True when the plateau is reached (stop now)."""
+        """Record one validation score; True when the plateau is reached (stop now).
+
+        Parameters
+        ----------
+        score : float
+            The validation Dice (NaN counts as no improvement).
+
+        Returns
+        -------
+        bool
+            Whether the plateau is reached.
+        """
         if math.isfinite(score) and score - self.min_delta > self.reference:
             self.reference, self.waited = score, 0
         elif self.reference > 0:  # a model that has found nothing yet has not plateaued: it has not started
@@ -262,12 +423,33 @@ class Plateau:
 
     @property
     def reached(self) -> bool:
+        """Whether ``patience`` checks have passed without improvement.
+
+        Returns
+        -------
+        bool
+            True when training should stop.
+        """
         return self.patience is not None and self.waited >= self.patience
 
     def state(self) -> dict:
+        """The bookkeeping to save in ``last.pt``.
+
+        Returns
+        -------
+        dict
+            ``{'reference': ..., 'waited': ...}``.
+        """
         return {"reference": self.reference, "waited": self.waited}
 
     def load(self, state: dict) -> None:
+        """Restore the bookkeeping from :meth:`state`.
+
+        Parameters
+        ----------
+        state : dict
+            The saved state.
+        """
         self.reference, self.waited = float(state["reference"]), int(state["waited"])
 
 
@@ -313,11 +495,27 @@ class DataConfig:
     Run control (``device``, ``resume``, ``progress``, ...) stays keyword arguments of :func:`train`:
     it decides how a run executes, never what it computes. A recipe spec such as ``"bone:250"``
     is parsed here, once.
+
+    Attributes
+    ----------
+    recipe : Recipe
+        The GBM recipe (a spec is parsed).
+    spacing : tuple of float or None
+        Target spacing (mm), RAS array order; None for the median over the training split.
+    window : tuple of float or str
+        CT clip window (low, high) in HU, or 'percentile' (from the training cases).
+    split_file : str or Path or None
+        The split; None for the dataset's splits.json, else a seeded split saved in the run.
+    split_seed : int
+        Seed of the seeded split.
+    cache_dir : str or Path or None
+        Folder of preprocessed cases reused across runs.
     """
 
     recipe: Recipe = field(default_factory=Recipe)
     spacing: tuple[float, ...] | None = None  # mm, RAS array order; None: median over the training split
-    window: tuple[float, ...] | str = PERCENTILE  # CT clip window (low, high) in HU scaled to [-1, 1], or "percentile" (from the training cases)
+    # CT clip window (low, high) in HU scaled to [-1, 1], or "percentile" (from the training cases)
+    window: tuple[float, ...] | str = PERCENTILE
     split_file: str | Path | None = None  # None: the dataset's splits.json, else a seeded split saved in the run
     split_seed: int = 0
     cache_dir: str | Path | None = None  # preprocessed cases reused across runs
@@ -333,6 +531,18 @@ class DataConfig:
 
         The window is derived from the training cases of the run only (never from validation or
         test cases) and saved in the checkpoint as numbers, so prediction needs no dataset.
+
+        Parameters
+        ----------
+        dataset : Dataset
+            The dataset.
+        train_ids : sequence of str
+            The run's training cases.
+
+        Returns
+        -------
+        DataConfig
+            ``self`` when the window is already numbers, else a copy with the numbers.
         """
         if self.window != PERCENTILE:
             return self
@@ -342,7 +552,23 @@ class DataConfig:
 
 @dataclass
 class PreparedData:
-    """Preprocessed cases shared between runs (the study prepares once, trains many)."""
+    """Preprocessed cases shared between runs (the study prepares once, trains many).
+
+    Attributes
+    ----------
+    dataset : Dataset
+        The dataset.
+    recipe : Recipe
+        The GBM recipe the cases were prepared with.
+    preprocess : PreprocessConfig
+        The resolved preprocessing settings (spacing and window as numbers).
+    split : Split
+        The split.
+    split_source : str
+        Where the split came from.
+    cases : dict[str, PreparedCase]
+        The prepared cases by id.
+    """
 
     dataset: Dataset
     recipe: Recipe
@@ -353,6 +579,13 @@ class PreparedData:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global random generators.
+
+    Parameters
+    ----------
+    seed : int
+        The seed.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -370,26 +603,51 @@ def prepare_data(
     every training subset of a study shares one grid. A ``"percentile"`` window still unresolved
     here comes from the whole training split; :func:`train` resolves it from the run's own training
     cases first. Test cases are not loaded here.
+
+    Parameters
+    ----------
+    dataset : Dataset or str or Path
+        The dataset or its folder.
+    data : DataConfig or None
+        Recipe, spacing, window, split and cache; None for the defaults.
+    case_ids : sequence of str or None
+        The cases to prepare; None for the training and validation lists.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    PreparedData
+        The prepared cases with their settings and split.
     """
     data = data or DataConfig()
     progress = bars_enabled(progress)
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     split, source = resolve_split(ds, data.split_file, data.split_seed)
-    spacing = data.spacing if data.spacing is not None else derive_spacing([read_affine(ds.cases[c].image) for c in split.train])
+    spacing = (
+        data.spacing
+        if data.spacing is not None
+        else derive_spacing([read_affine(ds.cases[c].image) for c in split.train])
+    )
     data = data.with_window(ds, split.train)  # a run's own training cases when train() resolved it first
-    config = PreprocessConfig(spacing=tuple(spacing), window=tuple(data.window))  # type: ignore[arg-type]  # PreprocessConfig checks the lengths
+    # PreprocessConfig checks the lengths
+    config = PreprocessConfig(spacing=tuple(spacing), window=tuple(data.window))  # type: ignore[arg-type]
     ids = list(case_ids) if case_ids is not None else [*split.train, *split.validation]
     prepared = prepare_cases(ds.subset(ids), data.recipe, config, ds.labels, data.cache_dir, progress)
     return PreparedData(ds, data.recipe, config, split, source, {pc.id: pc for pc in prepared})
 
 
-def _validate(net, cases: Sequence[PreparedCase], mode: InputMode, spec_patch, cfg: TrainConfig, labels, device) -> tuple[float, dict]:
+def _validate(
+    net, cases: Sequence[PreparedCase], mode: InputMode, spec_patch, cfg: TrainConfig, labels, device
+) -> tuple[float, dict]:
     """Mean Dice over (case, structure) pairs with a non-empty reference, on the network grid."""
     net.eval()
     pad = pad_values(mode)
     scores: dict[str, list[float]] = {n: [] for n, v in labels.items() if v != 0}
     for pc in cases:
-        probs = sliding_window_probs(net, make_input(mode, pc.ct, pc.gbm), spec_patch, cfg.net.spatial_dims, pad, device, cfg.sw_overlap)
+        probs = sliding_window_probs(
+            net, make_input(mode, pc.ct, pc.gbm), spec_patch, cfg.net.spatial_dims, pad, device, cfg.sw_overlap
+        )
         pred = probs.argmax(0).numpy()
         for name, v in labels.items():
             if v == 0 or not (pc.label == v).any():
@@ -397,7 +655,9 @@ def _validate(net, cases: Sequence[PreparedCase], mode: InputMode, spec_patch, c
             scores[name].append(dice(pred == v, pc.label == v))
     net.train()
     flat = [s for v in scores.values() for s in v]
-    return (float(np.mean(flat)) if flat else float("nan")), {k: (float(np.mean(v)) if v else float("nan")) for k, v in scores.items()}
+    return (float(np.mean(flat)) if flat else float("nan")), {
+        k: (float(np.mean(v)) if v else float("nan")) for k, v in scores.items()
+    }
 
 
 def _rng_state(sampler: PatchSampler, aug_gen: torch.Generator) -> dict:
@@ -426,9 +686,29 @@ class Trainer:
 
     ``step()`` is one full training step (sample + augment + forward + backward + update);
     ``batch()`` and ``optimize()`` are its two halves, so benchmarks can time them separately.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model (network, mode, patch size).
+    cfg : TrainConfig
+        The training settings.
+    cases : sequence of PreparedCase
+        The labelled training cases.
+    spacing : sequence of float
+        The network grid's spacing (mm), for rotations in millimetres.
+    device : torch.device
+        Where to train.
     """
 
-    def __init__(self, spec: ModelSpec, cfg: TrainConfig, cases: Sequence[PreparedCase], spacing: Sequence[float], device: torch.device):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        cfg: TrainConfig,
+        cases: Sequence[PreparedCase],
+        spacing: Sequence[float],
+        device: torch.device,
+    ):
         from monai.losses import DiceCELoss
 
         self.cfg, self.device = cfg, device
@@ -436,13 +716,18 @@ class Trainer:
         self.channels_last = cfg.channels_last and cfg.net.spatial_dims == 3
         self.net = spec.build().to(device)
         if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stubs lack memory_format
+            # torch's stubs lack memory_format
+            self.net = self.net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.opt: torch.optim.Optimizer
         if cfg.optimizer == "sgd":
-            self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay)
+            self.opt = torch.optim.SGD(
+                self.net.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay
+            )
         else:
             self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.steps, cfg.schedule, cfg.warmup_steps))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, cfg.steps, cfg.schedule, cfg.warmup_steps)
+        )
         self.cpu_bf16 = cfg.bf16 and device.type == "cpu"
         # Dice over the structures only (background would dominate it), cross-entropy over all classes
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, include_background=False)
@@ -459,7 +744,15 @@ class Trainer:
         self.background = torch.as_tensor(pad)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented batch, on the device: (B, C, *patch) inputs and (B, 1, *patch) labels."""
+        """One augmented batch, on the device: (B, C, *patch) inputs and (B, 1, *patch) labels.
+
+        Returns
+        -------
+        inputs : torch.Tensor
+            Shape (B, C, *patch).
+        labels : torch.Tensor
+            Shape (B, 1, *patch).
+        """
         cfg = self.cfg
         x_np, y_np = self.sampler.sample(cfg.batch_size)
         # augment where the network runs: on a GPU the resampling is then nearly free
@@ -478,7 +771,20 @@ class Trainer:
         return x, y
 
     def optimize(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Forward, loss, backward, optimiser and schedule step on a ready batch; returns the loss."""
+        """Forward, loss, backward, optimiser and schedule step on a ready batch; returns the loss.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The inputs, from :meth:`batch`.
+        y : torch.Tensor
+            The labels, from :meth:`batch`.
+
+        Returns
+        -------
+        float
+            The loss.
+        """
         amp = torch.autocast("cpu", dtype=torch.bfloat16) if self.cpu_bf16 else autocast(self.device)
         with amp:
             logits = self.net(x)
@@ -491,9 +797,23 @@ class Trainer:
         return float(loss.detach())
 
     def step(self) -> float:
+        """One full training step on a fresh batch.
+
+        Returns
+        -------
+        float
+            The loss.
+        """
         return self.optimize(*self.batch())
 
     def state_dict(self) -> dict:
+        """Everything a resumed run needs: weights, optimiser, schedule and every random state.
+
+        Returns
+        -------
+        dict
+            The state, for ``last.pt``.
+        """
         return {
             "model": self.net.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -502,6 +822,13 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a state from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+            The saved state.
+        """
         self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -534,12 +861,42 @@ def train(
     foreign non-empty folder, and a lock makes this process its only writer (a second ``train`` on
     the same folder is refused). SIGTERM stops the run like Ctrl-C: no temporary files stay behind
     and ``resume=True`` continues from the last checkpoint exactly.
+
+    Parameters
+    ----------
+    data : PreparedData or Dataset or str or Path
+        The dataset, its folder, or prepared cases.
+    out : str or Path
+        The run folder.
+    config : TrainConfig or None
+        What the network learns; None for the defaults.
+    data_config : DataConfig or None
+        What it learns from; must be None with :class:`PreparedData`.
+    device : str
+        'auto', 'cpu', 'cuda', ...
+    resume : bool
+        Continue the run in ``out`` from its last checkpoint.
+    progress : bool
+        Show progress bars.
+    stop_after : int or None
+        End this call after that many steps.
+    log : callable or None
+        Called with a line of text at every validation check and at the end.
+    keep_last : bool
+        Keep ``last.pt`` after the run converged.
+
+    Returns
+    -------
+    TrainResult
+        Where the model is and how the run ended.
     """
     cfg = config or TrainConfig()
     if not isinstance(cfg, TrainConfig):
         raise DatasetError(f"config must be a TrainConfig, got {type(cfg).__name__}")
     out = Path(out)
-    root = data.dataset.root if isinstance(data, PreparedData) else data.root if isinstance(data, Dataset) else Path(data)
+    root = (
+        data.dataset.root if isinstance(data, PreparedData) else data.root if isinstance(data, Dataset) else Path(data)
+    )
     if data_config is not None and not isinstance(data_config, DataConfig):
         raise DatasetError(f"data_config must be a DataConfig, got {type(data_config).__name__}")
     _check_run_dir_early(out, Path(root), data_config.cache_dir if data_config is not None else None)
@@ -551,7 +908,9 @@ def train(
     try:
         with RunLock(out, "train"), stop_on_signals():
             remove_temp_files(out)
-            return _train(data, out, cfg, data_config, device, resume, bars_enabled(progress), stop_after, log, keep_last)
+            return _train(
+                data, out, cfg, data_config, device, resume, bars_enabled(progress), stop_after, log, keep_last
+            )
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # refused or interrupted before writing anything: leave no empty folder
@@ -560,7 +919,10 @@ def train(
 def _check_train_cases(cfg: TrainConfig, split) -> None:
     """Asking for more training cases than the split holds is a mistake, not a request for 'all'."""
     if cfg.train_cases is not None and cfg.train_cases > len(split.train):
-        raise DatasetError(f"train_cases (--train-cases): got {cfg.train_cases}; the training split has only {len(split.train)} case(s)")
+        raise DatasetError(
+            f"train_cases (--train-cases): got {cfg.train_cases}; the training split has only {len(split.train)} "
+            "case(s)"
+        )
 
 
 def _check_run_dir_early(out: Path, dataset_root: Path, cache_dir) -> None:
@@ -576,7 +938,9 @@ def _check_run_dir_early(out: Path, dataset_root: Path, cache_dir) -> None:
         cache = Path(cache_dir)
         ds = dataset_root if cache.resolve().is_relative_to(dataset_root.resolve()) else enclosing_dataset(cache)
         if ds is not None:
-            raise OutputError(f"cache folder must not be inside the dataset folder {ds} (datasets are read-only)", cache)
+            raise OutputError(
+                f"cache folder must not be inside the dataset folder {ds} (datasets are read-only)", cache
+            )
 
 
 def _train(
@@ -623,13 +987,17 @@ def _train(
     seed_everything(cfg.seed)
     spec = _model_spec(cfg, prepared, [*train_cases, *val_cases], train_ids)
     trainer = Trainer(spec, cfg, train_cases, prepared.preprocess.spacing, dev)
-    state = _RunState(Plateau(cfg.patience, cfg.min_delta), started=t0)  # this call's wall time includes its preprocessing
+    # this call's wall time includes its preprocessing
+    state = _RunState(Plateau(cfg.patience, cfg.min_delta), started=t0)
     last_path = out / "last.pt"
     if resume and last_path.exists():
         saved = load_resume_state(last_path)
-        diffs = [d for d in _differences(saved.get("config"), run_config) if d[0] != "train.steps" or d[1] > d[2]]  # a raised maximum is allowed
+        # a raised maximum is allowed
+        diffs = [d for d in _differences(saved.get("config"), run_config) if d[0] != "train.steps" or d[1] > d[2]]
         if diffs:
-            raise CheckpointError(f"last.pt was written with different settings ({_describe(diffs)}); cannot resume", last_path)
+            raise CheckpointError(
+                f"last.pt was written with different settings ({_describe(diffs)}); cannot resume", last_path
+            )
         trainer.load_state_dict(saved)
         state.load(saved)
 
@@ -638,18 +1006,25 @@ def _train(
 
     loop = _Loop(trainer, spec, val_cases, ds.labels, out, state, save_state, log)
     if not loop.run(stop_after, progress, f"train {cfg.mode} n={len(train_ids)}"):
-        return TrainResult(out, out / "model.pt", state.best, state.best_step, state.step, state.elapsed(), train_ids, None, "interrupted", cfg.steps)
+        return TrainResult(
+            out, out / "model.pt", state.best, state.best_step, state.step, state.elapsed(), train_ids, None,
+            "interrupted", cfg.steps,
+        )
     result = _finish(out, spec, trainer, state, bool(val_cases), train_ids, log)
     if not keep_last and result.converged:
         last_path.unlink(missing_ok=True)  # a converged run is finished: its resumable state is not needed
     return result
 
 
-def _prepared_for_run(data: PreparedData | Dataset | str | Path, data_config: DataConfig | None, cfg: TrainConfig, progress: bool) -> PreparedData:
+def _prepared_for_run(
+    data: PreparedData | Dataset | str | Path, data_config: DataConfig | None, cfg: TrainConfig, progress: bool
+) -> PreparedData:
     """The run's cases, preprocessed: as given, or prepared with the window of the run's own training cases."""
     if isinstance(data, PreparedData):
         if data_config is not None:
-            raise DatasetError("the data settings (recipe, spacing, ...) come from the PreparedData; do not pass a data_config too")
+            raise DatasetError(
+                "the data settings (recipe, spacing, ...) come from the PreparedData; do not pass a data_config too"
+            )
         return data
     data_config = data_config or DataConfig()
     ds = data if isinstance(data, Dataset) else load_dataset(data)
@@ -659,9 +1034,13 @@ def _prepared_for_run(data: PreparedData | Dataset | str | Path, data_config: Da
     return prepare_data(ds, data_config.with_window(ds, train_ids), [*train_ids, *split.validation], progress)
 
 
-def _model_spec(cfg: TrainConfig, prepared: PreparedData, cases: Sequence[PreparedCase], train_ids: list[str]) -> ModelSpec:
+def _model_spec(
+    cfg: TrainConfig, prepared: PreparedData, cases: Sequence[PreparedCase], train_ids: list[str]
+) -> ModelSpec:
     """What the checkpoint says about the model; the patch is sized from the run's training and validation cases."""
-    patch = cfg.patch_size or auto_patch_size([pc.shape for pc in cases], cfg.net.divisor, cfg.max_patch_voxels, cfg.net.spatial_dims)
+    patch = cfg.patch_size or auto_patch_size(
+        [pc.shape for pc in cases], cfg.net.divisor, cfg.max_patch_voxels, cfg.net.spatial_dims
+    )
     return ModelSpec(
         mode=cfg.mode,
         recipe=prepared.recipe,
@@ -684,16 +1063,29 @@ class _RunState:
     best: float = -math.inf
     best_step: int = 0
     history: list[dict] = field(default_factory=list)
-    elapsed_before: float = 0.0  # wall time of earlier (interrupted) calls, so history and done.json count the whole run
+    # wall time of earlier (interrupted) calls, so history and done.json count the whole run
+    elapsed_before: float = 0.0
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "best": self.best, "best_step": self.best_step, "history": self.history, "plateau": self.plateau.state(), "elapsed": self.elapsed()}
+        return {
+            "step": self.step,
+            "best": self.best,
+            "best_step": self.best_step,
+            "history": self.history,
+            "plateau": self.plateau.state(),
+            "elapsed": self.elapsed(),
+        }
 
     def load(self, saved: dict) -> None:
-        self.step, self.best, self.best_step, self.history = saved["step"], saved["best"], saved["best_step"], saved["history"]
+        self.step, self.best, self.best_step, self.history = (
+            saved["step"],
+            saved["best"],
+            saved["best_step"],
+            saved["history"],
+        )
         self.plateau.load(saved.get("plateau", {"reference": self.best, "waited": 0}))
         self.elapsed_before = float(saved.get("elapsed", 0.0))
 
@@ -712,10 +1104,27 @@ class _Loop:
     log: Callable[[str], None] | None
 
     def run(self, stop_after: int | None, progress: bool, desc: str) -> bool:
-        """Train to the plateau or the maximum steps; False when ``stop_after`` steps ended this call first."""
+        """Train to the plateau or the maximum steps; False when ``stop_after`` steps ended this call first.
+
+        Parameters
+        ----------
+        stop_after : int or None
+            End this call after that many steps.
+        progress : bool
+            Show a progress bar.
+        desc : str
+            The progress bar's label.
+
+        Returns
+        -------
+        bool
+            True when the run finished.
+        """
         cfg, state = self.trainer.cfg, self.state
         self.trainer.net.train()
-        bar = tqdm(total=cfg.steps, initial=state.step, desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps, initial=state.step, desc=desc, unit="step", disable=not progress, dynamic_ncols=True
+        )
         ema: float | None = None
         last_val = float("nan")
         steps_this_call = 0
@@ -728,16 +1137,29 @@ class _Loop:
             if self.val_cases and (state.step % cfg.val_every == 0 or state.step == cfg.steps):
                 last_val = self.validate(record)
                 if self.log:
-                    self.log(f"step {state.step}: loss {ema:.4f} val Dice {last_val:.4f} (best {state.best:.4f} @ {state.best_step})")
-                note(f"{desc}: step {state.step}/{cfg.steps}: loss {ema:.4f}, validation Dice {last_val:.4f}, best {state.best:.4f} at step {state.best_step} "
-                     f"({state.elapsed():.0f} s)", bar=progress)
+                    self.log(
+                        f"step {state.step}: loss {ema:.4f} val Dice {last_val:.4f} (best {state.best:.4f} @ "
+                        f"{state.best_step})"
+                    )
+                note(
+                    f"{desc}: step {state.step}/{cfg.steps}: loss {ema:.4f}, validation Dice {last_val:.4f}, best "
+                    f"{state.best:.4f} at step {state.best_step} ({state.elapsed():.0f} s)",
+                    bar=progress,
+                )
             record["elapsed_s"] = round(state.elapsed(), 3)
             state.history.append(record)
             bar.update(1)
-            bar.set_postfix(loss=f"{ema:.3f}", val=f"{last_val:.3f}", best=f"{state.best:.3f}" if state.best > -math.inf else "-")
+            bar.set_postfix(
+                loss=f"{ema:.3f}", val=f"{last_val:.3f}", best=f"{state.best:.3f}" if state.best > -math.inf else "-"
+            )
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps or state.plateau.reached:
                 self.save_state()
-            if stop_after is not None and steps_this_call >= stop_after and state.step < cfg.steps and not state.plateau.reached:
+            if (
+                stop_after is not None
+                and steps_this_call >= stop_after
+                and state.step < cfg.steps
+                and not state.plateau.reached
+            ):
                 bar.close()
                 self.save_state()
                 return False
@@ -745,9 +1167,22 @@ class _Loop:
         return True
 
     def validate(self, record: dict[str, Any]) -> float:
-        """One validation check: scores into ``record``, a better model saved, the plateau told."""
+        """One validation check: scores into ``record``, a better model saved, the plateau told.
+
+        Parameters
+        ----------
+        record : dict[str, Any]
+            This step's history row, updated with the scores.
+
+        Returns
+        -------
+        float
+            The mean validation Dice.
+        """
         trainer, state = self.trainer, self.state
-        score, per = _validate(trainer.net, self.val_cases, trainer.cfg.mode, trainer.patch, trainer.cfg, self.labels, trainer.device)
+        score, per = _validate(
+            trainer.net, self.val_cases, trainer.cfg.mode, trainer.patch, trainer.cfg, self.labels, trainer.device
+        )
         record["val_dice"] = score
         record.update({f"val_{k}": v for k, v in per.items()})
         if score > state.best:
@@ -755,11 +1190,20 @@ class _Loop:
             self.spec.info.update({"best_step": state.step, "best_val_dice": score})
             save_model(self.out / "model.pt", self.spec, trainer.net.state_dict())
         state.plateau.update(score)
-        _write_history(self.out / "history.csv", [*state.history, {**record, "elapsed_s": round(state.elapsed(), 3)}])  # so a running job can be followed
+        # so a running job can be followed
+        _write_history(self.out / "history.csv", [*state.history, {**record, "elapsed_s": round(state.elapsed(), 3)}])
         return score
 
 
-def _finish(out: Path, spec: ModelSpec, trainer: Trainer, state: _RunState, validated: bool, train_ids: list[str], log: Callable[[str], None] | None) -> TrainResult:
+def _finish(
+    out: Path,
+    spec: ModelSpec,
+    trainer: Trainer,
+    state: _RunState,
+    validated: bool,
+    train_ids: list[str],
+    log: Callable[[str], None] | None,
+) -> TrainResult:
     """Write the final history and ``done.json`` (and the model, when no validation chose one)."""
     cfg = trainer.cfg
     if not validated or not (out / "model.pt").exists():
@@ -772,16 +1216,29 @@ def _finish(out: Path, spec: ModelSpec, trainer: Trainer, state: _RunState, vali
     converged = state.plateau.reached if (validated and cfg.patience is not None) else None
     stop_reason = "plateau" if state.plateau.reached else "max_steps"
     if log:
-        log(f"stopped at step {state.step} ({stop_reason}); best validation Dice {state.best:.4f} at step {state.best_step}")
-    note(f"stopped at step {state.step} of at most {cfg.steps} ({stop_reason}); best validation Dice {state.best:.4f} at step {state.best_step}; {seconds:.0f} s")
+        log(
+            f"stopped at step {state.step} ({stop_reason}); best validation Dice {state.best:.4f} at step "
+            f"{state.best_step}"
+        )
+    note(
+        f"stopped at step {state.step} of at most {cfg.steps} ({stop_reason}); best validation Dice {state.best:.4f} "
+        f"at step {state.best_step}; {seconds:.0f} s"
+    )
     done = {
-        "best_val_dice": state.best, "best_step": state.best_step, "steps": state.step, "max_steps": cfg.steps, "seconds": seconds,
-        "converged": converged, "stop_reason": stop_reason, "patience": cfg.patience, "min_delta": cfg.min_delta,
+        "best_val_dice": state.best, "best_step": state.best_step, "steps": state.step, "max_steps": cfg.steps,
+        "seconds": seconds, "converged": converged, "stop_reason": stop_reason, "patience": cfg.patience,
+        "min_delta": cfg.min_delta,
     }
     if not validated:  # stated, and no NaN in the JSON (json_safe writes null): the file stays valid JSON
-        done["note"] = "the validation split is empty: trained to the maximum of --steps and kept the final weights (no checkpoint selection, no plateau)"
+        done["note"] = (
+            "the validation split is empty: trained to the maximum of --steps and kept the final weights (no "
+            "checkpoint selection, no plateau)"
+        )
     write_json(out / "done.json", json_safe(done))
-    return TrainResult(out, out / "model.pt", state.best, state.best_step, state.step, seconds, train_ids, converged, stop_reason, cfg.steps)
+    return TrainResult(
+        out, out / "model.pt", state.best, state.best_step, state.step, seconds, train_ids, converged, stop_reason,
+        cfg.steps,
+    )
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -801,9 +1258,15 @@ def _claim_run_dir(out: Path, run_config: dict, resume: bool, dataset_root: Path
         diffs = _differences(existing, given)
         others = [d for d in diffs if d[0] != "train.steps"]
         if others:
-            raise OutputError(f"run folder holds a run with different settings ({_describe(others)}); give the stored values or choose another --out", out)
+            raise OutputError(
+                f"run folder holds a run with different settings ({_describe(others)}); give the stored values or "
+                "choose another --out",
+                out,
+            )
         if not resume:
-            raise OutputError("run folder already holds this run; pass --resume to continue it or choose another --out", out)
+            raise OutputError(
+                "run folder already holds this run; pass --resume to continue it or choose another --out", out
+            )
         if diffs:  # only the maximum steps differ: raise it, or refuse saying why
             _check_raised_steps(out, existing["train"]["steps"], given["train"]["steps"])
             write_json(cfg_path, given)
@@ -826,7 +1289,9 @@ def _differences(stored: Any, given: Any, path: str = "") -> list[tuple[str, Any
     if isinstance(stored, dict) and isinstance(given, dict):
         out: list[tuple[str, Any, Any]] = []
         for key in dict.fromkeys([*stored, *given]):
-            out += _differences(stored.get(key, _ABSENT), given.get(key, _ABSENT), f"{path}.{key}" if path else str(key))
+            out += _differences(
+                stored.get(key, _ABSENT), given.get(key, _ABSENT), f"{path}.{key}" if path else str(key)
+            )
         return out
     return [] if _jsonable(stored) == _jsonable(given) else [(path, stored, given)]
 
@@ -845,23 +1310,34 @@ def _describe(diffs: Sequence[tuple[str, Any, Any]], limit: int = 4) -> str:
 def _check_raised_steps(out: Path, stored: int, given: int) -> None:
     """``resume`` with another maximum: only a larger one, and only for a run that has not converged."""
     if given < stored:
-        raise OutputError(f"run folder holds a run with different settings (train.steps: stored {stored}, given {given}); "
-                          f"the maximum steps of a run may be raised, never lowered: give --steps {stored} or more, or choose another --out", out)
+        raise OutputError(
+            f"run folder holds a run with different settings (train.steps: stored {stored}, given {given}); "
+            f"the maximum steps of a run may be raised, never lowered: give --steps {stored} or more, or choose "
+            "another --out",
+            out,
+        )
     done = read_json(out / "done.json") if (out / "done.json").is_file() else None
     if done is not None and done.get("stop_reason") == "plateau":
-        raise OutputError(f"the run has finished: it converged at step {done.get('steps')} (validation plateau, best Dice at step {done.get('best_step')}); "
-                          f"a larger maximum (train.steps: stored {stored}, given {given}) would change nothing", out)
+        raise OutputError(
+            f"the run has finished: it converged at step {done.get('steps')} (validation plateau, best Dice at step "
+            f"{done.get('best_step')}); a larger maximum (train.steps: stored {stored}, given {given}) would change "
+            "nothing",
+            out,
+        )
 
 
 def _finished_result(out: Path, train_ids: list[str], cfg: TrainConfig) -> TrainResult:
     done = read_json(out / "done.json")
     return TrainResult(
         out, out / "model.pt", done["best_val_dice"], done["best_step"], done["steps"], done["seconds"], train_ids,
-        done.get("converged"), done.get("stop_reason", "max_steps"), done.get("max_steps", cfg.steps), already_finished=True,
+        done.get("converged"), done.get("stop_reason", "max_steps"), done.get("max_steps", cfg.steps),
+        already_finished=True,
     )
 
 
-def _check_run_settings_early(out: Path, root: Path, cfg: TrainConfig, data: Any, data_config: DataConfig | None, resume: bool) -> TrainResult | None:
+def _check_run_settings_early(
+    out: Path, root: Path, cfg: TrainConfig, data: Any, data_config: DataConfig | None, resume: bool
+) -> TrainResult | None:
     """The run folder's checks that need no preprocessing, before any: a run there without ``resume``,
     training settings, recipe and the data settings given that differ from the stored ones (named,
     with both values), a maximum lowered or raised past a converged run. Returns the stored result
@@ -887,19 +1363,38 @@ def _check_run_settings_early(out: Path, root: Path, cfg: TrainConfig, data: Any
     diffs = _differences({k: stored.get(k, _ABSENT) for k in given}, given)
     others = [d for d in diffs if d[0] != "train.steps"]
     if others:
-        raise OutputError(f"run folder holds a run with different settings ({_describe(others)}); give the stored values or choose another --out", out)
+        raise OutputError(
+            f"run folder holds a run with different settings ({_describe(others)}); give the stored values or choose "
+            "another --out",
+            out,
+        )
     if diffs:
         _check_raised_steps(out, stored["train"]["steps"], cfg.steps)
         return None
     same_data = Path(str(stored.get("dataset", ""))).resolve() == root.resolve()
-    same_split = data_config is None or data_config.split_file is None or stored.get("split_source") == str(data_config.split_file)
+    same_split = (
+        data_config is None
+        or data_config.split_file is None
+        or stored.get("split_source") == str(data_config.split_file)
+    )
     if run_is_done(out) and same_data and same_split and isinstance(stored.get("train_ids"), list):
         return _finished_result(out, list(stored["train_ids"]), cfg)
     return None
 
 
 def load_resume_state(path: Path) -> dict:
-    """last.pt, or a CheckpointError that says what to do when it is corrupt or truncated."""
+    """last.pt, or a CheckpointError that says what to do when it is corrupt or truncated.
+
+    Parameters
+    ----------
+    path : Path
+        The ``last.pt`` file.
+
+    Returns
+    -------
+    dict
+        The saved state.
+    """
     keys = ("config", "model", "optimizer", "scheduler", "rng", "step", "best", "best_step", "history")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -911,9 +1406,23 @@ def load_resume_state(path: Path) -> dict:
         ) from exc
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
-        raise CheckpointError(f"resume state lacks {', '.join(missing)}; delete it to restart this run from scratch", path)
+        raise CheckpointError(
+            f"resume state lacks {', '.join(missing)}; delete it to restart this run from scratch", path
+        )
     return state
 
 
 def run_is_done(out: str | Path) -> bool:
+    """True when the run folder holds a finished run (``done.json`` and ``model.pt``).
+
+    Parameters
+    ----------
+    out : str or Path
+        The run folder.
+
+    Returns
+    -------
+    bool
+        Whether the run is finished.
+    """
     return (Path(out) / "done.json").exists() and (Path(out) / "model.pt").exists()
