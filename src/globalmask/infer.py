@@ -22,14 +22,34 @@ from tqdm.auto import tqdm
 from .checkpoint import ModelSpec, load_model
 from .checks import RECIPE_SUGGESTION
 from .errors import GeometryError, GlobalmaskError, InputFileError, IntensityError, OutputError
-from .io import Volume, case_id_from_path, is_volume_path, read_volume, same_geometry, volume_suffix, write_json, write_volume
+from .io import (
+    Volume,
+    case_id_from_path,
+    is_volume_path,
+    read_volume,
+    same_geometry,
+    volume_suffix,
+    write_json,
+    write_volume,
+)
 from .model import InputMode, make_input
 from .preprocess import PreparedCase, prepare_case, restore_volume
 from .progress import bars_enabled, note
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a clear error."""
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a clear error.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        'auto', 'cpu', 'cuda' or 'cuda:N', or a device (returned as is).
+
+    Returns
+    -------
+    torch.device
+        The device.
+    """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -45,6 +65,18 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     """Mixed precision on CUDA (bfloat16 where supported, else float16); nothing on CPU.
 
     On CPUs without native bf16 autocast is many times *slower*, so it is never used there.
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the network runs.
+    enabled : bool
+        False for full precision everywhere.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        The autocast context, or a null context.
     """
     if device.type != "cuda" or not enabled:
         return contextlib.nullcontext()
@@ -53,7 +85,18 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 
 
 def pad_values(mode: InputMode) -> np.ndarray:
-    """Per-channel value of 'nothing there': air (-1 after normalisation) for CT, 0 for masks."""
+    """Per-channel value of 'nothing there': air (-1 after normalisation) for CT, 0 for masks.
+
+    Parameters
+    ----------
+    mode : InputMode
+        The network's input channels.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (C,): the value per channel.
+    """
     ct_air = -1.0
     dummy_ct = np.full((1, 1, 1), ct_air, dtype=np.float32)
     dummy_gbm = np.zeros((1, 1, 1), dtype=np.uint8)
@@ -67,7 +110,9 @@ def _pad_to(x: torch.Tensor, size: Sequence[int], values: np.ndarray) -> tuple[t
     after = [max(0, s - n - b) for n, s, b in zip(spatial, size, before)]
     if not any(before) and not any(after):
         return x, tuple(slice(None) for _ in spatial)
-    out = torch.empty((x.shape[0], *[n + b + a for n, b, a in zip(spatial, before, after)]), dtype=x.dtype, device=x.device)
+    out = torch.empty(
+        (x.shape[0], *[n + b + a for n, b, a in zip(spatial, before, after)]), dtype=x.dtype, device=x.device
+    )
     out[:] = torch.as_tensor(values, dtype=x.dtype, device=x.device).view(-1, *([1] * len(spatial)))
     inner = tuple(slice(b, b + n) for b, n in zip(before, spatial))
     out[(slice(None), *inner)] = x
@@ -90,6 +135,32 @@ def sliding_window_probs(
 
     3D networks slide over the volume; 2D networks run over axial slices (the last axis) as a
     batch. Inputs smaller than the patch are padded with air / zeros like in training.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network, on ``device``.
+    image : numpy.ndarray or torch.Tensor
+        The input, (C, X, Y, Z) on the network grid.
+    patch_size : sequence of int
+        The window size (voxels; two sides for a 2D network).
+    spatial_dims : int
+        3, or 2 for a network over axial slices.
+    pad : numpy.ndarray
+        Shape (C,): the value per channel outside the volume.
+    device : torch.device
+        Where the network runs.
+    overlap : float
+        Overlap of neighbouring windows, in [0, 1).
+    sw_batch_size : int
+        Windows per forward pass (3D).
+    amp : bool
+        Mixed precision on CUDA.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 probabilities, (K, X, Y, Z), on the CPU.
     """
     from monai.inferers import sliding_window_inference
 
@@ -98,19 +169,37 @@ def sliding_window_probs(
     x = x.to(device)
     with autocast(device, amp):
         if spatial_dims == 3:
-            logits = sliding_window_inference(x[None], tuple(patch_size), sw_batch_size, net, overlap=overlap, mode="gaussian")[0]
+            logits = sliding_window_inference(
+                x[None], tuple(patch_size), sw_batch_size, net, overlap=overlap, mode="gaussian"
+            )[0]
         else:
             slices = x.permute(3, 0, 1, 2)  # (Z, C, X, Y)
             chunks: list[torch.Tensor] = []
             for k in range(0, slices.shape[0], 32):
-                chunks.append(torch.as_tensor(sliding_window_inference(slices[k : k + 32], tuple(patch_size[:2]), 32, net, overlap=overlap, mode="gaussian")))
+                chunks.append(
+                    torch.as_tensor(
+                        sliding_window_inference(
+                            slices[k : k + 32], tuple(patch_size[:2]), 32, net, overlap=overlap, mode="gaussian"
+                        )
+                    )
+                )
             logits = torch.cat(chunks).permute(1, 2, 3, 0)  # (K, X, Y, Z)
     probs = F.softmax(logits.float(), dim=0)
     return probs[(slice(None), *inner)].cpu()
 
 
 class Predictor:
-    """A loaded model, ready to segment volumes; load once, predict many."""
+    """A loaded model, ready to segment volumes; load once, predict many.
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        The model file (``model.pt``).
+    device : str
+        'auto', 'cpu' or 'cuda'.
+    expect_mode : InputMode or None
+        Refuse a checkpoint trained with another input mode.
+    """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", expect_mode: InputMode | None = None):
         self.checkpoint = Path(checkpoint)
@@ -122,29 +211,71 @@ class Predictor:
         self._found = 0
 
     def probabilities(self, prepared: PreparedCase) -> torch.Tensor:
+        """Class probabilities of a prepared case on the network grid.
+
+        Parameters
+        ----------
+        prepared : PreparedCase
+            The case, from :meth:`prepare`.
+
+        Returns
+        -------
+        torch.Tensor
+            float32 probabilities, (K, *grid), on the CPU.
+        """
         x = make_input(self.spec.mode, prepared.ct, prepared.gbm)
         return sliding_window_probs(
             self.net, x, self.spec.patch_size, self.spec.net.spatial_dims, self._pad, self.device, self.spec.sw_overlap
         )
 
     def prepare(self, ct: Volume, case_id: str = "case") -> PreparedCase:
+        """Bring a CT onto this model's network grid with its recipe and preprocessing.
+
+        Parameters
+        ----------
+        ct : Volume
+            The CT in HU.
+        case_id : str
+            The id the prepared case carries.
+
+        Returns
+        -------
+        PreparedCase
+            The case on the network grid (no label).
+        """
         try:
             return prepare_case(ct, self.spec.recipe, self.spec.preprocess, None, case_id)
         except IntensityError as exc:  # predict has no --recipe: the model's recipe is fixed, say what can be done
             if RECIPE_SUGGESTION not in exc.problem:
                 raise
-            advice = f"convert the data to Hounsfield units (this model's GBM recipe {self.spec.recipe.spec!r} is fixed at training; a model trained with --recipe otsu needs no HU)"
+            advice = (
+                f"convert the data to Hounsfield units (this model's GBM recipe {self.spec.recipe.spec!r} is fixed at "
+                "training; a model trained with --recipe otsu needs no HU)"
+            )
             raise IntensityError(exc.problem.replace(RECIPE_SUGGESTION, advice), exc.path) from None
 
     def predict(self, ct: Volume) -> Volume:
-        """Label map (uint8) with exactly ``ct``'s shape and affine."""
+        """Label map (uint8) with exactly ``ct``'s shape and affine.
+
+        Parameters
+        ----------
+        ct : Volume
+            The CT in HU.
+
+        Returns
+        -------
+        Volume
+            The label map.
+        """
         return self._labels(ct, self.prepare(ct))
 
     def _labels(self, ct: Volume, prepared: PreparedCase) -> Volume:
         labels = restore_volume(self.probabilities(prepared), prepared.geometry)
         self._found += bool(np.asarray(labels.array).any())
         if not same_geometry(labels, ct):  # the promise of predict, checked with evaluate's tolerance
-            raise GeometryError(f"label map grid {labels.shape} differs from the input grid {ct.shape} (internal error)", ct.path)
+            raise GeometryError(
+                f"label map grid {labels.shape} differs from the input grid {ct.shape} (internal error)", ct.path
+            )
         return labels
 
     def _read(self, src: Path) -> tuple[Volume, PreparedCase]:
@@ -158,7 +289,9 @@ class Predictor:
             write_json(dst.with_name(case_id_from_path(dst) + ".json"), notes)
         return path
 
-    def predict_files(self, inputs: Iterable[str | Path], out_dir: str | Path, progress: bool = True, overlap: bool | None = None) -> list[Path]:
+    def predict_files(
+        self, inputs: Iterable[str | Path], out_dir: str | Path, progress: bool = True, overlap: bool | None = None
+    ) -> list[Path]:
         """Segment each input file/folder and write ``out_dir/<case id><suffix>``, in order.
 
         With ``overlap`` the next case is read and prepared, and the previous prediction written,
@@ -168,6 +301,22 @@ class Predictor:
         overlaps only when the network runs on a GPU, which leaves the CPU idle meanwhile; on
         the CPU the forward pass already uses every core, and two runs on 2 cores gave -10% and
         +9% for a 10-case folder (``benchmarks/RESULTS.md``): no gain worth two more threads.
+
+        Parameters
+        ----------
+        inputs : iterable of str or Path
+            Volume files, DICOM folders and folders of volumes (see :func:`collect_inputs`).
+        out_dir : str or Path
+            The output folder; must not be an input folder.
+        progress : bool
+            Show a progress bar.
+        overlap : bool or None
+            Read and write in background threads; None: only on a GPU.
+
+        Returns
+        -------
+        list of Path
+            The label maps written, in input order.
         """
         if overlap is None:
             overlap = self.device.type != "cpu"
@@ -189,9 +338,11 @@ class Predictor:
             written = self._predict_overlapped(files, pairs, bar)
         if written and not self._found:
             warnings.warn(
-                f"every one of the {len(written)} prediction(s) is empty (background only): are the inputs CT in Hounsfield units, "
+                f"every one of the {len(written)} prediction(s) is empty (background only): are the inputs CT in "
+                "Hounsfield units, "
                 f"scanned like the training cases, and was the model ({self.checkpoint}) trained to its plateau?",
-                UserWarning, stacklevel=2,
+                UserWarning,
+                stacklevel=2,
             )
         return written
 
@@ -199,7 +350,9 @@ class Predictor:
     def _note(k: int, n: int, path: Path, bar: bool) -> None:
         note(f"predict {k}/{n}: wrote {path}", bar=bar)
 
-    def _predict_overlapped(self, files: Sequence[Path], pairs: Iterable[tuple[Path, Path]], bar: bool = False) -> list[Path]:
+    def _predict_overlapped(
+        self, files: Sequence[Path], pairs: Iterable[tuple[Path, Path]], bar: bool = False
+    ) -> list[Path]:
         written: list[Path] = []
         reader = ThreadPoolExecutor(1, thread_name_prefix="globalmask-read")
         writer = ThreadPoolExecutor(1, thread_name_prefix="globalmask-write")
@@ -232,7 +385,18 @@ class Predictor:
 
 
 def output_name(path: Path) -> str:
-    """Prediction file name for an input: nnU-Net case id, same format (DICOM -> NIfTI)."""
+    """Prediction file name for an input: nnU-Net case id, same format (DICOM -> NIfTI).
+
+    Parameters
+    ----------
+    path : Path
+        An input file or DICOM folder.
+
+    Returns
+    -------
+    str
+        The file name (a DICOM folder gives ``.nii.gz``).
+    """
     suffix = volume_suffix(path) if path.is_file() else ".nii.gz"
     return case_id_from_path(path) + suffix
 
@@ -244,7 +408,22 @@ OBJECT_SUFFIXES = {"nifti": (), "rtstruct": ("_rtstruct.dcm",), "dicom-seg": ("_
 def prediction_targets(files: Sequence[Path], out_dir: str | Path, fmt: str = "nifti") -> list[tuple[Path, Path]]:
     """(input, file it makes) for every file ``predict`` may write into ``out_dir``: the label map,
     a DICOM input's geometry sidecar ``<case>.json`` and the ``--format`` object, so that all of
-    them are checked (never a user's file, never two inputs on one name) before any work."""
+    them are checked (never a user's file, never two inputs on one name) before any work.
+
+    Parameters
+    ----------
+    files : sequence of Path
+        The inputs.
+    out_dir : str or Path
+        The output folder.
+    fmt : str
+        'nifti', 'rtstruct' or 'dicom-seg'.
+
+    Returns
+    -------
+    list of tuple of Path
+        (input, output file) pairs.
+    """
     out_dir = Path(out_dir)
     pairs: list[tuple[Path, Path]] = []
     for f in files:
@@ -257,7 +436,18 @@ def prediction_targets(files: Sequence[Path], out_dir: str | Path, fmt: str = "n
 
 
 def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand the user's inputs: volume files, DICOM folders, and folders of volumes."""
+    """Expand the user's inputs: volume files, DICOM folders, and folders of volumes.
+
+    Parameters
+    ----------
+    inputs : iterable of str or Path
+        What the user named.
+
+    Returns
+    -------
+    list of Path
+        The volume files and DICOM folders, in order (folders expanded, sorted).
+    """
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -284,6 +474,13 @@ def check_outputs(inputs: Sequence[Path], out_dir: Path) -> None:
 
     Outputs are only ever written into ``out_dir``, so this also guarantees that no input file
     is overwritten.
+
+    Parameters
+    ----------
+    inputs : sequence of Path
+        The input files and folders.
+    out_dir : Path
+        The output folder.
     """
     out_res = out_dir.resolve()
     for p in inputs:
