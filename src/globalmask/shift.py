@@ -60,7 +60,21 @@ SCANNER_FAMILY = "scanner"
 
 @dataclass(frozen=True)
 class ScannerShift:
-    """Linear HU change, white noise and blur (the study's first, committed scanner shifts)."""
+    """Linear HU change, white noise and blur (the study's first, committed scanner shifts).
+
+    Attributes
+    ----------
+    name : str
+        The level's name (``mild``, ``moderate``, ``severe`` for :data:`DEFAULT_SHIFTS`).
+    offset : float
+        HU added after scaling.
+    scale : float
+        Factor applied to HU.
+    noise : float
+        Standard deviation (HU) of the white Gaussian noise added.
+    blur_mm : float
+        Gaussian blur sigma (mm).
+    """
 
     name: str
     offset: float = 0.0  # HU
@@ -71,25 +85,75 @@ class ScannerShift:
     # properties, not class variables: the dataclass's fields stay exactly the committed ones
     @property
     def family(self) -> str:
+        """The family name, ``scanner`` (a property: the dataclass's fields stay exactly the committed ones).
+
+        Returns
+        -------
+        str
+            :data:`SCANNER_FAMILY`.
+        """
         return SCANNER_FAMILY
 
     @property
     def level(self) -> str:
+        """The level within the family: the shift's name.
+
+        Returns
+        -------
+        str
+            ``name``.
+        """
         return self.name
 
     @property
     def moves_labels(self) -> bool:
+        """An intensity change never moves the patient.
+
+        Returns
+        -------
+        bool
+            False.
+        """
         return False
 
     @property
     def needs_label(self) -> bool:
+        """An intensity change needs no label map.
+
+        Returns
+        -------
+        bool
+            False.
+        """
         return False
 
     def to_dict(self) -> dict[str, Any]:
+        """The dataclass's fields (part of committed run records: kept as they are).
+
+        Returns
+        -------
+        dict
+            ``name``, ``offset``, ``scale``, ``noise``, ``blur_mm``.
+        """
         return asdict(self)
 
     def apply(self, ct: Volume, seed: int = 0, case_id: str = "") -> Volume:
-        """Shifted copy of ``ct`` (float32 HU); the input is never modified."""
+        """Shifted copy of ``ct`` (float32 HU); the input is never modified.
+
+        Parameters
+        ----------
+        ct : Volume
+            The CT (HU).
+        seed : int, optional
+            The study seed; with the variation's name and ``case_id`` it seeds the random draws.
+        case_id : str, optional
+            The case the CT belongs to (every model is tested on the same varied scan of it).
+
+        Returns
+        -------
+        Volume
+            The shifted CT on the same grid.
+        """
         arr = np.asarray(ct.array, dtype=np.float32)
         if self.blur_mm > 0:
             sigma = [self.blur_mm / s for s in ct.spacing]
@@ -100,8 +164,29 @@ class ScannerShift:
             arr = arr + rng.normal(0.0, self.noise, size=arr.shape).astype(np.float32)
         return Volume(arr, ct.affine.copy(), None)
 
-    def apply_pair(self, ct: Volume, label: Volume | None, seed: int = 0, case_id: str = "") -> tuple[Volume, Volume | None]:
-        """Shifted CT and the label map, which an intensity change does not move."""
+    def apply_pair(
+        self, ct: Volume, label: Volume | None, seed: int = 0, case_id: str = ""
+    ) -> tuple[Volume, Volume | None]:
+        """Shifted CT and the label map, which an intensity change does not move.
+
+        Parameters
+        ----------
+        ct : Volume
+            The CT (HU).
+        label : Volume or None
+            The label map on the CT's grid, or None.
+        seed : int, optional
+            The study seed; with the variation's name and ``case_id`` it seeds the random draws.
+        case_id : str, optional
+            The case the CT belongs to (every model is tested on the same varied scan of it).
+
+        Returns
+        -------
+        ct : Volume
+            The shifted CT.
+        label : Volume or None
+            ``label`` itself.
+        """
         _check_label(ct, label)
         return self.apply(ct, seed, case_id), label
 
@@ -120,12 +205,20 @@ DEFAULT_SHIFTS = (
 
 def _check_label(ct: Volume, label: Volume | None) -> None:
     if label is not None and not same_geometry(ct, label):
-        raise GlobalmaskError(f"label map grid {label.shape} differs from the CT grid {ct.shape}: a variation needs both on one grid")
+        raise GlobalmaskError(
+            f"label map grid {label.shape} differs from the CT grid {ct.shape}: a variation needs both on one grid"
+        )
 
 
 @dataclass(frozen=True)
 class Variation:
-    """One level of one family. Subclasses set ``family`` and implement :meth:`_vary`."""
+    """One level of one family. Subclasses set ``family`` and implement :meth:`_vary`.
+
+    Attributes
+    ----------
+    level : str
+        The level's name within its family (``80kVp``, ``half``, ...).
+    """
 
     level: str
 
@@ -137,10 +230,23 @@ class Variation:
 
     @property
     def name(self) -> str:
-        """Unique over the suite, e.g. ``voltage-80kVp``: the ``shift`` column of study records."""
+        """Unique over the suite, e.g. ``voltage-80kVp``: the ``shift`` column of study records.
+
+        Returns
+        -------
+        str
+            ``<family>-<level>``.
+        """
         return f"{self.family}-{self.level}"
 
     def to_dict(self) -> dict[str, Any]:
+        """Family, name and every field (tuples as lists): what :func:`variation_from_dict` reads back.
+
+        Returns
+        -------
+        dict
+            JSON-ready description of the variation.
+        """
         out: dict[str, Any] = {"family": self.family, "name": self.name}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -148,14 +254,59 @@ class Variation:
         return out
 
     def apply(self, ct: Volume, seed: int = 0, case_id: str = "") -> Volume:
-        """Varied copy of ``ct`` (float32 HU, same shape and affine); the input is never modified."""
+        """Varied copy of ``ct`` (float32 HU, same shape and affine); the input is never modified.
+
+        Parameters
+        ----------
+        ct : Volume
+            The CT (HU).
+        seed : int, optional
+            The study seed; with the variation's name and ``case_id`` it seeds the random draws.
+        case_id : str, optional
+            The case the CT belongs to (every model is tested on the same varied scan of it).
+
+        Returns
+        -------
+        Volume
+            The varied CT.
+
+        Raises
+        ------
+        GlobalmaskError
+            For a variation defined on labelled structures (use :meth:`apply_pair`).
+        """
         if self.needs_label:
-            raise GlobalmaskError(f"variation {self.name!r} is defined on labelled structures: use apply_pair(ct, label, ...)")
+            raise GlobalmaskError(
+                f"variation {self.name!r} is defined on labelled structures: use apply_pair(ct, label, ...)"
+            )
         return self.apply_pair(ct, None, seed, case_id)[0]
 
-    def apply_pair(self, ct: Volume, label: Volume | None, seed: int = 0, case_id: str = "") -> tuple[Volume, Volume | None]:
-        """Varied CT and label map: the label is moved by nearest neighbour where the patient
-        moves (:attr:`moves_labels`), otherwise returned as it is."""
+    def apply_pair(
+        self, ct: Volume, label: Volume | None, seed: int = 0, case_id: str = ""
+    ) -> tuple[Volume, Volume | None]:
+        """Varied CT and label map.
+
+        The label is moved by nearest neighbour where the patient moves (:attr:`moves_labels`),
+        otherwise returned as it is.
+
+        Parameters
+        ----------
+        ct : Volume
+            The CT (HU).
+        label : Volume or None
+            The label map on the CT's grid, or None.
+        seed : int, optional
+            The study seed; with the variation's name and ``case_id`` it seeds the random draws.
+        case_id : str, optional
+            The case the CT belongs to (every model is tested on the same varied scan of it).
+
+        Returns
+        -------
+        ct : Volume
+            The varied CT (float32 HU, same grid).
+        label : Volume or None
+            The label map, moved with the patient where the variation moves it; None when ``label`` is.
+        """
         _check_label(ct, label)
         if self.needs_label and label is None:
             raise GlobalmaskError(f"variation {self.name!r} needs the label map")
@@ -171,7 +322,9 @@ class Variation:
             return varied, label
         return varied, Volume(moved, label.affine.copy(), None)
 
-    def _vary(self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _vary(
+        self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(varied CT array, moved label array or None); ``arr`` is a private float32 copy."""
         raise NotImplementedError
 
@@ -209,18 +362,39 @@ def _radial_frequency(shape: tuple[int, ...], spacing: tuple[float, float, float
     return np.asarray(np.sqrt(fa.reshape(sa) ** 2 + fb.reshape(sb) ** 2))
 
 
-def inplane_filter(arr: np.ndarray, affine: np.ndarray, transfer: Callable[[np.ndarray], np.ndarray], pad: int = 8) -> np.ndarray:
+def inplane_filter(
+    arr: np.ndarray, affine: np.ndarray, transfer: Callable[[np.ndarray], np.ndarray], pad: int = 8
+) -> np.ndarray:
     """Filter every axial slice with a radial transfer function H(|f|) (f in cycles/mm).
 
     Slices are padded by reflection before the FFT so the filter does not wrap one edge of the
-    field of view onto the other."""
+    field of view onto the other.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        3-D CT array (HU).
+    affine : numpy.ndarray
+        4x4 voxel-to-RAS affine (mm): which axes are axial, and the in-plane spacing.
+    transfer : callable
+        H(|f|), applied to an array of radial frequencies in cycles/mm.
+    pad : int, optional
+        Reflection padding (voxels) on each in-plane side.
+
+    Returns
+    -------
+    numpy.ndarray
+        The filtered array (float32, same shape).
+    """
     a, b, _ = _axes(affine)
     spacing = _spacing(affine)
     widths = [(0, 0)] * 3
     widths[a] = widths[b] = (pad, pad)
     padded = np.pad(arr, widths, mode="reflect")
     f = _radial_frequency(padded.shape, spacing, a, b)
-    out = np.fft.irfftn(np.fft.rfftn(padded, axes=(a, b)) * transfer(f), s=(padded.shape[a], padded.shape[b]), axes=(a, b))
+    out = np.fft.irfftn(
+        np.fft.rfftn(padded, axes=(a, b)) * transfer(f), s=(padded.shape[a], padded.shape[b]), axes=(a, b)
+    )
     keep = [slice(None)] * 3
     keep[a] = slice(pad, pad + arr.shape[a])
     keep[b] = slice(pad, pad + arr.shape[b])
@@ -237,12 +411,27 @@ def noise_on_grid(std_reference: float, affine: np.ndarray) -> float:
     Quantum noise averages out over larger voxels: std goes as 1/sqrt(voxel volume) (exact for
     uncorrelated noise; FBP noise, weighted to high frequencies, falls somewhat faster, so this
     errs on the noisy side for coarse grids). A scan resampled to 5 mm voxels is nearly noiseless
-    at any dose, and that is what it would be after a real low-dose scan too."""
+    at any dose, and that is what it would be after a real low-dose scan too.
+
+    Parameters
+    ----------
+    std_reference : float
+        Noise standard deviation (HU) at :data:`REFERENCE_VOXEL_MM`.
+    affine : numpy.ndarray
+        4x4 voxel-to-RAS affine (mm) of the grid.
+
+    Returns
+    -------
+    float
+        Noise standard deviation (HU) on the grid.
+    """
     ref = float(np.prod(REFERENCE_VOXEL_MM))
     return float(std_reference * math.sqrt(ref / float(np.prod(_spacing(affine)))))
 
 
-def ct_noise(shape: tuple[int, ...], affine: np.ndarray, rng: np.random.Generator, std: float, nps_peak_per_mm: float) -> np.ndarray:
+def ct_noise(
+    shape: tuple[int, ...], affine: np.ndarray, rng: np.random.Generator, std: float, nps_peak_per_mm: float
+) -> np.ndarray:
     """Zero-mean noise with CT texture and standard deviation exactly ``std`` (HU).
 
     Filtered back-projection shapes quantum noise by the ramp filter times the kernel's
@@ -253,6 +442,24 @@ def ct_noise(shape: tuple[int, ...], affine: np.ndarray, rng: np.random.Generato
     ones: Solomon, Christianson & Samei, Med Phys 2012;39:6048). Slices are independent; on a
     grid coarser than 1 / (2 p) the spectrum is the rising (ramp) part, as it is for an image
     resampled from the scanner's grid.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the CT array.
+    affine : numpy.ndarray
+        4x4 voxel-to-RAS affine (mm) of the grid.
+    rng : numpy.random.Generator
+        Source of the white noise.
+    std : float
+        Standard deviation (HU) of the result.
+    nps_peak_per_mm : float
+        Frequency (cycles/mm) at which the noise power spectrum peaks.
+
+    Returns
+    -------
+    numpy.ndarray
+        The noise (float32, ``shape``).
     """
     white = rng.standard_normal(shape, dtype=np.float32)
     p = float(nps_peak_per_mm)
@@ -294,10 +501,26 @@ class TubeVoltage(Variation):
         _positive(self.name, iodine_ratio=self.iodine_ratio, bone_ratio=self.bone_ratio)
 
     def ratio(self, hu: np.ndarray) -> np.ndarray:
+        """The factor r(HU) applied to the excess over ``soft_max_hu``.
+
+        The iodine ratio up to T + 300 HU, the bone ratio from T + 1000 HU, linear in between.
+
+        Parameters
+        ----------
+        hu : numpy.ndarray
+            CT values (HU).
+
+        Returns
+        -------
+        numpy.ndarray
+            r for each value (float32).
+        """
         t = np.clip((np.asarray(hu, dtype=np.float32) - self.soft_max_hu - 300.0) / 700.0, 0.0, 1.0)
         return np.asarray(self.iodine_ratio + (self.bone_ratio - self.iodine_ratio) * t, dtype=np.float32)
 
-    def _vary(self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _vary(
+        self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         hi = arr > self.soft_max_hu
         v = arr[hi]
         arr[hi] = self.soft_max_hu + (v - self.soft_max_hu) * self.ratio(v)
@@ -325,16 +548,32 @@ class Dose(Variation):
     family: ClassVar[str] = "dose"
 
     def __post_init__(self) -> None:
-        _positive(self.name, dose_fraction=self.dose_fraction, reference_noise_hu=self.reference_noise_hu, nps_peak_per_mm=self.nps_peak_per_mm)
+        _positive(
+            self.name,
+            dose_fraction=self.dose_fraction,
+            reference_noise_hu=self.reference_noise_hu,
+            nps_peak_per_mm=self.nps_peak_per_mm,
+        )
         if self.dose_fraction > 1:
-            raise GlobalmaskError(f"variation {self.name!r}: dose_fraction must be <= 1 (noise can be added, not removed), got {self.dose_fraction}")
+            raise GlobalmaskError(
+                f"variation {self.name!r}: dose_fraction must be <= 1 (noise can be added, not removed), "
+                f"got {self.dose_fraction}"
+            )
 
     @property
     def noise_hu(self) -> float:
-        """Standard deviation of the added noise (HU) at :data:`REFERENCE_VOXEL_MM`."""
+        """Standard deviation of the added noise (HU) at :data:`REFERENCE_VOXEL_MM`.
+
+        Returns
+        -------
+        float
+            ``reference_noise_hu * sqrt(1 / dose_fraction - 1)``.
+        """
         return self.reference_noise_hu * math.sqrt(1.0 / self.dose_fraction - 1.0)
 
-    def _vary(self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _vary(
+        self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         if self.noise_hu > 0:
             arr += ct_noise(arr.shape, affine, rng, noise_on_grid(self.noise_hu, affine), self.nps_peak_per_mm)
         return arr, None
@@ -375,11 +614,24 @@ class Kernel(Variation):
             raise GlobalmaskError(f"variation {self.name!r}: added_noise_hu must be >= 0, got {self.added_noise_hu}")
 
     def transfer(self, f: np.ndarray) -> np.ndarray:
-        """MTF_target(f) / MTF_reference(f), f in cycles/mm."""
+        """MTF_target(f) / MTF_reference(f), f in cycles/mm.
+
+        Parameters
+        ----------
+        f : numpy.ndarray
+            Radial frequencies (cycles/mm).
+
+        Returns
+        -------
+        numpy.ndarray
+            The transfer function, capped at :attr:`MAX_BOOST`.
+        """
         d2 = _gauss_sigma_mm(REFERENCE_MTF50) ** 2 - _gauss_sigma_mm(self.mtf50_per_mm) ** 2
         return np.minimum(np.exp(2.0 * math.pi**2 * d2 * f**2), self.MAX_BOOST)
 
-    def _vary(self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _vary(
+        self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         out = inplane_filter(arr, affine, self.transfer)
         if self.added_noise_hu > 0:
             out += ct_noise(arr.shape, affine, rng, noise_on_grid(self.added_noise_hu, affine), self.nps_peak_per_mm)
@@ -419,7 +671,9 @@ class SliceThickness(Variation):
     def __post_init__(self) -> None:
         _positive(self.name, thickness_mm=self.thickness_mm)
 
-    def _vary(self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _vary(
+        self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         _, _, ax = _axes(affine)
         n = arr.shape[ax]
         w = self.thickness_mm / _spacing(affine)[ax]  # thick slice in voxels
@@ -450,6 +704,22 @@ def find_teeth(arr: np.ndarray, affine: np.ndarray, n_top: int = 60, radius_mm: 
     19, and 2 cm behind it in openkbp_021; without the anterior restriction 3 of 20 land on the
     spine or a shoulder). On a thorax the
     densest anterior bone (sternum, ribs) takes the teeth's place.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        3-D CT array (HU).
+    affine : numpy.ndarray
+        4x4 voxel-to-RAS affine (mm).
+    n_top : int, optional
+        How many of the densest anterior voxels are clustered.
+    radius_mm : float, optional
+        Cluster radius (mm).
+
+    Returns
+    -------
+    numpy.ndarray
+        (3,) RAS position (mm).
     """
     aff = np.asarray(affine)
     body = arr > -500
@@ -509,12 +779,34 @@ class Metal(Variation):
     FILTER: ClassVar[str] = "shepp-logan"
 
     def __post_init__(self) -> None:
-        _positive(self.name, n_inserts=self.n_inserts, radius_mm=self.radius_mm, height_mm=self.height_mm, mu_per_mm=self.mu_per_mm, photons=self.photons)
+        _positive(
+            self.name,
+            n_inserts=self.n_inserts,
+            radius_mm=self.radius_mm,
+            height_mm=self.height_mm,
+            mu_per_mm=self.mu_per_mm,
+            photons=self.photons,
+        )
         if not (math.isfinite(self.beam_hardening) and self.beam_hardening >= 0):
             raise GlobalmaskError(f"variation {self.name!r}: beam_hardening must be >= 0, got {self.beam_hardening}")
 
     def insert_centres(self, arr: np.ndarray, affine: np.ndarray) -> tuple[list[tuple[float, float]], list[int]]:
-        """In-plane voxel centres of the inserts and the slice indices they cross."""
+        """In-plane voxel centres of the inserts and the slice indices they cross.
+
+        Parameters
+        ----------
+        arr : numpy.ndarray
+            3-D CT array (HU).
+        affine : numpy.ndarray
+            4x4 voxel-to-RAS affine (mm).
+
+        Returns
+        -------
+        centres : list of tuple of float
+            (a, b) voxel indices of each insert's centre, in the two in-plane axes.
+        slices : list of int
+            Indices along the superior axis of the slices the inserts cross.
+        """
         a, b, ax = _axes(affine)
         sp = _spacing(affine)
         teeth = np.linalg.solve(np.asarray(affine)[:3, :3], find_teeth(arr, affine) - np.asarray(affine)[:3, 3])
@@ -534,7 +826,9 @@ class Metal(Variation):
                 break
         return centres, slices
 
-    def _metal_image(self, shape: tuple[int, int], centres: list[tuple[float, float]], sa: float, sb: float) -> np.ndarray:
+    def _metal_image(
+        self, shape: tuple[int, int], centres: list[tuple[float, float]], sa: float, sb: float
+    ) -> np.ndarray:
         """Fraction of each pixel covered by the inserts (5 x 5 supersampling)."""
         ia, ib = np.indices(shape, dtype=np.float64)
         cover = np.zeros(shape, np.float64)
@@ -545,7 +839,9 @@ class Metal(Variation):
                     cover += np.hypot((ia + da - ci) * sa, (ib + db - cj) * sb) < self.radius_mm
         return np.minimum(cover / 25.0, 1.0)
 
-    def _vary(self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _vary(
+        self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         a, b, ax = _axes(affine)
         sp = _spacing(affine)
         centres, slices = self.insert_centres(arr, affine)
@@ -622,6 +918,20 @@ class TruncatedFOV(Variation):
         _positive(self.name, diameter_mm=self.diameter_mm)
 
     def inside(self, arr: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """The voxels inside the field-of-view cylinder.
+
+        Parameters
+        ----------
+        arr : numpy.ndarray
+            3-D CT array (HU).
+        affine : numpy.ndarray
+            4x4 voxel-to-RAS affine (mm).
+
+        Returns
+        -------
+        numpy.ndarray
+            Boolean array of ``arr``'s shape.
+        """
         c = _body_centre(arr, affine) + np.array([0.0, self.offset_mm, 0.0])
         aff = np.asarray(affine)
         idx = np.indices(arr.shape).reshape(3, -1)
@@ -629,7 +939,9 @@ class TruncatedFOV(Variation):
         r = np.hypot(xy[0] - c[0], xy[1] - c[1]).reshape(arr.shape)
         return np.asarray(r <= self.diameter_mm / 2.0)
 
-    def _vary(self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _vary(
+        self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         arr[~self.inside(arr, affine)] = AIR_HU
         return arr, None
 
@@ -657,11 +969,26 @@ class Pose(Variation):
         for key in ("rotation_deg", "translation_mm"):
             v = tuple(float(x) for x in getattr(self, key))
             if len(v) != 3 or not all(math.isfinite(x) for x in v):
-                raise GlobalmaskError(f"variation {self.name!r}: {key} must be three finite numbers, got {getattr(self, key)!r}")
+                raise GlobalmaskError(
+                    f"variation {self.name!r}: {key} must be three finite numbers, got {getattr(self, key)!r}"
+                )
             object.__setattr__(self, key, v)
 
     def voxel_map(self, arr: np.ndarray, affine: np.ndarray) -> np.ndarray:
-        """4x4 map from output voxel to input voxel (pull-back of the world motion)."""
+        """4x4 map from output voxel to input voxel (pull-back of the world motion).
+
+        Parameters
+        ----------
+        arr : numpy.ndarray
+            3-D CT array (HU): its body centroid is the centre of rotation.
+        affine : numpy.ndarray
+            4x4 voxel-to-RAS affine (mm).
+
+        Returns
+        -------
+        numpy.ndarray
+            4x4 matrix taking output voxel indices to input voxel indices.
+        """
         aff = np.asarray(affine, dtype=np.float64)
         c = _body_centre(arr, affine)
         rot = Rotation.from_euler("xyz", self.rotation_deg, degrees=True).as_matrix()
@@ -670,7 +997,9 @@ class Pose(Variation):
         world[:3, 3] = c - rot @ c + np.asarray(self.translation_mm)
         return np.asarray(np.linalg.inv(aff) @ np.linalg.inv(world) @ aff)
 
-    def _vary(self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _vary(
+        self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         m = self.voxel_map(arr, affine)
         out = ndimage.affine_transform(arr, m[:3, :3], m[:3, 3], order=1, cval=AIR_HU)
         moved = None
@@ -703,7 +1032,9 @@ class IodineContrast(Variation):
         if not self.label_values or not math.isfinite(self.hu):
             raise GlobalmaskError(f"variation {self.name!r}: give a finite hu and at least one label value")
 
-    def _vary(self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    def _vary(
+        self, arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         assert label is not None  # apply_pair refuses a missing label for this family
         # the blood pool decided on a 3-voxel local mean, so noise does not punch holes in it
         pool = np.isin(label, self.label_values) & (ndimage.uniform_filter(arr, 3) > self.min_hu)
@@ -749,7 +1080,23 @@ AnyVariation = Variation | ScannerShift
 
 
 def variation_from_dict(d: dict[str, Any]) -> AnyVariation:
-    """Inverse of ``to_dict`` for every family; a dict without ``family`` is a :class:`ScannerShift`."""
+    """Inverse of ``to_dict`` for every family; a dict without ``family`` is a :class:`ScannerShift`.
+
+    Parameters
+    ----------
+    d : dict
+        A variation's ``to_dict``.
+
+    Returns
+    -------
+    Variation or ScannerShift
+        The variation it describes.
+
+    Raises
+    ------
+    GlobalmaskError
+        For an unknown family or parameter, or a name that does not match family and level.
+    """
     d = dict(d)
     family = d.pop("family", SCANNER_FAMILY)
     if family == SCANNER_FAMILY:
@@ -764,7 +1111,9 @@ def variation_from_dict(d: dict[str, Any]) -> AnyVariation:
     known = {f.name for f in fields(cls)}
     unknown = set(d) - known
     if unknown:
-        raise GlobalmaskError(f"variation family {family!r} has no parameter(s) {sorted(unknown)}; it takes {sorted(known)}")
+        raise GlobalmaskError(
+            f"variation family {family!r} has no parameter(s) {sorted(unknown)}; it takes {sorted(known)}"
+        )
     kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     try:
         out = cls(**kwargs)
