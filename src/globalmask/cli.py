@@ -44,14 +44,9 @@ def _add_subset_args(p: argparse.ArgumentParser, subset_help: str) -> None:
 
 def _subset(dataset_arg: Path, args: argparse.Namespace, fallback: Path | None = None):
     """(dataset, case ids of ``--subset``, split file) for a dataset folder or its image/label folder."""
-    from .dataset import dataset_of, load_dataset, subset_ids
+    from .api import subset_of
 
-    root = dataset_of(dataset_arg)
-    if root is None:
-        raise GlobalmaskError(f"argument --subset {args.subset}: {dataset_arg} is not a dataset folder (dataset.json with imagesTr/labelsTr, or images/ and labels/) nor its image or label folder")
-    ds = load_dataset(root)
-    ids, source = subset_ids(ds, args.subset, args.split, fallback)
-    return ds, ids, source
+    return subset_of(dataset_arg, args.subset, args.split, fallback)
 
 
 _DATASET_HELP = "dataset folder (nnU-Net v2 raw layout or images/ + labels/), or an nnU-Net DatasetNNN_Name or id NNN under $nnUNet_raw"
@@ -216,64 +211,29 @@ def _study_argv(argv: list[str]) -> list[str]:
 
 def _cmd_study(args: argparse.Namespace) -> None:
     import shlex
-    from dataclasses import replace
 
-    from .dataset import load_dataset
-    from .study import StudyConfig, make_plan, parse_shard, report_from_records, run_study
-    from .study.plan import patch_voxels
+    from . import api
+    from .study import report_from_records
 
     command = "globalmask " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("globalmask") else None
     if args.study_action == "plan":
-        config = StudyConfig.from_yaml(args.config)
-        dataset = load_dataset(args.dataset)
-        plan = make_plan(dataset, config)
-        ablation = plan.ablation()
-        recipe = plan.fixed_recipe
-        runs = plan.all_runs(recipe)
-        print(f"plan {plan.hash}: dataset {plan.dataset_name} (fingerprint {plan.dataset_fingerprint[:16]}), "
-              f"split {plan.n_train}/{len(plan.split.validation)}/{len(plan.split.test)} from {plan.split_source}")
-        for ext in plan.external:
-            print(f"external test set {ext.name}: {len(ext.case_ids)} cases at {ext.root} (fingerprint {ext.fingerprint[:16]}), scored by every run after training")
-        print(f"{'stage':<7} {'run id':<48} {'mode':<7} {'size':>4} {'draw':>4} {'recipe':<22} {'max steps':>9}")
-        stage2 = [r for r in runs if r.name not in {a.name for a in ablation}]
-        for stage, group in (("1", ablation), ("2", stage2)):
-            for k, r in enumerate(group):
-                shard = f"  shard {k % args.shards}" if args.shards else ""
-                print(f"{stage:<7} {plan.run_id(r):<48} {r.mode:<7} {r.size_label:>4} {r.draw:>4} {r.recipe:<22} {r.steps:>9}{shard}")
-        if recipe is None:
-            sweep = plan.sweep(ablation[0].recipe)  # any candidate: the sweep's size does not depend on the recipe
-            shared = {r.name for r in ablation}
-            stage2 = [r for r in sweep if r.name not in shared]
-            print(f"2       {len(stage2)} sweep runs with the recipe stage 1 chooses on the validation split (ids known once stage 1 is done)")
-        total_runs, steps = len(ablation) + len(stage2), sum(r.steps for r in ablation) + sum(r.steps for r in stage2)
-        sps = args.seconds_per_step
-        voxels = None if sps else patch_voxels(plan, dataset)
-        est = plan.estimate_seconds([*ablation, *stage2], sps, voxels)
-        basis = f"{sps} s/step as given" if sps else f"scaled from the 2-core CPU benchmark to batches of {config.batch_size} x {voxels} voxels"
-        print(f"{total_runs} runs, at most {steps} training steps; at most {est / 3600:.1f} h on one machine "
-              f"({basis}; plateau stopping usually ends runs earlier)")
-        if args.shards:
-            print(f"shards: --shard I/{args.shards} with I in 0..{args.shards - 1} runs runs[k] with k % {args.shards} == I within each stage")
+        print(api.plan_text(args.config, args.dataset, seconds_per_step=args.seconds_per_step, shards=args.shards))
         return
     if args.study_action == "report":
         results = report_from_records(args.records, args.out, command=command, runs_dir=args.runs, dataset=args.dataset)
         state = "complete" if results.complete else f"incomplete: {results.n_pending} run(s) pending (listed in the report)"
         print(f"study {results.plan.hash}: {len(results.runs)} run records merged, {state}; report at {args.out / 'report.md'}")
         return
-    config = StudyConfig.from_yaml(args.config) if args.config else StudyConfig()
-    if args.device:
-        config = replace(config, device=args.device)
+    config = api.study_config(args.config)
     for name in ("workers", "threads", "max_runs"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise GlobalmaskError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if args.retries < 0:
         raise GlobalmaskError(f"--retries must be >= 0, got {args.retries}")
-    shard_range = parse_shard(args.shard) if args.shard else None
-    out = args.out or Path(f"study-{Path(args.dataset).resolve().name}")
-    run_study(args.dataset, out, config, workers=args.workers, max_runs=args.max_runs, command=command, shard=shard_range,
-              backend=args.backend, ray_address=args.ray_address, threads=args.threads, retries=args.retries,
-              progress=_bars())
+    api.run_study(args.dataset, args.out, config, workers=args.workers, max_runs=args.max_runs, command=command, shard=args.shard or None,
+                  device=args.device, backend=args.backend, ray_address=args.ray_address, threads=args.threads, retries=args.retries,
+                  progress=_bars())
 
 
 def _cmd_masks(args: argparse.Namespace) -> None:
@@ -307,22 +267,17 @@ def _cmd_masks(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .training import PERCENTILE, DataConfig, TrainConfig, train
+    from . import api
+    from .training import PERCENTILE
 
     net = _check_train_args(args)
     if args.resume and not (args.out / "config.json").is_file():
         # the Python API's resume=True also starts a run that is not there yet (the study and demo
         # rely on it); on the command line --resume means "continue", so a folder without a run is a mistake
         raise OutputError(f"argument --resume: {args.out} holds no run to continue (no config.json); drop --resume to start one")
-    cfg = TrainConfig.from_settings(vars(args), patience=args.patience or None, net=net)
-    data = DataConfig(
-        recipe=args.recipe,
-        spacing=args.spacing,
-        window=args.window if args.window else PERCENTILE,
-        split_file=args.split,
-        cache_dir=args.cache,
-    )
-    result = train(args.dataset, args.out, cfg, data, device=args.device, resume=args.resume, keep_last=args.keep_last)
+    cfg = api.train_config(vars(args), patience=args.patience or None, net=net)
+    result = api.train(args.dataset, args.out, cfg, recipe=args.recipe, spacing=args.spacing, window=args.window or PERCENTILE,
+                       split=args.split, cache=args.cache, device=args.device, resume=args.resume, keep_last=args.keep_last)
     if result.already_finished:
         how = (f"converged at step {result.steps} (validation plateau)" if result.converged
                else f"stopped at its maximum of {result.max_steps} steps before a plateau (give a larger --steps with --resume to continue it)"
@@ -409,27 +364,14 @@ def _predict_dicom(predictor, args: argparse.Namespace, inputs: list[Path]) -> l
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .dataset import dataset_of, load_dataset, parse_labels
+    from .api import dataset_images, read_labels, select_references
     from .evaluation import EVALUATE_OUTPUTS, evaluate_folder, reference_cases
-    from .io import read_json
     from .metrics import format_summary
 
-    labels = None
-    if args.labels is not None:
-        meta = read_json(args.labels) if args.labels.is_file() else None
-        if meta is None:
-            labels = load_dataset(args.labels).labels
-        else:
-            labels = parse_labels(meta.get("labels", meta), args.labels)
-    cases = None
-    if args.subset is None and args.split is not None:
-        raise GlobalmaskError("argument --split: it names the split --subset takes its cases from; give --subset train|validation|test too")
+    labels = read_labels(args.labels) if args.labels is not None else None
+    args.label_dir, cases, source = select_references(args.label_dir, args.subset, args.split)
     if args.subset is not None:
-        _, cases, source = _subset(args.label_dir, args)
-        print(f"{args.subset} split: {len(cases)} case(s) from {source}")
-    root = dataset_of(args.label_dir)
-    if root is not None and args.label_dir.resolve() == root.resolve():  # the dataset folder itself: its label folder
-        args.label_dir = root / ("labelsTr" if (root / "labelsTr").is_dir() else "labels")
+        print(f"{args.subset} split: {len(cases or [])} case(s) from {source}")
     out = args.out or args.pred_dir
     if out.resolve() == args.label_dir.resolve():
         raise OutputError("metrics would be written into the reference label folder; choose another --out", out)
@@ -446,9 +388,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.qc is not None:
         qc_targets = [args.qc / f"{c}.png" for c in reference_cases(args.label_dir, cases)]
         guard.check_output_dir(args.qc, [*inputs, args.pred_dir], overwrite=args.overwrite, what="--qc", targets=qc_targets)
-        ds_root = dataset_of(args.label_dir)
-        if ds_root is not None:
-            images = {cid: c.image for cid, c in load_dataset(ds_root).cases.items()}
+        images = dataset_images(args.label_dir)
     with contextlib.ExitStack() as stack:
         stack.enter_context(guard.writing(out, "evaluate", inputs, overwrite=args.overwrite or into_preds, targets=targets, what=what))
         if args.qc is not None:
