@@ -126,11 +126,15 @@ def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(slices)
 
 
-def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None, shape: tuple[int, ...], margin: int = 1) -> tuple[slice, ...]:
+def _union_box(
+    a: tuple[slice, ...] | None, b: tuple[slice, ...] | None, shape: tuple[int, ...], margin: int = 1
+) -> tuple[slice, ...]:
     """Union of two boxes grown by ``margin`` voxels, clipped to ``shape``."""
     boxes = [x for x in (a, b) if x is not None]
     return tuple(
-        slice(max(0, min(bx[d].start for bx in boxes) - margin), min(shape[d], max(bx[d].stop for bx in boxes) + margin))
+        slice(
+            max(0, min(bx[d].start for bx in boxes) - margin), min(shape[d], max(bx[d].stop for bx in boxes) + margin)
+        )
         for d in range(len(shape))
     )
 
@@ -169,6 +173,18 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     """Dice = 2|P∩R| / (|P|+|R|) of two binary masks (non-zero = inside).
 
     NaN when both are empty: there is nothing to overlap, and 1.0 would reward predicting nothing.
+
+    Parameters
+    ----------
+    pred : numpy.ndarray
+        The predicted mask.
+    ref : numpy.ndarray
+        The reference mask, same shape.
+
+    Returns
+    -------
+    float
+        Dice in [0, 1], NaN when both are empty.
     """
     pred, ref = _check_pair(pred, ref)
     n_pred, n_ref = int(np.count_nonzero(pred)), int(np.count_nonzero(ref))
@@ -182,6 +198,18 @@ def center_of_mass_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray | None
 
     The voxel centroid (``scipy.ndimage.center_of_mass``) is mapped through the full affine, so it
     is exact for rotated, anisotropic and even sheared grids.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        A 3D mask (non-zero = inside).
+    affine : numpy.ndarray
+        Its 4x4 voxel-to-world affine (mm).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Shape (3,): the world position (mm), or None.
     """
     mask = _as_mask(mask)
     affine = _check_affine(affine)
@@ -194,7 +222,22 @@ def center_of_mass_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray | None
 
 
 def center_of_mass_distance_mm(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray) -> float:
-    """Euclidean distance (mm) between the world centres of mass; NaN if either mask is empty."""
+    """Euclidean distance (mm) between the world centres of mass; NaN if either mask is empty.
+
+    Parameters
+    ----------
+    pred : numpy.ndarray
+        The predicted mask.
+    ref : numpy.ndarray
+        The reference mask, same shape.
+    affine : numpy.ndarray
+        Their 4x4 voxel-to-world affine (mm).
+
+    Returns
+    -------
+    float
+        The distance (mm), or NaN.
+    """
     pred, ref = _check_pair(pred, ref)
     a, b = center_of_mass_mm(pred, affine), center_of_mass_mm(ref, affine)
     if a is None or b is None:
@@ -202,7 +245,9 @@ def center_of_mass_distance_mm(pred: np.ndarray, ref: np.ndarray, affine: np.nda
     return float(np.linalg.norm(a - b))
 
 
-def _directed_surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _directed_surface_distances(
+    pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(distances pred-surface -> ref-surface, ref-surface -> pred-surface) in mm; both masks non-empty.
 
     Surfaces are the mask voxels with a face-neighbour outside (mask XOR its 6-connected erosion),
@@ -255,13 +300,42 @@ def surface_distances_mm(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray) 
     Distances are exact for any affine: column norms on orthogonal grids, the full 3x3 matrix on
     sheared ones. MONAI itself returns NaN (HD) and inf (ASD) when only one mask is empty;
     here both are NaN so "undefined" has one spelling.
+
+    Parameters
+    ----------
+    pred : numpy.ndarray
+        The predicted 3D mask.
+    ref : numpy.ndarray
+        The reference mask, same shape.
+    affine : numpy.ndarray
+        Their 4x4 voxel-to-world affine (mm).
+
+    Returns
+    -------
+    hd95 : float
+        95th-percentile Hausdorff distance (mm), or NaN.
+    msd : float
+        Mean symmetric surface distance (mm), or NaN.
     """
     pred, ref = _check_pair(pred, ref)
     return _surface_metrics(pred, ref, _spacing(affine))
 
 
 def volume_ml(mask: np.ndarray, affine: np.ndarray) -> float:
-    """Volume in millilitres: voxel count * |det(affine[:3, :3])| mm^3 / 1000 (exact for any affine)."""
+    """Volume in millilitres: voxel count * |det(affine[:3, :3])| mm^3 / 1000 (exact for any affine).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        A mask (non-zero = inside).
+    affine : numpy.ndarray
+        Its 4x4 voxel-to-world affine (mm).
+
+    Returns
+    -------
+    float
+        The volume (ml).
+    """
     affine = _check_affine(affine)
     return int(np.count_nonzero(_as_mask(mask))) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
 
@@ -280,13 +354,31 @@ def _status(n_pred: int, n_ref: int) -> str:
     return "absent"
 
 
-def structure_metrics(pred_label: np.ndarray, ref_label: np.ndarray, affine: np.ndarray, labels: Mapping[str, int]) -> list[dict[str, Any]]:
+def structure_metrics(
+    pred_label: np.ndarray, ref_label: np.ndarray, affine: np.ndarray, labels: Mapping[str, int]
+) -> list[dict[str, Any]]:
     """One row per structure of ``labels`` (background / value 0 skipped), in the order given.
 
     Row keys: structure, label, dice, com_mm, hd95_mm, msd_mm, pred_ml, ref_ml, status (see the
     module docstring for the status rules). Each structure is evaluated inside the union bounding
     box of its prediction and reference (found for all labels in one pass), so many small organs in
     a large scan stay cheap.
+
+    Parameters
+    ----------
+    pred_label : numpy.ndarray
+        The predicted 3D label map (integers, or floats holding whole numbers).
+    ref_label : numpy.ndarray
+        The reference label map, same shape.
+    affine : numpy.ndarray
+        Their 4x4 voxel-to-world affine (mm).
+    labels : Mapping[str, int]
+        ``{name: value}`` of the structures to score.
+
+    Returns
+    -------
+    list of dict[str, Any]
+        One row per structure, keys :data:`ROW_COLUMNS`.
     """
     pred_label = _to_label_array(pred_label)
     ref_label = _to_label_array(ref_label)
@@ -297,7 +389,9 @@ def structure_metrics(pred_label: np.ndarray, ref_label: np.ndarray, affine: np.
     affine = _check_affine(affine)
     spacing = _spacing(affine)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-    wanted = [(str(name), int(value)) for name, value in labels.items() if int(value) != 0 and str(name) != "background"]
+    wanted = [
+        (str(name), int(value)) for name, value in labels.items() if int(value) != 0 and str(name) != "background"
+    ]
     positive = [v for _, v in wanted if v > 0]
     max_label = max(positive, default=0)
     # find_objects gives every positive label's bounding box in a single pass over the volume.
@@ -312,7 +406,10 @@ def structure_metrics(pred_label: np.ndarray, ref_label: np.ndarray, affine: np.
             pb, rb = _bbox(pred_label == value), _bbox(ref_label == value)
         row: dict[str, Any] = {"structure": name, "label": value}
         if pb is None and rb is None:
-            row.update(dice=float("nan"), com_mm=float("nan"), hd95_mm=float("nan"), msd_mm=float("nan"), pred_ml=0.0, ref_ml=0.0, status="absent")
+            row.update(
+                dice=float("nan"), com_mm=float("nan"), hd95_mm=float("nan"), msd_mm=float("nan"), pred_ml=0.0,
+                ref_ml=0.0, status="absent",
+            )
             rows.append(row)
             continue
         box = _union_box(pb, rb, shape, margin=1)
@@ -348,6 +445,22 @@ def evaluate_volumes(pred: Volume, ref: Volume, labels: Mapping[str, int], case_
 
     Shapes must be equal and affines agree within io.GEOMETRY_ATOL_MM: metrics of a prediction resampled to a
     different grid would silently compare different anatomy. Raises GeometryError naming both files.
+
+    Parameters
+    ----------
+    pred : Volume
+        The prediction.
+    ref : Volume
+        The reference label map.
+    labels : Mapping[str, int]
+        ``{name: value}`` of the structures to score.
+    case_id : str
+        The value of the rows' ``case`` column.
+
+    Returns
+    -------
+    list of dict[str, Any]
+        One row per structure, keys :data:`CASE_COLUMNS`.
     """
     check_same_grid(pred, ref, "prediction", f"reference {_describe(ref.path)}",
                     "predictions must be on the reference grid, or metrics would compare different anatomy")
@@ -360,8 +473,8 @@ def evaluate_volumes(pred: Volume, ref: Volume, labels: Mapping[str, int], case_
     undeclared = sorted(_values(pred_array) - declared - ref_values)
     if undeclared:
         raise DatasetError(
-            f"prediction holds label value(s) {undeclared[:10]} that are not declared in the label map {sorted(declared)} "
-            f"and not found in the reference {_describe(ref.path)}; check --labels / dataset.json",
+            f"prediction holds label value(s) {undeclared[:10]} that are not declared in the label map "
+            f"{sorted(declared)} and not found in the reference {_describe(ref.path)}; check --labels / dataset.json",
             pred.path,
         )
     rows = structure_metrics(pred_array, ref_array, ref.affine, labels)
@@ -414,6 +527,16 @@ def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
     rows where they are defined (both masks non-empty). Volumes: over all rows. ``n_cases`` counts
     distinct cases, ``n_scored`` the rows behind the Dice mean. Extra columns (mode, shift, ...)
     are ignored: group before calling to keep them apart.
+
+    Parameters
+    ----------
+    per_case : pandas.DataFrame
+        The per-case table (:data:`CASE_COLUMNS`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per structure and ``all``, columns :data:`SUMMARY_COLUMNS`.
     """
     if per_case.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
@@ -426,6 +549,20 @@ def mean_std_text(mean: float | None, std: float | None = None, digits: int = 3)
     """'0.712 ± 0.083': the one way every table (CLI, demo, report) prints a mean and its std.
 
     A missing or non-finite mean prints 'n/a'; a missing or non-finite std (one value) prints the mean alone.
+
+    Parameters
+    ----------
+    mean : float or None
+        The mean.
+    std : float or None
+        The standard deviation.
+    digits : int
+        Decimal places of both.
+
+    Returns
+    -------
+    str
+        The text.
     """
     if mean is None or not math.isfinite(mean):
         return "n/a"
@@ -435,8 +572,21 @@ def mean_std_text(mean: float | None, std: float | None = None, digits: int = 3)
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    """Plain-text table: structure, n, Dice, CoM error, HD95 and MSD (mean ± std, mm), missed, FP."""
-    header = ["structure", "n", "Dice mean±std", "CoM mm mean±std", "HD95 mm mean±std", "MSD mm mean±std", "missed", "FP"]
+    """Plain-text table: structure, n, Dice, CoM error, HD95 and MSD (mean ± std, mm), missed, FP.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        The table from :func:`summarize`.
+
+    Returns
+    -------
+    str
+        The table, one line per structure (no trailing newline).
+    """
+    header = [
+        "structure", "n", "Dice mean±std", "CoM mm mean±std", "HD95 mm mean±std", "MSD mm mean±std", "missed", "FP"
+    ]
     body = []
     for _, r in summary.iterrows():
         body.append(
