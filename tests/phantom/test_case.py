@@ -1,4 +1,5 @@
-"""phantom/case.py: one phantom case: label maps, dtypes and RAS affine, determinism, pinned output, label sizes, argument checks."""
+"""phantom/case.py: one phantom case: label maps, dtypes and RAS affine, determinism, pinned output, label sizes,
+argument checks."""
 
 from __future__ import annotations
 

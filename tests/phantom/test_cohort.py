@@ -1,4 +1,5 @@
-"""phantom/cohort.py: the written nnU-Net dataset, its independence of the cohort size, existing outputs, resume, CLI split."""
+"""phantom/cohort.py: the written nnU-Net dataset, its independence of the cohort size, existing outputs, resume,
+CLI split."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_dataset_layout_json_and_round_trip(tmp_path):
     assert "thorax" in meta["description"] and "seed=5" in meta["description"] and "32x32x28" in meta["description"]
     assert isinstance(meta["name"], str) and meta["name"]
     assert not (out / "splits.json").exists()
-    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [f"phantom_thorax_{i:03d}_0000.nii.gz" for i in range(3)]
+    expected = [f"phantom_thorax_{i:03d}_0000.nii.gz" for i in range(3)]
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == expected
     assert sorted(p.name for p in (out / "labelsTr").iterdir()) == [f"phantom_thorax_{i:03d}.nii.gz" for i in range(3)]
     assert not list(out.glob(".phantom*"))
     for i in range(3):
@@ -120,7 +122,8 @@ def test_cli_phantom_split_proportions(tmp_path):
     from globalmask.cli import main
 
     out = tmp_path / "ph"
-    assert main(["phantom", "--kind", "thorax", "--cases", "5", "--shape", "24", "24", "24", "--split", "3:1:1", "--out", str(out)]) == 0
+    assert main(["phantom", "--kind", "thorax", "--cases", "5", "--shape", "24", "24", "24", "--split", "3:1:1",
+                 "--out", str(out)]) == 0
     split = json.loads((out / "splits.json").read_text(encoding="utf-8"))
     assert (len(split["train"]), len(split["validation"]), len(split["test"])) == (3, 1, 1)
     for bad in ("3:1", "a:b:c", "3:-1:1", "0:0:0"):

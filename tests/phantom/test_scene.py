@@ -1,4 +1,5 @@
-"""phantom/scene.py: per-case grid and pose (spacing, origin, field of view) and the scanner model (HU classes, noise)."""
+"""phantom/scene.py: per-case grid and pose (spacing, origin, field of view) and the scanner model (HU classes,
+noise)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ def _air_hu(ct) -> float:
 @pytest.mark.parametrize("kind", ["headneck", "thorax"])
 def test_tissue_classes_survive_the_scanner_transform(kind):
     labels = _labels(kind, False)
-    soft = ["brainstem", "spinal_cord", "parotid_left", "parotid_right"] if kind == "headneck" else ["heart", "aorta", "spinal_cord"]
+    soft = (
+        ["brainstem", "spinal_cord", "parotid_left", "parotid_right"]
+        if kind == "headneck"
+        else ["heart", "aorta", "spinal_cord"]
+    )
     for i in range(8):
         ct, lab = _case(kind, i)
         assert _air_hu(ct) < -700, (kind, i)
@@ -60,7 +65,8 @@ def test_tissue_classes_survive_the_scanner_transform(kind):
 def test_organ_intensity_is_unreliable_across_scanners():
     for kind, name in (("headneck", "parotid_left"), ("thorax", "spinal_cord")):
         means = [
-            float(_case(kind, i)[0].array[_case(kind, i)[1].array == _labels(kind, False)[name]].mean()) for i in range(8)
+            float(_case(kind, i)[0].array[_case(kind, i)[1].array == _labels(kind, False)[name]].mean())
+            for i in range(8)
         ]
         assert max(means) - min(means) > 30, (kind, name, means)
 

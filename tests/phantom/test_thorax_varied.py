@@ -17,7 +17,13 @@ from scipy import ndimage
 
 from globalmask.errors import GlobalmaskError
 from globalmask.io import read_volume
-from globalmask.phantom import THORAX_CHAMBER_LABELS, THORAX_LABELS, make_phantom_case, make_phantom_dataset, phantom_labels
+from globalmask.phantom import (
+    THORAX_CHAMBER_LABELS,
+    THORAX_LABELS,
+    make_phantom_case,
+    make_phantom_dataset,
+    phantom_labels,
+)
 from globalmask.phantom import thorax as th
 from globalmask.preprocess import resize
 from globalmask.shift import ct_noise
@@ -152,8 +158,8 @@ def test_thorax_dataset_json_is_unchanged(tmp_path):
         "name": "GlobalmaskPhantomThorax",
         "description": (
             "globalmask digital phantom cohort (synthetic CT with organ labels): kind=thorax, seed=0, shape=24x28x20, "
-            "cases=3, chambers=False. Anatomy (shape and position) is consistent across subjects; intensities vary with "
-            "the simulated scanner."
+            "cases=3, chambers=False. Anatomy (shape and position) is consistent across subjects; intensities vary "
+            "with the simulated scanner."
         ),
         "reference": "globalmask.phantom (generated, no patient data)",
         "licence": "synthetic data, no restrictions",
@@ -171,8 +177,10 @@ def test_cli_phantom_thorax_varied(tmp_path):
     from globalmask.cli import main
 
     out = tmp_path / "ph"
-    args = ["phantom", "--kind", "thorax-varied", "--cases", "3", "--shape", "20", "20", "20", "--split", "1:1:1", "--out", str(out)]
+    args = ["phantom", "--kind", "thorax-varied", "--cases", "3", "--shape", "20", "20", "20", "--split", "1:1:1",
+            "--out", str(out)]
     assert main(args) == 0
     split = json.loads((out / "splits.json").read_text(encoding="utf-8"))
-    assert sorted(split["train"] + split["validation"] + split["test"]) == [f"phantom_thorax_varied_{i:03d}" for i in range(3)]
+    expected = [f"phantom_thorax_varied_{i:03d}" for i in range(3)]
+    assert sorted(split["train"] + split["validation"] + split["test"]) == expected
     assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["phantom"]["kind"] == "thorax-varied"

@@ -1,4 +1,5 @@
-"""Shared by the study tests: one tiny plan executed three ways (unsharded, two shards merged, on Ray), computed once."""
+"""Shared by the study tests: one tiny plan executed three ways (unsharded, two shards merged, on Ray), computed
+once."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ QUIET = dict(progress=False, echo=lambda *_: None, threads=1)
 
 @pytest.fixture(scope="package")
 def study_cohort(tmp_path_factory):
-    root = make_phantom_dataset(tmp_path_factory.mktemp("sr") / "thorax", kind="thorax", cases=8, seed=2, shape=(32, 32, 32))
+    root = make_phantom_dataset(
+        tmp_path_factory.mktemp("sr") / "thorax", kind="thorax", cases=8, seed=2, shape=(32, 32, 32)
+    )
     save_split(make_split(load_dataset(root).cases, seed=0, fractions=(3, 2, 3)), root / "splits.json")
     return root
 

@@ -10,7 +10,8 @@ from globalmask.study.config import StudyConfig
 
 
 def test_study_config_accepts_percentile_and_refuses_other_words():
-    assert StudyConfig().window == "percentile" and StudyConfig().steps == 3000  # the defaults: per-run window, steps a maximum
+    # the defaults: per-run window, steps a maximum
+    assert StudyConfig().window == "percentile" and StudyConfig().steps == 3000
     assert StudyConfig(window="percentile").window == "percentile"
     assert StudyConfig(window=[-200, 300]).window == [-200, 300]
     with pytest.raises(GlobalmaskError, match="window"):
@@ -29,7 +30,12 @@ def test_shifts_suite_is_written_out_level_by_level_so_the_plan_hashes_the_level
     assert [v.name for v in cfg.shift_levels("2")] == [v.name for v in VARIATION_SUITE]
     assert cfg.shift_levels("1") == [] and len(cfg.shift_levels("all")) == len(VARIATION_SUITE)
     # the old scanner shifts and the new families mix, and read back as the same objects
-    mixed = StudyConfig(shifts=[{"name": "mild", "offset": 40.0, "scale": 1.05, "noise": 15.0, "blur_mm": 0.5}, VARIATION_SUITE[0].to_dict()])
+    mixed = StudyConfig(
+        shifts=[
+            {"name": "mild", "offset": 40.0, "scale": 1.05, "noise": 15.0, "blur_mm": 0.5},
+            VARIATION_SUITE[0].to_dict(),
+        ]
+    )
     assert [type(v).__name__ for v in mixed.shift_levels()] == ["ScannerShift", "TubeVoltage"]
     assert variation_from_dict(mixed.shifts[1]) == VARIATION_SUITE[0]
     # at their defaults the new settings stay out of the plan (committed plans keep their hashes)
@@ -40,7 +46,10 @@ def test_shifts_suite_is_written_out_level_by_level_so_the_plan_hashes_the_level
     "settings, fragment",
     [
         ({"shifts": "everything"}, "shifts"),
-        ({"shifts": [{"family": "voltage", "level": "80kVp", "iodine_ratio": 1.6, "bone_ratio": 1.3, "wattage": 3}]}, "wattage"),
+        (
+            {"shifts": [{"family": "voltage", "level": "80kVp", "iodine_ratio": 1.6, "bone_ratio": 1.3, "wattage": 3}]},
+            "wattage",
+        ),
         ({"shifts": [{"family": "warp", "level": "x"}]}, "unknown variation family"),
         ({"shifts": [{"name": "none", "offset": 1.0}]}, "other than 'none'"),
         ({"shift_sizes": [3]}, "shift_sizes"),
@@ -53,13 +62,35 @@ def test_bad_shift_settings_are_refused_naming_them(settings, fragment):
 
 
 def test_a_run_of_the_study_gets_the_study_training_settings_and_its_own():
-    cfg = StudyConfig(lr=1e-3, weight_decay=0.0, optimizer="sgd", schedule="cosine", warmup_steps=10, bf16=True, patience=None,
-                      patch_size=[32, 32, 16], steps={"1": 200, "all": 400}, net={"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 0})
+    cfg = StudyConfig(
+        lr=1e-3,
+        weight_decay=0.0,
+        optimizer="sgd",
+        schedule="cosine",
+        warmup_steps=10,
+        bf16=True,
+        patience=None,
+        patch_size=[32, 32, 16],
+        steps={"1": 200, "all": 400},
+        net={"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 0},
+    )
     run = cfg.train_config("ct+gbm", 1, 7, cfg.steps_for("1"))
     assert (run.mode, run.train_cases, run.seed, run.steps) == ("ct+gbm", 1, 7, 200)
-    assert (run.lr, run.weight_decay, run.optimizer, run.schedule, run.warmup_steps, run.bf16, run.patience, run.patch_size) == (
-        1e-3, 0.0, "sgd", "cosine", 10, True, None, (32, 32, 16))
-    assert run.net.channels == (8, 16, 32) and run.val_every == cfg.val_every and run.max_patch_voxels == cfg.max_patch_voxels
+    assert (
+        run.lr,
+        run.weight_decay,
+        run.optimizer,
+        run.schedule,
+        run.warmup_steps,
+        run.bf16,
+        run.patience,
+        run.patch_size,
+    ) == (1e-3, 0.0, "sgd", "cosine", 10, True, None, (32, 32, 16))
+    assert (
+        run.net.channels == (8, 16, 32)
+        and run.val_every == cfg.val_every
+        and run.max_patch_voxels == cfg.max_patch_voxels
+    )
 
 
 @pytest.mark.parametrize(
@@ -68,9 +99,15 @@ def test_a_run_of_the_study_gets_the_study_training_settings_and_its_own():
         ({"lr": 20}, "study.lr: got 20; expected a finite number > 0 and <= 10"),
         ({"batch_size": 1000}, "study.batch_size: got 1000; expected an integer >= 1 and <= 512"),
         ({"patch_size": [96, 64, 40]}, "study.patch_size: got 96 64 40; expected multiples of 16"),
-        ({"steps": {"1": 100, "all": 400}, "warmup_steps": 100}, "study.warmup_steps: got 100; expected fewer than the maximum steps (100)"),
+        (
+            {"steps": {"1": 100, "all": 400}, "warmup_steps": 100},
+            "study.warmup_steps: got 100; expected fewer than the maximum steps (100)",
+        ),
         ({"steps": {"1": 0}}, "study.steps.1: got 0; expected an integer >= 1"),
-        ({"spacing": [6, 6, 60]}, "study.spacing: got 6 6 60; expected 3 spacings in mm, each a finite number >= 0.1 and <= 20"),
+        (
+            {"spacing": [6, 6, 60]},
+            "study.spacing: got 6 6 60; expected 3 spacings in mm, each a finite number >= 0.1 and <= 20",
+        ),
         ({"bf16": "yes"}, "study.bf16: got 'yes'; expected true or false"),
         ({"draws": 0}, "study.draws: got 0; expected an integer >= 1"),
         ({"shift_sizes": [1, 3]}, "study.shift_sizes: got 3; expected a training size of this study"),

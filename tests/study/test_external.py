@@ -59,7 +59,8 @@ def cohorts(tmp_path_factory):
     save_split(make_split(load_dataset(main).cases, seed=0, fractions=(3, 2, 3)), main / "splits.json")
     ext = make_phantom_dataset(raw / "Dataset901_Ext", kind="thorax", cases=4, seed=7, shape=(32, 32, 32))
     ids = sorted(load_dataset(ext).cases)
-    (ext / "splits.json").write_text(json.dumps({"train": [], "validation": [], "test": ids}), encoding="utf-8")  # test only, like Dataset503  # test only, like Dataset503
+    # test only, like Dataset503
+    (ext / "splits.json").write_text(json.dumps({"train": [], "validation": [], "test": ids}), encoding="utf-8")
     return main, ext
 
 
@@ -69,7 +70,11 @@ def test_an_external_set_is_found_beside_the_dataset_and_enters_the_plan_by_cont
     by_name = make_plan(main, StudyConfig(**TINY_PLAN, external_test=[ext.name]))
     by_path = make_plan(main, StudyConfig(**TINY_PLAN, external_test=[str(ext.resolve())]))
     (e,) = by_name.external
-    assert e.name == "Dataset901_Ext" and e.case_ids == tuple(sorted(load_dataset(ext).cases)) and e.root == str(ext.resolve())
+    assert (
+        e.name == "Dataset901_Ext"
+        and e.case_ids == tuple(sorted(load_dataset(ext).cases))
+        and e.root == str(ext.resolve())
+    )
     # the same content by another path is the same plan; without it, another plan
     assert by_name.hash == by_path.hash != plain.hash
     run = by_name.ablation()[0]
@@ -143,7 +148,18 @@ def test_bootstrap_refuses_unpaired_arrays():
 
 def _rows(mode: str, subset: str, case: str, dice: float, draw: int = 0) -> list[dict]:
     return [
-        {"recipe": "r", "mode": mode, "size": "1", "draw": draw, "subset": subset, "shift": "none", "case": case, "structure": s, "dice": dice, "status": "ok"}
+        {
+            "recipe": "r",
+            "mode": mode,
+            "size": "1",
+            "draw": draw,
+            "subset": subset,
+            "shift": "none",
+            "case": case,
+            "structure": s,
+            "dice": dice,
+            "status": "ok",
+        }
         for s in ("heart", "lung")
     ]
 
@@ -165,11 +181,28 @@ def test_the_recipe_choice_ignores_every_external_and_test_row():
     """Adversarial external rows (the loser made perfect) do not move the validation ranking."""
 
     def rows(recipe: str, subset: str, dice: float, com: float) -> list[dict]:
-        return [{"recipe": recipe, "mode": "gbm", "size": "all", "draw": 0, "subset": subset, "shift": "none", "case": f"c{i}",
-                 "structure": "heart", "dice": dice, "com_mm": com, "status": "ok"} for i in range(3)]
+        return [
+            {
+                "recipe": recipe,
+                "mode": "gbm",
+                "size": "all",
+                "draw": 0,
+                "subset": subset,
+                "shift": "none",
+                "case": f"c{i}",
+                "structure": "heart",
+                "dice": dice,
+                "com_mm": com,
+                "status": "ok",
+            }
+            for i in range(3)
+        ]
 
     base = pd.DataFrame(rows("good", "validation", 0.8, 2.0) + rows("bad", "validation", 0.6, 5.0))
-    spiked = pd.concat([base, pd.DataFrame(rows("bad", "Dataset503_X", 1.0, 0.0) + rows("good", "Dataset503_X", 0.0, 50.0))], ignore_index=True)
+    spiked = pd.concat(
+        [base, pd.DataFrame(rows("bad", "Dataset503_X", 1.0, 0.0) + rows("good", "Dataset503_X", 0.0, 50.0))],
+        ignore_index=True,
+    )
     assert list(recipe_ablation(base)["recipe"]) == list(recipe_ablation(spiked)["recipe"]) == ["good", "bad"]
     pd.testing.assert_frame_equal(recipe_ablation(base)[["recipe", "validation_dice", "validation_com_mm"]],
                                   recipe_ablation(spiked)[["recipe", "validation_dice", "validation_com_mm"]])
@@ -179,8 +212,22 @@ def test_a_record_with_external_scores_round_trips(tmp_path, cohorts):
     main, ext = cohorts
     plan = make_plan(main, StudyConfig(**TINY_PLAN, external_test=[ext.name]))
     run = plan.ablation()[0]
-    metrics = [{"subset": s, "shift": "none", "case": c, "structure": "heart", "dice": d, "com_mm": None, "hd95_mm": 1.0, "msd_mm": 0.5,
-                "pred_ml": 1.0, "ref_ml": 1.0, "status": "ok"} for s, c, d in [("test", "a", 0.5), (ext.name, "a", 0.7)]]
+    metrics = [
+        {
+            "subset": s,
+            "shift": "none",
+            "case": c,
+            "structure": "heart",
+            "dice": d,
+            "com_mm": None,
+            "hd95_mm": 1.0,
+            "msd_mm": 0.5,
+            "pred_ml": 1.0,
+            "ref_ml": 1.0,
+            "status": "ok",
+        }
+        for s, c, d in [("test", "a", 0.5), (ext.name, "a", 0.7)]
+    ]
     rec = RunRecord(plan.info(), plan.run_id(run), run, {}, ["t"], 5, 6, 4, 0.5, True, "plateau", 1.0, 2.0, {}, metrics)
     back = read_record(write_record(tmp_path, rec))
     assert back == rec and Plan.from_info(back.plan).external == plan.external
@@ -202,7 +249,8 @@ def test_external_sets_are_read_only_after_training_and_change_no_choice(cohorts
     ext_root = str(ext.resolve())
     phase = ["plan"]
     reads: list[tuple[str, str]] = []
-    real_read, real_train, real_prepared = training_data_module.read_volume, runner_module.train, runner_module._prepared
+    real_read, real_train = training_data_module.read_volume, runner_module.train
+    real_prepared = runner_module._prepared
 
     def spy_read(path, *args, **kwargs):
         reads.append((phase[0], str(Path(path).resolve())))
@@ -219,14 +267,26 @@ def test_external_sets_are_read_only_after_training_and_change_no_choice(cohorts
         return wrapped
 
     monkeypatch.setattr(training_data_module, "read_volume", spy_read)
-    monkeypatch.setattr(runner_module, "_prepared", in_phase("prepare", real_prepared))  # the training and validation cases
+    # the training and validation cases
+    monkeypatch.setattr(runner_module, "_prepared", in_phase("prepare", real_prepared))
     monkeypatch.setattr(runner_module, "train", in_phase("train", real_train))
     # recipe chosen on validation (stage 1: bone and threshold:-300), then CT+GBM against CT at 1 case
     # scored under an intensity shift and a pose change (which moves the reference), at size 1 only
-    shifts = [TINY_PLAN["shifts"][0], {"family": "pose", "level": "unmasked", "rotation_deg": [10.0, 4.0, 4.0], "translation_mm": [4.0, 4.0, 4.0]}]
+    shifts = [
+        TINY_PLAN["shifts"][0],
+        {"family": "pose", "level": "unmasked", "rotation_deg": [10.0, 4.0, 4.0], "translation_mm": [4.0, 4.0, 4.0]},
+    ]
     # (the robust recipe rule: stage-1 models are scored on validation under the variations too)
-    cfg = dict(TINY_PLAN, modes=["ct", "ct+gbm"], train_sizes=[1], recipe="auto", recipe_rule="robust", ablation_recipes=["threshold:-300"],
-               shifts=shifts, shift_sizes=[1])
+    cfg = dict(
+        TINY_PLAN,
+        modes=["ct", "ct+gbm"],
+        train_sizes=[1],
+        recipe="auto",
+        recipe_rule="robust",
+        ablation_recipes=["threshold:-300"],
+        shifts=shifts,
+        shift_sizes=[1],
+    )
     with_ext = run_study(main, tmp_path / "with", StudyConfig(**cfg, external_test=[ext.name]), **QUIET)
     assert with_ext is not None and with_ext.complete
     ext_reads = [p for ph, p in reads if p.startswith(ext_root)]
@@ -236,9 +296,14 @@ def test_external_sets_are_read_only_after_training_and_change_no_choice(cohorts
     assert any(ph == "prepare" and p.startswith(main_root) for ph, p in reads)  # the spy saw the training data read
 
     without = run_study(main, tmp_path / "without", StudyConfig(**cfg), **QUIET)
-    assert without is not None and without.sweep_recipe == with_ext.sweep_recipe and without.recipe_winner == with_ext.recipe_winner
+    assert (
+        without is not None
+        and without.sweep_recipe == with_ext.sweep_recipe
+        and without.recipe_winner == with_ext.recipe_winner
+    )
     a, b = _records(tmp_path / "with"), _records(tmp_path / "without")
-    key = lambda r: (r["run"]["mode"], r["run"]["size_label"], r["run"]["draw"], r["run"]["recipe"])  # run ids differ by the plan
+    # run ids differ by the plan
+    key = lambda r: (r["run"]["mode"], r["run"]["size_label"], r["run"]["draw"], r["run"]["recipe"])
     a, b = {key(r): r for r in a.values()}, {key(r): r for r in b.values()}
     assert a.keys() == b.keys()
     for k in a:
@@ -250,15 +315,18 @@ def test_external_sets_are_read_only_after_training_and_change_no_choice(cohorts
         own = ma[ma["subset"] != ext.name].reset_index(drop=True)
         pd.testing.assert_frame_equal(own, mb, check_exact=False, atol=1e-6)
         test = ma[ma["subset"] == "test"]
-        if k[1] == "1":  # shift_sizes: the size-1 models are scored under both variations, the full-size ones under none
+        # shift_sizes: the size-1 models are scored under both variations, the full-size ones under none
+        if k[1] == "1":
             assert set(test["shift"]) == {"none", "shifted", "pose-unmasked"}
             ref = {s: g.set_index(["case", "structure"])["ref_ml"] for s, g in test.groupby("shift")}
             pd.testing.assert_series_equal(ref["none"], ref["shifted"])  # an intensity shift leaves the reference alone
-            assert not np.allclose(ref["none"].to_numpy(), ref["pose-unmasked"].to_numpy())  # the patient moved: so did the reference
+            # the patient moved: so did the reference
+            assert not np.allclose(ref["none"].to_numpy(), ref["pose-unmasked"].to_numpy())
         else:
             assert set(test["shift"]) == {"none"}
         scored = ma[ma["subset"] == ext.name]
-        assert set(scored["case"]) == set(load_dataset(ext).cases) and set(scored["shift"]) == {"none"}  # shifts_on_external is off
+        # shifts_on_external is off
+        assert set(scored["case"]) == set(load_dataset(ext).cases) and set(scored["shift"]) == {"none"}
     # the report pools the test split and the external set, with a CI per comparison
     by_set = with_ext.set_comparisons
     assert set(by_set["test_set"]) == {"test", ext.name, "pooled"}
@@ -267,9 +335,15 @@ def test_external_sets_are_read_only_after_training_and_change_no_choice(cohorts
     assert pooled["ci_low_pct"] <= pooled["relative_change_pct"] <= pooled["ci_high_pct"]
     report = (tmp_path / "with" / "report.md").read_text(encoding="utf-8")
     assert "## 2b. Every test set" in report and "Dataset901_Ext" in report and "| pooled |" in report
-    assert "Under the variation suite (validation" in report and f"Winner on validation: `{with_ext.recipe_winner}`" in report
+    assert (
+        "Under the variation suite (validation" in report
+        and f"Winner on validation: `{with_ext.recipe_winner}`" in report
+    )
     ablation = [r for r in a.values() if r["run"]["size_label"] == "all"]
-    assert all({m["shift"] for m in r["metrics"] if m["subset"] == "validation"} == {"none", "shifted", "pose-unmasked"} for r in ablation)
+    assert all(
+        {m["shift"] for m in r["metrics"] if m["subset"] == "validation"} == {"none", "shifted", "pose-unmasked"}
+        for r in ablation
+    )
     assert "2b." in (tmp_path / "without" / "report.md").read_text(encoding="utf-8")  # a CI for the test split alone
 
 

@@ -43,7 +43,9 @@ TINY = dict(
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    root = make_phantom_dataset(tmp_path_factory.mktemp("st") / "thorax", kind="thorax", cases=7, seed=1, shape=(32, 32, 32))
+    root = make_phantom_dataset(
+        tmp_path_factory.mktemp("st") / "thorax", kind="thorax", cases=7, seed=1, shape=(32, 32, 32)
+    )
     save_split(make_split(load_dataset(root).cases, seed=0, fractions=(3, 2, 2)), root / "splits.json")
     return root
 
@@ -63,7 +65,8 @@ def study(cohort, tmp_path_factory):
 @pytest.mark.slow
 def test_study_writes_every_output(study, cohort):
     out, config, results, _ = study
-    for name in ("per_case.csv", "summary.csv", "results.json", "report.md", "subsets.json", "splits.json", "dice_vs_n.png", "com_vs_n.png", "boxplot_structures.png", "shift_drop.png"):
+    for name in ("per_case.csv", "summary.csv", "results.json", "report.md", "subsets.json", "splits.json",
+                 "dice_vs_n.png", "com_vs_n.png", "boxplot_structures.png", "shift_drop.png"):
         assert (out / name).exists(), name
     assert list(out.glob("overlay_*.png"))
     report = (out / "report.md").read_text(encoding="utf-8")
@@ -104,21 +107,35 @@ def test_resume_skips_finished_runs(study, cohort):
 def test_statistics_are_computed_from_the_per_case_numbers(study):
     out, config, results, _ = study
     per_case = pd.read_csv(out / "per_case.csv")
-    test = per_case[(per_case["recipe"] == results.sweep_recipe) & (per_case["subset"] == "test") & (per_case["shift"] == "none") & (per_case["status"] != "absent")]
+    test = per_case[
+        (per_case["recipe"] == results.sweep_recipe)
+        & (per_case["subset"] == "test")
+        & (per_case["shift"] == "none")
+        & (per_case["status"] != "absent")
+    ]
     for c in results.comparisons.to_dict(orient="records"):
         if c["structure"] != "all":
             continue
         a = test[(test["mode"] == c["a"]) & (test["size"].astype(str) == c["size"])]
         b = test[(test["mode"] == c["b"]) & (test["size"].astype(str) == c["size"])]
         assert c["dice_a"] == pytest.approx(a["dice"].mean())
-        assert c["relative_improvement_pct"] == pytest.approx((a["dice"].mean() - b["dice"].mean()) / b["dice"].mean() * 100)
+        assert c["relative_improvement_pct"] == pytest.approx(
+            (a["dice"].mean() - b["dice"].mean()) / b["dice"].mean() * 100
+        )
         ca, cb = a.groupby("case")["dice"].mean(), b.groupby("case")["dice"].mean()
         if np.allclose(ca - cb, 0):
             assert c["wilcoxon_p"] == 1.0
         else:
             assert c["wilcoxon_p"] == pytest.approx(wilcoxon(ca, cb).pvalue)
     summary = pd.read_csv(out / "summary.csv")
-    row = summary[(summary["mode"] == "gbm") & (summary["size"].astype(str) == "all") & (summary["subset"] == "test") & (summary["shift"] == "none") & (summary["structure"] == "all") & (summary["recipe"] == results.sweep_recipe)].iloc[0]
+    row = summary[
+        (summary["mode"] == "gbm")
+        & (summary["size"].astype(str) == "all")
+        & (summary["subset"] == "test")
+        & (summary["shift"] == "none")
+        & (summary["structure"] == "all")
+        & (summary["recipe"] == results.sweep_recipe)
+    ].iloc[0]
     sel = test[(test["mode"] == "gbm") & (test["size"].astype(str) == "all")]
     assert row["dice_mean"] == pytest.approx(sel["dice"].mean())
     assert row["dice_std"] == pytest.approx(sel["dice"].std(ddof=1))
@@ -126,17 +143,32 @@ def test_statistics_are_computed_from_the_per_case_numbers(study):
     shifted = per_case[(per_case["shift"] == "shifted") & (per_case["recipe"] == results.sweep_recipe)]
     assert shifted.groupby(["mode", "size", "draw"]).ngroups == 3 * 5
     assert results.recipe_winner in {"bone:level=250", "threshold:level=-300"}
-    assert json.loads((out / "recipe_choice.json").read_text(encoding="utf-8"))["sweep_recipe"] == "threshold:level=-300"
+    assert (
+        json.loads((out / "recipe_choice.json").read_text(encoding="utf-8"))["sweep_recipe"] == "threshold:level=-300"
+    )
 
 
 @pytest.mark.slow
 def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
-    cfg = StudyConfig(**{**TINY, "modes": ["ct", "gbm"], "train_sizes": [1], "draws": 1, "recipe": "auto", "ablation_recipes": ["threshold:-300", "body"], "shifts": [], "overlays": 0})
+    cfg = StudyConfig(
+        **{
+            **TINY,
+            "modes": ["ct", "gbm"],
+            "train_sizes": [1],
+            "draws": 1,
+            "recipe": "auto",
+            "ablation_recipes": ["threshold:-300", "body"],
+            "shifts": [],
+            "overlays": 0,
+        }
+    )
     results = run_study(cohort, tmp_path / "auto", cfg, progress=False, echo=lambda *_: None)
     choice = json.loads((tmp_path / "auto" / "recipe_choice.json").read_text(encoding="utf-8"))
     ranking = pd.DataFrame(choice["ranking"])
     # the winner is the first by (validation misses, validation CoM, -validation Dice), recomputed here
-    best = ranking.sort_values(["validation_missed", "validation_com_mm", "validation_dice"], ascending=[True, True, False]).iloc[0]["recipe"]
+    best = ranking.sort_values(
+        ["validation_missed", "validation_com_mm", "validation_dice"], ascending=[True, True, False]
+    ).iloc[0]["recipe"]
     assert choice["winner_on_validation"] == best == results.sweep_recipe
     assert {r.recipe for r in results.runs if r.role == "sweep"} == {best}
     assert len(ranking) == 3  # the default (bone), threshold:-300, body
@@ -149,7 +181,10 @@ def test_auto_recipe_sweeps_with_the_validation_winner(cohort, tmp_path):
     partial = report_from_records([one], tmp_path / "partial")
     assert (len(partial.pending), partial.unplanned, partial.n_pending, partial.sweep_recipe) == (2, 2, 4, None)
     report = (tmp_path / "partial" / "report.md").read_text(encoding="utf-8")
-    assert "**Incomplete: 4 run(s)" in report and "stage 2 (sweep): 2 runs, planned once every recipe-ablation record is in" in report
+    assert (
+        "**Incomplete: 4 run(s)" in report
+        and "stage 2 (sweep): 2 runs, planned once every recipe-ablation record is in" in report
+    )
 
 
 @pytest.mark.slow
@@ -177,14 +212,24 @@ def test_cli_plan_and_report(three_ways, study_cohort, tmp_path, capsys):
     assert main(["study", "plan", str(cfg), str(study_cohort), "--shards", "2"]) == 0
     out = capsys.readouterr().out
     assert single.plan.hash in out and all(r.run_id in out for r in single.runs)
-    assert main(["study", "report", str(base / "machine0"), str(base / "machine1"), "--out", str(tmp_path / "rep")]) == 0
+    assert (
+        main(["study", "report", str(base / "machine0"), str(base / "machine1"), "--out", str(tmp_path / "rep")]) == 0
+    )
     assert "complete" in capsys.readouterr().out and (tmp_path / "rep" / "report.md").exists()
     assert main(["study", "report", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "rep2")]) == 2
-    other = make_phantom_dataset(tmp_path / "other", kind="thorax", cases=3, seed=5, shape=(16, 16, 16))  # not the study's data
-    assert main(["study", "report", str(base / "machine0"), "--out", str(tmp_path / "rep3"), "--dataset", str(other)]) == 2
+    # not the study's data
+    other = make_phantom_dataset(tmp_path / "other", kind="thorax", cases=3, seed=5, shape=(16, 16, 16))
+    assert (
+        main(["study", "report", str(base / "machine0"), "--out", str(tmp_path / "rep3"), "--dataset", str(other)]) == 2
+    )
     assert "lacks" in capsys.readouterr().err and not (tmp_path / "rep3").exists()
     shutil.rmtree(tmp_path / "rep")
-    np.testing.assert_equal(main(["study", "run", str(study_cohort), "--config", str(cfg), "--out", str(base / "single"), "--shard", "5/2"]), 2)
+    np.testing.assert_equal(
+        main(
+            ["study", "run", str(study_cohort), "--config", str(cfg), "--out", str(base / "single"), "--shard", "5/2"]
+        ),
+        2,
+    )
 
 
 @pytest.mark.slow
@@ -210,7 +255,8 @@ def test_overlays_use_the_first_full_size_draw_whose_predictions_are_here(study,
     names = plot_overlays(runs, moved, 1, tmp_path / "fig")
     case = results.plan.split.test[0]
     modes = [r.mode.replace("+", "_") for r in d1]
-    assert names == [f"overlay_{case}.png", *(f"qc_{case}_{m}.png" for m in modes)]  # and each mode as `evaluate --qc` draws it
+    # and each mode as `evaluate --qc` draws it
+    assert names == [f"overlay_{case}.png", *(f"qc_{case}_{m}.png" for m in modes)]
     assert all((tmp_path / "fig" / n).stat().st_size > 0 for n in names)
 
 

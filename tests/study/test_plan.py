@@ -27,7 +27,9 @@ from .conftest import TINY_PLAN
 
 def duck_config(**kw):
     """The attributes plan_sweep and plan_ablation read from a study configuration."""
-    cfg = SimpleNamespace(modes=["ct", "gbm", "ct+gbm"], train_sizes=[1, 2, "all"], draws=2, full_draws=1, seed=10, steps=5, recipe="auto")
+    cfg = SimpleNamespace(
+        modes=["ct", "gbm", "ct+gbm"], train_sizes=[1, 2, "all"], draws=2, full_draws=1, seed=10, steps=5, recipe="auto"
+    )
     cfg.__dict__.update(kw)
     cfg.steps_for = lambda label: cfg.steps
     return cfg
@@ -42,7 +44,13 @@ def test_every_mode_trains_on_the_same_cases():
     by_key: dict[tuple, set] = {}
     for r in sweep:
         by_key.setdefault((r.size_label, r.draw), set()).add((r.n_cases, r.seed))
-    assert by_key == {("1", 0): {(1, 10)}, ("1", 1): {(1, 11)}, ("2", 0): {(2, 10)}, ("2", 1): {(2, 11)}, ("all", 0): {(6, 10)}}
+    assert by_key == {
+        ("1", 0): {(1, 10)},
+        ("1", 1): {(1, 11)},
+        ("2", 0): {(2, 10)},
+        ("2", 1): {(2, 11)},
+        ("all", 0): {(6, 10)},
+    }
     subsets = training_subsets(sweep, train_ids)
     assert sorted(subsets) == ["n1-d0", "n1-d1", "n2-d0", "n2-d1", "nall-d0"]
     assert subsets["nall-d0"] == train_ids
@@ -124,7 +132,8 @@ def test_the_time_estimate_prices_the_patch_training_would_use(study_cohort):
     ds = load_dataset(study_cohort)
     plan = make_plan(ds, StudyConfig(**{**TINY_PLAN, "max_patch_voxels": 96**3, "net": {}}))
     voxels = patch_voxels(plan, ds)
-    assert voxels == trained_patch(None, 96**3) < 96**3  # the median spacing of the training split, as training derives it
+    # the median spacing of the training split, as training derives it
+    assert voxels == trained_patch(None, 96**3) < 96**3
     runs = plan.all_runs(plan.fixed_recipe)
     steps = sum(r.steps for r in runs)
     expected = steps * SECONDS_PER_STEP_REF * plan.config.batch_size * voxels / REF_STEP_VOXELS
@@ -156,15 +165,24 @@ def test_a_ct_only_study_with_a_fixed_recipe_trains_no_gbm_only_model(modes, rec
 #: plan hash and the id of every run.
 RESULT_SETTINGS = {
     "seed": 1, "spacing": [2.0, 2.0, 2.0], "window": [-500.0, 500.0], "steps": {"1": 5, "all": 7},
-    "val_every": 3, "patience": 3, "min_delta": 0.01, "batch_size": 1, "lr": 1e-3, "weight_decay": 0.0, "optimizer": "sgd",
-    "schedule": "cosine", "warmup_steps": 1, "bf16": True, "patch_size": [16, 16, 16], "max_patch_voxels": 30000,
+    "val_every": 3, "patience": 3, "min_delta": 0.01, "batch_size": 1, "lr": 1e-3, "weight_decay": 0.0,
+    "optimizer": "sgd", "schedule": "cosine", "warmup_steps": 1, "bf16": True, "patch_size": [16, 16, 16],
+    "max_patch_voxels": 30000,
     "net": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
     "shifts": [{"name": "shifted", "offset": 40.0, "scale": 1.1, "noise": 20.0, "blur_mm": 1.0}],
     "shift_sizes": [1], "shifts_on_external": True, "recipe_rule": "robust",
 }
 #: Settings that change which runs the plan holds (its hash), not what a run of the same spec computes
 #: (the sweep's recipe: the ablation's run of another recipe stays the same run).
-PLAN_SHAPE = {"modes": ["ct"], "train_sizes": ["all"], "recipe": "threshold:-500", "draws": 2, "full_draws": 2, "ablation_recipes": ["body"], "ablation_draws": 2}
+PLAN_SHAPE = {
+    "modes": ["ct"],
+    "train_sizes": ["all"],
+    "recipe": "threshold:-500",
+    "draws": 2,
+    "full_draws": 2,
+    "ablation_recipes": ["body"],
+    "ablation_draws": 2,
+}
 #: Where and how the plan is executed and reported: never part of its identity.
 EXECUTION = {"device": "cuda", "overlays": 5, "reference": "brain", "reference_structure": "brainstem"}
 #: Inputs tested by content below (a split file, external test sets).
@@ -231,15 +249,19 @@ def test_the_split_the_data_and_the_labels_change_the_plan_and_every_run_id(stud
     variants["data"] = make_plan(cohort_copy, StudyConfig(**TINY_PLAN))
     relabelled = Path(shutil.copytree(study_cohort, tmp_path / "relabelled" / study_cohort.name))
     meta = json.loads((relabelled / "dataset.json").read_text(encoding="utf-8"))
-    meta["labels"] = {("lungs" if i == 1 else k): v for i, (k, v) in enumerate(meta["labels"].items())}  # a structure renamed
+    # a structure renamed
+    meta["labels"] = {("lungs" if i == 1 else k): v for i, (k, v) in enumerate(meta["labels"].items())}
     (relabelled / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     variants["labels"] = make_plan(relabelled, StudyConfig(**TINY_PLAN))
     ext = Path(shutil.copytree(study_cohort, tmp_path / "Dataset901_External"))
     (ext / "splits.json").unlink()
     variants["external"] = make_plan(study_cohort, StudyConfig(**{**TINY_PLAN, "external_test": [str(ext)]}))
-    beside = make_plan(cohort_copy, StudyConfig(**{**TINY_PLAN, "external_test": [ext.name]}))  # found beside the dataset
+    # found beside the dataset
+    beside = make_plan(cohort_copy, StudyConfig(**{**TINY_PLAN, "external_test": [ext.name]}))
     by_path = make_plan(cohort_copy, StudyConfig(**{**TINY_PLAN, "external_test": [str(ext)]}))
-    assert beside.external[0].root == str(ext.resolve()) and beside.hash == by_path.hash and _ids(beside) == _ids(by_path)
+    assert (
+        beside.external[0].root == str(ext.resolve()) and beside.hash == by_path.hash and _ids(beside) == _ids(by_path)
+    )
     before = set(_ids(base).values())
     for what, plan in variants.items():
         assert plan.hash != base.hash, what

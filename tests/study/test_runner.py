@@ -1,4 +1,5 @@
-"""study/runner.py: two shards merged, and the Ray backend, give the same records and report tables as one unsharded run."""
+"""study/runner.py: two shards merged, and the Ray backend, give the same records and report tables as one
+unsharded run."""
 
 from __future__ import annotations
 
@@ -90,7 +91,11 @@ def test_a_ct_only_study_with_a_fixed_recipe_runs_and_reports_without_an_ablatio
     assert [(r.role, r.mode, r.size_label) for r in results.runs] == [("sweep", "ct", ALL)]
     assert results.recipe_ablation.empty
     report = (tmp_path / "s" / "report.md").read_text(encoding="utf-8")
-    assert "0 of 1 models converged" in report and "## 2. Data scarcity" in report and "recipe ablation (GBM only" not in report
+    assert (
+        "0 of 1 models converged" in report
+        and "## 2. Data scarcity" in report
+        and "recipe ablation (GBM only" not in report
+    )
     assert "Not part of this study (its input modes are ct)." in report
 
 
