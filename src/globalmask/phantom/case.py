@@ -23,7 +23,20 @@ MIN_SIDE = 16
 
 
 def phantom_labels(kind: str, chambers: bool = False) -> dict[str, int]:
-    """The label map {name: value} (background included) of a phantom kind."""
+    """The label map {name: value} (background included) of a phantom kind.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`KINDS`.
+    chambers : bool, optional
+        Label the heart's four chambers (thorax kinds) instead of the whole heart.
+
+    Returns
+    -------
+    dict of str to int
+        Label name -> value, ``background: 0`` included.
+    """
     kind = check_kind(kind, chambers)
     if kind == "headneck":
         return dict(HEADNECK_LABELS)
@@ -31,7 +44,20 @@ def phantom_labels(kind: str, chambers: bool = False) -> dict[str, int]:
 
 
 def phantom_case_id(kind: str, index: int) -> str:
-    """'phantom_headneck_000' style case id."""
+    """'phantom_headneck_000' style case id.
+
+    Parameters
+    ----------
+    kind : str
+        The phantom kind (hyphens become underscores).
+    index : int
+        The case's index in its cohort.
+
+    Returns
+    -------
+    str
+        The case id.
+    """
     return f"phantom_{kind.replace('-', '_')}_{int(index):03d}"
 
 
@@ -50,6 +76,26 @@ def make_phantom_case(
     ``thorax-varied`` is the ``thorax`` case of the same arguments (identical label and affine)
     scanned with its own drawn :class:`~globalmask.phantom.thorax.Acquisition` (contrast phase,
     tube voltage, dose, kernel) instead of the linear HU "scanner".
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`KINDS`.
+    index : int
+        The case's index in the cohort (>= 0).
+    seed : int
+        The cohort's seed (>= 0).
+    shape : tuple of int, optional
+        Grid shape, each side :data:`MIN_SIDE`..512 voxels (the field of view in mm does not depend on it).
+    chambers : bool, optional
+        Label the heart's four chambers (thorax kinds).
+
+    Returns
+    -------
+    ct : Volume
+        The CT (int16 HU).
+    label : Volume
+        The label map (uint8) on the same grid.
     """
     kind = check_kind(kind, chambers)
     shape = check_shape(shape)
@@ -76,7 +122,20 @@ def make_phantom_case(
 
 
 def check_kind(kind: str, chambers: bool) -> str:
-    """``kind`` if it is a phantom kind that allows ``chambers``, else a clear error."""
+    """``kind`` if it is a phantom kind that allows ``chambers``, else a clear error.
+
+    Parameters
+    ----------
+    kind : str
+        The phantom kind asked for.
+    chambers : bool
+        Whether heart chambers are asked for (thorax kinds only).
+
+    Returns
+    -------
+    str
+        ``kind``.
+    """
     if kind not in KINDS:
         raise GlobalmaskError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KINDS)}")
     if chambers and kind == "headneck":
@@ -85,7 +144,18 @@ def check_kind(kind: str, chambers: bool) -> str:
 
 
 def check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
-    """``shape`` as three ints in MIN_SIDE..512, else a clear error."""
+    """``shape`` as three ints in MIN_SIDE..512, else a clear error.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The grid shape asked for.
+
+    Returns
+    -------
+    tuple of int
+        The shape as three ints.
+    """
     try:
         out = tuple(int(s) for s in shape)
     except (TypeError, ValueError):
@@ -98,7 +168,20 @@ def check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def check_int(value: int, name: str) -> int:
-    """``value`` as a non-negative int (bools and fractions refused), else a clear error."""
+    """``value`` as a non-negative int (bools and fractions refused), else a clear error.
+
+    Parameters
+    ----------
+    value : int
+        The number to check.
+    name : str
+        Its name in the error message.
+
+    Returns
+    -------
+    int
+        ``value`` as an int.
+    """
     if isinstance(value, bool) or int(value) != value:
         raise GlobalmaskError(f"{name} must be an integer, got {value!r}")
     if int(value) < 0:

@@ -9,7 +9,15 @@ from tqdm import tqdm
 
 from ..errors import GlobalmaskError, OutputError
 from ..io import write_json, write_volume
-from .case import PHANTOM_VERSION, check_int, check_kind, check_shape, make_phantom_case, phantom_case_id, phantom_labels
+from .case import (
+    PHANTOM_VERSION,
+    check_int,
+    check_kind,
+    check_shape,
+    make_phantom_case,
+    phantom_case_id,
+    phantom_labels,
+)
 from .thorax import acquisition_stream, draw_acquisition
 
 
@@ -29,6 +37,28 @@ def make_phantom_dataset(
     holding the dataset of the identical call is returned as it is (missing case files are
     regenerated), and an interrupted run of the identical call is resumed. Anything else in ``out``
     raises :class:`~globalmask.errors.OutputError`. No splits.json is written.
+
+    Parameters
+    ----------
+    out : str or Path
+        The dataset folder.
+    kind : str, optional
+        Phantom kind (see :data:`~globalmask.phantom.case.KINDS`).
+    cases : int, optional
+        Number of cases (>= 1).
+    seed : int, optional
+        The cohort's seed.
+    shape : tuple of int, optional
+        Grid shape of every case (voxels).
+    chambers : bool, optional
+        Label the heart's four chambers (thorax kinds).
+    progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    Path
+        ``out``.
     """
     kind = check_kind(kind, chambers)
     shape = check_shape(shape)
@@ -95,7 +125,8 @@ def _dataset_meta(block: dict) -> dict:
     """dataset.json: the nnU-Net v2 fields plus the generating call, to recognise it later."""
     kind, seed, shape = block["kind"], block["seed"], block["shape"]
     chambers = block["chambers"]
-    title = {"headneck": "HeadNeck", "thorax": "Thorax", "thorax-varied": "ThoraxVaried"}[kind] + ("Chambers" if chambers else "")
+    titles = {"headneck": "HeadNeck", "thorax": "Thorax", "thorax-varied": "ThoraxVaried"}
+    title = titles[kind] + ("Chambers" if chambers else "")
     meta = {
         "name": f"GlobalmaskPhantom{title}",
         "description": (
@@ -120,7 +151,8 @@ def _dataset_meta(block: dict) -> dict:
             "'acquisition' lists them per case."
         )
         meta["acquisition"] = {
-            phantom_case_id(kind, i): draw_acquisition(acquisition_stream(seed, i)).to_dict() for i in range(block["cases"])
+            phantom_case_id(kind, i): draw_acquisition(acquisition_stream(seed, i)).to_dict()
+            for i in range(block["cases"])
         }
     return meta
 

@@ -70,7 +70,15 @@ class _Mandible:
 
 
 def build_headneck(S: Scene, D: Draw) -> None:
-    """Draw one head-and-neck subject and paint it into ``S``."""
+    """Draw one head-and-neck subject and paint it into ``S``.
+
+    Parameters
+    ----------
+    S : Scene
+        The case's canvas.
+    D : Draw
+        The case's draws.
+    """
     T = _draw_tissue(D)
     A = _draw_anatomy(D)
     sd_cere = sd_ellipsoid(S.q, A.brain_c, A.brain_r)
@@ -257,7 +265,9 @@ def _cervical_spine(S: Scene, T: _Tissue, A: _Anatomy) -> float:
     spinous and transverse processes, the C1 ring, CSF and the labelled cord. Returns the cord's
     top (anatomy z, mm), where the brainstem takes over."""
     zs = np.array([-400.0, -170.0, -130.0, -100.0, -70.0, -40.0, -10.0, 8.0])
-    ys = np.array([-30.0, -27.0, -20.0, -15.0, -13.0 - 0.5 * A.lordosis, -15.0 - A.lordosis, -19.0, -20.0]) + A.cord_o[1]
+    ys = (
+        np.array([-30.0, -27.0, -20.0, -15.0, -13.0 - 0.5 * A.lordosis, -15.0 - A.lordosis, -19.0, -20.0]) + A.cord_o[1]
+    )
     xs = np.zeros_like(zs) + A.cord_o[0]
     ssl = S.box((-40, -80, -400), (40, 40, 10))
     if ssl is None:  # pragma: no cover - the neck always intersects the grid

@@ -28,7 +28,17 @@ GEOMETRY = {
 
 
 class Scene:
-    """Voxel grid of one case, its anatomy coordinates, and the HU / label arrays being painted."""
+    """Voxel grid of one case, its anatomy coordinates, and the HU / label arrays being painted.
+
+    Parameters
+    ----------
+    kind : str
+        ``headneck`` or ``thorax`` (a key of :data:`GEOMETRY`).
+    shape : tuple of int
+        Grid shape (voxels).
+    draw : Draw
+        The case's draws (spacing, field-of-view centre, pose).
+    """
 
     def __init__(self, kind: str, shape: tuple[int, int, int], draw: Draw):
         """Draw the case geometry (spacing, field-of-view centre) and the subject's pose; blank canvas."""
@@ -72,7 +82,13 @@ class Scene:
         return np.ascontiguousarray(f, dtype=np.float32)
 
     def make_fields(self, draw: Draw) -> None:
-        """Draw the texture fields and the displacement, and set the anatomy coordinates ``q``."""
+        """Draw the texture fields and the displacement, and set the anatomy coordinates ``q``.
+
+        Parameters
+        ----------
+        draw : Draw
+            The case's draws (its generator feeds the fields).
+        """
         rng = draw.rng
         disp = [self._field(rng.standard_normal((6, 6, 6)).astype(np.float32)) * self.disp_amp for _ in range(3)]
         self.tex = self._field(rng.standard_normal((14, 14, 14)).astype(np.float32))  # tissue texture
@@ -101,7 +117,20 @@ class Scene:
     # -- sub-blocks
 
     def box(self, lo_mm: ArrayLike, hi_mm: ArrayLike) -> Block | None:
-        """Voxel slices covering the anatomy-space box [lo, hi] (None when it misses the grid)."""
+        """Voxel slices covering the anatomy-space box [lo, hi] (None when it misses the grid).
+
+        Parameters
+        ----------
+        lo_mm : array_like
+            Lower corner in anatomy coordinates (mm).
+        hi_mm : array_like
+            Upper corner in anatomy coordinates (mm).
+
+        Returns
+        -------
+        Block or None
+            One slice per axis, grown by the displacement's reach.
+        """
         lo, hi = np.asarray(lo_mm, float), np.asarray(hi_mm, float)
         corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
         world = (self.scale * (corners - self.centre)) @ self.rot.T + self.fov_centre + self.shift
@@ -116,15 +145,44 @@ class Scene:
         return tuple(slice(int(i), int(j)) for i, j in zip(a, b))  # type: ignore[return-value]
 
     def sub(self, sl: Block) -> Coords:
-        """Anatomy coordinates of a block."""
+        """Anatomy coordinates of a block.
+
+        Parameters
+        ----------
+        sl : Block
+            One slice per axis.
+
+        Returns
+        -------
+        Coords
+            The x, y, z anatomy coordinates (mm) of the block's voxels.
+        """
         return tuple(c[sl] for c in self.q)  # type: ignore[return-value]
 
     def far(self) -> np.ndarray:
-        """A whole-grid signed distance that is far outside everywhere (to fill block by block)."""
+        """A whole-grid signed distance that is far outside everywhere (to fill block by block).
+
+        Returns
+        -------
+        numpy.ndarray
+            :data:`~globalmask.phantom.shapes.FAR` on the whole grid (float32).
+        """
         return np.full(self.shape, FAR, dtype=np.float32)
 
     def put(self, sl: Block | None, mask: np.ndarray, hu=None, lab: int | None = 0) -> None:
-        """Paint ``hu`` (scalar or sub-block array) and label ``lab`` (None: keep labels) where ``mask``."""
+        """Paint ``hu`` (scalar or sub-block array) and label ``lab`` (None: keep labels) where ``mask``.
+
+        Parameters
+        ----------
+        sl : Block or None
+            The block painted (None: nothing is painted).
+        mask : numpy.ndarray
+            Boolean mask over the block.
+        hu : float or numpy.ndarray, optional
+            HU to paint (None: keep the HU).
+        lab : int or None, optional
+            Label value to paint (None: keep the labels).
+        """
         if sl is None or not mask.any():
             return
         if hu is not None:
@@ -135,7 +193,22 @@ class Scene:
 
 
 def scan(hu: np.ndarray, scanner: dict[str, float], rng: np.random.Generator) -> np.ndarray:
-    """The simulated scanner: blur, linear HU transform, Gaussian noise, clip, int16."""
+    """The simulated scanner: blur, linear HU transform, Gaussian noise, clip, int16.
+
+    Parameters
+    ----------
+    hu : numpy.ndarray
+        The painted HU picture.
+    scanner : dict of str to float
+        ``blur`` (voxels), ``scale``, ``offset`` (HU) and ``noise`` (HU standard deviation).
+    rng : numpy.random.Generator
+        Source of the noise.
+
+    Returns
+    -------
+    numpy.ndarray
+        The scanned image (int16 HU, clipped to -1024..3071).
+    """
     img = hu
     if scanner["blur"] > 0.05:
         img = ndimage.gaussian_filter(img, scanner["blur"], truncate=3.0)

@@ -23,26 +23,86 @@ FAR = np.float32(1e4)
 
 
 class Draw:
-    """Seeded scalar draws; the order of calls fixes the stream, so keep it independent of shape."""
+    """Seeded scalar draws; the order of calls fixes the stream, so keep it independent of shape.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The case's random stream.
+    """
 
     def __init__(self, rng: np.random.Generator):
         self.rng = rng
 
     def u(self, lo: float, hi: float) -> float:
-        """Uniform in [lo, hi)."""
+        """Uniform in [lo, hi).
+
+        Parameters
+        ----------
+        lo : float
+            Lower bound.
+        hi : float
+            Upper bound (excluded).
+
+        Returns
+        -------
+        float
+            The draw.
+        """
         return float(self.rng.uniform(lo, hi))
 
     def n(self, sd: float, lim: float = 2.0) -> float:
-        """Normal(0, sd) clipped to +-lim*sd, so no draw produces impossible anatomy."""
+        """Normal(0, sd) clipped to +-lim*sd, so no draw produces impossible anatomy.
+
+        Parameters
+        ----------
+        sd : float
+            Standard deviation.
+        lim : float, optional
+            Clip at this many standard deviations.
+
+        Returns
+        -------
+        float
+            The draw.
+        """
         return float(np.clip(self.rng.normal(0.0, sd), -lim * sd, lim * sd))
 
     def v(self, sd: float, lim: float = 2.0) -> np.ndarray:
-        """Three clipped normal draws: a small 3D offset."""
+        """Three clipped normal draws: a small 3D offset.
+
+        Parameters
+        ----------
+        sd : float
+            Standard deviation of each component.
+        lim : float, optional
+            Clip at this many standard deviations.
+
+        Returns
+        -------
+        numpy.ndarray
+            (3,) draws.
+        """
         return np.clip(self.rng.normal(0.0, sd, 3), -lim * sd, lim * sd)
 
 
 def rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    """Rotation matrix Rz @ Ry @ Rx for angles in degrees about x, y and z."""
+    """Rotation matrix Rz @ Ry @ Rx for angles in degrees about x, y and z.
+
+    Parameters
+    ----------
+    ax : float
+        Angle about x (degrees).
+    ay : float
+        Angle about y (degrees).
+    az : float
+        Angle about z (degrees).
+
+    Returns
+    -------
+    numpy.ndarray
+        3x3 rotation matrix.
+    """
     ax, ay, az = np.deg2rad([ax, ay, az])
     rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
     ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
@@ -51,7 +111,24 @@ def rotation(ax: float, ay: float, az: float) -> np.ndarray:
 
 
 def sd_ellipsoid(q: Coords, c: Vec, r: Vec, frame: np.ndarray | None = None) -> np.ndarray:
-    """Ellipsoid with centre ``c`` and semi-axes ``r``; ``frame`` rows are its unit axes (else x, y, z)."""
+    """Ellipsoid with centre ``c`` and semi-axes ``r``; ``frame`` rows are its unit axes (else x, y, z).
+
+    Parameters
+    ----------
+    q : Coords
+        Anatomy coordinates (mm) of the voxels.
+    c : Vec
+        Centre (mm).
+    r : Vec
+        Semi-axes (mm).
+    frame : numpy.ndarray, optional
+        3x3 matrix whose rows are the ellipsoid's unit axes.
+
+    Returns
+    -------
+    numpy.ndarray
+        Approximate signed distance (mm, float32, negative inside).
+    """
     x, y, z = (q[0] - np.float32(c[0]), q[1] - np.float32(c[1]), q[2] - np.float32(c[2]))
     if frame is not None:
         f = frame.astype(np.float32)
@@ -67,7 +144,28 @@ def sd_ellipsoid(q: Coords, c: Vec, r: Vec, frame: np.ndarray | None = None) -> 
 
 
 def sd_ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx, ry) -> np.ndarray:
-    """Elliptic cylinder along z (radii may be arrays, e.g. narrowing toward an apex)."""
+    """Elliptic cylinder along z (radii may be arrays, e.g. narrowing toward an apex).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Anatomy x coordinates (mm).
+    y : numpy.ndarray
+        Anatomy y coordinates (mm).
+    cx : float
+        Centre x (mm).
+    cy : float
+        Centre y (mm).
+    rx : float or numpy.ndarray
+        Radius along x (mm).
+    ry : float or numpy.ndarray
+        Radius along y (mm).
+
+    Returns
+    -------
+    numpy.ndarray
+        Approximate signed distance (mm, float32, negative inside).
+    """
     dx, dy = x - np.float32(cx), y - np.float32(cy)
     rx, ry = np.asarray(rx, dtype=np.float32), np.asarray(ry, dtype=np.float32)
     k0 = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2)
@@ -76,7 +174,24 @@ def sd_ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx, ry) -> np
 
 
 def sd_tube(q: Coords, pts, radii, scale: Vec = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """Chain of capsules along a poly-line with linearly varying radius; ``scale`` stretches axes."""
+    """Chain of capsules along a poly-line with linearly varying radius; ``scale`` stretches axes.
+
+    Parameters
+    ----------
+    q : Coords
+        Anatomy coordinates (mm) of the voxels.
+    pts : array_like
+        (n, 3) vertices of the poly-line (mm).
+    radii : float or array_like
+        Radius (mm) at each vertex, or one for all.
+    scale : Vec, optional
+        Per-axis stretch (an elliptic cross-section).
+
+    Returns
+    -------
+    numpy.ndarray
+        Signed distance (mm, negative inside).
+    """
     pts = np.asarray(pts, dtype=np.float64) / np.asarray(scale)
     radii = np.broadcast_to(np.asarray(radii, dtype=np.float64), (len(pts),))
     qx, qy, qz = (q[i] / np.float32(scale[i]) for i in range(3))
@@ -96,8 +211,29 @@ def sd_tube(q: Coords, pts, radii, scale: Vec = (1.0, 1.0, 1.0)) -> np.ndarray:
 
 
 def polyline2(x: np.ndarray, y: np.ndarray, pts, attrs) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Distance in the xy plane to a 2D poly-line, and per-vertex attributes interpolated at the
-    nearest point (attrs: (n_vertices, k)); lets a curved bone vary in height and thickness."""
+    """Distance in the xy plane to a 2D poly-line, and per-vertex attributes at the nearest point.
+
+    ``attrs`` is (n_vertices, k), interpolated at the nearest point of the line; lets a curved bone
+    vary in height and thickness.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Anatomy x coordinates (mm).
+    y : numpy.ndarray
+        Anatomy y coordinates (mm).
+    pts : array_like
+        (n, 2) vertices (mm).
+    attrs : array_like
+        (n, k) attributes per vertex.
+
+    Returns
+    -------
+    distance : numpy.ndarray
+        Unsigned in-plane distance (mm) to the poly-line.
+    values : list of numpy.ndarray
+        The k attributes interpolated at the nearest point.
+    """
     pts = np.asarray(pts, dtype=np.float64)
     attrs = np.asarray(attrs, dtype=np.float64)
     best = None
@@ -121,17 +257,60 @@ def polyline2(x: np.ndarray, y: np.ndarray, pts, attrs) -> tuple[np.ndarray, lis
 
 
 def smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
-    """Smooth union of two signed distances (polynomial smooth minimum, blend width k mm)."""
+    """Smooth union of two signed distances (polynomial smooth minimum, blend width k mm).
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        First signed distance (mm).
+    b : numpy.ndarray
+        Second signed distance (mm).
+    k : float
+        Blend width (mm).
+
+    Returns
+    -------
+    numpy.ndarray
+        The blended signed distance (mm).
+    """
     h = np.clip(0.5 + 0.5 * (b - a) / np.float32(k), 0, 1)
     return b + (a - b) * h - np.float32(k) * h * (1 - h)
 
 
 def bounds(pts, pad: float) -> tuple[np.ndarray, np.ndarray]:
-    """Bounding box (lo, hi) of points, grown by ``pad`` mm: the box of a tube around them."""
+    """Bounding box (lo, hi) of points, grown by ``pad`` mm: the box of a tube around them.
+
+    Parameters
+    ----------
+    pts : array_like
+        (n, 3) points (mm).
+    pad : float
+        Margin (mm).
+
+    Returns
+    -------
+    lo : numpy.ndarray
+        (3,) lower corner (mm).
+    hi : numpy.ndarray
+        (3,) upper corner (mm).
+    """
     pts = np.asarray(pts, dtype=np.float64)
     return pts.min(axis=0) - pad, pts.max(axis=0) + pad
 
 
 def mirror(p: Vec, side: float) -> list[float]:
-    """Point ``p`` on the given side (-1: patient left, +1: right) of the midline."""
+    """Point ``p`` on the given side (-1: patient left, +1: right) of the midline.
+
+    Parameters
+    ----------
+    p : Vec
+        A point (mm) given for the right side.
+    side : float
+        -1 or +1.
+
+    Returns
+    -------
+    list of float
+        The point with x multiplied by ``side``.
+    """
     return [side * p[0], p[1], p[2]]

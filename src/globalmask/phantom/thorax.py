@@ -73,7 +73,18 @@ class _Tissue:
     ao_scaled: bool = True
 
     def aorta_blood(self, A: _Anatomy) -> float:
-        """Blood level of the aorta and its arch branches."""
+        """Blood level of the aorta and its arch branches.
+
+        Parameters
+        ----------
+        A : _Anatomy
+            The subject's anatomy (its aorta scale).
+
+        Returns
+        -------
+        float
+            HU.
+        """
         return self.blood_l * A.aorta_k if self.ao_scaled else self.blood_l
 
 
@@ -94,7 +105,13 @@ class _Anatomy:
 
     @property
     def front(self) -> float:
-        """The anterior inner chest wall (y, mm), behind the sternum."""
+        """The anterior inner chest wall (y, mm), behind the sternum.
+
+        Returns
+        -------
+        float
+            Anatomy y (mm).
+        """
         return _CAV_C[1] + self.cav_r[1]
 
 
@@ -128,7 +145,19 @@ def build_thorax(S: Scene, D: Draw, chambers: bool, acquisition: Acquisition | N
 
     With an ``acquisition`` (``thorax-varied``) its contrast phase sets the blood, myocardium,
     liver and lung-vessel levels; every draw from ``D`` and every shape stay as they are, so the
-    labels are those of the ``thorax`` kind bit for bit."""
+    labels are those of the ``thorax`` kind bit for bit.
+
+    Parameters
+    ----------
+    S : Scene
+        The case's canvas.
+    D : Draw
+        The case's draws.
+    chambers : bool
+        Label the heart's four chambers instead of the whole heart.
+    acquisition : Acquisition, optional
+        The ``thorax-varied`` case's acquisition.
+    """
     labels = THORAX_CHAMBER_LABELS if chambers else THORAX_LABELS
     T = _draw_tissue(D)
     A = _draw_anatomy(D)
@@ -468,7 +497,9 @@ def _chambers(hq: Coords, H: _Heart, sd_h: np.ndarray) -> dict[str, np.ndarray]:
     la = d[0] * np.float32(u[0]) + d[1] * np.float32(u[1]) + d[2] * np.float32(u[2])
     lb = d[0] * np.float32(v[0]) + d[1] * np.float32(v[1]) + d[2] * np.float32(v[2])
     a_av = -0.25 * r[0]
-    sd_lve = sd_ellipsoid(hq, c + (0.15 * r[0]) * u - (0.22 * r[1]) * v, (0.8 * r[0], 0.62 * r[1], 0.75 * r[2]), H.frame)
+    sd_lve = sd_ellipsoid(
+        hq, c + (0.15 * r[0]) * u - (0.22 * r[1]) * v, (0.8 * r[0], 0.62 * r[1], 0.75 * r[2]), H.frame
+    )
     b_split = -0.1 * r[1]
     b_lv = np.float32(-0.22 * r[1])  # the LV's own axis: posterior-left of it is all LV (wall)
     sd_v, sd_a = np.float32(a_av) - la, la - np.float32(a_av)
@@ -481,7 +512,9 @@ def _chambers(hq: Coords, H: _Heart, sd_h: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _paint_aorta(S: Scene, T: _Tissue, A: _Anatomy, vessels: _Vessels, sd_cav: np.ndarray, labels: dict[str, int]) -> None:
+def _paint_aorta(
+    S: Scene, T: _Tissue, A: _Anatomy, vessels: _Vessels, sd_cav: np.ndarray, labels: dict[str, int]
+) -> None:
     """The aorta (labelled) with a thin wall, painted last so it cuts through the heart's base."""
     vsl = vessels.block
     if vsl is None:
@@ -560,8 +593,23 @@ _N_DRAWS = 14
 
 
 def acquisition_stream(seed: int, index: int) -> np.random.Generator:
-    """The random stream of case ``index``'s acquisition, apart from the subject's stream (which
-    stays the ``thorax`` kind's: ``[seed, index, 2]``), so the subject does not depend on it."""
+    """The random stream of case ``index``'s acquisition, apart from the subject's stream.
+
+    The subject's stays the ``thorax`` kind's (``[seed, index, 2]``), so the subject does not
+    depend on it.
+
+    Parameters
+    ----------
+    seed : int
+        The cohort's seed.
+    index : int
+        The case's index.
+
+    Returns
+    -------
+    numpy.random.Generator
+        The acquisition's generator.
+    """
     return np.random.default_rng([seed, index, 2, 1])
 
 
@@ -581,9 +629,38 @@ def _between(u: float, lo_hi: tuple[float, float]) -> float:
 
 @dataclass(frozen=True)
 class Acquisition:
-    """How one ``thorax-varied`` case was scanned: contrast phase, blood and organ levels (HU at
-    120 kVp), tube voltage, dose, kernel and calibration offset. The ranges and their sources are
-    the module constants above."""
+    """How one ``thorax-varied`` case was scanned.
+
+    Contrast phase, blood and organ levels (HU at 120 kVp), tube voltage, dose, kernel and
+    calibration offset. The ranges and their sources are the module constants above.
+
+    Attributes
+    ----------
+    phase : str
+        Contrast phase (``non-contrast``, ``arterial``, ``venous``).
+    blood_unenhanced : float
+        Unenhanced blood (HU).
+    blood_l : float
+        Left-heart and aortic blood (HU).
+    blood_r : float
+        Right-heart blood (HU).
+    svc_hu : float
+        Superior vena cava (HU).
+    myo : float
+        Myocardium (HU).
+    liver : float
+        Liver (HU).
+    lung_vessel : float
+        Lung vessels (HU).
+    kvp : int
+        Tube voltage (kVp).
+    dose_fraction : float
+        Dose as a fraction of the reference.
+    kernel : str
+        Reconstruction kernel (``standard``, ``smooth``, ``sharp``).
+    offset_hu : float
+        Calibration offset (HU).
+    """
 
     phase: str
     blood_unenhanced: float
@@ -600,23 +677,57 @@ class Acquisition:
 
     @property
     def voltage(self) -> TubeVoltage | None:
-        """The tube-voltage change from 120 kVp (None at 120 kVp)."""
+        """The tube-voltage change from 120 kVp (None at 120 kVp).
+
+        Returns
+        -------
+        TubeVoltage or None
+            The suite's level for :attr:`kvp`.
+        """
         return _VOLTAGE_LEVELS.get(self.kvp)
 
     @property
     def kernel_change(self) -> Kernel | None:
-        """The kernel change from the standard kernel (None for ``standard``)."""
+        """The kernel change from the standard kernel (None for ``standard``).
+
+        Returns
+        -------
+        Kernel or None
+            The suite's level for :attr:`kernel`.
+        """
         return _KERNEL_LEVELS.get(self.kernel)
 
     def at_kvp(self, hu: float) -> float:
-        """A 120 kVp level ``hu`` as this acquisition's voltage shows it (before noise and offset)."""
+        """A 120 kVp level ``hu`` as this acquisition's voltage shows it (before noise and offset).
+
+        Parameters
+        ----------
+        hu : float
+            Level at 120 kVp (HU).
+
+        Returns
+        -------
+        float
+            Level at :attr:`kvp` (HU).
+        """
         v = self.voltage
         if v is None or hu <= v.soft_max_hu:
             return float(hu)
         return float(v.soft_max_hu + (hu - v.soft_max_hu) * float(v.ratio(np.array([hu], np.float32))[0]))
 
     def tissue(self, T: _Tissue) -> _Tissue:
-        """The subject's levels with this acquisition's contrast phase (blood, myocardium, liver, lung vessels)."""
+        """The subject's levels with this acquisition's contrast phase (blood, myocardium, liver, lung vessels).
+
+        Parameters
+        ----------
+        T : _Tissue
+            The subject's drawn levels.
+
+        Returns
+        -------
+        _Tissue
+            A copy with the phase's levels.
+        """
         return replace(
             T, blood_l=self.blood_l, blood_r=self.blood_r, svc_hu=self.svc_hu, myo=self.myo,
             liver=self.liver, lung_vessel=self.lung_vessel, ao_scaled=False,
@@ -624,17 +735,32 @@ class Acquisition:
 
     @property
     def reference_noise_hu(self) -> float:
-        """Noise std (HU) of this scan at its native voxel (shift.REFERENCE_VOXEL_MM) and kernel:
+        """Noise std (HU) of this scan at its native voxel (shift.REFERENCE_VOXEL_MM) and kernel.
+
         shift.Dose's reference noise over sqrt(dose fraction) (noise goes as dose^-1/2), with the
         sharp kernel's added noise in quadrature (its smoothing or boost of the quantum noise is
-        left out here; :meth:`noise_hu` includes it)."""
+        left out here; :meth:`noise_hu` includes it).
+
+        Returns
+        -------
+        float
+            Noise standard deviation (HU).
+        """
         k = self.kernel_change
         added = k.added_noise_hu if k is not None else 0.0
         return math.hypot(_DOSE.reference_noise_hu / math.sqrt(self.dose_fraction), added)
 
     def noise_hu(self) -> float:
-        """Noise std (HU) on the phantom's grid: the native scan's noise (dose and kernel, with
-        shift.ct_noise's texture) as trilinear resampling leaves it (see :func:`trilinear_keep`)."""
+        """Noise std (HU) on the phantom's grid.
+
+        The native scan's noise (dose and kernel, with shift.ct_noise's texture) as trilinear
+        resampling leaves it (see :func:`trilinear_keep`).
+
+        Returns
+        -------
+        float
+            Noise standard deviation (HU).
+        """
         k = self.kernel_change
         sigma_dose = _DOSE.reference_noise_hu / math.sqrt(self.dose_fraction)
         var = sigma_dose**2 * trilinear_keep(self.kernel if k is not None else "standard", _DOSE.nps_peak_per_mm)
@@ -643,9 +769,25 @@ class Acquisition:
         return math.sqrt(var)
 
     def scan(self, hu: np.ndarray, affine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The scanner for ``hu`` (the painted 120 kVp picture): tube voltage (shift.TubeVoltage),
-        kernel sharpness (shift.Kernel's transfer function, in mm), noise (:meth:`noise_hu`),
-        calibration offset, clip to the 12-bit scale, int16."""
+        """The scanner for ``hu`` (the painted 120 kVp picture).
+
+        Tube voltage (shift.TubeVoltage), kernel sharpness (shift.Kernel's transfer function, in mm),
+        noise (:meth:`noise_hu`), calibration offset, clip to the 12-bit scale, int16.
+
+        Parameters
+        ----------
+        hu : numpy.ndarray
+            The painted picture (HU at 120 kVp).
+        affine : numpy.ndarray
+            4x4 voxel-to-RAS affine (mm) of the grid.
+        rng : numpy.random.Generator
+            Source of the noise (the acquisition's stream, after its draws).
+
+        Returns
+        -------
+        numpy.ndarray
+            The scanned image (int16 HU).
+        """
         img = np.asarray(hu, dtype=np.float32)
         if self.voltage is not None:
             img = self.voltage.apply(Volume(img, affine)).array
@@ -660,8 +802,15 @@ class Acquisition:
         return np.rint(img).astype(np.int16)
 
     def to_dict(self) -> dict[str, Any]:
-        """For dataset.json: the draws (HU to 0.1, fractions to 3 decimals) and the blood pool as
-        the image shows it before noise (``blood_lv_image_hu``)."""
+        """For dataset.json: the draws (HU to 0.1, fractions to 3 decimals).
+
+        Also the blood pool as the image shows it before noise (``blood_lv_image_hu``).
+
+        Returns
+        -------
+        dict
+            JSON-ready description of the acquisition.
+        """
         return {
             "phase": self.phase,
             "kvp": self.kvp,
@@ -679,9 +828,22 @@ class Acquisition:
 
 
 def draw_acquisition(rng: np.random.Generator) -> Acquisition:
-    """One case's acquisition from ``rng`` (:func:`acquisition_stream`): always :data:`_N_DRAWS`
-    uniforms, each with one meaning whatever the phase (u[12:] spare, for later draws that must
-    not move these); the image noise is drawn from ``rng`` after them (:meth:`Acquisition.scan`)."""
+    """One case's acquisition from ``rng`` (:func:`acquisition_stream`).
+
+    Always :data:`_N_DRAWS` uniforms, each with one meaning whatever the phase (u[12:] spare, for
+    later draws that must not move these); the image noise is drawn from ``rng`` after them
+    (:meth:`Acquisition.scan`).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The acquisition's stream.
+
+    Returns
+    -------
+    Acquisition
+        The drawn acquisition.
+    """
     u = [float(x) for x in rng.random(_N_DRAWS)]
     phase = _pick(u[0], PHASES)
     b0 = _between(u[1], BLOOD_UNENHANCED_HU)
@@ -735,6 +897,18 @@ def trilinear_keep(kernel: str, nps_peak_per_mm: float) -> float:
     repeat and the kept fraction differs). Grid samples are several native pixels apart, so the
     noise on the grid is drawn white. An area-averaging resampler would keep far less
     (shift.noise_on_grid); this is what the study's own pipeline does to real CT.
+
+    Parameters
+    ----------
+    kernel : str
+        Reconstruction kernel (``standard``, ``smooth``, ``sharp``).
+    nps_peak_per_mm : float
+        Peak of the noise power spectrum (cycles/mm).
+
+    Returns
+    -------
+    float
+        The fraction of the variance kept.
     """
     n = 256
     px = REFERENCE_VOXEL_MM[0]
