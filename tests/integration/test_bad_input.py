@@ -67,7 +67,14 @@ def tiny_model(tmp_path: Path, mode="ct") -> Path:
     from globalmask.checkpoint import ModelSpec
     from globalmask.preprocess import PreprocessConfig
 
-    spec = ModelSpec(mode, Recipe.parse(None), PreprocessConfig(spacing=(2.0, 2.0, 2.5)), {"background": 0, "a": 1}, TINY_NET, (16, 16, 16))
+    spec = ModelSpec(
+        mode,
+        Recipe.parse(None),
+        PreprocessConfig(spacing=(2.0, 2.0, 2.5)),
+        {"background": 0, "a": 1},
+        TINY_NET,
+        (16, 16, 16),
+    )
     return save_model(tmp_path / "model.pt", spec, spec.build().state_dict())
 
 
@@ -125,7 +132,10 @@ def _negative_spacing(t):
 
 def _negative_mha_spacing(t):
     p = t / "neg.mha"
-    p.write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementSpacing = 1 -1 1\nElementType = MET_SHORT\nElementDataFile = LOCAL\n")
+    p.write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementSpacing = 1 -1 1\n"
+        "ElementType = MET_SHORT\nElementDataFile = LOCAL\n"
+    )
     with open(p, "ab") as fh:
         fh.write(np.zeros(64, np.int16).tobytes())
     return lambda: read_volume(p), "neg.mha"
@@ -228,13 +238,17 @@ def _malformed_dataset_json(t):
 
 def _labels_not_integers(t):
     ds = make_tiny_dataset(t / "ds", n=3)
-    (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": "one"}}))
+    (ds / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": "one"}})
+    )
     return lambda: load_dataset(ds), "dataset.json"
 
 
 def _duplicate_label_values(t):
     ds = make_tiny_dataset(t / "ds", n=3)
-    (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 1}}))
+    (ds / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 1}})
+    )
     return lambda: load_dataset(ds), "dataset.json"
 
 
@@ -366,7 +380,9 @@ def _channel_named_mri(t):
 def _split_case_without_label(t):
     ds = make_tiny_dataset(t / "ds", n=5)
     (ds / "labelsTr" / "case_002.nii.gz").unlink()
-    (ds / "splits.json").write_text(json.dumps({"train": ["case_000", "case_002"], "validation": ["case_001"], "test": ["case_003"]}))
+    (ds / "splits.json").write_text(
+        json.dumps({"train": ["case_000", "case_002"], "validation": ["case_001"], "test": ["case_003"]})
+    )
     d = load_dataset(ds)
     return lambda: resolve_split(d), "labelsTr/case_002.nii.gz"
 
@@ -423,12 +439,15 @@ BAD_INPUTS = {
     "unknown GBM recipe": (_unknown_recipe, GlobalmaskError, "unknown GBM recipe"),
     "unknown input mode": (_unknown_mode, GlobalmaskError, "unknown input mode"),
     "sform and qform mirror each other": (_sform_qform_mirrored, GeometryError, "mirror each other (left-right)"),
-    "sform and qform 50 mm apart": (_sform_qform_50mm, GeometryError, "sform and qform place the voxels up to 50 mm apart"),
+    "sform and qform 50 mm apart": (_sform_qform_50mm, GeometryError,
+                                    "sform and qform place the voxels up to 50 mm apart"),
     "gzip stream without its trailer": (_gzip_without_trailer, InputFileError, "end-of-stream marker"),
     "gzip checksum damaged": (_gzip_bad_checksum, InputFileError, "corrupt or truncated"),
     "channel 0 is not CT": (_channel_named_mri, DatasetError, "channel 0 is named 'MRI', not 'CT'"),
-    "split names a case without a label file": (_split_case_without_label, DatasetError, "has an image but no label file"),
-    "DICOM slice without ImagePositionPatient": (_dicom_slice_without_position, GeometryError, "has no ImagePositionPatient"),
+    "split names a case without a label file": (_split_case_without_label, DatasetError,
+                                                "has an image but no label file"),
+    "DICOM slice without ImagePositionPatient": (_dicom_slice_without_position, GeometryError,
+                                                 "has no ImagePositionPatient"),
 }
 
 
@@ -485,14 +504,18 @@ def test_cli_predict_refuses_a_model_of_another_mode(tmp_path, capsys):
 def test_cli_predict_on_non_hu_data_suggests_only_what_predict_can_do(tmp_path, capsys):
     """Issue 25: predict suggested --recipe, which it lacks (the recipe is the checkpoint's)."""
     model = tiny_model(tmp_path)
-    p = save_nifti(tmp_path / "mr.nii.gz", np.random.default_rng(1).integers(100, 2000, size=(16, 16, 12)).astype(np.int16))
+    p = save_nifti(
+        tmp_path / "mr.nii.gz", np.random.default_rng(1).integers(100, 2000, size=(16, 16, 12)).astype(np.int16)
+    )
     assert main(["predict", str(model), str(p), "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "mr.nii.gz" in err and "convert the data to Hounsfield units" in err and "use --recipe" not in err
 
 
 def test_cli_non_hu_data_suggests_otsu(tmp_path, capsys):
-    p = save_nifti(tmp_path / "mr.nii.gz", np.random.default_rng(1).integers(100, 2000, size=(12, 12, 12)).astype(np.int16))
+    p = save_nifti(
+        tmp_path / "mr.nii.gz", np.random.default_rng(1).integers(100, 2000, size=(12, 12, 12)).astype(np.int16)
+    )
     assert main(["masks", str(p), "--out", str(tmp_path / "m")]) == 2
     assert "--recipe otsu" in capsys.readouterr().err
     assert main(["masks", str(p), "--recipe", "otsu", "--out", str(tmp_path / "m")]) == 0
@@ -503,7 +526,11 @@ def test_cli_non_hu_data_suggests_otsu(tmp_path, capsys):
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_inputs_are_never_modified(tmp_path):
@@ -513,7 +540,13 @@ def test_inputs_are_never_modified(tmp_path):
             p.chmod(0o444)
     before = _digest(ds)
     assert main(["masks", str(ds), "--out", str(tmp_path / "masks")]) == 0
-    res = train(ds, tmp_path / "run", TrainConfig(mode="ct+gbm", steps=2, val_every=2, net=TINY_NET), progress=False, device="cpu")
+    res = train(
+        ds,
+        tmp_path / "run",
+        TrainConfig(mode="ct+gbm", steps=2, val_every=2, net=TINY_NET),
+        progress=False,
+        device="cpu",
+    )
     Predictor(res.model_path, device="cpu").predict_files([ds / "imagesTr"], tmp_path / "pred", progress=False)
     assert main(["evaluate", str(tmp_path / "pred"), str(ds / "labelsTr"), "--out", str(tmp_path / "ev")]) == 0
     assert _digest(ds) == before

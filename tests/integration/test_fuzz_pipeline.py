@@ -22,7 +22,9 @@ from globalmask.io import GEOMETRY_ATOL_MM, Volume, read_volume, same_geometry, 
 from globalmask.masks import make_gbm
 from globalmask.metrics import evaluate_volumes, structure_metrics
 
-FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 shapes = st.tuples(*[st.integers(2, 7) for _ in range(3)])
 dtypes = st.sampled_from([np.int16, np.int32, np.uint8, np.float32, np.float64])
@@ -82,7 +84,12 @@ def test_written_volumes_read_back_exactly(tmp_path_factory, shape, dtype, aff, 
 
 
 @FUZZ
-@given(ct=ct_volumes(), aff=affines(), level=st.floats(-900.0, 2500.0), recipe=st.sampled_from(["threshold", "bone", "body"]))
+@given(
+    ct=ct_volumes(),
+    aff=affines(),
+    level=st.floats(-900.0, 2500.0),
+    recipe=st.sampled_from(["threshold", "bone", "body"]),
+)
 def test_gbm_keeps_the_grid_and_thresholds_exactly(ct, aff, level, recipe):
     vol = Volume(ct, aff)
     gbm = make_gbm(vol, f"{recipe}:level={level}")
@@ -134,7 +141,13 @@ def test_evaluation_refuses_undeclared_values_and_other_grids(pair, aff, extra, 
 
 
 @FUZZ
-@given(st.dictionaries(st.text(min_size=1, max_size=6), st.one_of(st.integers(-300, 300), st.booleans(), st.text(max_size=3), st.floats()), max_size=6))
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=6),
+        st.one_of(st.integers(-300, 300), st.booleans(), st.text(max_size=3), st.floats()),
+        max_size=6,
+    )
+)
 def test_label_maps_are_valid_or_refused(raw):
     try:
         labels = parse_labels(raw, __import__("pathlib").Path("dataset.json"))
@@ -179,7 +192,8 @@ def test_random_series_faults_and_contours_lose_or_move_nothing(tmp_path_factory
     if kind == "tilt":
         positions[:, 1] += np.arange(n) * amount
     i, j = np.meshgrid(np.arange(NX), np.arange(NY), indexing="ij")
-    pixels = np.stack([-1000 + 40 * k + i + NX * j for k in range(n)], axis=-1).astype(np.int16)  # every voxel of every slice distinct
+    # every voxel of every slice distinct
+    pixels = np.stack([-1000 + 40 * k + i + NX * j for k in range(n)], axis=-1).astype(np.int16)
     folder = tmp_path_factory.mktemp("series")
     files = write_ct_series(Volume(pixels, np.diag([-1.0, -1.0, DZ, 1.0])), folder, positions=positions)
     kept = list(range(n))
@@ -213,9 +227,18 @@ def test_random_series_faults_and_contours_lose_or_move_nothing(tmp_path_factory
             rects[s] = (i0, data.draw(st.integers(i0, NX - 1)), j0, data.draw(st.integers(j0, NY - 1)))
     def square(s, i0, i1, j0, j1, z):
         x0, y0 = positions[s, 0], positions[s, 1]
-        return np.array([[x0 + i0 - 0.4, y0 + j0 - 0.4, z], [x0 + i1 + 0.4, y0 + j0 - 0.4, z], [x0 + i1 + 0.4, y0 + j1 + 0.4, z], [x0 + i0 - 0.4, y0 + j1 + 0.4, z]])
+        return np.array(
+            [
+                [x0 + i0 - 0.4, y0 + j0 - 0.4, z],
+                [x0 + i1 + 0.4, y0 + j0 - 0.4, z],
+                [x0 + i1 + 0.4, y0 + j1 + 0.4, z],
+                [x0 + i0 - 0.4, y0 + j1 + 0.4, z],
+            ]
+        )
     contours = [square(s, *r, positions[s, 2]) for s, r in rects.items()]
-    beyond = [float(z) for z in data.draw(st.lists(st.one_of(st.floats(-12.0, -0.6), st.floats(0.6, 12.0)), max_size=3))]
+    beyond = [
+        float(z) for z in data.draw(st.lists(st.one_of(st.floats(-12.0, -0.6), st.floats(0.6, 12.0)), max_size=3))
+    ]
     beyond_z = [z_src[0] + z if z < 0 else z_src[-1] + z for z in beyond]
     contours += [square(kept[0], 1, 3, 1, 3, z) for z in beyond_z]
     mask, report = rasterise_roi(contours, vol)
@@ -234,7 +257,8 @@ def test_random_series_faults_and_contours_lose_or_move_nothing(tmp_path_factory
     shown = set()
     for k in range(vol.shape[2]):
         d = np.abs(k_src - k)
-        nearest = [kept[q] for q in np.flatnonzero(d <= d.min() + 1e-3)]  # (a plane half-way between two slices may take either)
+        # (a plane half-way between two slices may take either)
+        nearest = [kept[q] for q in np.flatnonzero(d <= d.min() + 1e-3)]
         match = [s for s in nearest if np.array_equal(mask[:, :, k], drawn(s))]
         assert match, (k, nearest)
         shown.update(s for s in match if s in rects)

@@ -31,7 +31,9 @@ def mixed_spacing_ds(tmp_path_factory):
     rng = np.random.default_rng(0)
     for i, (inplane, slab) in enumerate(SPACINGS):
         shape = (int(round(56 / inplane)), int(round(48 / inplane)), int(round(50 / slab)))  # the same body in mm
-        x, y, z = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(shape, (inplane, inplane, slab))], indexing="ij")
+        x, y, z = np.meshgrid(
+            *[(np.arange(n) + 0.5) * s for n, s in zip(shape, (inplane, inplane, slab))], indexing="ij"
+        )
         body = (x - 28) ** 2 + (y - 24) ** 2 < 20**2
         ct = np.where(body, 40, -1000).astype(np.int16) + rng.integers(-15, 15, size=shape).astype(np.int16)
         lab = np.zeros(shape, np.uint8)
@@ -41,13 +43,26 @@ def mixed_spacing_ds(tmp_path_factory):
         aff[:3, 3] = (-30.0, 12.0, 5.0 * i)
         write_volume(Volume(ct, aff), root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
         write_volume(Volume(lab, aff), root / "labelsTr" / f"case_{i:03d}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "numTraining": 6, "file_ending": ".nii.gz"}))
-    save_split(Split(("case_000", "case_001", "case_002", "case_003"), ("case_004",), ("case_005",)), root / "splits.json")
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "CT"},
+                "labels": {"background": 0, "organ": 1},
+                "numTraining": 6,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
+    save_split(
+        Split(("case_000", "case_001", "case_002", "case_003"), ("case_004",), ("case_005",)), root / "splits.json"
+    )
     return load_dataset(root)
 
 
 @pytest.mark.slow  # 30 steps of a tiny network on 16^3 patches
-def test_training_at_the_median_spacing_on_patches_predicts_on_each_scans_own_grid(mixed_spacing_ds, tmp_path, monkeypatch):
+def test_training_at_the_median_spacing_on_patches_predicts_on_each_scans_own_grid(
+    mixed_spacing_ds, tmp_path, monkeypatch
+):
     windows: list[tuple] = []
     real = train_mod.sliding_window_probs
 
@@ -57,8 +72,17 @@ def test_training_at_the_median_spacing_on_patches_predicts_on_each_scans_own_gr
 
     monkeypatch.setattr(train_mod, "sliding_window_probs", spy)
     net = NetConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=0)
-    cfg = TrainConfig(mode="ct", steps=30, val_every=10, patience=None, net=net, patch_size=(16, 16, 16), fg_prob=0.5, batch_size=2)
-    result = train(mixed_spacing_ds, tmp_path / "run", cfg, DataConfig(spacing=None, window=(-200.0, 300.0)), progress=False, device="cpu")
+    cfg = TrainConfig(
+        mode="ct", steps=30, val_every=10, patience=None, net=net, patch_size=(16, 16, 16), fg_prob=0.5, batch_size=2
+    )
+    result = train(
+        mixed_spacing_ds,
+        tmp_path / "run",
+        cfg,
+        DataConfig(spacing=None, window=(-200.0, 300.0)),
+        progress=False,
+        device="cpu",
+    )
     spec, _ = load_model(result.model_path)
     # the grid is the training split's median spacing (validation and test cases play no part)
     assert spec.preprocess.spacing == pytest.approx((2.0, 2.0, 2.75))

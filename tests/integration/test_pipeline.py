@@ -20,14 +20,17 @@ from ..conftest import OPENKBP, SMALL_NET, needs_openkbp
 @pytest.mark.slow
 def test_cli_train_predict_evaluate(phantom_ds, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", str(phantom_ds.root), "--mode", "gbm", "--train-cases", "2", "--seed", "0", "--steps", "4", "--val-every", "2", "--channels", "8", "16", "32", "--res-units", "1", "--out", str(run), "--device", "cpu"]) == 0
+    assert main(["train", str(phantom_ds.root), "--mode", "gbm", "--train-cases", "2", "--seed", "0", "--steps", "4",
+                 "--val-every", "2", "--channels", "8", "16", "32", "--res-units", "1", "--out", str(run),
+                 "--device", "cpu"]) == 0
     test_ids = phantom_ds.load_split().test
     inputs = tmp_path / "in"
     inputs.mkdir()
     for cid in test_ids:
         shutil.copy(phantom_ds.cases[cid].image, inputs / phantom_ds.cases[cid].image.name)
     assert main(["predict", str(run / "model.pt"), str(inputs), "--out", str(tmp_path / "pred")]) == 0
-    preds = sorted(p.name for p in (tmp_path / "pred").iterdir() if not p.name.startswith("."))  # (hidden: globalmask's output marker)
+    # (hidden: globalmask's output marker)
+    preds = sorted(p.name for p in (tmp_path / "pred").iterdir() if not p.name.startswith("."))
     assert preds == sorted(f"{c}.nii.gz" for c in test_ids)  # nnU-Net naming: channel tag dropped
     labels = tmp_path / "labels"
     labels.mkdir()
@@ -46,7 +49,14 @@ def test_openkbp_train_and_predict_one_case_keeps_geometry(tmp_path):
     """A tiny model on 2 real cases at coarse spacing; prediction on a test case has its geometry."""
     ds = load_dataset(OPENKBP)
     cfg = TrainConfig(mode="ct+gbm", train_cases=2, steps=3, val_every=3, net=SMALL_NET, max_patch_voxels=48**3)
-    res = train(ds, tmp_path / "run", cfg, DataConfig(spacing=(8.0, 8.0, 8.0), split_file=_small_split(ds, tmp_path)), progress=False, device="cpu")
+    res = train(
+        ds,
+        tmp_path / "run",
+        cfg,
+        DataConfig(spacing=(8.0, 8.0, 8.0), split_file=_small_split(ds, tmp_path)),
+        progress=False,
+        device="cpu",
+    )
     case = ds.cases[ds.load_split().test[0]]
     ct = read_volume(case.image)
     Predictor(res.model_path, device="cpu").predict_files([case.image], tmp_path / "pred", progress=False)
@@ -60,5 +70,7 @@ def _small_split(ds, tmp_path):
     """The official split with a 2-case validation list, to keep this test fast."""
     split = ds.load_split()
     path = tmp_path / "splits.json"
-    path.write_text(json.dumps({"train": list(split.train), "validation": list(split.validation[:2]), "test": list(split.test)}))
+    path.write_text(
+        json.dumps({"train": list(split.train), "validation": list(split.validation[:2]), "test": list(split.test)})
+    )
     return path

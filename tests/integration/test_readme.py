@@ -30,14 +30,19 @@ def _results(name: str) -> dict:
 
 
 def _summary(res: dict, mode: str, structure: str) -> dict:
-    rows = [r for r in res["summary"] if (r["mode"], r["structure"], str(r["size"]), r["shift"], r["recipe"]) == (mode, structure, "all", "none", res["sweep_recipe"])
+    key = (mode, structure, "all", "none", res["sweep_recipe"])
+    rows = [r for r in res["summary"] if (r["mode"], r["structure"], str(r["size"]), r["shift"], r["recipe"]) == key
             and r.get("subset", "test") == "test"]
     assert len(rows) == 1, (mode, structure)
     return rows[0]
 
 
 def _comparisons(res: dict, sizes: list[str]) -> list[dict]:
-    return [c for c in res["comparisons"] if (c["a"], c["b"], c["structure"]) == ("ct+gbm", "ct", "all") and str(c["size"]) in sizes]
+    return [
+        c
+        for c in res["comparisons"]
+        if (c["a"], c["b"], c["structure"]) == ("ct+gbm", "ct", "all") and str(c["size"]) in sizes
+    ]
 
 
 def _expected_cells(res: dict, brain: str) -> dict[str, str]:
@@ -53,13 +58,18 @@ def _expected_cells(res: dict, brain: str) -> dict[str, str]:
         "CT+GBM over CT, 1-8 training cases": f"{pcts[0]:+.1f}% to {pcts[-1]:+.1f}%, no p below {p_floor:.2f}",
         "CT+GBM over CT, all training cases": f"{full['relative_improvement_pct']:+.1f}%, p = {full['wilcoxon_p']:.3f}",
         "CT-only mean Dice over 5 structures, all training cases": f"{ct['dice_mean']:.3f} ± {ct['dice_std']:.3f}",
-        "GBM-only mean Dice over 5 structures, all training cases": f"{gbm_all['dice_mean']:.3f} ± {gbm_all['dice_std']:.3f}",
+        "GBM-only mean Dice over 5 structures, all training cases": (
+            f"{gbm_all['dice_mean']:.3f} ± {gbm_all['dice_std']:.3f}"
+        ),
     }
 
 
 def test_readme_results_table_is_the_committed_reports():
     rows = _table(README.read_text(encoding="utf-8"), "test split")
-    expected = {"openkbp": _expected_cells(_results("openkbp"), "brainstem"), "thorax": _expected_cells(_results("thorax"), "heart")}
+    expected = {
+        "openkbp": _expected_cells(_results("openkbp"), "brainstem"),
+        "thorax": _expected_cells(_results("thorax"), "heart"),
+    }
     assert [r[0] for r in rows] == list(expected["openkbp"])
     for row in rows:
         assert row[2] == expected["openkbp"][row[0]], row
@@ -67,8 +77,13 @@ def test_readme_results_table_is_the_committed_reports():
     # the paper's figures and the ceilings are those the committed reports quote
     openkbp_readme = (ROOT / "benchmarks/openkbp/README.md").read_text(encoding="utf-8")
     thorax_readme = (ROOT / "benchmarks/thorax/README.md").read_text(encoding="utf-8")
-    for paper, text in (("0.77 ± 0.06", openkbp_readme), ("3.12 ± 1.43 mm", openkbp_readme), ("+4.3% to +125.3%", openkbp_readme),
-                        ("0.85 ± 0.04", thorax_readme), ("2.5 ± 0.93 mm", thorax_readme)):
+    for paper, text in (
+        ("0.77 ± 0.06", openkbp_readme),
+        ("3.12 ± 1.43 mm", openkbp_readme),
+        ("+4.3% to +125.3%", openkbp_readme),
+        ("0.85 ± 0.04", thorax_readme),
+        ("2.5 ± 0.93 mm", thorax_readme),
+    ):
         assert paper in text and paper.split(" (")[0] in README.read_text(encoding="utf-8")
     ceilings = [r[3] for r in rows if r[3]]
     assert ceilings == ["0.834", "1.96 mm", "0.818", "0.818"]
