@@ -17,7 +17,18 @@ import pandas as pd
 
 from .dataset import parse_labels
 from .errors import DatasetError, InputFileError
-from .io import Volume, case_id_from_path, json_safe, read_json, read_volume, same_geometry, strip_suffix, volume_suffix, write_json, write_text
+from .io import (
+    Volume,
+    case_id_from_path,
+    json_safe,
+    read_json,
+    read_volume,
+    same_geometry,
+    strip_suffix,
+    volume_suffix,
+    write_json,
+    write_text,
+)
 from .metrics import CASE_COLUMNS, _label_array_of, evaluate_volumes, summarize
 from .progress import note
 from .qc import draw_case
@@ -57,17 +68,36 @@ def _label_values(path: Path) -> set[int]:
     return {int(v) for v in np.unique(array)}
 
 
-def _draw_qc(qc_dir: Path, case_id: str, labels: Mapping[str, int], ref: Volume, pred: Volume | None, image: Path | None) -> None:
+def _draw_qc(
+    qc_dir: Path, case_id: str, labels: Mapping[str, int], ref: Volume, pred: Volume | None, image: Path | None
+) -> None:
     ct = read_volume(image) if image is not None else None
     if ct is not None and not same_geometry(ct, ref):
-        warnings.warn(f"{image}: the CT is not on the reference's grid; the QC picture of {case_id} shows the outlines alone", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{image}: the CT is not on the reference's grid; the QC picture of {case_id} shows the outlines alone",
+            UserWarning,
+            stacklevel=4,  # the caller of evaluate_folder (evaluate_folder -> _score_cases -> _draw_qc)
+        )
         ct = None
     what = "prediction" if pred is not None else "no prediction (scored as empty)"
     draw_case(qc_dir / f"{case_id}.png", labels, ref, pred, ct, title=f"{case_id}: {what} against the reference")
 
 
 def reference_cases(label_dir: str | Path, cases: Iterable[str] | None = None) -> list[str]:
-    """The case ids :func:`evaluate_folder` scores: every reference in ``label_dir``, or ``cases``."""
+    """The case ids :func:`evaluate_folder` scores: every reference in ``label_dir``, or ``cases``.
+
+    Parameters
+    ----------
+    label_dir : str or Path
+        The folder of reference label maps.
+    cases : iterable of str or None
+        The requested case ids (returned deduplicated, in order); None for every reference.
+
+    Returns
+    -------
+    list of str
+        The case ids; empty when ``label_dir`` is not a folder.
+    """
     if cases is not None:
         return list(dict.fromkeys(str(c) for c in cases))
     label_dir = Path(label_dir)
@@ -102,12 +132,50 @@ def evaluate_folder(
 
     Returns (per-case long table, :func:`summarize` of it). With ``out_dir`` it also writes
     metrics.csv, summary.csv and summary.json there, each atomically.
+
+    Parameters
+    ----------
+    pred_dir : str or Path
+        The folder of predicted label maps.
+    label_dir : str or Path
+        The folder of reference label maps.
+    labels : Mapping[str, int] or None
+        ``{name: value}`` of the structures to score; None to read them as described above.
+    out_dir : str or Path or None
+        Where to write metrics.csv, summary.csv and summary.json; None writes nothing.
+    cases : iterable of str or None
+        The case ids to score; None for every reference.
+    qc_dir : str or Path or None
+        Where to draw one QC picture per case; None draws nothing.
+    images : Mapping[str, Path] or None
+        ``{case id: CT file}`` drawn under the outlines in the QC pictures.
+
+    Returns
+    -------
+    per_case : pandas.DataFrame
+        One row per case and structure, columns :data:`~globalmask.metrics.CASE_COLUMNS`.
+    summary : pandas.DataFrame
+        :func:`~globalmask.metrics.summarize` of ``per_case``.
     """
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
     if not label_dir.is_dir():
         raise InputFileError("reference label folder not found", label_dir)
     if not pred_dir.is_dir():
         raise InputFileError("prediction folder not found", pred_dir)
+    refs = _select_references(label_dir, cases)
+    preds, extra = _pair_predictions(pred_dir, label_dir, refs, cases is not None)
+    missing = _warn_unpaired(pred_dir, label_dir, refs, preds, extra)
+    labels = _resolve_labels(labels, label_dir, refs)
+    rows = _score_cases(pred_dir, refs, preds, labels, qc_dir, images)
+    per_case = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
+    summary = summarize(per_case)
+    if out_dir is not None:
+        _write_outputs(Path(out_dir), pred_dir, label_dir, labels, refs, missing, extra, per_case, summary)
+    return per_case, summary
+
+
+def _select_references(label_dir: Path, cases: Iterable[str] | None) -> dict[str, Path]:
+    """{case: reference file} of the cases to score, in order: every reference, or ``cases``."""
     refs = _volume_files(label_dir)
     if cases is not None:
         wanted = [str(c) for c in cases]
@@ -118,10 +186,20 @@ def evaluate_folder(
         refs = {by_id[c]: refs[by_id[c]] for c in dict.fromkeys(wanted)}
     if not refs:
         raise DatasetError("holds no reference label volumes", label_dir)
+    return refs
 
+
+def _pair_predictions(
+    pred_dir: Path, label_dir: Path, refs: dict[str, Path], subset: bool
+) -> tuple[dict[str, Path], list[Path]]:
+    """({case: prediction file} of the scored cases, predictions without a reference); none paired is an error.
+
+    With ``subset`` (only some cases requested) a prediction of a real case outside the subset is
+    left out silently; only one without any reference in ``label_dir`` counts as extra.
+    """
     preds: dict[str, Path] = {}
     extra: list[Path] = []
-    all_refs = _volume_files(label_dir) if cases is not None else refs
+    all_refs = _volume_files(label_dir) if subset else refs
     for stem, path in _volume_files(pred_dir).items():
         key = stem if stem in all_refs else case_id_from_path(stem)
         if key not in all_refs:
@@ -136,19 +214,31 @@ def evaluate_folder(
         found = _volume_files(pred_dir)
         expected = ", ".join(f"{c}.nii.gz" for c in list(refs)[:5]) + (", ..." if len(refs) > 5 else "")
         if not found:
-            raise DatasetError(f"holds no prediction volumes; expected one per reference in {label_dir}: {expected}", pred_dir)
+            raise DatasetError(
+                f"holds no prediction volumes; expected one per reference in {label_dir}: {expected}", pred_dir
+            )
         raise DatasetError(
-            f"none of its {len(found)} volume(s) ({', '.join(p.name for p in list(found.values())[:3])}, ...) matches a reference "
-            f"case in {label_dir}; expected names like {expected}",
+            f"none of its {len(found)} volume(s) ({', '.join(p.name for p in list(found.values())[:3])}, ...) "
+            f"matches a reference case in {label_dir}; expected names like {expected}",
             pred_dir,
         )
+    return preds, extra
+
+
+def _warn_unpaired(
+    pred_dir: Path, label_dir: Path, refs: dict[str, Path], preds: dict[str, Path], extra: list[Path]
+) -> list[str]:
+    """Warn about predictions without a reference and references without a prediction; returns the latter.
+
+    The warnings point at the caller of :func:`evaluate_folder` (``stacklevel=3``).
+    """
     if extra:
         warnings.warn(
             f"{len(extra)} prediction(s) in {pred_dir} have no reference in {label_dir} and were skipped: "
             + ", ".join(p.name for p in extra[:10])
             + (" ..." if len(extra) > 10 else ""),
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     missing = [c for c in refs if c not in preds]
     if missing:
@@ -156,9 +246,13 @@ def evaluate_folder(
             f"{len(missing)} reference case(s) have no prediction in {pred_dir} and are scored as empty "
             f"predictions (structures missed): {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""),
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
+    return missing
 
+
+def _resolve_labels(labels: Mapping[str, int] | None, label_dir: Path, refs: dict[str, Path]) -> dict[str, int]:
+    """The labels given, else the label JSON beside the references, else ``label_<k>`` for every value found."""
     if labels is None:
         labels = _labels_from_json(label_dir)
     if labels is None:
@@ -166,8 +260,21 @@ def evaluate_folder(
         for path in refs.values():
             values |= _label_values(path)
         labels = {"background": 0, **{f"label_{v}": v for v in sorted(values) if v != 0}}
-    labels = dict(labels)
+    return dict(labels)
 
+
+def _score_cases(
+    pred_dir: Path,
+    refs: dict[str, Path],
+    preds: dict[str, Path],
+    labels: dict[str, int],
+    qc_dir: str | Path | None,
+    images: Mapping[str, Path] | None,
+) -> list[dict[str, Any]]:
+    """The per-case rows of every reference, in order (a missing prediction scored as empty), with QC pictures.
+
+    Warnings point at the caller of :func:`evaluate_folder` (``stacklevel=3``).
+    """
     rows: list[dict[str, Any]] = []
     n_found = 0  # predictions holding any structure
     for k, (case_id, ref_path) in enumerate(refs.items(), 1):
@@ -180,31 +287,46 @@ def evaluate_folder(
         case_rows = evaluate_volumes(pred, ref, labels, case_id)
         rows.extend(case_rows)
         if qc_dir is not None:
-            _draw_qc(Path(qc_dir), case_id, labels, ref, pred if case_id in preds else None, (images or {}).get(case_id))
+            qc_pred = pred if case_id in preds else None
+            _draw_qc(Path(qc_dir), case_id, labels, ref, qc_pred, (images or {}).get(case_id))
         scores = [r["dice"] for r in case_rows if r.get("dice") is not None and np.isfinite(r["dice"])]
         mean = f"mean Dice {np.mean(scores):.3f} over {len(scores)} structure(s)" if scores else "no structure to score"
-        note(f"evaluate {k}/{len(refs)} {case_id}: {mean}" + ("" if case_id in preds else " (no prediction: scored as empty)"))
+        empty = "" if case_id in preds else " (no prediction: scored as empty)"
+        note(f"evaluate {k}/{len(refs)} {case_id}: {mean}" + empty)
     if not n_found:
-        warnings.warn(f"every prediction in {pred_dir} is empty (background only): every structure is scored as missed; "
-                      "check that these are the model's label maps and that the model found anything", UserWarning, stacklevel=2)
-    per_case = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
-    summary = summarize(per_case)
-
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        metrics_csv, summary_csv, summary_json = (out_dir / name for name in EVALUATE_OUTPUTS)
-        write_text(metrics_csv, per_case.to_csv(index=False))
-        write_text(summary_csv, summary.to_csv(index=False))
-        write_json(
-            summary_json,
-            {
-                "prediction_dir": str(pred_dir),
-                "label_dir": str(label_dir),
-                "labels": labels,
-                "n_cases": len(refs),
-                "missing_predictions": missing,
-                "ignored_predictions": [p.name for p in extra],
-                "summary": json_safe(summary.to_dict(orient="records")),
-            },
+        warnings.warn(
+            f"every prediction in {pred_dir} is empty (background only): every structure is scored as missed; "
+            "check that these are the model's label maps and that the model found anything",
+            UserWarning,
+            stacklevel=3,
         )
-    return per_case, summary
+    return rows
+
+
+def _write_outputs(
+    out_dir: Path,
+    pred_dir: Path,
+    label_dir: Path,
+    labels: dict[str, int],
+    refs: dict[str, Path],
+    missing: list[str],
+    extra: list[Path],
+    per_case: pd.DataFrame,
+    summary: pd.DataFrame,
+) -> None:
+    """metrics.csv, summary.csv and summary.json (:data:`EVALUATE_OUTPUTS`) into ``out_dir``, each atomically."""
+    metrics_csv, summary_csv, summary_json = (out_dir / name for name in EVALUATE_OUTPUTS)
+    write_text(metrics_csv, per_case.to_csv(index=False))
+    write_text(summary_csv, summary.to_csv(index=False))
+    write_json(
+        summary_json,
+        {
+            "prediction_dir": str(pred_dir),
+            "label_dir": str(label_dir),
+            "labels": labels,
+            "n_cases": len(refs),
+            "missing_predictions": missing,
+            "ignored_predictions": [p.name for p in extra],
+            "summary": json_safe(summary.to_dict(orient="records")),
+        },
+    )
