@@ -60,7 +60,9 @@ def _slice(array: np.ndarray, view: str, at: tuple[int, int, int]) -> np.ndarray
     return array[x, :, :].T  # sagittal: columns posterior -> anterior
 
 
-def _extent(view: str, shape: tuple[int, ...], spacing: tuple[float, float, float]) -> tuple[float, float, float, float]:
+def _extent(
+    view: str, shape: tuple[int, ...], spacing: tuple[float, float, float]
+) -> tuple[float, float, float, float]:
     axes = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}[view]
     return (0.0, shape[axes[0]] * spacing[axes[0]], 0.0, shape[axes[1]] * spacing[axes[1]])
 
@@ -80,10 +82,33 @@ def draw_case(
     ``reference`` and ``prediction`` are label maps on one grid (either may be None: a prediction
     with no reference is outlined alone); ``ct``, when given, must share that grid and is drawn
     underneath. Structures in neither are left out; a case with none gets one row saying so.
+
+    Parameters
+    ----------
+    out : str or Path
+        The PNG file, written atomically.
+    labels : Mapping[str, int]
+        ``{name: value}`` of the structures to draw (value 0 skipped).
+    reference : Volume or None
+        The reference label map.
+    prediction : Volume or None
+        The predicted label map, on the reference's grid.
+    ct : Volume or None
+        The CT in HU, on the same grid, drawn underneath.
+    title : str
+        The figure's title.
+    window : tuple of float
+        (low, high) display window of the CT, HU.
+    dpi : int
+        Resolution of the PNG.
+
+    Returns
+    -------
+    Path
+        ``out``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
 
     base = reference if reference is not None else prediction if prediction is not None else ct
     if base is None:
@@ -96,6 +121,32 @@ def draw_case(
 
     ref, pred, image = canon(reference), canon(prediction), canon(ct)
     shape = (ref if ref is not None else pred if pred is not None else image).shape  # type: ignore[union-attr]
+    rows = _structure_rows(labels, ref, pred)
+    n_rows = max(1, len(rows))
+    fig = Figure(figsize=(10.5, 3.2 * n_rows + 0.6), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n_rows, 3, squeeze=False)
+    centre = tuple(s // 2 for s in shape)
+    for i in range(n_rows):
+        name, r, p, at = rows[i] if rows else ("no structure in reference or prediction", None, None, centre)
+        for j, view in enumerate(_VIEWS):
+            _draw_panel(axes[i][j], view, at, shape, spacing, image, window, r, p)
+        axes[i][0].set_ylabel(f"{name}{_score_text(r, p, bool(rows))}", fontsize=10)
+    _legend(fig, reference is not None, prediction is not None)
+    fig.suptitle(title, x=0.02, ha="left", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.2 * n_rows + 0.6)))
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(out)
+
+
+def _structure_rows(
+    labels: Mapping[str, int], ref: np.ndarray | None, pred: np.ndarray | None
+) -> list[tuple[str, np.ndarray | None, np.ndarray | None, tuple[int, int, int]]]:
+    """(name, reference mask, predicted mask, centre) of every structure found in either, in ``labels`` order.
+
+    The centre is the reference's, or the prediction's where the reference lacks the structure.
+    """
     rows: list[tuple[str, np.ndarray | None, np.ndarray | None, tuple[int, int, int]]] = []
     for name, value in labels.items():
         if value == 0:
@@ -105,45 +156,67 @@ def draw_case(
         source = r if r is not None and r.any() else p if p is not None and p.any() else None
         if source is not None:
             rows.append((name, r, p, _centre(source)))
-    n_rows = max(1, len(rows))
-    fig = Figure(figsize=(10.5, 3.2 * n_rows + 0.6), dpi=dpi)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n_rows, 3, squeeze=False)
-    centre = tuple(s // 2 for s in shape)
-    for i in range(n_rows):
-        name, r, p, at = rows[i] if rows else ("no structure in reference or prediction", None, None, centre)
-        for j, view in enumerate(_VIEWS):
-            ax: Any = axes[i][j]
-            ext = _extent(view, shape, spacing)
-            if image is not None:
-                ax.imshow(_slice(image, view, at), cmap="gray", vmin=window[0], vmax=window[1], origin="lower", extent=ext, interpolation="nearest")
-            else:
-                ax.imshow(np.zeros(_slice(np.zeros(shape), view, at).shape), cmap="gray", vmin=0, vmax=1, origin="lower", extent=ext)
-            for mask, colour, style in ((r, REFERENCE_COLOUR, "solid"), (p, PREDICTION_COLOUR, "dashed")):
-                if mask is None:
-                    continue
-                sl = _slice(mask, view, at).astype(np.float32)
-                if sl.min() != sl.max():
-                    ax.contour(sl, levels=[0.5], colors=[colour], linestyles=[style], linewidths=1.4, origin="lower", extent=ext)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for xpos, letter in zip((0.02, 0.98), _SIDES[view]):
-                ax.text(xpos, 0.5, letter, transform=ax.transAxes, color="yellow", fontsize=9, ha="left" if xpos < 0.5 else "right", va="center")
-            ax.set_title(f"{view} ({'z' if view == 'axial' else 'y' if view == 'coronal' else 'x'} = {at[2 if view == 'axial' else 1 if view == 'coronal' else 0]})", fontsize=9)
-        score = ""
-        if r is not None and p is not None and rows:
-            score = f"  Dice {dice(p, r):.3f}" if r.any() else "  (not in the reference: false positive)"
-            if r.any() and not p.any():
-                score = "  (missed: Dice 0)"
-        axes[i][0].set_ylabel(f"{name}{score}", fontsize=10)
+    return rows
+
+
+def _draw_panel(
+    ax: Any,
+    view: str,
+    at: tuple[int, int, int],
+    shape: tuple[int, ...],
+    spacing: tuple[float, float, float],
+    image: np.ndarray | None,
+    window: tuple[float, float],
+    r: np.ndarray | None,
+    p: np.ndarray | None,
+) -> None:
+    """One panel: the CT slice (or black) through ``at``, both outlines, the side letters and the title."""
+    ext = _extent(view, shape, spacing)
+    if image is not None:
+        ax.imshow(
+            _slice(image, view, at), cmap="gray", vmin=window[0], vmax=window[1], origin="lower", extent=ext,
+            interpolation="nearest",
+        )
+    else:
+        ax.imshow(
+            np.zeros(_slice(np.zeros(shape), view, at).shape), cmap="gray", vmin=0, vmax=1, origin="lower", extent=ext
+        )
+    for mask, colour, style in ((r, REFERENCE_COLOUR, "solid"), (p, PREDICTION_COLOUR, "dashed")):
+        if mask is None:
+            continue
+        sl = _slice(mask, view, at).astype(np.float32)
+        if sl.min() != sl.max():
+            ax.contour(
+                sl, levels=[0.5], colors=[colour], linestyles=[style], linewidths=1.4, origin="lower", extent=ext
+            )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for xpos, letter in zip((0.02, 0.98), _SIDES[view]):
+        ax.text(
+            xpos, 0.5, letter, transform=ax.transAxes, color="yellow", fontsize=9, ha="left" if xpos < 0.5 else "right",
+            va="center",
+        )
+    axis = "z" if view == "axial" else "y" if view == "coronal" else "x"
+    ax.set_title(f"{view} ({axis} = {at[2 if view == 'axial' else 1 if view == 'coronal' else 0]})", fontsize=9)
+
+
+def _score_text(r: np.ndarray | None, p: np.ndarray | None, any_rows: bool) -> str:
+    """The row label's score: the Dice, or why there is none (false positive, missed)."""
+    score = ""
+    if r is not None and p is not None and any_rows:
+        score = f"  Dice {dice(p, r):.3f}" if r.any() else "  (not in the reference: false positive)"
+        if r.any() and not p.any():
+            score = "  (missed: Dice 0)"
+    return score
+
+
+def _legend(fig: Any, reference: bool, prediction: bool) -> None:
+    """The figure's legend: which outline is the reference and which the prediction."""
+    from matplotlib.lines import Line2D
+
     handles = []
-    if reference is not None:
+    if reference:
         handles.append(Line2D([], [], color=REFERENCE_COLOUR, linestyle="solid", linewidth=2, label="reference"))
-    if prediction is not None:
+    if prediction:
         handles.append(Line2D([], [], color=PREDICTION_COLOUR, linestyle="dashed", linewidth=2, label="prediction"))
     fig.legend(handles=handles, loc="upper right", ncol=2, frameon=False, fontsize=10)
-    fig.suptitle(title, x=0.02, ha="left", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.2 * n_rows + 0.6)))
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    return Path(out)
