@@ -24,6 +24,22 @@ class SettingError(GlobalmaskError):
 
 
 def fail(name: str, value: Any, expected: str) -> NoReturn:
+    """Raise the one-line :class:`SettingError` ``<name>: got <value>; expected <expected>``.
+
+    Parameters
+    ----------
+    name : str
+        The setting's name as the user knows it.
+    value : Any
+        What was given.
+    expected : str
+        What is accepted.
+
+    Raises
+    ------
+    SettingError
+        Always.
+    """
     raise SettingError(f"{name}: got {_show(value)}; expected {expected}")
 
 
@@ -50,8 +66,29 @@ def _fmt(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def number(value: Any, name: str, *, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> int | float:
-    """A finite number (an integer when ``integer``) within [lo, hi] (open ends on request)."""
+def number(
+    value: Any, name: str, *, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False, integer: bool = False
+) -> int | float:
+    """A finite number (an integer when ``integer``) within [lo, hi] (open ends on request).
+
+    Parameters
+    ----------
+    value : Any
+        What was given (a number or its text).
+    name : str
+        The setting's name in the message.
+    lo, hi : float or None
+        The bounds; None for none.
+    lo_open, hi_open : bool
+        Exclude the bound itself.
+    integer : bool
+        Require a whole number (returned as int).
+
+    Returns
+    -------
+    int or float
+        The value.
+    """
     kind = "an integer" if integer else "a finite number"
     bounds = _bounds(lo, hi, lo_open, hi_open)
     expected = kind + (f" {bounds}" if bounds else "")
@@ -80,20 +117,72 @@ def number(value: Any, name: str, *, lo=None, hi=None, lo_open: bool = False, hi
 
 
 def integer(lo=None, hi=None) -> Rule:
+    """A rule for an integer within [lo, hi].
+
+    Parameters
+    ----------
+    lo, hi : int or None
+        The bounds; None for none.
+
+    Returns
+    -------
+    Rule
+        ``rule(value, name) -> int``.
+    """
     return lambda v, name: number(v, name, lo=lo, hi=hi, integer=True)
 
 
 def real(lo=None, hi=None, lo_open: bool = False, hi_open: bool = False) -> Rule:
+    """A rule for a finite number within [lo, hi] (open ends on request).
+
+    Parameters
+    ----------
+    lo, hi : float or None
+        The bounds; None for none.
+    lo_open, hi_open : bool
+        Exclude the bound itself.
+
+    Returns
+    -------
+    Rule
+        ``rule(value, name) -> float``.
+    """
     return lambda v, name: number(v, name, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
 
 
 def optional(rule: Rule) -> Rule:
-    """None passes through (\"default\"); anything else must satisfy ``rule``."""
+    """None passes through (\"default\"); anything else must satisfy ``rule``.
+
+    Parameters
+    ----------
+    rule : Rule
+        The rule for values other than None.
+
+    Returns
+    -------
+    Rule
+        The rule, passing None through.
+    """
     return lambda v, name: None if v is None else rule(v, name)
 
 
 def sequence(rule: Rule, length: int | tuple[int, int | None] | None = None, what: str = "values") -> Rule:
-    """A list/tuple of ``length`` (or a (min, max) range of lengths) items, each satisfying ``rule``."""
+    """A list/tuple of ``length`` (or a (min, max) range of lengths) items, each satisfying ``rule``.
+
+    Parameters
+    ----------
+    rule : Rule
+        The rule of each item.
+    length : int or tuple or None
+        The exact length, a (min, max) range (max None: no maximum), or None for any.
+    what : str
+        What the items are, in the message ('spacings in mm').
+
+    Returns
+    -------
+    Rule
+        ``rule(value, name) -> tuple``.
+    """
 
     def check(v, name):
         lo, hi = (length, length) if isinstance(length, int) else (length or (0, None))
@@ -113,6 +202,18 @@ def sequence(rule: Rule, length: int | tuple[int, int | None] | None = None, wha
 
 
 def choice(options: Iterable[Any]) -> Rule:
+    """A rule accepting only one of ``options``.
+
+    Parameters
+    ----------
+    options : iterable
+        The accepted values.
+
+    Returns
+    -------
+    Rule
+        ``rule(value, name)`` returning the value unchanged.
+    """
     opts = list(options)
 
     def check(v, name):
@@ -124,7 +225,13 @@ def choice(options: Iterable[Any]) -> Rule:
 
 
 def boolean() -> Rule:
-    """True or false, nothing else (YAML's ``yes`` is already a bool; the string ``"false"`` is not)."""
+    """True or false, nothing else (YAML's ``yes`` is already a bool; the string ``"false"`` is not).
+
+    Returns
+    -------
+    Rule
+        ``rule(value, name) -> bool``.
+    """
 
     def check(v, name):
         if not isinstance(v, bool):
@@ -135,7 +242,17 @@ def boolean() -> Rule:
 
 
 def check_keys(mapping: Mapping, allowed: Iterable[str], where: str) -> None:
-    """Refuse unknown keys (a typo in a YAML/JSON config would otherwise be silently ignored)."""
+    """Refuse unknown keys (a typo in a YAML/JSON config would otherwise be silently ignored).
+
+    Parameters
+    ----------
+    mapping : Mapping
+        The settings.
+    allowed : iterable of str
+        The known keys.
+    where : str
+        What the message names ('train settings').
+    """
     if not isinstance(mapping, Mapping):
         raise SettingError(f"{where}: expected a mapping of settings, got {type(mapping).__name__}")
     allowed = list(allowed)
@@ -145,7 +262,22 @@ def check_keys(mapping: Mapping, allowed: Iterable[str], where: str) -> None:
 
 
 def check_fields(obj: Any, rules: Mapping[str, Rule], prefix: str = "") -> dict[str, Any]:
-    """Apply ``rules`` to attributes (or mapping items) of ``obj``; returns the cleaned values."""
+    """Apply ``rules`` to attributes (or mapping items) of ``obj``; returns the cleaned values.
+
+    Parameters
+    ----------
+    obj : Any
+        A dataclass instance or a mapping.
+    rules : Mapping[str, Rule]
+        The rule per attribute.
+    prefix : str
+        Prepended to each name in messages ('net.').
+
+    Returns
+    -------
+    dict[str, Any]
+        The cleaned value per attribute.
+    """
     out = {}
     for key, rule in rules.items():
         value = obj[key] if isinstance(obj, Mapping) else getattr(obj, key)
@@ -154,12 +286,31 @@ def check_fields(obj: Any, rules: Mapping[str, Rule], prefix: str = "") -> dict[
 
 
 def flag(dest: str) -> str:
-    """argparse destination -> the flag the user typed: 'train_cases' -> 'argument --train-cases'."""
+    """argparse destination -> the flag the user typed: 'train_cases' -> 'argument --train-cases'.
+
+    Parameters
+    ----------
+    dest : str
+        The argparse destination.
+
+    Returns
+    -------
+    str
+        The name in messages.
+    """
     return "argument --" + dest.replace("_", "-")
 
 
 def check_namespace(args: Any, rules: Mapping[str, Rule]) -> None:
-    """Apply ``rules`` to an argparse namespace, naming each argument as the user typed it."""
+    """Apply ``rules`` to an argparse namespace, naming each argument as the user typed it.
+
+    Parameters
+    ----------
+    args : Any
+        The parsed arguments (values that are None are skipped).
+    rules : Mapping[str, Rule]
+        The rule per destination.
+    """
     for dest, rule in rules.items():
         if hasattr(args, dest) and getattr(args, dest) is not None:
             rule(getattr(args, dest), flag(dest))
