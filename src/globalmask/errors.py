@@ -11,7 +11,24 @@ from pathlib import Path
 
 
 class GlobalmaskError(Exception):
-    """Base class: a problem with the user's input or settings, described for a human."""
+    """Base class: a problem with the user's input or settings, described for a human.
+
+    Parameters
+    ----------
+    message : str
+        The problem, for a human (kept as :attr:`problem`).
+    path : str or Path or None
+        The file or folder concerned; prefixed to the message when given.
+
+    Attributes
+    ----------
+    exit_code : int
+        The CLI's exit status for this kind of error.
+    path : Path or None
+        The file or folder concerned.
+    problem : str
+        The message without the path.
+    """
 
     exit_code = 2
 

@@ -30,7 +30,20 @@ _FALSE = ("", "0", "false", "no", "off")
 
 
 def bars_enabled(progress: bool = True, stream: TextIO | None = None) -> bool:
-    """Whether to draw a progress bar: asked for, on a terminal, not ``TQDM_DISABLE`` and not ``--quiet``."""
+    """Whether to draw a progress bar: asked for, on a terminal, not ``TQDM_DISABLE`` and not ``--quiet``.
+
+    Parameters
+    ----------
+    progress : bool
+        Whether the caller asks for a bar.
+    stream : TextIO or None
+        Where the bar would go; None for stderr.
+
+    Returns
+    -------
+    bool
+        Whether to draw it.
+    """
     if not progress or _quiet:
         return False
     if os.environ.get("TQDM_DISABLE", "").strip().lower() not in _FALSE:
@@ -43,7 +56,15 @@ def bars_enabled(progress: bool = True, stream: TextIO | None = None) -> bool:
 
 
 def note(message: str, bar: bool = False) -> None:
-    """One line for the log: at INFO where no bar shows the same progress, at DEBUG under a bar."""
+    """One line for the log: at INFO where no bar shows the same progress, at DEBUG under a bar.
+
+    Parameters
+    ----------
+    message : str
+        The line.
+    bar : bool
+        Whether a progress bar shows the same progress.
+    """
     LOG.log(logging.DEBUG if bar else logging.INFO, message)
 
 
@@ -58,7 +79,15 @@ class _TqdmHandler(logging.Handler):
 
 
 def configure(verbosity: int = 0, prefix: str = "globalmask") -> None:
-    """The command line's logging: -1 quiet (warnings and errors), 0 the default (INFO), 1 verbose (DEBUG)."""
+    """The command line's logging: -1 quiet (warnings and errors), 0 the default (INFO), 1 verbose (DEBUG).
+
+    Parameters
+    ----------
+    verbosity : int
+        -1, 0 or 1.
+    prefix : str
+        Printed before every line (``globalmask: ...``).
+    """
     global _quiet
     unconfigure()
     _quiet = verbosity < 0
@@ -81,5 +110,18 @@ def unconfigure() -> None:
 
 
 def bar_kwargs(progress: bool = True, **kwargs: Any) -> dict[str, Any]:
-    """Keyword arguments for ``tqdm(...)`` with ``disable`` decided by :func:`bars_enabled`."""
+    """Keyword arguments for ``tqdm(...)`` with ``disable`` decided by :func:`bars_enabled`.
+
+    Parameters
+    ----------
+    progress : bool
+        Whether the caller asks for a bar.
+    **kwargs : Any
+        Other ``tqdm`` arguments.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``kwargs`` with ``disable`` set.
+    """
     return {**kwargs, "disable": not bars_enabled(progress)}
