@@ -64,7 +64,14 @@ def make_tiny_dataset(root: Path, n: int = 6, shape=(24, 24, 20), seed: int = 0)
         write_volume(Volume(ct, aff), root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
         write_volume(Volume(lab, aff), root / "labelsTr" / f"case_{i:03d}.nii.gz")
     (root / "dataset.json").write_text(
-        json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "left": 1, "right": 2}, "numTraining": n, "file_ending": ".nii.gz"})
+        json.dumps(
+            {
+                "channel_names": {"0": "CT"},
+                "labels": {"background": 0, "left": 1, "right": 2},
+                "numTraining": n,
+                "file_ending": ".nii.gz",
+            }
+        )
     )
     return root
 
@@ -76,7 +83,9 @@ def make_tiny_dataset(root: Path, n: int = 6, shape=(24, 24, 20), seed: int = 0)
 @pytest.fixture(scope="session")
 def phantom_ds(tmp_path_factory):
     """An 8-case head-and-neck phantom dataset (48^3) with a fixed 5/1/2 split."""
-    root = make_phantom_dataset(tmp_path_factory.mktemp("ph") / "phantom", kind="headneck", cases=8, seed=3, shape=(48, 48, 48))
+    root = make_phantom_dataset(
+        tmp_path_factory.mktemp("ph") / "phantom", kind="headneck", cases=8, seed=3, shape=(48, 48, 48)
+    )
     save_split(make_split(load_dataset(root).cases, seed=0, fractions=(5, 1, 2)), root / "splits.json")
     return load_dataset(root)
 
@@ -136,8 +145,22 @@ def percentile_dataset(root: Path) -> Path:
         write_volume(Volume(ct, AFF_2MM), root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
         write_volume(Volume(lab, AFF_2MM), root / "labelsTr" / f"case_{i:03d}.nii.gz")
     (root / "dataset.json").write_text(
-        json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "numTraining": 8, "file_ending": ".nii.gz"}),
+        json.dumps(
+            {
+                "channel_names": {"0": "CT"},
+                "labels": {"background": 0, "organ": 1},
+                "numTraining": 8,
+                "file_ending": ".nii.gz",
+            }
+        ),
         encoding="utf-8",
     )
-    save_split(Split(train=("case_000", "case_001", "case_002", "case_003"), validation=("case_004", "case_005"), test=("case_006", "case_007")), root / "splits.json")
+    save_split(
+        Split(
+            train=("case_000", "case_001", "case_002", "case_003"),
+            validation=("case_004", "case_005"),
+            test=("case_006", "case_007"),
+        ),
+        root / "splits.json",
+    )
     return root

@@ -57,7 +57,8 @@ def test_spec_and_weights_survive_the_round_trip(tmp_path):
     assert out.shape == (1, 4, 8, 8, 8)
     # written with plain types only: loads with weights_only=True
     payload = read_checkpoint(tmp_path / "m.pt")
-    assert payload["format"] == "globalmask-model" and payload["spec"]["recipe"] == {"name": "threshold", "params": {"level": -150.0}}
+    assert payload["format"] == "globalmask-model"
+    assert payload["spec"]["recipe"] == {"name": "threshold", "params": {"level": -150.0}}
 
 
 def test_predictor_prepares_with_the_checkpoint_settings(tmp_path):
@@ -118,7 +119,10 @@ def test_checkpoints_from_newer_releases_are_refused(tmp_path, version, accepted
     assert __version__.startswith("0.1.")  # the cases above are written for 0.1.x
     spec = odd_spec()
     path = save_model(tmp_path / "m.pt", spec, spec.build().state_dict())
-    assert read_checkpoint(path)["globalmask_version"] == __version__ and read_checkpoint(path)["format_version"] == FORMAT_VERSION
+    assert (
+        read_checkpoint(path)["globalmask_version"] == __version__
+        and read_checkpoint(path)["format_version"] == FORMAT_VERSION
+    )
     _rewrite(path, globalmask_version=version)
     if accepted:
         assert load_model(path)[0].mode == "ct+gbm"
@@ -134,7 +138,9 @@ def test_missing_and_unsafe_checkpoints_are_refused(tmp_path):
     spec = odd_spec()
     path = save_model(tmp_path / "m.pt", spec, spec.build().state_dict())
     _rewrite(path, info=Unpicklable())  # arbitrary objects never load: opening a model runs no code
-    with pytest.raises(CheckpointError, match="cannot read checkpoint, corrupt or not a globalmask model\\? \\(UnpicklingError"):
+    with pytest.raises(
+        CheckpointError, match="cannot read checkpoint, corrupt or not a globalmask model\\? \\(UnpicklingError"
+    ):
         load_model(path)
 
 
@@ -142,7 +148,9 @@ def test_broken_specs_weights_and_formats_name_the_file(tmp_path):
     spec = odd_spec()
     path = save_model(tmp_path / "m.pt", spec, spec.build().state_dict())
     _rewrite(path, format_version=FORMAT_VERSION + 1)
-    with pytest.raises(CheckpointError, match=f"checkpoint format version {FORMAT_VERSION + 1} written by globalmask") as err:
+    with pytest.raises(
+        CheckpointError, match=f"checkpoint format version {FORMAT_VERSION + 1} written by globalmask"
+    ) as err:
         load_model(path)
     assert "m.pt" in str(err.value)
     path = save_model(tmp_path / "s.pt", spec, spec.build().state_dict())
@@ -172,7 +180,14 @@ def test_training_stores_its_own_recipe_spacing_window_and_labels(tmp_path):
 
     ds = load_dataset(make_tiny_dataset(tmp_path / "tiny", n=5, shape=(16, 16, 12)))
     cfg = TrainConfig(mode="gbm", train_cases=2, steps=1, val_every=1, net=NET, batch_size=1)
-    res = train(ds, tmp_path / "run", cfg, DataConfig(recipe="body:-400", spacing=(3.0, 3.5, 4.0), window=(-300.0, 500.0)), progress=False, device="cpu")
+    res = train(
+        ds,
+        tmp_path / "run",
+        cfg,
+        DataConfig(recipe="body:-400", spacing=(3.0, 3.5, 4.0), window=(-300.0, 500.0)),
+        progress=False,
+        device="cpu",
+    )
     spec, _ = load_model(res.model_path)
     assert spec.mode == "gbm"
     assert spec.recipe.spec == "body:level=-400"

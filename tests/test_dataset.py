@@ -84,7 +84,9 @@ def test_extra_channels_are_named_in_a_warning_and_ct_is_case_insensitive(tmp_pa
     meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["channel_names"] = {"0": "ct", "1": "noNorm"}
     (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
-    with pytest.warns(UserWarning, match=r"declares 2 input channels; globalmask reads channel 0 \(CT\) only and ignores 1: noNorm"):
+    with pytest.warns(
+        UserWarning, match=r"declares 2 input channels; globalmask reads channel 0 \(CT\) only and ignores 1: noNorm"
+    ):
         ds = load_dataset(root)
     assert sorted(ds.cases) == ["case_000", "case_001", "case_002"]
 
@@ -115,7 +117,10 @@ def test_cli_commands_take_an_nnunet_id(tmp_path, monkeypatch, capsys):
     from globalmask.cli import main
 
     ds = make_tiny_dataset(tmp_path / "raw" / "Dataset042_Tiny", n=4, shape=(12, 12, 10))
-    (ds / "splits.json").write_text(json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"], "test": ["case_003"]}), encoding="utf-8")
+    (ds / "splits.json").write_text(
+        json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"], "test": ["case_003"]}),
+        encoding="utf-8",
+    )
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
     monkeypatch.chdir(tmp_path)
     assert main(["export", "nnunet", "42", "--mode", "ct", "--out", str(tmp_path / "e")]) == 0

@@ -37,8 +37,14 @@ HN = phantom_labels("headneck")
 
 
 def test_roi_names_match_ignoring_case_spaces_and_underscores():
-    assert {normalise_roi_name(n) for n in ("BrainStem", "Brain Stem", "brainstem", "brain_stem", " BRAIN-STEM ")} == {"brainstem"}
-    lm = parse_label_map({"labels": {"brainstem": 1, "parotid_left": 2, "cord": 3}, "synonyms": {"parotid_left": ["Parotid L", "L_Parotid"]}})
+    names = ("BrainStem", "Brain Stem", "brainstem", "brain_stem", " BRAIN-STEM ")
+    assert {normalise_roi_name(n) for n in names} == {"brainstem"}
+    lm = parse_label_map(
+        {
+            "labels": {"brainstem": 1, "parotid_left": 2, "cord": 3},
+            "synonyms": {"parotid_left": ["Parotid L", "L_Parotid"]},
+        }
+    )
     found, missing, ignored = match_rois(["Brain Stem", "PAROTID_L", "External", "BrainStem"], lm)
     assert found == {"brainstem": "Brain Stem", "parotid_left": "PAROTID_L"}
     assert missing == ["cord"]
@@ -141,7 +147,8 @@ def test_convert_dicom_rt_to_nnunet_dataset(tmp_path, capsys):
     b = _patient(src, "patB", 1, {"brainstem": "BrainStem", "parotid_left": "Parotid L", "mandible": "External"})
     label_map = tmp_path / "labels.yaml"
     label_map.write_text(
-        "labels: {brainstem: 1, spinal_cord: 2, parotid_left: 3}\nsynonyms: {parotid_left: [Parotid L]}\n", encoding="utf-8"
+        "labels: {brainstem: 1, spinal_cord: 2, parotid_left: 3}\nsynonyms: {parotid_left: [Parotid L]}\n",
+        encoding="utf-8",
     )
     assert main(["convert", "dicom-rt", str(src), "--labels", str(label_map), "--out", str(tmp_path / "ds")]) == 0
     ds = load_dataset(tmp_path / "ds")
@@ -180,7 +187,12 @@ def test_overlaps_are_resolved_by_the_stated_priority(tmp_path):
     ds.save_as(str(src / "p" / "RS.dcm"), enforce_file_format=True)
     from globalmask.dicom_rt import convert_dicom_rt
 
-    _, rows = convert_dicom_rt(src, parse_label_map({"labels": {"ptv": 1, "cord": 2}, "priority": ["cord", "ptv"]}), tmp_path / "ds", progress=False)
+    _, rows = convert_dicom_rt(
+        src,
+        parse_label_map({"labels": {"ptv": 1, "cord": 2}, "priority": ["cord", "ptv"]}),
+        tmp_path / "ds",
+        progress=False,
+    )
     out = read_volume(tmp_path / "ds" / "labelsTr" / "p.nii.gz").array
     assert (out == 2).sum() == 12 * 12 * 6  # cord wins the overlap
     assert (out == 1).sum() == 12 * 12 * 6 - 6 * 6 * 6
@@ -197,7 +209,8 @@ def test_planning_cts_to_model_to_rtstruct_and_seg_predictions(tmp_path):
     label_map.write_text('{"labels": {"brainstem": 1, "mandible": 2}}', encoding="utf-8")
     assert main(["convert", "dicom-rt", str(src), "--labels", str(label_map), "--out", str(tmp_path / "ds")]) == 0
     run = tmp_path / "run"
-    assert main(["train", str(tmp_path / "ds"), "--mode", "gbm", "--steps", "4", "--val-every", "2", "--channels", "8", "16", "32", "--res-units", "1", "--out", str(run), "--device", "cpu"]) == 0
+    assert main(["train", str(tmp_path / "ds"), "--mode", "gbm", "--steps", "4", "--val-every", "2",
+                 "--channels", "8", "16", "32", "--res-units", "1", "--out", str(run), "--device", "cpu"]) == 0
     ct_folder = src / "p0" / "CT"
     for fmt, name in (("rtstruct", "CT_rtstruct.dcm"), ("dicom-seg", "CT_seg.dcm")):
         out = tmp_path / f"pred_{fmt}"
@@ -206,7 +219,11 @@ def test_planning_cts_to_model_to_rtstruct_and_seg_predictions(tmp_path):
         obj = out / name
         ds = pydicom.dcmread(obj)
         headers = read_series_headers(sorted(ct_folder.iterdir()))
-        assert ds.FrameOfReferenceUID if fmt == "dicom-seg" else ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+        assert (
+            ds.FrameOfReferenceUID
+            if fmt == "dicom-seg"
+            else ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+        )
         if fmt == "rtstruct":
             ss = read_rtstruct(obj)
             for roi in ss.rois:
@@ -215,7 +232,9 @@ def test_planning_cts_to_model_to_rtstruct_and_seg_predictions(tmp_path):
                 np.testing.assert_array_equal(mask, expected)
         else:
             assert ds.FrameOfReferenceUID == headers[0].FrameOfReferenceUID
-            np.testing.assert_array_equal(read_dicom_seg(obj, {"brainstem": 1, "mandible": 2}, like=pred).array, pred.array)
+            np.testing.assert_array_equal(
+                read_dicom_seg(obj, {"brainstem": 1, "mandible": 2}, like=pred).array, pred.array
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,7 +256,10 @@ def test_contours_beyond_the_ct_are_dropped_and_reported_not_merged_into_the_edg
     assert mask.sum() == 4 * 8 * 8  # every plane a full square: no holes cut by foreign contours
     assert report.used == 4 and sorted(report.off_plane_z) == [-2.0, -1.0, 1.5, 4.0, 6.0]
     (line,) = report.problems("Parotid L", vol)
-    assert "ROI 'Parotid L': 5 contour(s) at z -2.00..6.00 mm lie on no CT slice" in line and "CT spans z 0.00..3.00 mm" in line
+    assert (
+        "ROI 'Parotid L': 5 contour(s) at z -2.00..6.00 mm lie on no CT slice" in line
+        and "CT spans z 0.00..3.00 mm" in line
+    )
     assert rasterise_contours([*inside, *beyond], vol)[1] == 4
 
 
@@ -246,7 +268,8 @@ def test_contours_outside_the_field_of_view_are_reported():
     mask, report = rasterise_roi([_square(20.0, 30.0, 0.0), _square(8.5, 15.0, 1.0)], vol)
     assert report.outside == 1 and report.clipped == 1 and report.used == 1
     assert mask[:, :, 0].sum() == 0 and mask[:, :, 1].sum() == 3 * 3  # voxels 9..11 of the clipped one
-    assert any("wholly outside" in p for p in report.problems("x", vol)) and any("cut at its edge" in p for p in report.problems("x", vol))
+    assert any("wholly outside" in p for p in report.problems("x", vol))
+    assert any("cut at its edge" in p for p in report.problems("x", vol))
 
 
 def _faulty_series(folder, fault: str, oblique: bool):
@@ -296,7 +319,10 @@ def test_rtstruct_on_a_repaired_grid_references_the_source_slices_and_reimports(
     headers = read_series_headers(files)
     path = write_rtstruct(labels, {"body": 1, "core": 2}, headers, tmp_path / "rs.dcm")
     ds = pydicom.dcmread(path)
-    normal = np.cross(np.asarray(headers[0].ImageOrientationPatient[:3], float), np.asarray(headers[0].ImageOrientationPatient[3:], float))
+    normal = np.cross(
+        np.asarray(headers[0].ImageOrientationPatient[:3], float),
+        np.asarray(headers[0].ImageOrientationPatient[3:], float),
+    )
     along = {h.SOPInstanceUID: float(np.asarray(h.ImagePositionPatient, float) @ normal) for h in headers}
     for rc in ds.ROIContourSequence:
         for c in rc.ContourSequence:  # every contour lies on the source slice it references
@@ -355,7 +381,8 @@ def test_convert_warns_about_every_dropped_contour_and_lists_it(tmp_path, capsys
         c = pydicom.Dataset()
         pts = np.asarray(first.ContourData, float).reshape(-1, 3)[: n or None].copy()
         pts[:, 2] = z_first + dz if kind == "CLOSED_PLANAR" else pts[:, 2]
-        c.ContourGeometricType, c.NumberOfContourPoints, c.ContourData = kind, len(pts), [f"{v:.4f}" for v in pts.ravel()]
+        c.ContourGeometricType, c.NumberOfContourPoints = kind, len(pts)
+        c.ContourData = [f"{v:.4f}" for v in pts.ravel()]
         rc.ContourSequence.append(c)
     ds.save_as(str(src / "p" / "RS.dcm"), enforce_file_format=True)
     label_map = tmp_path / "labels.json"
@@ -363,7 +390,9 @@ def test_convert_warns_about_every_dropped_contour_and_lists_it(tmp_path, capsys
     assert main(["convert", "dicom-rt", str(src), "--labels", str(label_map), "--out", str(tmp_path / "ds")]) == 0
     messages = [line for line in capsys.readouterr().err.splitlines() if "globalmask convert: warning: " in line]
     assert any("ROI 'Brainstem': 1 contour(s) at z" in m and "lie on no CT slice" in m for m in messages), messages
-    assert any("ROI 'Brainstem': 2 contour(s) are not closed polygons (1 OPEN_PLANAR, 1 POINT)" in m for m in messages), messages
+    assert any(
+        "ROI 'Brainstem': 2 contour(s) are not closed polygons (1 OPEN_PLANAR, 1 POINT)" in m for m in messages
+    ), messages
     row = next(csv.DictReader((tmp_path / "ds" / "conversion.csv").open(encoding="utf-8")))
     assert "lie on no CT slice" in row["dropped_contours"] and row["off_plane_contours"] == "1"
     got = read_volume(tmp_path / "ds" / "labelsTr" / "p.nii.gz")
@@ -391,14 +420,20 @@ def test_convert_is_all_or_nothing_and_skip_bad_lists_the_bad_patients(tmp_path,
     (src / "d" / "notes.txt").write_text("x", encoding="utf-8")
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "1 of 4 patient folder(s) cannot be converted" in err and "no RT Structure Set" in err and "--skip-bad" in err
+    assert (
+        "1 of 4 patient folder(s) cannot be converted" in err and "no RT Structure Set" in err and "--skip-bad" in err
+    )
     assert not out.exists()
     out.mkdir()  # an empty folder is fine, and the rerun with --skip-bad converts the good ones
     assert main([*argv, "--skip-bad"]) == 0
     assert "skipped 2 (c, d)" in capsys.readouterr().out
     assert sorted(load_dataset(out).cases) == ["a", "b"]
     rows = {r["patient"]: r for r in csv.DictReader((out / "conversion.csv").open(encoding="utf-8"))}
-    assert rows["a"]["status"] == "converted" and rows["c"]["status"] == "skipped" and "several slices missing" in rows["c"]["reason"]
+    assert (
+        rows["a"]["status"] == "converted"
+        and rows["c"]["status"] == "skipped"
+        and "several slices missing" in rows["c"]["reason"]
+    )
     assert "no RT Structure Set" in rows["d"]["reason"]
     assert __import__("json").loads((out / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 2
 
@@ -429,7 +464,10 @@ def test_contours_drawn_on_a_repaired_series_fill_the_planes_nearest_their_slice
     his = [lo + 6.0 + 2.0 * (s % 5) for s in range(len(headers))]  # neighbours differ in size
     mask, report = rasterise_roi([_slice_square(h, lo, hi) for h, hi in zip(headers, his)], vol)
     assert report.used == len(headers) and report.dropped == 0 and report.clipped == 0
-    normal = np.cross(np.asarray(headers[0].ImageOrientationPatient[:3], float), np.asarray(headers[0].ImageOrientationPatient[3:], float))
+    normal = np.cross(
+        np.asarray(headers[0].ImageOrientationPatient[:3], float),
+        np.asarray(headers[0].ImageOrientationPatient[3:], float),
+    )
     along = np.array([float(np.asarray(h.ImagePositionPatient, float) @ normal) for h in headers])
     i, j = np.meshgrid(np.arange(vol.shape[0]), np.arange(vol.shape[1]), indexing="ij")
     for k in range(vol.shape[2]):
@@ -443,14 +481,17 @@ def test_contours_drawn_on_a_repaired_series_fill_the_planes_nearest_their_slice
             u = (world - p) @ np.asarray(h.ImageOrientationPatient[:3], float)
             v = (world - p) @ np.asarray(h.ImageOrientationPatient[3:], float)
             options.append(((u > lo) & (u < his[s]) & (v > lo) & (v < his[s])).reshape(i.shape))
-        assert any(np.array_equal(mask[:, :, k], o) for o in options), (k, int(mask[:, :, k].sum()), [int(o.sum()) for o in options])
+        assert any(np.array_equal(mask[:, :, k], o) for o in options), (
+            k, int(mask[:, :, k].sum()), [int(o.sum()) for o in options]
+        )
 
 
 def _sagittal_series(folder, n=10, seed=0):
     """A sagittal CT series (slices stacked along x) whose file names are out of slice order."""
     shape, spacing = (20, 18, n), (1.0, 1.5, 2.5)
     aff = np.eye(4)
-    aff[:3, :3] = np.column_stack([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]) * spacing  # RAS: rows A->P, columns S->I, slices R->L
+    # RAS: rows A->P, columns S->I, slices R->L
+    aff[:3, :3] = np.column_stack([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]) * spacing
     aff[:3, 3] = [-12.0, 40.0, 30.0]
     ct = np.full(shape, -1000, np.int16)
     ct[2:18, 2:16, :] = 40
@@ -475,19 +516,26 @@ def test_rtstruct_on_a_shuffled_sagittal_series_references_each_contours_own_sli
     lab[13:17, 3:7, 1:4] = 2
     labels = vol.with_array(lab)
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    ds = pydicom.dcmread(write_rtstruct(labels, {"box": 1, "cube": 2, "absent": 3}, read_series_headers(files), tmp_path / "rs.dcm"))
+    ds = pydicom.dcmread(
+        write_rtstruct(labels, {"box": 1, "cube": 2, "absent": 3}, read_series_headers(files), tmp_path / "rs.dcm")
+    )
     for_uid = headers[0].FrameOfReferenceUID
     by_uid = {h.SOPInstanceUID: h for h in headers}
-    normal = np.cross(np.asarray(headers[0].ImageOrientationPatient[:3], float), np.asarray(headers[0].ImageOrientationPatient[3:], float))
+    normal = np.cross(
+        np.asarray(headers[0].ImageOrientationPatient[:3], float),
+        np.asarray(headers[0].ImageOrientationPatient[3:], float),
+    )
     assert [r.ReferencedFrameOfReferenceUID for r in ds.StructureSetROISequence] == [for_uid] * 3
     assert [r.ROINumber for r in ds.StructureSetROISequence] == [1, 2, 3]
-    assert [(o.ObservationNumber, o.ReferencedROINumber) for o in ds.RTROIObservationsSequence] == [(1, 1), (2, 2), (3, 3)]
+    observations = [(o.ObservationNumber, o.ReferencedROINumber) for o in ds.RTROIObservationsSequence]
+    assert observations == [(1, 1), (2, 2), (3, 3)]
     assert [rc.ReferencedROINumber for rc in ds.ROIContourSequence] == [1, 2, 3]
     study = ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
     assert study.ReferencedSOPInstanceUID == headers[0].StudyInstanceUID
     listed = [i.ReferencedSOPInstanceUID for i in study.RTReferencedSeriesSequence[0].ContourImageSequence]
     assert sorted(listed) == sorted(by_uid) and len(set(listed)) == len(listed)
-    assert {i.ReferencedSOPClassUID for i in study.RTReferencedSeriesSequence[0].ContourImageSequence} == {headers[0].SOPClassUID}
+    classes = {i.ReferencedSOPClassUID for i in study.RTReferencedSeriesSequence[0].ContourImageSequence}
+    assert classes == {headers[0].SOPClassUID}
     slices_used = {1: set(), 2: set()}
     for rc in ds.ROIContourSequence[:2]:
         for c in rc.ContourSequence:
@@ -495,7 +543,9 @@ def test_rtstruct_on_a_shuffled_sagittal_series_references_each_contours_own_sli
             assert image.ReferencedSOPClassUID == headers[0].SOPClassUID
             h = by_uid[image.ReferencedSOPInstanceUID]
             pts = np.asarray(c.ContourData, float).reshape(-1, 3)
-            np.testing.assert_allclose(pts @ normal, float(np.asarray(h.ImagePositionPatient, float) @ normal), atol=1e-3)
+            np.testing.assert_allclose(
+                pts @ normal, float(np.asarray(h.ImagePositionPatient, float) @ normal), atol=1e-3
+            )
             slices_used[rc.ReferencedROINumber].add(image.ReferencedSOPInstanceUID)
     along = {h.SOPInstanceUID: float(np.asarray(h.ImagePositionPatient, float) @ normal) for h in headers}
     order = sorted(along, key=along.get)
@@ -509,19 +559,21 @@ def test_rtstruct_on_a_shuffled_sagittal_series_references_each_contours_own_sli
     ("spec", "rois", "found", "ignored"),
     [
         # the label's own name still matches when synonyms are given (as a list or as one string)
-        ({"labels": {"parotid_left": 1}, "synonyms": {"parotid_left": ["Parotid L"]}}, ["Parotid_Left"], {"parotid_left": "Parotid_Left"}, {}),
+        ({"labels": {"parotid_left": 1}, "synonyms": {"parotid_left": ["Parotid L"]}}, ["Parotid_Left"],
+         {"parotid_left": "Parotid_Left"}, {}),
         ({"labels": {"parotid_left": 1}, "synonyms": {"parotid_left": "Parotid L"}}, ["parotid-left", "PAROTID L"],
          {"parotid_left": "parotid-left"}, {"PAROTID L": "duplicate of 'parotid-left' for parotid_left"}),
         # case, spaces (also tabs and runs of them), underscores and hyphens fold; other characters do not
         ({"brain_stem": 1}, ["Brain\tStem"], {"brain_stem": "Brain\tStem"}, {}),
         ({"brain_stem": 1}, ["BRAIN - STEM"], {"brain_stem": "BRAIN - STEM"}, {}),
-        ({"brain_stem": 1}, ["Brain.Stem", "BrainStem1"], {}, {"Brain.Stem": "not in the label map", "BrainStem1": "not in the label map"}),
+        ({"brain_stem": 1}, ["Brain.Stem", "BrainStem1"], {},
+         {"Brain.Stem": "not in the label map", "BrainStem1": "not in the label map"}),
         # duplicates: the first ROI in the file wins, whichever name (label or synonym) it used
         ({"labels": {"cord": 1}, "synonyms": {"cord": ["Spinal Cord", "SC"]}}, ["SC", "cord", "Spinal_Cord"],
          {"cord": "SC"}, {"cord": "duplicate of 'SC' for cord", "Spinal_Cord": "duplicate of 'SC' for cord"}),
         # a synonym of one label never captures another label's own name
-        ({"labels": {"lung_l": 1, "lung_r": 2}, "synonyms": {"lung_l": ["Lung Left"], "lung_r": ["Lung Right"]}}, ["LUNG_R", "Lung Left"],
-         {"lung_r": "LUNG_R", "lung_l": "Lung Left"}, {}),
+        ({"labels": {"lung_l": 1, "lung_r": 2}, "synonyms": {"lung_l": ["Lung Left"], "lung_r": ["Lung Right"]}},
+         ["LUNG_R", "Lung Left"], {"lung_r": "LUNG_R", "lung_l": "Lung Left"}, {}),
     ],
 )
 def test_roi_name_matching_table(spec, rois, found, ignored):

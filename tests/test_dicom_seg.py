@@ -97,11 +97,16 @@ def test_seg_frames_lie_on_the_label_planes_and_reference_the_source_series(tmp_
     assert seg.StudyInstanceUID == headers[0].StudyInstanceUID and seg.PatientID == headers[0].PatientID
     (series,) = seg.ReferencedSeriesSequence
     assert series.SeriesInstanceUID == headers[0].SeriesInstanceUID
-    assert sorted(i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence) == sorted(h.SOPInstanceUID for h in headers)
+    assert sorted(i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence) == sorted(
+        h.SOPInstanceUID for h in headers
+    )
     # each frame at the position of its plane of the label map, in patient coordinates (LPS)
     lps = np.diag([-1.0, -1.0, 1.0]) @ vol.affine[:3, :4]
     planes = {tuple(np.round(lps[:, 3] + k * lps[:, 2], 3)) for k in range(vol.shape[2])}
-    frames = {tuple(np.round(np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float), 3)) for f in seg.PerFrameFunctionalGroupsSequence}
+    frames = {
+        tuple(np.round(np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float), 3))
+        for f in seg.PerFrameFunctionalGroupsSequence
+    }
     assert frames == planes
     assert len(seg.PerFrameFunctionalGroupsSequence) == 2 * vol.shape[2]
     # a frame that names its source image names the CT slice at its own position (on the series' own
@@ -112,7 +117,11 @@ def test_seg_frames_lie_on_the_label_planes_and_reference_the_source_series(tmp_
         for d in f.get("DerivationImageSequence", []):
             for src in d.SourceImageSequence:
                 assert src.ReferencedSOPClassUID == headers[0].SOPClassUID
-                np.testing.assert_allclose(at[src.ReferencedSOPInstanceUID], np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float), atol=1e-3)
+                np.testing.assert_allclose(
+                    at[src.ReferencedSOPInstanceUID],
+                    np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float),
+                    atol=1e-3,
+                )
                 named += 1
     if fault == "sagittal":
         assert named == len(seg.PerFrameFunctionalGroupsSequence)

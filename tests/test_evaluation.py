@@ -16,7 +16,11 @@ from .conftest import make_tiny_dataset
 @pytest.fixture
 def ds_with_split(tmp_path):
     ds = make_tiny_dataset(tmp_path / "ds", n=6, shape=(12, 12, 10))
-    split = {"train": ["case_000", "case_001", "case_002"], "validation": ["case_003"], "test": ["case_004", "case_005"]}
+    split = {
+        "train": ["case_000", "case_001", "case_002"],
+        "validation": ["case_003"],
+        "test": ["case_004", "case_005"],
+    }
     (ds / "splits.json").write_text(json.dumps(split), encoding="utf-8")
     pred = tmp_path / "pred"
     shutil.copytree(ds / "labelsTr", pred)  # perfect predictions for every case
@@ -37,8 +41,11 @@ def test_evaluate_subset_scores_only_that_list_of_the_split(ds_with_split, tmp_p
 def test_evaluate_subset_takes_a_split_file(ds_with_split, tmp_path):
     ds, pred, _ = ds_with_split
     other = tmp_path / "other_split.json"
-    other.write_text(json.dumps({"train": ["case_004"], "validation": ["case_005"], "test": ["case_000"]}), encoding="utf-8")
-    assert main(["evaluate", str(pred), str(ds / "labelsTr"), "--subset", "validation", "--split", str(other), "--out", str(tmp_path / "ev")]) == 0
+    other.write_text(
+        json.dumps({"train": ["case_004"], "validation": ["case_005"], "test": ["case_000"]}), encoding="utf-8"
+    )
+    assert main(["evaluate", str(pred), str(ds / "labelsTr"), "--subset", "validation", "--split", str(other),
+                 "--out", str(tmp_path / "ev")]) == 0
     assert set(pd.read_csv(tmp_path / "ev" / "metrics.csv")["case"]) == {"case_005"}
 
 
@@ -51,7 +58,9 @@ def test_evaluate_subset_refusals_name_the_problem(tmp_path, capsys, argv, expec
     ds = make_tiny_dataset(tmp_path / "ds", n=4, shape=(12, 12, 10))
     pred = tmp_path / "pred"
     shutil.copytree(ds / "labelsTr", pred)
-    (tmp_path / "split.json").write_text(json.dumps({"train": ["case_000"], "validation": [], "test": ["case_001"]}), encoding="utf-8")
+    (tmp_path / "split.json").write_text(
+        json.dumps({"train": ["case_000"], "validation": [], "test": ["case_001"]}), encoding="utf-8"
+    )
     argv = [a.format(split=tmp_path / "split.json", absent=tmp_path / "absent.json") for a in argv]
     assert main(["evaluate", str(pred), str(ds / "labelsTr"), *argv, "--out", str(tmp_path / "ev")]) == 2
     err = capsys.readouterr().err

@@ -17,13 +17,18 @@ from .conftest import make_tiny_dataset
 @pytest.fixture()
 def tiny(tmp_path):
     root = make_tiny_dataset(tmp_path / "Dataset001_Tiny", n=4)
-    (root / "splits.json").write_text(json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"], "test": ["case_003"]}), encoding="utf-8")
+    (root / "splits.json").write_text(
+        json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"], "test": ["case_003"]}),
+        encoding="utf-8",
+    )
     return root
 
 
 def test_export_ct_gbm_writes_two_channels_labels_and_dataset_json(tiny, tmp_path):
     out = tmp_path / "Dataset002_TinyGBM"
-    assert main(["export", "nnunet", str(tiny), "--mode", "ct+gbm", "--recipe", "threshold:-300", "--out", str(out)]) == 0
+    assert (
+        main(["export", "nnunet", str(tiny), "--mode", "ct+gbm", "--recipe", "threshold:-300", "--out", str(out)]) == 0
+    )
     meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["channel_names"] == {"0": "CT", "1": "noNorm"}
     assert meta["labels"] == {"background": 0, "left": 1, "right": 2}
@@ -53,20 +58,25 @@ def test_nnunet_own_dataset_verification_accepts_the_export(tiny, tmp_path):
     try:
         from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     except ImportError:
-        pytest.skip("nnunetv2 not installed (pip install 'globalmask[nnunet]'): nnU-Net's verify_dataset_integrity not run")
+        pytest.skip(
+            "nnunetv2 not installed (pip install 'globalmask[nnunet]'): nnU-Net's verify_dataset_integrity not run"
+        )
     out = tmp_path / "Dataset002_TinyGBM"
     assert main(["export", "nnunet", str(tiny), "--mode", "ct+gbm", "--out", str(out)]) == 0
     verify_dataset_integrity(str(out), num_processes=1)  # raises on any inconsistency
 
 
-@pytest.mark.parametrize("extra, fold0_train", [([], ["case_000", "case_001"]), (["--train-cases", "1", "--seed", "3"], None)])
+@pytest.mark.parametrize(
+    "extra, fold0_train", [([], ["case_000", "case_001"]), (["--train-cases", "1", "--seed", "3"], None)]
+)
 def test_export_writes_our_split_as_fold_0_of_splits_final(tiny, tmp_path, capsys, extra, fold0_train):
     from globalmask.dataset import select_training_cases
 
     out = tmp_path / "Dataset002_TinyGBM"
     assert main(["export", "nnunet", str(tiny), "--mode", "ct", "--out", str(out), *extra]) == 0
     folds = json.loads((out / "splits_final.json").read_text(encoding="utf-8"))
-    expected = fold0_train or select_training_cases(["case_000", "case_001"], 1, 3)  # as `globalmask train --train-cases 1 --seed 3` draws
+    # as `globalmask train --train-cases 1 --seed 3` draws
+    expected = fold0_train or select_training_cases(["case_000", "case_001"], 1, 3)
     assert folds == [{"train": expected, "val": ["case_002"]}]
     assert "nnUNet_preprocessed/Dataset002_TinyGBM" in capsys.readouterr().out
 
@@ -75,7 +85,9 @@ def test_export_without_a_split_writes_no_folds_and_refuses_train_cases(tmp_path
     root = make_tiny_dataset(tmp_path / "Dataset003_NoSplit", n=3, shape=(12, 12, 10))
     assert main(["export", "nnunet", str(root), "--mode", "ct", "--out", str(tmp_path / "e")]) == 0
     assert not (tmp_path / "e" / "splits_final.json").exists()
-    assert main(["export", "nnunet", str(root), "--mode", "ct", "--train-cases", "1", "--out", str(tmp_path / "f")]) == 2
+    assert (
+        main(["export", "nnunet", str(root), "--mode", "ct", "--train-cases", "1", "--out", str(tmp_path / "f")]) == 2
+    )
     assert "no splits.json" in capsys.readouterr().err and not (tmp_path / "f").exists()
 
 
@@ -85,7 +97,10 @@ def test_export_of_a_dataset_with_unlabelled_cases_trains_only_on_labelled_ones(
     labelled non-test cases, each with its label, and numTraining counts them."""
     root = make_tiny_dataset(tmp_path / "Dataset003_Partial", n=5, shape=(12, 12, 8))
     (root / "labelsTr" / "case_002.nii.gz").unlink()
-    (root / "splits.json").write_text(json.dumps({"train": ["case_000", "case_001"], "validation": ["case_003"], "test": ["case_004"]}), encoding="utf-8")
+    (root / "splits.json").write_text(
+        json.dumps({"train": ["case_000", "case_001"], "validation": ["case_003"], "test": ["case_004"]}),
+        encoding="utf-8",
+    )
     out = tmp_path / "Dataset004_PartialGBM"
     assert main(["export", "nnunet", str(root), "--mode", "ct+gbm", "--out", str(out)]) == 0
     files = {d: sorted(p.name for p in (out / d).iterdir()) for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}

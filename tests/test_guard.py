@@ -92,7 +92,11 @@ def test_overwrite_writes_beside_foreign_files_and_keeps_them(tmp_path, capsys):
 def _sha(folder: Path) -> dict[str, str]:
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _tiny_model(folder: Path) -> Path:
@@ -101,8 +105,14 @@ def _tiny_model(folder: Path) -> Path:
     from globalmask.model import NetConfig
     from globalmask.preprocess import PreprocessConfig
 
-    spec = ModelSpec("ct", Recipe.parse(None), PreprocessConfig(spacing=(2.0, 2.0, 2.5)), {"background": 0, "left": 1, "right": 2},
-                     NetConfig(channels=(4, 8), strides=(2,), num_res_units=0), (16, 16, 16))
+    spec = ModelSpec(
+        "ct",
+        Recipe.parse(None),
+        PreprocessConfig(spacing=(2.0, 2.0, 2.5)),
+        {"background": 0, "left": 1, "right": 2},
+        NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+        (16, 16, 16),
+    )
     return save_model(folder / "model.pt", spec, spec.build().state_dict())
 
 
@@ -112,7 +122,8 @@ def test_overwrite_never_replaces_a_users_file(tmp_path, capsys):
     ds = make_tiny_dataset(tmp_path / "ds", n=2, shape=(16, 16, 12))
     model = _tiny_model(tmp_path)
     before = _sha(ds)
-    argv = ["predict", str(model), str(ds / "imagesTr"), "--out", str(ds / "labelsTr"), "--overwrite", "--device", "cpu"]
+    argv = ["predict", str(model), str(ds / "imagesTr"), "--out", str(ds / "labelsTr"), "--overwrite",
+            "--device", "cpu"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "datasets are read-only" in err and "(or pass --overwrite" not in err
@@ -126,7 +137,9 @@ def test_overwrite_never_replaces_a_users_file(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "m"), str(ds / "labelsTr"), "--out", str(foreign), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "summary.csv already exists there and globalmask did not write it" in err and "pass --overwrite" not in err
-    assert (foreign / "summary.csv").read_text(encoding="utf-8") == "my numbers\n" and not (foreign / "metrics.csv").exists()
+    assert (foreign / "summary.csv").read_text(encoding="utf-8") == "my numbers\n" and not (
+        foreign / "metrics.csv"
+    ).exists()
     # a prediction folder globalmask did not write is an input of evaluate: --overwrite does not open it
     hand = tmp_path / "hand"
     hand.mkdir()
@@ -152,7 +165,9 @@ def test_a_globalmask_folder_replaces_its_own_files_and_no_others(tmp_path, caps
     (out / "extra" / "case_000.nii.gz").write_text("mine", encoding="utf-8")
     data = json.loads((out / "extra" / guard.MARKER_NAME).read_text(encoding="utf-8"))
     (out / "extra" / guard.MARKER_NAME).write_text(json.dumps({**data, "files": []}), encoding="utf-8")
-    assert main(["masks", str(ds / "imagesTr" / "case_000_0000.nii.gz"), "--out", str(out / "extra"), "--overwrite"]) == 2
+    assert (
+        main(["masks", str(ds / "imagesTr" / "case_000_0000.nii.gz"), "--out", str(out / "extra"), "--overwrite"]) == 2
+    )
     assert "case_000.nii.gz already exists there and globalmask did not write it" in capsys.readouterr().err
     assert (out / "extra" / "case_000.nii.gz").read_text(encoding="utf-8") == "mine"
 
@@ -205,7 +220,9 @@ with RunLock({folder!r}, "train"):
 
 
 def _hold_lock(folder: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER.format(src=SRC, folder=str(folder))], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(src=SRC, folder=str(folder))], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -233,7 +250,9 @@ def test_lock_refuses_a_second_writer_and_takes_over_a_stale_lock(tmp_path):
 def test_lock_written_on_another_host_is_not_taken_over(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / guard.LOCK_NAME).write_text(json.dumps({"host": "other-node", "pid": 4242, "command": "study"}), encoding="utf-8")
+    (folder / guard.LOCK_NAME).write_text(
+        json.dumps({"host": "other-node", "pid": 4242, "command": "study"}), encoding="utf-8"
+    )
     with pytest.raises(guard.LockedError, match=r"other-node.*delete"):
         guard.RunLock(folder).acquire()
 
@@ -242,7 +261,8 @@ def test_second_train_on_the_same_folder_is_refused(tmp_path, capsys):
     ds = make_tiny_dataset(tmp_path / "ds", n=6, shape=(16, 16, 12))
     proc = _hold_lock(tmp_path / "run")
     try:
-        rc = main(["train", str(ds), "--out", str(tmp_path / "run"), "--steps", "2", "--channels", "4", "8", "--device", "cpu"])
+        rc = main(["train", str(ds), "--out", str(tmp_path / "run"), "--steps", "2", "--channels", "4", "8",
+                   "--device", "cpu"])
     finally:
         proc.kill()
         proc.wait()
@@ -283,10 +303,15 @@ def test_full_disk_during_a_checkpoint_save_keeps_the_previous_one(tmp_path, mon
 
     def full_disk(obj, f):  # torch's zip writer fails like this when the disk fills mid-write
         Path(f).write_bytes(b"PK\x03\x04 partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0:"
+            " file write failed"
+        )
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(WriteError, match=r"could not write last\.pt.*file write failed.*previous last\.pt is unchanged") as info:
+    with pytest.raises(
+        WriteError, match=r"could not write last\.pt.*file write failed.*previous last\.pt is unchanged"
+    ) as info:
         save_atomic({"step": 20}, last)
     assert info.value.exit_code == 1
     assert last.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
@@ -312,7 +337,13 @@ def test_corrupt_resume_state_is_a_clear_error(tmp_path):
     from globalmask.training import TrainConfig, train
 
     ds = make_tiny_dataset(tmp_path / "ds", n=6, shape=(16, 16, 12))
-    cfg = TrainConfig(mode="ct", steps=4, val_every=2, checkpoint_every=2, net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0))
+    cfg = TrainConfig(
+        mode="ct",
+        steps=4,
+        val_every=2,
+        checkpoint_every=2,
+        net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+    )
     train(ds, tmp_path / "run", cfg, progress=False, device="cpu", stop_after=2)
     last = tmp_path / "run" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
@@ -329,8 +360,8 @@ def _default_sigint() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_train_stopped_by_a_signal_leaves_nothing_half_done_and_resumes_exactly(tmp_path, sig):
     ds = make_tiny_dataset(tmp_path / "ds", n=6, shape=(24, 24, 20))
-    args = ["train", str(ds), "--mode", "ct", "--seed", "3", "--steps", "40", "--val-every", "10", "--checkpoint-every", "2",
-            "--channels", "4", "8", "16", "--res-units", "0", "--device", "cpu"]
+    args = ["train", str(ds), "--mode", "ct", "--seed", "3", "--steps", "40", "--val-every", "10",
+            "--checkpoint-every", "2", "--channels", "4", "8", "16", "--res-units", "0", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
     cmd = [sys.executable, "-m", "globalmask.cli"]
     subprocess.run([*cmd, *args, "--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
@@ -339,8 +370,14 @@ def test_train_stopped_by_a_signal_leaves_nothing_half_done_and_resumes_exactly(
     # The child starts with SIGINT at its default: a disposition of "ignored" is inherited across
     # exec (Unix keeps it for background jobs), and native code loaded earlier in this test process
     # (Ray's core worker) can leave SIGINT ignored at the OS level, where Python cannot see it.
-    proc = subprocess.Popen([*cmd, *args, "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+    proc = subprocess.Popen(
+        [*cmd, *args, "--out", str(run)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
     deadline = time.time() + 120
     while not (run / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -348,7 +385,8 @@ def test_train_stopped_by_a_signal_leaves_nothing_half_done_and_resumes_exactly(
     err = proc.communicate()[1]
     assert proc.returncode == 128 + sig, err[-2000:]
     assert "Traceback" not in err
-    assert any(line.startswith("globalmask train: interrupted") for line in err.splitlines())  # (tqdm may redraw after it)
+    # (tqdm may redraw after it)
+    assert any(line.startswith("globalmask train: interrupted") for line in err.splitlines())
     assert not (run / "done.json").exists(), "the run finished before the signal"
     leftovers = [p.name for p in run.iterdir() if p.name.startswith((".tmp-", guard.LOCK_NAME))]
     assert leftovers == []
@@ -386,7 +424,10 @@ def other_process():
 
 def _lock_file(folder: Path, **holder) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / guard.LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "command": "train", "started": "2026-12-01T10:00:00", **holder}), encoding="utf-8")
+    (folder / guard.LOCK_NAME).write_text(
+        json.dumps({"host": socket.gethostname(), "command": "train", "started": "2026-12-01T10:00:00", **holder}),
+        encoding="utf-8",
+    )
 
 
 def test_a_crashed_runs_lock_is_taken_over_when_its_pid_now_belongs_to_another_process(tmp_path, other_process):
@@ -427,7 +468,9 @@ def test_dataset_parts_and_input_folders_are_named_as_what_they_are(tmp_path):
     (tmp_path / "solo" / "images").mkdir(parents=True)
     assert not guard.is_dataset_folder(tmp_path / "solo" / "images")
     (tmp_path / "solo" / "labels").mkdir()
-    assert guard.is_dataset_folder(tmp_path / "solo" / "images") and guard.is_dataset_folder(tmp_path / "solo" / "labels")
+    assert guard.is_dataset_folder(tmp_path / "solo" / "images") and guard.is_dataset_folder(
+        tmp_path / "solo" / "labels"
+    )
     plain = tmp_path / "scans"
     plain.mkdir()
     write_text(plain / "a.nii.gz", "x")

@@ -270,12 +270,21 @@ def test_an_earlier_write_failure_wins_over_a_later_read_error(untrained_ctgbm, 
     monkeypatch.setattr(Predictor, "_write", staticmethod(write))
     for overlap in (False, True):
         with pytest.raises(WriteError, match=r"case1\.nii\.gz"):
-            Predictor(untrained_ctgbm, device="cpu").predict_files([src], tmp_path / f"out{overlap}", progress=False, overlap=overlap)
+            Predictor(untrained_ctgbm, device="cpu").predict_files(
+                [src], tmp_path / f"out{overlap}", progress=False, overlap=overlap
+            )
         assert sorted(f.name for f in (tmp_path / f"out{overlap}").iterdir()) == ["case0.nii.gz"]
 
 
 def _tiny_model(path: Path, labels: dict) -> Path:
-    spec = ModelSpec("ct", Recipe.parse(None), PreprocessConfig(spacing=(2.0, 2.0, 2.5)), labels, NetConfig(channels=(4, 8), strides=(2,), num_res_units=0), (16, 16, 16))
+    spec = ModelSpec(
+        "ct",
+        Recipe.parse(None),
+        PreprocessConfig(spacing=(2.0, 2.0, 2.5)),
+        labels,
+        NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+        (16, 16, 16),
+    )
     return save_model(path, spec, spec.build().state_dict())
 
 
@@ -288,10 +297,16 @@ def test_predict_subset_segments_only_that_list_of_the_split(tmp_path, capsys, w
     from .conftest import make_tiny_dataset
 
     ds = make_tiny_dataset(tmp_path / "ds", n=5, shape=(12, 12, 10))
-    (ds / "splits.json").write_text(json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"], "test": ["case_003", "case_004"]}), encoding="utf-8")
+    (ds / "splits.json").write_text(
+        json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"], "test": ["case_003", "case_004"]}),
+        encoding="utf-8",
+    )
     model = _tiny_model(tmp_path / "run" / "model.pt", {"background": 0, "left": 1, "right": 2})
     src = ds if where == "dataset" else ds / "imagesTr"
-    assert main(["predict", str(model), str(src), "--subset", "test", "--device", "cpu", "--out", str(tmp_path / "pred")]) == 0
+    assert (
+        main(["predict", str(model), str(src), "--subset", "test", "--device", "cpu", "--out", str(tmp_path / "pred")])
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz")) == ["case_003.nii.gz", "case_004.nii.gz"]
 
 
@@ -304,10 +319,15 @@ def test_predict_subset_falls_back_on_the_run_folders_split(tmp_path, capsys):
 
     ds = make_tiny_dataset(tmp_path / "ds", n=4, shape=(12, 12, 10))  # no splits.json of its own
     model = _tiny_model(tmp_path / "run" / "model.pt", {"background": 0, "left": 1, "right": 2})
-    (tmp_path / "run" / "splits.json").write_text(json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"], "test": ["case_003"]}), encoding="utf-8")
-    assert main(["predict", str(model), str(ds), "--subset", "validation", "--device", "cpu", "--out", str(tmp_path / "pred")]) == 0
+    (tmp_path / "run" / "splits.json").write_text(
+        json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"], "test": ["case_003"]}),
+        encoding="utf-8",
+    )
+    assert main(["predict", str(model), str(ds), "--subset", "validation", "--device", "cpu",
+                 "--out", str(tmp_path / "pred")]) == 0
     assert [p.name for p in (tmp_path / "pred").glob("*.nii.gz")] == ["case_002.nii.gz"]
-    assert main(["predict", str(model), str(ds), str(ds), "--subset", "test", "--device", "cpu", "--out", str(tmp_path / "p2")]) == 2
+    assert main(["predict", str(model), str(ds), str(ds), "--subset", "test", "--device", "cpu",
+                 "--out", str(tmp_path / "p2")]) == 2
     assert "one dataset folder" in capsys.readouterr().err
 
 

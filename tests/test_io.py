@@ -165,7 +165,10 @@ def test_write_volume_gives_nibabels_file_content(tmp_path, suffix, monkeypatch)
     from globalmask import io
 
     rng = np.random.default_rng(0)
-    for array in (np.asfortranarray(rng.integers(0, 4, (9, 8, 7)).astype(np.uint8)), rng.normal(0, 100, (5, 6, 7)).astype(np.int16)):
+    for array in (
+        np.asfortranarray(rng.integers(0, 4, (9, 8, 7)).astype(np.uint8)),
+        rng.normal(0, 100, (5, 6, 7)).astype(np.int16),
+    ):
         vol = Volume(array, oblique_affine())
         fast = io.write_volume(vol, tmp_path / f"fast{suffix}")
         monkeypatch.setattr(io.formats, "IN_MEMORY_WRITE_BYTES", -1)  # nibabel's streaming save
@@ -215,7 +218,9 @@ def test_random_bytes_give_a_clear_error(tmp_path, data, suffix):
 
 
 @FUZZ
-@given(edits=st.lists(st.tuples(st.integers(0, 347), st.integers(0, 255)), min_size=1, max_size=12), compress=st.booleans())
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 347), st.integers(0, 255)), min_size=1, max_size=12), compress=st.booleans()
+)
 def test_corrupted_nifti_headers_give_a_volume_or_a_clear_error(tmp_path, edits, compress):
     raw = bytearray(VALID)
     for offset, value in edits:
@@ -441,13 +446,21 @@ def test_check_same_grid_tolerates_rounding_and_refuses_another_grid(tmp_path):
     near = aff.copy()
     near[:3, 3] += 0.004  # float rounding of a header: same grid
     check_same_grid(Volume(np.zeros((6, 5, 4), np.uint8), near, tmp_path / "a.nii.gz"), ref, "label", "image", "why")
-    with pytest.raises(GeometryError, match=r"label shape \(6, 5, 3\) differs from image shape \(6, 5, 4\): not aligned") as exc:
-        check_same_grid(Volume(np.zeros((6, 5, 3), np.uint8), aff, tmp_path / "b.nii.gz"), ref, "label", "image", "not aligned")
+    with pytest.raises(
+        GeometryError, match=r"label shape \(6, 5, 3\) differs from image shape \(6, 5, 4\): not aligned"
+    ) as exc:
+        check_same_grid(
+            Volume(np.zeros((6, 5, 3), np.uint8), aff, tmp_path / "b.nii.gz"), ref, "label", "image", "not aligned"
+        )
     assert "b.nii.gz" in str(exc.value)
     moved = aff.copy()
     moved[:3, 3] += [0.0, 0.5, 0.0]  # half a millimetre off: another grid
-    with pytest.raises(GeometryError, match=r"prediction affine differs from reference affine by up to 0\.5 mm \(tolerance 0\.01 mm") as exc:
-        check_same_grid(Volume(np.zeros((6, 5, 4), np.uint8), moved, tmp_path / "c.nii.gz"), ref, "prediction", "reference", "x")
+    with pytest.raises(
+        GeometryError, match=r"prediction affine differs from reference affine by up to 0\.5 mm \(tolerance 0\.01 mm"
+    ) as exc:
+        check_same_grid(
+            Volume(np.zeros((6, 5, 4), np.uint8), moved, tmp_path / "c.nii.gz"), ref, "prediction", "reference", "x"
+        )
     assert "c.nii.gz" in str(exc.value)
 
 
@@ -465,9 +478,13 @@ def _oriented_series(folder, row, col, n=12, drop=None, seed=0):
     shape = (10, 9, n)
     i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     positions = np.array([ORIGIN_LPS + k * spacing[2] * normal for k in range(n)])
-    arr = np.stack([world_value(p + i[..., None] * spacing[0] * row + j[..., None] * spacing[1] * col) for p in positions], axis=2)
+    arr = np.stack(
+        [world_value(p + i[..., None] * spacing[0] * row + j[..., None] * spacing[1] * col) for p in positions], axis=2
+    )
     aff = np.eye(4)
-    aff[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ np.column_stack([row * spacing[0], col * spacing[1], normal * spacing[2]])
+    aff[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ np.column_stack(
+        [row * spacing[0], col * spacing[1], normal * spacing[2]]
+    )
     aff[:3, 3] = ORIGIN_LPS * [-1, -1, 1]
     files = write_ct_series(Volume(np.rint(arr).astype(np.int16), aff), folder, positions=positions)
     if drop is not None:
@@ -502,7 +519,8 @@ def test_non_axial_series_in_shuffled_files_reads_every_voxel_where_it_lies(tmp_
         axis = np.diag([-1.0, -1.0, 1.0]) @ got.affine[:3, 2]
         np.testing.assert_allclose(axis / np.linalg.norm(axis), normal, atol=1e-6)  # planes stacked along the normal
         first = np.diag([-1.0, -1.0, 1.0]) @ got.affine[:3, 3]
-        np.testing.assert_allclose(first, positions[0], atol=1e-3)  # starting at the first slice, whichever file holds it
+        # starting at the first slice, whichever file holds it
+        np.testing.assert_allclose(first, positions[0], atol=1e-3)
         assert ("dicom_geometry" in got.notes) == (drop is not None)
 
 
@@ -517,7 +535,8 @@ def test_negative_gantry_tilt_is_resampled_like_a_positive_one(tmp_path):
     note = got.notes["dicom_geometry"]
     assert note["resampled"] and "gantry tilt of about 15.0 degrees" in note["faults"][0]
     shift = abs(pos[-1, 1] - pos[0, 1])
-    assert got.shape[:2] == (SHAPE[0], SHAPE[1] + int(np.ceil(shift / SPACING[1] - 1e-6)))  # wide enough for every slice
+    # wide enough for every slice
+    assert got.shape[:2] == (SHAPE[0], SHAPE[1] + int(np.ceil(shift / SPACING[1] - 1e-6)))
     # the grid's first row is the lowest in-plane position of any slice (the last one's), not the first slice's
     origin_lps = np.diag([-1.0, -1.0, 1.0]) @ got.affine[:3, 3]
     np.testing.assert_allclose(origin_lps, [pos[0, 0], pos[-1, 1], pos[0, 2]], atol=1e-3)
@@ -544,7 +563,10 @@ def test_series_geometry_of_no_slices_and_of_a_thin_tilted_stack(tmp_path):
     with pytest.raises(InputFileError, match="DICOM series holds no images"):
         analyse_series_geometry([], tmp_path)
     eye = np.eye(3)
-    slices = [DicomSlice(Path(f"s{k}.dcm"), np.array([0.0, 0.1 * k, 0.5 * k]), eye, (4, 4), (1.0, 1.0), "1.2.3") for k in range(3)]
+    slices = [
+        DicomSlice(Path(f"s{k}.dcm"), np.array([0.0, 0.1 * k, 0.5 * k]), eye, (4, 4), (1.0, 1.0), "1.2.3")
+        for k in range(3)
+    ]
     geom = analyse_series_geometry(slices, tmp_path)
     assert geom.spacing_z == pytest.approx(0.5)
     assert any("gantry tilt of about 11.3 degrees" in f for f in geom.faults), geom.faults

@@ -200,7 +200,8 @@ def test_percentile_survives_monotone_hu_changes_and_more_air_while_fixed_levels
 
 def test_otsu_follows_a_recalibrated_scan():
     ct = crafted_ct().astype(np.float32)
-    np.testing.assert_array_equal(otsu_mask(ct * 0.9 - 80.0), otsu_mask(ct))  # Otsu is per scan: a linear change moves it along
+    # Otsu is per scan: a linear change moves it along
+    np.testing.assert_array_equal(otsu_mask(ct * 0.9 - 80.0), otsu_mask(ct))
 
 
 @pytest.mark.parametrize("spec", ["threshold:", "bone: ", "percentile:", "body:level=", "threshold:-300,"])
@@ -305,7 +306,8 @@ def test_body_recipe_on_a_real_lps_chest_ct():
 
 def test_cli_masks_writes_one_mask_per_case(phantom_ds, tmp_path, capsys):
     assert main(["masks", str(phantom_ds.root), "--recipe", "body", "--out", str(tmp_path / "m")]) == 0
-    files = sorted(p for p in (tmp_path / "m").iterdir() if not p.name.startswith("."))  # (hidden: globalmask's output marker)
+    # (hidden: globalmask's output marker)
+    files = sorted(p for p in (tmp_path / "m").iterdir() if not p.name.startswith("."))
     assert len(files) == len(phantom_ds)
     ct = read_volume(phantom_ds.cases[files[0].name[: -len(".nii.gz")]].image)
     m = read_volume(files[0])

@@ -209,8 +209,12 @@ def test_small_organs_in_a_big_volume_match_the_cropped_result():
     big_pred = np.zeros_like(big_ref)
     big_ref[200:208, 30:38, 100:108] = small_ref
     big_pred[200:208, 30:38, 100:108] = small_pred
-    assert surface_distances_mm(big_pred, big_ref, aff) == pytest.approx(surface_distances_mm(small_pred, small_ref, aff))
-    assert center_of_mass_distance_mm(big_pred, big_ref, aff) == pytest.approx(center_of_mass_distance_mm(small_pred, small_ref, aff))
+    assert surface_distances_mm(big_pred, big_ref, aff) == pytest.approx(
+        surface_distances_mm(small_pred, small_ref, aff)
+    )
+    assert center_of_mass_distance_mm(big_pred, big_ref, aff) == pytest.approx(
+        center_of_mass_distance_mm(small_pred, small_ref, aff)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,7 +255,8 @@ def test_structure_metrics_statuses():
     pancreas = rows["pancreas"]
     assert pancreas["status"] == "absent" and math.isnan(pancreas["dice"])
     assert set(liver) == {"structure", "label", "dice", "com_mm", "hd95_mm", "msd_mm", "pred_ml", "ref_ml", "status"}
-    assert set(pancreas) == set(liver) and pancreas["pred_ml"] == pancreas["ref_ml"] == 0.0  # same columns for every status
+    # same columns for every status
+    assert set(pancreas) == set(liver) and pancreas["pred_ml"] == pancreas["ref_ml"] == 0.0
     assert all(math.isnan(pancreas[k]) for k in ("com_mm", "hd95_mm", "msd_mm"))
     # a label set with no structure at all (background only) gives no rows, not an error
     assert structure_metrics(pred, ref, aff, {"background": 0}) == []
@@ -374,7 +379,9 @@ def write_cohort(root: Path, aff: np.ndarray) -> tuple[Path, Path]:
     ref[7:10, 7:10, 2:5] = 2
     for i in range(3):
         write_volume(Volume(ref, aff), labels_dir / f"c{i}.nii.gz")
-    (root / "ds" / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "left": 1, "right": 2}, "channel_names": {"0": "CT"}}))
+    (root / "ds" / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "left": 1, "right": 2}, "channel_names": {"0": "CT"}})
+    )
     write_volume(Volume(ref, aff), pred_dir / "c0.nii.gz")
     write_volume(Volume(np.roll(ref, 1, axis=0), aff), pred_dir / "c1.nii.gz")
     write_volume(Volume(ref, aff), pred_dir / "stray.nii.gz")  # no reference
@@ -406,7 +413,10 @@ def test_evaluate_folder_round_trip_with_a_missing_prediction(tmp_path):
 
     assert {p.name for p in out.iterdir()} == {"metrics.csv", "summary.csv", "summary.json"}  # no temp files left
     pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"), per_case, check_dtype=False)
-    meta = json.loads((out / "summary.json").read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+    meta = json.loads(
+        (out / "summary.json").read_text(encoding="utf-8"),
+        parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"),
+    )
     assert meta["missing_predictions"] == ["c2"] and meta["ignored_predictions"] == ["stray.nii.gz"]
     assert [r["structure"] for r in meta["summary"]] == ["left", "right", "all"]
     assert meta["labels"] == {"background": 0, "left": 1, "right": 2}
@@ -522,7 +532,9 @@ def test_surface_distances_match_monai(pair, spacing):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hd_m = compute_hausdorff_distance(pa, pb, include_background=True, percentile=95, spacing=list(spacing)).item()
-        asd_m = compute_average_surface_distance(pa, pb, include_background=True, symmetric=True, spacing=list(spacing)).item()
+        asd_m = compute_average_surface_distance(
+            pa, pb, include_background=True, symmetric=True, spacing=list(spacing)
+        ).item()
     hd, msd = surface_distances_mm(a, b, np.diag([*spacing, 1.0]))
     assert hd == pytest.approx(hd_m, rel=1e-5, abs=1e-5)  # MONAI works in float32
     assert msd == pytest.approx(asd_m, rel=1e-5, abs=1e-5)

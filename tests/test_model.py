@@ -47,7 +47,9 @@ def test_modes_parse_from_their_text_only():
 
 def test_net_config_checks_and_divisor():
     assert NetConfig(channels=(4, 8, 16), strides=(2, 3)).divisor == 6
-    assert NetConfig.from_dict(NetConfig(channels=(4, 8), strides=(2,)).to_dict()) == NetConfig(channels=(4, 8), strides=(2,))
+    assert NetConfig.from_dict(NetConfig(channels=(4, 8), strides=(2,)).to_dict()) == NetConfig(
+        channels=(4, 8), strides=(2,)
+    )
     with pytest.raises(GlobalmaskError, match="one stride fewer"):
         NetConfig(channels=(4, 8, 16), strides=(2,))
     with pytest.raises(GlobalmaskError, match=r"net\.spatial_dims"):

@@ -149,7 +149,9 @@ def test_without_crop_the_whole_field_of_view_is_kept():
     pc = prepare_case(ct, "threshold", PreprocessConfig(spacing=(1.5, 2.0, 3.0), crop=False), lab)
     assert pc.geometry.crop_start == (0, 0, 0) and pc.geometry.crop_stop == (60, 50, 20) and pc.shape == (60, 50, 20)
     np.testing.assert_array_equal(pc.label, lab.array)
-    assert pc.id == "case" and prepare_case(ct, "threshold", PreprocessConfig(spacing=(1.5, 2.0, 3.0)), case_id="p7").id == "p7"  # the id names the case in messages and caches
+    # the id names the case in messages and caches
+    assert pc.id == "case"
+    assert prepare_case(ct, "threshold", PreprocessConfig(spacing=(1.5, 2.0, 3.0)), case_id="p7").id == "p7"
 
 
 def test_label_of_another_shape_is_refused():
@@ -174,7 +176,9 @@ def test_geometry_survives_its_serialised_form():
         assert getattr(back, k).dtype == np.float64
         np.testing.assert_array_equal(getattr(back, k), getattr(pc.geometry, k))
     assert back.crop_start == pc.geometry.crop_start and back.grid_shape == pc.geometry.grid_shape
-    np.testing.assert_array_equal(restore_labels(onehot(pc.label, 3), back), restore_labels(onehot(pc.label, 3), pc.geometry))
+    np.testing.assert_array_equal(
+        restore_labels(onehot(pc.label, 3), back), restore_labels(onehot(pc.label, 3), pc.geometry)
+    )
 
 
 def test_preprocess_config_normalises_and_checks_its_values():
@@ -184,7 +188,8 @@ def test_preprocess_config_normalises_and_checks_its_values():
     cfg = PreprocessConfig(spacing=[1, 0.8, 0.5], window=[-100, 200])  # sub-millimetre spacing is fine
     assert cfg.spacing == (1.0, 0.8, 0.5) and cfg.window == (-100.0, 200.0)
     assert all(isinstance(v, float) for v in (*cfg.spacing, *cfg.window))
-    for bad in ((0.0, 1.0, 1.0), (1.0, -2.0, 1.0), (1.0, 1.0), (0.05, 1.0, 1.0), (1.0, 1.0, 25.0), ("a", 1, 1)):  # the one spacing rule (preprocess.SPACING)
+    # the one spacing rule (preprocess.SPACING)
+    for bad in ((0.0, 1.0, 1.0), (1.0, -2.0, 1.0), (1.0, 1.0), (0.05, 1.0, 1.0), (1.0, 1.0, 25.0), ("a", 1, 1)):
         with pytest.raises(SettingError, match=r"^preprocess.spacing: got .*; expected 3 spacings in mm"):
             PreprocessConfig(spacing=bad)
     with pytest.raises(GeometryError, match="low < high"):
@@ -281,7 +286,12 @@ def test_fast_restore_equals_full_inversion(name, spacing, by_axis, monkeypatch)
     cases = {
         "noise": F.softmax(torch.as_tensor(rng.normal(0, 2, (4, *grid)), dtype=torch.float32), dim=0),
         "blobs": _blobs(grid, 5, rng),
-        "one voxel": F.softmax(torch.zeros((3, *grid)).index_put_((torch.tensor([2]), *[torch.tensor([n // 2]) for n in grid]), torch.tensor(5.0)), dim=0),
+        "one voxel": F.softmax(
+            torch.zeros((3, *grid)).index_put_(
+                (torch.tensor([2]), *[torch.tensor([n // 2]) for n in grid]), torch.tensor(5.0)
+            ),
+            dim=0,
+        ),
         "nothing": _blobs(grid, 3, rng, strength=1.0),  # background wins everywhere
         "ties": F.softmax(torch.as_tensor(rng.integers(0, 2, (3, *grid)), dtype=torch.float32), dim=0),
         "float64": F.softmax(torch.as_tensor(rng.normal(0, 1, (3, *grid))), dim=0),
@@ -291,7 +301,8 @@ def test_fast_restore_equals_full_inversion(name, spacing, by_axis, monkeypatch)
         got = restore_labels(probs, geometry)
         assert got.shape == geometry.original_shape and got.dtype == np.uint8 and got.flags["F_CONTIGUOUS"], what
         np.testing.assert_array_equal(got, want, err_msg=what)
-        assert restore_labels(probs.numpy(), geometry, max_bytes=1).tobytes() == want.tobytes(), what  # one class at a time
+        # one class at a time
+        assert restore_labels(probs.numpy(), geometry, max_bytes=1).tobytes() == want.tobytes(), what
     assert not reference_restore(cases["nothing"], geometry).any()  # the cases test what they claim
     assert 0 < np.count_nonzero(reference_restore(cases["blobs"], geometry)) < 0.5 * np.prod(geometry.original_shape)
 
@@ -304,7 +315,8 @@ def test_restore_resamples_the_classes_in_groups_that_fit_max_bytes(by_axis, mon
     geometry = _geometry(ORIENTED_AFFINES["RAS"], (4.0, 3.0, 5.0))
     grid = geometry.grid_shape
     centre = tuple(torch.tensor([n // 2]) for n in grid)
-    probs = F.softmax(torch.zeros((7, *grid)).index_put_((torch.tensor([6]), *centre), torch.tensor(5.0)), dim=0)  # one voxel of class 6
+    # one voxel of class 6
+    probs = F.softmax(torch.zeros((7, *grid)).index_put_((torch.tensor([6]), *centre), torch.tensor(5.0)), dim=0)
     want = reference_restore(probs, geometry)
     crop_voxels = int(np.prod([b - a for a, b in zip(geometry.crop_start, geometry.crop_stop)]))
     sizes: list[int] = []
@@ -333,7 +345,8 @@ def test_restore_resamples_the_classes_in_groups_that_fit_max_bytes(by_axis, mon
 
 def test_fast_restore_on_a_phantom_case():
     ct, lab = make_phantom_case("headneck", 0, seed=1, shape=(48, 48, 40))
-    ct = Volume(ct.array[::-1].copy(), ct.affine @ np.array([[-1, 0, 0, 47], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))  # LAS
+    # LAS
+    ct = Volume(ct.array[::-1].copy(), ct.affine @ np.array([[-1, 0, 0, 47], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
     lab = Volume(lab.array[::-1].copy(), ct.affine)
     pc = prepare_case(ct, "threshold", PreprocessConfig(spacing=(5.0, 5.0, 6.0)), lab)
     k = int(lab.array.max()) + 1
@@ -385,7 +398,9 @@ def test_gather_nearest_is_the_nearest_resize_for_many_shapes():
         for n_out in sizes:  # every pair of sizes along the first axis: up, down and unchanged
             a = rng.integers(0, 7, size=(n_in + 3, 2, 3), dtype=np.uint8)
             sl = (slice(2, 2 + n_in), slice(0, 2), slice(0, 3))
-            np.testing.assert_array_equal(gather_nearest(a, (2, 0, 0), (n_in, 2, 3), (n_out, 3, 2)), _old_nearest(a, sl, (n_out, 3, 2)))
+            np.testing.assert_array_equal(
+                gather_nearest(a, (2, 0, 0), (n_in, 2, 3), (n_out, 3, 2)), _old_nearest(a, sl, (n_out, 3, 2))
+            )
             checked += 1
     for _ in range(40):  # random 3D shapes, offsets, and flipped / transposed views as to_canonical makes
         full = rng.integers(0, 2, size=tuple(rng.integers(4, 40, 3)), dtype=np.uint8).astype(bool)
@@ -427,7 +442,9 @@ def reference_prepare(ct: Volume, recipe: str, config: PreprocessConfig, label: 
     sl = tuple(slice(a, b) for a, b in zip(start, stop))
     crop_shape = tuple(b - a for a, b in zip(start, stop))
     grid = resampled_shape(crop_shape, np.linalg.norm(caffine[:3, :3], axis=0), config.spacing)
-    ct_grid = resize(normalize_ct(np.ascontiguousarray(canon[sl], dtype=np.float32), config.window), grid, "linear").numpy()
+    ct_grid = resize(
+        normalize_ct(np.ascontiguousarray(canon[sl], dtype=np.float32), config.window), grid, "linear"
+    ).numpy()
     gbm_grid = resize(np.ascontiguousarray(gbm_full[sl], dtype=np.uint8), grid, "nearest").numpy()
     lab = None
     if label is not None:
@@ -481,7 +498,10 @@ def test_gather_nearest_matches_large_random_resizes():
 def test_grid_shape_is_the_shape_prepare_case_makes(name):
     """The study's cost estimate sizes patches with grid_shape: it must be the network grid's shape."""
     ct, lab = phantom_like(shape=(60, 50, 20), affine=ORIENTATIONS[name])
-    for cfg in (PreprocessConfig(spacing=(1.5, 2.0, 3.0), crop_margin_mm=6), PreprocessConfig(spacing=(2.5, 1.0, 4.0), crop=False)):
+    for cfg in (
+        PreprocessConfig(spacing=(1.5, 2.0, 3.0), crop_margin_mm=6),
+        PreprocessConfig(spacing=(2.5, 1.0, 4.0), crop=False),
+    ):
         assert grid_shape(ct, cfg) == prepare_case(ct, "threshold", cfg, lab).geometry.grid_shape
     cropped, whole = (np.prod(grid_shape(ct, PreprocessConfig(spacing=(1.5, 2.0, 3.0), crop=c))) for c in (True, False))
     assert cropped < whole  # the crop is part of the shape: the body fills a fraction of this volume

@@ -42,7 +42,10 @@ def test_draw_case_has_a_row_per_structure_found(tmp_path):
 @pytest.fixture
 def ds_and_preds(tmp_path):
     ds = make_tiny_dataset(tmp_path / "ds", n=4, shape=(16, 16, 12))
-    (ds / "splits.json").write_text(json.dumps({"train": ["case_000", "case_001"], "validation": [], "test": ["case_002", "case_003"]}), encoding="utf-8")
+    (ds / "splits.json").write_text(
+        json.dumps({"train": ["case_000", "case_001"], "validation": [], "test": ["case_002", "case_003"]}),
+        encoding="utf-8",
+    )
     pred = tmp_path / "pred"
     shutil.copytree(ds / "labelsTr", pred)
     lab = read_volume(pred / "case_002.nii.gz")
@@ -52,16 +55,22 @@ def ds_and_preds(tmp_path):
 
 def test_evaluate_qc_writes_one_picture_per_scored_case(ds_and_preds, tmp_path, capsys):
     ds, pred = ds_and_preds
-    assert main(["evaluate", str(pred), str(ds / "labelsTr"), "--subset", "test", "--out", str(tmp_path / "ev"), "--qc", str(tmp_path / "qc")]) == 0
+    assert main(["evaluate", str(pred), str(ds / "labelsTr"), "--subset", "test", "--out", str(tmp_path / "ev"),
+                 "--qc", str(tmp_path / "qc")]) == 0
     assert sorted(p.name for p in (tmp_path / "qc").glob("*.png")) == ["case_002.png", "case_003.png"]
     assert "2 PNG(s)" in capsys.readouterr().out
     # a second run replaces its own pictures; a user's file of that name is never replaced
-    assert main(["evaluate", str(pred), str(ds / "labelsTr"), "--subset", "test", "--out", str(tmp_path / "ev"), "--qc", str(tmp_path / "qc")]) == 0
+    assert main(["evaluate", str(pred), str(ds / "labelsTr"), "--subset", "test", "--out", str(tmp_path / "ev"),
+                 "--qc", str(tmp_path / "qc")]) == 0
     (tmp_path / "qc2").mkdir()
     (tmp_path / "qc2" / "case_003.png").write_bytes(b"mine")
-    assert main(["evaluate", str(pred), str(ds / "labelsTr"), "--subset", "test", "--out", str(tmp_path / "ev"), "--qc", str(tmp_path / "qc2"), "--overwrite"]) == 2
+    assert main(["evaluate", str(pred), str(ds / "labelsTr"), "--subset", "test", "--out", str(tmp_path / "ev"),
+                 "--qc", str(tmp_path / "qc2"), "--overwrite"]) == 2
     assert (tmp_path / "qc2" / "case_003.png").read_bytes() == b"mine"
-    assert main(["evaluate", str(pred), str(ds / "labelsTr"), "--out", str(tmp_path / "ev"), "--qc", str(ds / "qc")]) == 2  # never into a dataset
+    # never into a dataset
+    assert (
+        main(["evaluate", str(pred), str(ds / "labelsTr"), "--out", str(tmp_path / "ev"), "--qc", str(ds / "qc")]) == 2
+    )
 
 
 def test_predict_qc_outlines_the_prediction_and_the_reference(ds_and_preds, tmp_path):
@@ -71,10 +80,18 @@ def test_predict_qc_outlines_the_prediction_and_the_reference(ds_and_preds, tmp_
     from globalmask.preprocess import PreprocessConfig
 
     ds, _ = ds_and_preds
-    spec = ModelSpec("ct", Recipe.parse(None), PreprocessConfig(spacing=(2.0, 2.0, 2.5)), {"background": 0, "left": 1, "right": 2},
-                     NetConfig(channels=(4, 8), strides=(2,), num_res_units=0), (16, 16, 16))
+    spec = ModelSpec(
+        "ct",
+        Recipe.parse(None),
+        PreprocessConfig(spacing=(2.0, 2.0, 2.5)),
+        {"background": 0, "left": 1, "right": 2},
+        NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+        (16, 16, 16),
+    )
     model = save_model(tmp_path / "run" / "model.pt", spec, spec.build().state_dict())
-    assert main(["predict", str(model), str(ds), "--subset", "test", "--device", "cpu", "--out", str(tmp_path / "p"), "--qc", str(tmp_path / "qc")]) == 0
+    assert main(["predict", str(model), str(ds), "--subset", "test", "--device", "cpu", "--out", str(tmp_path / "p"),
+                 "--qc", str(tmp_path / "qc")]) == 0
     assert sorted(p.name for p in (tmp_path / "qc").glob("*.png")) == ["case_002.png", "case_003.png"]
-    assert main(["predict", str(model), str(ds / "imagesTr" / "case_000_0000.nii.gz"), "--device", "cpu", "--out", str(tmp_path / "p1"), "--qc", str(tmp_path / "qc1")]) == 0
+    assert main(["predict", str(model), str(ds / "imagesTr" / "case_000_0000.nii.gz"), "--device", "cpu",
+                 "--out", str(tmp_path / "p1"), "--qc", str(tmp_path / "qc1")]) == 0
     assert [p.name for p in (tmp_path / "qc1").glob("*.png")] == ["case_000.png"]

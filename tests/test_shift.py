@@ -156,7 +156,11 @@ def test_suite_names_are_unique_and_families_have_two_or_three_levels():
     assert not any(v.needs_label for v in VARIATION_SUITE)  # the default suite runs on any dataset
 
 
-@pytest.mark.parametrize("variation", [v for v in VARIATION_SUITE if v.family in ("dose", "metal") or getattr(v, "added_noise_hu", 0) > 0], ids=lambda v: v.name)
+@pytest.mark.parametrize(
+    "variation",
+    [v for v in VARIATION_SUITE if v.family in ("dose", "metal") or getattr(v, "added_noise_hu", 0) > 0],
+    ids=lambda v: v.name,
+)
 def test_random_variations_differ_between_cases_and_seeds(variation):
     ct, _ = crafted_head()
     a = variation.apply(ct, seed=0, case_id="a").array
@@ -168,7 +172,13 @@ def test_old_scanner_shift_dicts_still_read_and_pair():
     for s in DEFAULT_SHIFTS:
         assert variation_from_dict(s.to_dict()) == s
         assert s.family == "scanner" and s.level == s.name
-    assert DEFAULT_SHIFTS[1].to_dict() == {"name": "moderate", "offset": -80.0, "scale": 0.9, "noise": 30.0, "blur_mm": 1.0}
+    assert DEFAULT_SHIFTS[1].to_dict() == {
+        "name": "moderate",
+        "offset": -80.0,
+        "scale": 0.9,
+        "noise": 30.0,
+        "blur_mm": 1.0,
+    }
     ct, lab = crafted_head()
     out, same = DEFAULT_SHIFTS[0].apply_pair(ct, lab, seed=0, case_id="x")
     assert same is lab
@@ -189,7 +199,9 @@ def test_voltage_changes_bone_and_contrast_and_leaves_soft_tissue_air_and_water(
     low = TubeVoltage("80kVp", iodine_ratio=1.65, bone_ratio=1.30).apply(ct).array.ravel()
     np.testing.assert_array_equal(low[:6], hu[:6])  # <= 100 HU: exactly unchanged
     # above: 100 + (HU - 100) r, r = 1.65 up to 400 HU, 1.30 from 1100 HU, linear between
-    np.testing.assert_allclose(low[6:], [101.65, 430.0, 595.0, 100 + 650 * (1.65 - 0.35 * 0.5), 1400.0, 100 + 1900 * 1.3], rtol=1e-5)
+    np.testing.assert_allclose(
+        low[6:], [101.65, 430.0, 595.0, 100 + 650 * (1.65 - 0.35 * 0.5), 1400.0, 100 + 1900 * 1.3], rtol=1e-5
+    )
     assert np.all(np.diff(low) > 0)  # monotone: the order of voxels is kept
     high = TubeVoltage("140kVp", iodine_ratio=0.87, bone_ratio=0.93).apply(ct).array.ravel()
     np.testing.assert_array_equal(high[:6], hu[:6])
@@ -224,7 +236,11 @@ def test_kernel_smooths_or_sharpens_in_plane_only_and_keeps_flat_regions():
     np.testing.assert_allclose(smooth[:, :, 0], smooth[:, :, 2], atol=1e-3)  # slices are filtered independently
     sharp = Kernel("sharp", mtf50_per_mm=0.6).apply(vol).array
     assert sharp[16:, 8, 0].max() > 1010.0 and sharp[:16, 8, 0].min() < 30.0  # overshoot on both sides of the edge
-    noisy = Kernel("sharp", mtf50_per_mm=0.6, added_noise_hu=25.0).apply(Volume(np.zeros((32, 32, 4), np.float32), np.diag([*REFERENCE_VOXEL_MM, 1.0]))).array
+    noisy = (
+        Kernel("sharp", mtf50_per_mm=0.6, added_noise_hu=25.0)
+        .apply(Volume(np.zeros((32, 32, 4), np.float32), np.diag([*REFERENCE_VOXEL_MM, 1.0])))
+        .array
+    )
     assert float(noisy.std()) == pytest.approx(25.0, rel=1e-3)
 
 
@@ -238,14 +254,16 @@ def test_slice_thickness_averages_along_z_only_and_keeps_the_grid():
     column = out[0, 0] - 40.0
     assert column.max() < 0.4 * 960.0 and (column > 1.0).sum() >= 5
     assert column.sum() == pytest.approx(960.0, rel=0.1)  # the slab's HU x mm is kept
-    assert SliceThickness("thin", thickness_mm=1.0).apply(vol).array.tolist() == ct.tolist()  # not thicker than the grid
+    # not thicker than the grid
+    assert SliceThickness("thin", thickness_mm=1.0).apply(vol).array.tolist() == ct.tolist()
 
 
 def test_metal_adds_streaks_around_the_teeth_only():
     ct, _ = crafted_head()
     metal = Metal("2-fillings", n_inserts=2, radius_mm=2.0, height_mm=4.0)
     teeth = find_teeth(ct.array, ct.affine)
-    assert abs(teeth[0] - 40.0) < 6.0 and abs(teeth[1] - 66.0) < 3.0 and 15.0 <= teeth[2] <= 20.0  # the dense block, in mm
+    # the dense block, in mm
+    assert abs(teeth[0] - 40.0) < 6.0 and abs(teeth[1] - 66.0) < 3.0 and 15.0 <= teeth[2] <= 20.0
     out = metal.apply(ct, case_id="a").array
     diff = out - ct.array
     changed = np.flatnonzero(np.abs(diff).max(axis=(0, 1)) > 0)
@@ -310,7 +328,8 @@ def test_contrast_shifts_only_the_labelled_blood_pool():
 
 def test_the_gbm_recomputed_from_the_varied_ct_changes_where_it_should():
     ct, lab = crafted_head()
-    ct.array[(ct.array == 40.0) & (np.arange(44)[None, :, None] < 8)] = 200.0  # dense soft tissue: 200 HU, below bone:250
+    # dense soft tissue: 200 HU, below bone:250
+    ct.array[(ct.array == 40.0) & (np.arange(44)[None, :, None] < 8)] = 200.0
     low = TubeVoltage("80kVp", iodine_ratio=1.65, bone_ratio=1.30).apply(ct)
     bone, threshold, pct = Recipe.parse("bone"), Recipe.parse("threshold"), Recipe.parse("percentile")
     gained = bone(low.array, low.affine) & ~bone(ct.array, ct.affine)

@@ -94,7 +94,19 @@ def spies(monkeypatch):
 
 
 def _cfg(**kw):
-    return TrainConfig(**{"mode": "gbm", "train_cases": 2, "seed": 0, "steps": 4, "val_every": 1, "checkpoint_every": 2, "net": TINY_NET, "batch_size": 1, **kw})
+    return TrainConfig(
+        **{
+            "mode": "gbm",
+            "train_cases": 2,
+            "seed": 0,
+            "steps": 4,
+            "val_every": 1,
+            "checkpoint_every": 2,
+            "net": TINY_NET,
+            "batch_size": 1,
+            **kw,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,7 +127,8 @@ def test_each_stage_sees_only_its_own_split(tiny_ds, tmp_path, spies):
     assert set(prepared_ids) == set(trained_ids) | set(SPLIT.validation)
     cfg = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert cfg["validation_ids"] == list(SPLIT.validation) and cfg["train_ids"] == result.train_ids
-    assert cfg["dataset_name"] == "tiny" and cfg["preprocess"]["spacing"] == [2.0, 2.0, 2.5]  # median of the train split
+    # median of the train split
+    assert cfg["dataset_name"] == "tiny" and cfg["preprocess"]["spacing"] == [2.0, 2.0, 2.5]
     assert cfg["train"]["steps"] == 4 and cfg["recipe"] == {"name": "bone", "params": {"level": 250.0}}
     assert json.loads((tmp_path / "run" / "splits.json").read_text(encoding="utf-8"))["test"] == list(SPLIT.test)
 
@@ -245,7 +258,10 @@ def _strict_json(path):
 def test_an_empty_validation_split_trains_to_steps_and_says_so(tiny_ds, tmp_path, spies):
     """Issue 25: an empty validation split trained and wrote NaN into done.json (invalid JSON)."""
     split = tmp_path / "split.json"
-    split.write_text(json.dumps({"train": ["case_000", "case_001", "case_002"], "validation": [], "test": ["case_005"]}), encoding="utf-8")
+    split.write_text(
+        json.dumps({"train": ["case_000", "case_001", "case_002"], "validation": [], "test": ["case_005"]}),
+        encoding="utf-8",
+    )
     result = train(tiny_ds, tmp_path / "run", _cfg(), DataConfig(split_file=split), progress=False, device="cpu")
     done = _strict_json(tmp_path / "run" / "done.json")
     assert done["steps"] == 4 and done["best_val_dice"] is None and done["converged"] is None
@@ -279,7 +295,11 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_ds, tmp_path, spies,
     again = train(tiny_ds, tmp_path / "part", _cfg(), progress=False, device="cpu", resume=True)
     done = json.loads((tmp_path / "part" / "done.json").read_text(encoding="utf-8"))
     assert (again.steps, again.best_step, again.best_val_dice, again.seconds) == (4, 2, 0.5, done["seconds"])
-    assert (again.max_steps, again.converged, again.stop_reason) == (4, False, "max_steps") == (done["max_steps"], done["converged"], done["stop_reason"])
+    assert (
+        (again.max_steps, again.converged, again.stop_reason)
+        == (4, False, "max_steps")
+        == (done["max_steps"], done["converged"], done["stop_reason"])
+    )
     assert again.model_path == tmp_path / "part" / "model.pt" and len(val.ids) == 4
     assert full.best_step == 2
 
@@ -300,7 +320,10 @@ def test_the_log_reports_the_smoothed_loss_and_the_kept_step(tiny_ds, tmp_path, 
     assert lines == expected
     # the run's wall time is reported (history, done.json and the result agree) ...
     done = json.loads((tmp_path / "run" / "done.json").read_text(encoding="utf-8"))
-    assert result.seconds == done["seconds"] > 0 and 0 < hist["elapsed_s"].iloc[0] <= hist["elapsed_s"].iloc[-1] <= result.seconds
+    assert (
+        result.seconds == done["seconds"] > 0
+        and 0 < hist["elapsed_s"].iloc[0] <= hist["elapsed_s"].iloc[-1] <= result.seconds
+    )
     # ... and validation ran in the run's mode, on the patch stored in the checkpoint, on the run's device
     spec = load_model(result.model_path)[0]
     assert val.calls == [("gbm", tuple(spec.patch_size), torch.device("cpu"))] * 4
@@ -454,7 +477,17 @@ def scripted(monkeypatch, scores):
 
 
 def _plateau_cfg(**kw):
-    base = dict(mode="ct", seed=0, steps=20, val_every=1, patience=3, min_delta=0.01, checkpoint_every=1, net=TINY_NET, batch_size=1)
+    base = dict(
+        mode="ct",
+        seed=0,
+        steps=20,
+        val_every=1,
+        patience=3,
+        min_delta=0.01,
+        checkpoint_every=1,
+        net=TINY_NET,
+        batch_size=1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -498,7 +531,9 @@ def test_resume_keeps_the_patience_state(tiny, tmp_path, monkeypatch):
     assert len(calls) == 5
 
 
-@pytest.mark.parametrize("bad", [dict(patience=0), dict(min_delta=-0.1), dict(min_delta=float("nan")), dict(val_every=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(patience=0), dict(min_delta=-0.1), dict(min_delta=float("nan")), dict(val_every=0)]
+)
 def test_bad_plateau_settings_are_refused(bad):
     from globalmask.errors import GlobalmaskError
 
@@ -527,7 +562,8 @@ def test_schedules_by_hand():
     assert lr_factor(500, 100, "poly") == 0.0  # past the maximum it stays at zero
 
 
-@pytest.mark.parametrize("bad", [dict(optimizer="adam2"), dict(schedule="step"), dict(warmup_steps=-1), dict(warmup_steps=20, steps=20), dict(lr=0.0), dict(lr=math.inf)])
+@pytest.mark.parametrize("bad", [dict(optimizer="adam2"), dict(schedule="step"), dict(warmup_steps=-1),
+                                 dict(warmup_steps=20, steps=20), dict(lr=0.0), dict(lr=math.inf)])
 def test_bad_levers_are_refused(bad):
     with pytest.raises(GlobalmaskError):
         TrainConfig(**{"steps": 20, **bad})
@@ -538,7 +574,8 @@ def test_bad_levers_are_refused(bad):
     [
         ("lr", 20, ["--lr", "20"]),
         ("batch_size", 1000, ["--batch-size", "1000"]),
-        ("patch_size", [24, 32, 32], ["--patch-size", "24", "32", "32"]),  # not a multiple of 16 (the default U-Net's divisor)
+        # not a multiple of 16 (the default U-Net's divisor)
+        ("patch_size", [24, 32, 32], ["--patch-size", "24", "32", "32"]),
         ("warmup_steps", 3000, ["--warmup-steps", "3000"]),  # the maximum steps are 3000
         ("optimizer", "adam", ["--optimizer", "adam"]),
     ],
@@ -561,15 +598,27 @@ def test_one_rule_per_setting_whether_given_in_python_a_study_or_the_cli(setting
         "argument --": problem(lambda: cli._check_train_args(args)),
     }
     for prefix, message in messages.items():
-        assert message.startswith(prefix + (setting.replace("_", "-") if prefix == "argument --" else setting) + ": got ")
+        assert message.startswith(
+            prefix + (setting.replace("_", "-") if prefix == "argument --" else setting) + ": got "
+        )
     assert len({m.split(": got ", 1)[1] for m in messages.values()}) == 1
 
 
 def test_from_settings_takes_the_fields_it_knows_and_the_overrides():
-    study_like = {"modes": ["ct"], "lr": 1e-3, "patience": None, "net": {"channels": [4, 8], "strides": [2], "num_res_units": 0}, "patch_size": [16, 16, 16], "steps": {"1": 5}}
+    study_like = {
+        "modes": ["ct"],
+        "lr": 1e-3,
+        "patience": None,
+        "net": {"channels": [4, 8], "strides": [2], "num_res_units": 0},
+        "patch_size": [16, 16, 16],
+        "steps": {"1": 5},
+    }
     cfg = TrainConfig.from_settings(study_like, mode="gbm", steps=50)
     assert (cfg.mode, cfg.lr, cfg.patience, cfg.steps, cfg.patch_size) == ("gbm", 1e-3, None, 50, (16, 16, 16))
-    assert cfg.net == NetConfig(channels=(4, 8), strides=(2,), num_res_units=0) and cfg.batch_size == TrainConfig().batch_size
+    assert (
+        cfg.net == NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
+        and cfg.batch_size == TrainConfig().batch_size
+    )
     with pytest.raises(TypeError, match="modes"):
         TrainConfig.from_settings({}, modes=["ct"])
 
@@ -593,11 +642,22 @@ def test_sgd_and_cpu_bf16_train_a_tiny_net(tmp_path):
     net = NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
     for overrides in (dict(optimizer="sgd", lr=1e-2), dict(bf16=True)):
         cfg = TrainConfig(mode="ct", steps=30, batch_size=1, net=net, channels_last=False, **overrides)
-        spec = ModelSpec(mode="ct", recipe=Recipe.parse("bone"), preprocess=PreprocessConfig(spacing=(1.0, 1.0, 1.0)), labels={"background": 0, "box": 1}, net=net, patch_size=shape)
+        spec = ModelSpec(
+            mode="ct",
+            recipe=Recipe.parse("bone"),
+            preprocess=PreprocessConfig(spacing=(1.0, 1.0, 1.0)),
+            labels={"background": 0, "box": 1},
+            net=net,
+            patch_size=shape,
+        )
         torch.manual_seed(0)
         trainer = Trainer(spec, cfg, [case], (1.0, 1.0, 1.0), torch.device("cpu"))
         if cfg.optimizer == "sgd":
-            assert isinstance(trainer.opt, torch.optim.SGD) and trainer.opt.defaults["nesterov"] and trainer.opt.defaults["momentum"] == 0.99
+            assert (
+                isinstance(trainer.opt, torch.optim.SGD)
+                and trainer.opt.defaults["nesterov"]
+                and trainer.opt.defaults["momentum"] == 0.99
+            )
         losses = [trainer.step() for _ in range(30)]
         assert all(math.isfinite(v) for v in losses)
         assert np.mean(losses[-5:]) < np.mean(losses[:5]), overrides
@@ -614,8 +674,9 @@ def test_training_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
 
     root = make_phantom_dataset(tmp_path / "ph", kind="headneck", cases=6, seed=5, shape=(32, 32, 32))
     save_split(make_split(load_dataset(root).cases, seed=0, fractions=(4, 1, 1)), root / "splits.json")
-    args = ["train", str(root), "--mode", "ct+gbm", "--train-cases", "3", "--seed", "2", "--steps", "60", "--val-every", "20",
-            "--checkpoint-every", "5", "--channels", "8", "16", "32", "--res-units", "1", "--device", "cpu"]
+    args = ["train", str(root), "--mode", "ct+gbm", "--train-cases", "3", "--seed", "2", "--steps", "60",
+            "--val-every", "20", "--checkpoint-every", "5", "--channels", "8", "16", "32", "--res-units", "1",
+            "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "globalmask.cli"]
 
@@ -623,7 +684,9 @@ def test_training_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     subprocess.run([*cmd, *args, "--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
 
     # the same run, killed as soon as a resumable checkpoint exists
-    proc = subprocess.Popen([*cmd, *args, "--out", str(tmp_path / "run")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, *args, "--out", str(tmp_path / "run")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     last = tmp_path / "run" / "last.pt"
     deadline = time.time() + 120
     while not last.exists() and proc.poll() is None and time.time() < deadline:
@@ -635,7 +698,13 @@ def test_training_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     killed_at = torch.load(last, weights_only=False)["step"]
     assert 0 < killed_at < 60
 
-    done = subprocess.run([*cmd, *args, "--out", str(tmp_path / "run"), "--resume"], env=env, capture_output=True, encoding="utf-8", errors="replace")
+    done = subprocess.run(
+        [*cmd, *args, "--out", str(tmp_path / "run"), "--resume"],
+        env=env,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     a = torch.load(tmp_path / "ref" / "last.pt", weights_only=False)
     b = torch.load(last, weights_only=False)
@@ -707,7 +776,13 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(phantom_ds, tmp
 
 @pytest.mark.slow
 def test_two_d_slice_model_trains_and_predicts(phantom_ds, tmp_path):
-    cfg = TrainConfig(mode="gbm", train_cases=2, steps=6, val_every=3, net=NetConfig(spatial_dims=2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1))
+    cfg = TrainConfig(
+        mode="gbm",
+        train_cases=2,
+        steps=6,
+        val_every=3,
+        net=NetConfig(spatial_dims=2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1),
+    )
     res = train(phantom_ds, tmp_path / "r2d", cfg, progress=False, device="cpu")
     ct = read_volume(phantom_ds.cases[phantom_ds.load_split().test[0]].image)
     pred = Predictor(res.model_path, device="cpu").predict(ct)
@@ -728,8 +803,24 @@ def test_train_takes_the_window_from_its_own_training_cases(tmp_path):
     ids = select_training_cases(ds.load_split().train, 2, seed=0)
     values = np.concatenate([100.0 * int(i[-3:]) + np.arange(60) for i in ids])
     expected = tuple(np.percentile(values, [0.5, 99.5]))  # validation (400-559 HU) and test cases excluded
-    cfg = TrainConfig(mode="ct", train_cases=2, seed=0, steps=2, val_every=1, batch_size=1, net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0))
-    result = train(root, tmp_path / "run", cfg, DataConfig(recipe="threshold:-300", spacing=(4.0, 4.0, 4.0)), device="cpu", progress=False)  # the default window
+    cfg = TrainConfig(
+        mode="ct",
+        train_cases=2,
+        seed=0,
+        steps=2,
+        val_every=1,
+        batch_size=1,
+        net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+    )
+    # the default window
+    result = train(
+        root,
+        tmp_path / "run",
+        cfg,
+        DataConfig(recipe="threshold:-300", spacing=(4.0, 4.0, 4.0)),
+        device="cpu",
+        progress=False,
+    )
     spec, _ = load_model(result.model_path)
     assert spec.preprocess.window == pytest.approx(expected)
     saved = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
@@ -740,7 +831,9 @@ def test_data_config_window_is_two_numbers_or_percentile():
     assert DataConfig().window == "percentile"  # the default (benchmarks/convergence.md)
     assert DataConfig(window=[-200, 300]).window == (-200, 300)
     assert DataConfig(window="percentile").window == "percentile"
-    with pytest.raises(GlobalmaskError, match=r"^data.window: got 'Percentile'; expected LO HI in HU .* or 'percentile'$"):
+    with pytest.raises(
+        GlobalmaskError, match=r"^data.window: got 'Percentile'; expected LO HI in HU .* or 'percentile'$"
+    ):
         DataConfig(window="Percentile")
 
 
@@ -750,10 +843,13 @@ def test_training_output_to_a_file_is_one_short_line_per_validation_check(tiny_d
     """Redirected output: no progress bar (no carriage returns), one line per validation check, few bytes per step."""
     steps = 12
     log = tmp_path / "train.log"
-    cmd = [sys.executable, "-m", "globalmask.cli", "train", str(tiny_ds.root), "--mode", "ct", "--steps", str(steps), "--val-every", "3",
-           "--patience", "0", "--channels", "4", "8", "--res-units", "0", "--batch-size", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
+    cmd = [sys.executable, "-m", "globalmask.cli", "train", str(tiny_ds.root), "--mode", "ct", "--steps", str(steps),
+           "--val-every", "3", "--patience", "0", "--channels", "4", "8", "--res-units", "0", "--batch-size", "1",
+           "--device", "cpu", "--out", str(tmp_path / "run")]
     with log.open("wb") as f:
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=300)
+        done = subprocess.run(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=300
+        )
     text = log.read_bytes()
     assert done.returncode == 0, text.decode()
     assert b"\r" not in text
@@ -764,8 +860,13 @@ def test_training_output_to_a_file_is_one_short_line_per_validation_check(tiny_d
     assert len(text) / steps < 200, text.decode()  # a default run of 3000 steps: ~600 KB of bar updates before
     quiet = tmp_path / "quiet.log"
     with quiet.open("wb") as f:
-        done = subprocess.run([*cmd[:3], "--quiet", *cmd[3:-1], str(tmp_path / "run_q")], stdout=f, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+        done = subprocess.run(
+            [*cmd[:3], "--quiet", *cmd[3:-1], str(tmp_path / "run_q")],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=300,
+        )
     assert done.returncode == 0
     assert ": step " not in quiet.read_text() and len(quiet.read_text().splitlines()) <= 2  # the result line only
 
@@ -783,7 +884,8 @@ def _no_preprocessing(monkeypatch):
 
 @pytest.mark.slow  # 4 + 2 steps of a 4-channel network
 def test_resume_with_a_larger_maximum_extends_an_unconverged_run(tiny_ds, tmp_path, spies, monkeypatch):
-    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation([0.1, 0.2, 0.3, 0.4, 0.5, 0.45]))  # still rising at step 4
+    # still rising at step 4
+    monkeypatch.setattr(train_mod, "_validate", ScriptedValidation([0.1, 0.2, 0.3, 0.4, 0.5, 0.45]))
     run = tmp_path / "run"
     first = train(tiny_ds, run, _cfg(), progress=False, device="cpu")
     assert (first.steps, first.converged, first.stop_reason) == (4, False, "max_steps")
@@ -822,8 +924,9 @@ def test_a_converged_run_says_it_finished_and_is_not_extended(tiny_ds, tmp_path,
 def test_cli_resume_says_the_run_had_finished_and_names_a_mismatch(tiny_ds, tmp_path, capsys):
     from globalmask.cli import main
 
-    argv = ["train", str(tiny_ds.root), "--mode", "gbm", "--train-cases", "2", "--steps", "3", "--val-every", "1", "--batch-size", "1",
-            "--channels", "4", "8", "--res-units", "0", "--device", "cpu", "--out", str(tmp_path / "run")]
+    argv = ["train", str(tiny_ds.root), "--mode", "gbm", "--train-cases", "2", "--steps", "3", "--val-every", "1",
+            "--batch-size", "1", "--channels", "4", "8", "--res-units", "0", "--device", "cpu",
+            "--out", str(tmp_path / "run")]
     assert main(argv) == 0
     capsys.readouterr()
     assert main([*argv, "--resume"]) == 0
@@ -836,9 +939,13 @@ def test_cli_resume_says_the_run_had_finished_and_names_a_mismatch(tiny_ds, tmp_
 @pytest.mark.slow  # 3 + 4 steps of a 4-channel network
 def test_keep_last_false_drops_the_resume_state_of_a_converged_run_only(tiny_ds, tmp_path, spies, monkeypatch):
     monkeypatch.setattr(train_mod, "_validate", ScriptedValidation([0.5, 0.5, 0.5, 0.5]))
-    converged = train(tiny_ds, tmp_path / "c", _cfg(steps=10, patience=2), progress=False, device="cpu", keep_last=False)
+    converged = train(
+        tiny_ds, tmp_path / "c", _cfg(steps=10, patience=2), progress=False, device="cpu", keep_last=False
+    )
     assert converged.converged and not (tmp_path / "c" / "last.pt").exists() and (tmp_path / "c" / "model.pt").exists()
-    assert train(tiny_ds, tmp_path / "c", _cfg(steps=10, patience=2), progress=False, device="cpu", resume=True).already_finished
+    assert train(
+        tiny_ds, tmp_path / "c", _cfg(steps=10, patience=2), progress=False, device="cpu", resume=True
+    ).already_finished
     monkeypatch.setattr(train_mod, "_validate", ScriptedValidation(SCRIPT))
     stopped = train(tiny_ds, tmp_path / "m", _cfg(), progress=False, device="cpu", keep_last=False)
     assert stopped.converged is False and (tmp_path / "m" / "last.pt").exists()  # kept: it may be extended

@@ -7,7 +7,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from globalmask.validate import SettingError, check_fields, check_keys, check_namespace, choice, flag, integer, number, optional, real, sequence
+from globalmask.validate import (
+    SettingError,
+    check_fields,
+    check_keys,
+    check_namespace,
+    choice,
+    flag,
+    integer,
+    number,
+    optional,
+    real,
+    sequence,
+)
 
 
 def message(rule, value, name="x") -> str:
@@ -22,7 +34,9 @@ def test_numbers_are_cleaned_and_bounds_are_inclusive_unless_open():
     assert message(integer(1, 5), 6, "train.steps") == "train.steps: got 6; expected an integer >= 1 and <= 5"
     assert message(integer(1), 2.5) == "x: got 2.5; expected an integer >= 1"
     assert message(integer(), "3.5") == "x: got '3.5'; expected an integer"
-    assert message(real(0.0, 1.0, hi_open=True), 1.0, "dropout") == "dropout: got 1; expected a finite number >= 0 and < 1"
+    assert (
+        message(real(0.0, 1.0, hi_open=True), 1.0, "dropout") == "dropout: got 1; expected a finite number >= 0 and < 1"
+    )
     assert message(real(0.0, lo_open=True), 0, "lr") == "lr: got 0; expected a finite number > 0"
     for bad in (math.nan, math.inf, None, True, "abc", [1]):
         assert "expected a finite number" in message(real(), bad)
@@ -52,7 +66,9 @@ def test_choices_optionals_keys_fields_and_flags():
     with pytest.raises(SettingError, match="expected a mapping of settings, got list"):
         check_keys([1], ["a"], "study.yaml")
     assert check_fields({"lr": "0.5"}, {"lr": real(0.0)}, "train.") == {"lr": 0.5}
-    assert "train.lr: got -1" in message(lambda v, n: check_fields(SimpleNamespace(lr=v), {"lr": real(0.0)}, "train."), -1)
+    assert "train.lr: got -1" in message(
+        lambda v, n: check_fields(SimpleNamespace(lr=v), {"lr": real(0.0)}, "train."), -1
+    )
     assert flag("train_cases") == "argument --train-cases"
     check_namespace(SimpleNamespace(steps=None, lr=0.1), {"steps": integer(1), "lr": real(0.0), "absent": integer()})
     with pytest.raises(SettingError, match=r"^argument --train-cases: got 0; expected an integer >= 1$"):
