@@ -121,12 +121,13 @@ def to_nifti(volume: Volume) -> nib.Nifti1Image:
     nibabel.Nifti1Image
         The same array and affine; sform (and qform, where it can hold the affine) code 1, units mm.
     """
-    img = nib.Nifti1Image(np.asarray(volume.array), volume.affine)
+    img = nib.Nifti1Image(np.asarray(volume.array), volume.affine)  # keeps the affine exactly (float64)
     m = volume.affine[:3, :3]
     gram = m.T @ m
     orthogonal = np.allclose(gram, np.diag(np.diag(gram)), atol=1e-6 * float(np.max(np.abs(gram))))
-    img.set_qform(volume.affine, code=1 if orthogonal else 0)
-    img.set_sform(volume.affine, code=1)
+    # the header's codes only: the image's own set_sform would round its affine to the header's float32
+    img.header.set_qform(volume.affine, code=1 if orthogonal else 0)
+    img.header.set_sform(volume.affine, code=1)
     img.header.set_xyzt_units("mm")
     return img
 
@@ -280,7 +281,9 @@ def train(dataset: Any, out: str | Path, config: TrainConfig | Mapping[str, Any]
     from . import training
 
     cfg = train_config(config, **settings)
-    data = training.DataConfig(recipe=recipe, spacing=spacing, window=window, split_file=split, cache_dir=cache)  # type: ignore[arg-type]
+    data = training.DataConfig(  # spacing and window are checked (and made tuples) by DataConfig's rules
+        recipe=recipe, spacing=spacing, window=window, split_file=split, cache_dir=cache,  # type: ignore[arg-type]
+    )
     return training.train(dataset, out, cfg, data, device=device, resume=resume, keep_last=keep_last, progress=progress)
 
 
@@ -310,7 +313,8 @@ def read_labels(source: Mapping[str, int] | str | Path) -> dict[str, int]:
     return parse_labels(meta.get("labels", meta), path)
 
 
-def subset_of(folder: str | Path, subset: str, split: str | Path | None = None, fallback: Path | None = None) -> tuple[Any, list[str], Path]:
+def subset_of(folder: str | Path, subset: str, split: str | Path | None = None,
+              fallback: Path | None = None) -> tuple[Dataset, list[str], Path]:
     """The cases of one list of a dataset's split, for a dataset folder or its image or label folder.
 
     Parameters
@@ -360,7 +364,8 @@ def select_references(references: str | Path, subset: str | None = None,
     """
     if subset is None and split is not None:
         raise GlobalmaskError(
-            "argument --split: it names the split --subset takes its cases from; give --subset train|validation|test too"
+            "argument --split: it names the split --subset takes its cases from; "
+            "give --subset train|validation|test too"
         )
     cases: list[str] | None = None
     source: Path | None = None
@@ -465,8 +470,9 @@ def study_config(config: StudyConfig | Mapping[str, Any] | str | Path | None = N
     return StudyConfig(**dict(config))
 
 
-def run_study(dataset: Any, out: str | Path | None = None, config: StudyConfig | Mapping[str, Any] | str | Path | None = None,
-              *, workers: int = 1, threads: int | None = None, shard: str | tuple[int, int] | None = None,
+def run_study(dataset: Any, out: str | Path | None = None,
+              config: StudyConfig | Mapping[str, Any] | str | Path | None = None, *, workers: int = 1,
+              threads: int | None = None, shard: str | tuple[int, int] | None = None,
               max_runs: int | None = None, device: str | None = None, backend: str = "local",
               ray_address: str | None = None, retries: int = 2, command: str | None = None,
               progress: bool = True) -> StudyResults | None:
@@ -522,7 +528,8 @@ def run_study(dataset: Any, out: str | Path | None = None, config: StudyConfig |
         root = getattr(dataset, "root", dataset)
         out = Path(f"study-{Path(root).resolve().name}")
     return study.run_study(dataset, out, cfg, workers=workers, max_runs=max_runs, command=command, shard=shard_range,
-                           backend=backend, ray_address=ray_address, threads=threads, retries=retries, progress=progress)
+                           backend=backend, ray_address=ray_address, threads=threads, retries=retries,
+                           progress=progress)
 
 
 def plan_text(config: StudyConfig | Mapping[str, Any] | str | Path | None, dataset: Any, *,
