@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import guard
-from .dataset import load_dataset, load_split, select_training_cases
+from .dataset import Dataset, load_dataset, load_split, select_training_cases
 from .errors import GlobalmaskError, OutputError
 from .io import Volume, read_json, write_json, write_volume
 from .masks import Recipe, make_gbm
@@ -45,6 +45,28 @@ def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", re
     train`` draws them; ``val``: the validation list), so ``nnUNetv2_train DATASET CONFIG 0`` trains
     on the cases our models train on. nnU-Net reads it from ``$nnUNet_preprocessed/<dataset>/``:
     copy it there after ``nnUNetv2_plan_and_preprocess``.
+
+    Parameters
+    ----------
+    dataset : str or Path
+        The globalmask dataset (nnU-Net or plain layout).
+    out : str or Path
+        The export folder; must be new or empty, and outside the dataset.
+    mode : str
+        'ct', 'gbm' or 'ct+gbm': the input channels written.
+    recipe : str or Recipe or None
+        The GBM recipe; None for the default.
+    progress : bool
+        Show a progress bar.
+    train_cases : int or None
+        Draw this many training cases for fold 0 (needs a splits.json); None for all.
+    seed : int
+        Seed of that draw.
+
+    Returns
+    -------
+    Path
+        ``out``.
     """
 
     if mode not in MODES:
@@ -57,27 +79,9 @@ def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", re
     if out.exists() and any(out.iterdir()):
         raise OutputError("export folder exists and is not empty", out)
     recipe = Recipe.parse(recipe)
-    test_ids: set[str] = set()
-    folds: list[dict[str, list[str]]] | None = None
-    if ds.split_file is not None and ds.split_file.exists():
-        test_ids = set(read_json(ds.split_file).get("test", []))
-        split = load_split(ds.split_file, ds.cases.keys())
-        if train_cases is not None and train_cases > len(split.train):
-            raise GlobalmaskError(f"argument --train-cases: got {train_cases}; the training split has only {len(split.train)} case(s)")
-        folds = [{"train": select_training_cases(split.train, train_cases, seed), "val": list(split.validation)}]
-    elif train_cases is not None:
-        raise GlobalmaskError(f"argument --train-cases: {ds.root} has no splits.json to draw the training cases from")
+    test_ids, folds = _test_ids_and_folds(ds, train_cases, seed)
     with guard.staged_folder(out) as tmp:  # all or nothing: a failure leaves no half-written export
-        n_train = 0
-        for case in tqdm(list(ds.cases.values()), desc=f"export nnU-Net {mode}", unit="case", disable=not bars_enabled(progress)):
-            ct, label = load_case(case, ds.labels)
-            images, labels = ("imagesTs", "labelsTs") if case.id in test_ids or label is None else ("imagesTr", "labelsTr")
-            n_train += images == "imagesTr"
-            for k, (_, what) in enumerate(MODES[mode]):
-                vol = ct if what == "ct" else make_gbm(ct, recipe)
-                write_volume(vol, tmp / images / f"{case.id}_{k:04d}.nii.gz")
-            if label is not None:
-                write_volume(Volume(label.array, ct.affine), tmp / labels / f"{case.id}.nii.gz")
+        n_train = _write_cases(tmp, ds, mode, recipe, test_ids, progress)
         if folds is not None:
             write_json(tmp / SPLITS_FINAL, folds)
         write_json(
@@ -88,7 +92,46 @@ def export_nnunet(dataset: str | Path, out: str | Path, mode: str = "ct+gbm", re
                 "numTraining": n_train,
                 "file_ending": ".nii.gz",
                 "name": out.name,
-                "description": f"globalmask export of {ds.name}: mode {mode}, GBM recipe {recipe.spec} (channel 'noNorm': kept binary)",
+                "description": f"globalmask export of {ds.name}: mode {mode}, GBM recipe {recipe.spec} "
+                "(channel 'noNorm': kept binary)",
             },
         )
     return out
+
+
+def _test_ids_and_folds(
+    ds: Dataset, train_cases: int | None, seed: int
+) -> tuple[set[str], list[dict[str, list[str]]] | None]:
+    """The dataset's test cases and nnU-Net's fold 0 from its ``splits.json`` (none without one)."""
+    test_ids: set[str] = set()
+    folds: list[dict[str, list[str]]] | None = None
+    if ds.split_file is not None and ds.split_file.exists():
+        test_ids = set(read_json(ds.split_file).get("test", []))
+        split = load_split(ds.split_file, ds.cases.keys())
+        if train_cases is not None and train_cases > len(split.train):
+            raise GlobalmaskError(
+                f"argument --train-cases: got {train_cases}; the training split has only {len(split.train)} case(s)"
+            )
+        folds = [{"train": select_training_cases(split.train, train_cases, seed), "val": list(split.validation)}]
+    elif train_cases is not None:
+        raise GlobalmaskError(f"argument --train-cases: {ds.root} has no splits.json to draw the training cases from")
+    return test_ids, folds
+
+
+def _write_cases(tmp: Path, ds: Dataset, mode: str, recipe: Recipe, test_ids: set[str], progress: bool) -> int:
+    """Every case's channels and label into imagesTr/labelsTr (test or unlabelled: imagesTs/labelsTs) of ``tmp``.
+
+    Returns the number of training cases written.
+    """
+    n_train = 0
+    bar = tqdm(list(ds.cases.values()), desc=f"export nnU-Net {mode}", unit="case", disable=not bars_enabled(progress))
+    for case in bar:
+        ct, label = load_case(case, ds.labels)
+        images, labels = ("imagesTs", "labelsTs") if case.id in test_ids or label is None else ("imagesTr", "labelsTr")
+        n_train += images == "imagesTr"
+        for k, (_, what) in enumerate(MODES[mode]):
+            vol = ct if what == "ct" else make_gbm(ct, recipe)
+            write_volume(vol, tmp / images / f"{case.id}_{k:04d}.nii.gz")
+        if label is not None:
+            write_volume(Volume(label.array, ct.affine), tmp / labels / f"{case.id}.nii.gz")
+    return n_train
