@@ -134,13 +134,31 @@ def bench_train(device, reps: int) -> str:
             tr.batch()
         sync(device)
         data = (time.perf_counter() - t) / reps
-        rows.append({"mode": mode, "full step (s)": f"{full:.3f}", "bare network step (s)": f"{bare:.3f}", "data pipeline alone (s)": f"{data:.4f}", "full / bare": f"{full / bare:.3f}"})
-    text = "### Training step vs bare network step (OpenKBP, 8 cases, 6 mm, patch 112x64x64, batch 2)\n\n" + md_table(rows)
+        rows.append(
+            {
+                "mode": mode,
+                "full step (s)": f"{full:.3f}",
+                "bare network step (s)": f"{bare:.3f}",
+                "data pipeline alone (s)": f"{data:.4f}",
+                "full / bare": f"{full / bare:.3f}",
+            }
+        )
+    text = (
+        "### Training step vs bare network step (OpenKBP, 8 cases, 6 mm, patch 112x64x64, batch 2)\n\n"
+        + md_table(rows)
+    )
 
     # a plain MONAI loop a user would write, same network / loss / optimiser / patch
     monai_step, gm_step = _monai_loop_vs_globalmask(prepared, device, reps)
     text += "\n\n### Against a plain MONAI training loop (ct+gbm)\n\n" + md_table(
-        [{"loop": "plain MONAI (CacheDataset + DataLoader + RandAffined)", "step (s)": f"{monai_step:.3f}", "globalmask / MONAI": f"{gm_step / monai_step:.3f}"}, {"loop": "globalmask Trainer.step", "step (s)": f"{gm_step:.3f}", "globalmask / MONAI": "1.000"}]
+        [
+            {
+                "loop": "plain MONAI (CacheDataset + DataLoader + RandAffined)",
+                "step (s)": f"{monai_step:.3f}",
+                "globalmask / MONAI": f"{gm_step / monai_step:.3f}",
+            },
+            {"loop": "globalmask Trainer.step", "step (s)": f"{gm_step:.3f}", "globalmask / MONAI": "1.000"},
+        ]
     )
     text += "\n\n" + _levers(prepared, device, reps)
     return text
@@ -149,15 +167,37 @@ def bench_train(device, reps: int) -> str:
 def _monai_loop_vs_globalmask(prepared, device, reps: int) -> tuple[float, float]:
     from monai.data import CacheDataset, DataLoader
     from monai.losses import DiceCELoss
-    from monai.transforms import Compose, ConcatItemsd, RandAffined, RandScaleIntensityd, RandShiftIntensityd, RandSpatialCropd, SpatialPadd
+    from monai.transforms import (
+        Compose,
+        ConcatItemsd,
+        RandAffined,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        RandSpatialCropd,
+        SpatialPadd,
+    )
 
     ids = list(prepared.split.train[:8])
-    items = [{"ct": prepared.cases[i].ct[None], "gbm": prepared.cases[i].gbm[None].astype(np.float32), "label": prepared.cases[i].label[None]} for i in ids]
+    items = [
+        {
+            "ct": prepared.cases[i].ct[None],
+            "gbm": prepared.cases[i].gbm[None].astype(np.float32),
+            "label": prepared.cases[i].label[None],
+        }
+        for i in ids
+    ]
     tf = Compose(
         [
             SpatialPadd(["ct", "gbm", "label"], PATCH),
             RandSpatialCropd(["ct", "gbm", "label"], PATCH, random_size=False),
-            RandAffined(["ct", "gbm", "label"], prob=0.8, rotate_range=[np.deg2rad(15)] * 3, scale_range=[0.15] * 3, mode=["bilinear", "nearest", "nearest"], padding_mode="zeros"),
+            RandAffined(
+                ["ct", "gbm", "label"],
+                prob=0.8,
+                rotate_range=[np.deg2rad(15)] * 3,
+                scale_range=[0.15] * 3,
+                mode=["bilinear", "nearest", "nearest"],
+                padding_mode="zeros",
+            ),
             RandScaleIntensityd("ct", 0.1, prob=0.8),
             RandShiftIntensityd("ct", 0.1, prob=0.8),
             ConcatItemsd(["ct", "gbm"], "image"),
@@ -197,7 +237,15 @@ def _levers(prepared, device, reps: int) -> str:
     cl = _trainer(prepared, "ct+gbm", device, channels_last=True)
     xc = x.contiguous(memory_format=torch.channels_last_3d)
     a, b = alternate(lambda: base.optimize(x, y), lambda: cl.optimize(xc, y), reps)
-    rows.append({"lever": "channels_last_3d", "off (s)": f"{a:.3f}", "on (s)": f"{b:.3f}", "on / off": f"{b / a:.3f}", "kept": "yes" if b < a else "no"})
+    rows.append(
+        {
+            "lever": "channels_last_3d",
+            "off (s)": f"{a:.3f}",
+            "on (s)": f"{b:.3f}",
+            "on / off": f"{b / a:.3f}",
+            "kept": "yes" if b < a else "no",
+        }
+    )
     if device.type == "cpu":
         def bf16_step():
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -208,7 +256,17 @@ def _levers(prepared, device, reps: int) -> str:
             cl.opt.step()
 
         a, b = alternate(lambda: cl.optimize(xc, y), bf16_step, max(2, reps // 3), warmup=1)
-        rows.append({"lever": "bfloat16 autocast (CPU)", "off (s)": f"{a:.3f}", "on (s)": f"{b:.3f}", "on / off": f"{b / a:.3f}", "kept": "CUDA only: on CPU its effect on accuracy is unmeasured, and CPUs without native bf16 (no avx512_bf16/AMX) run it 30-40x slower" + (" (this CPU has avx512_bf16)" if _has_cpu_flag("avx512_bf16") else "")})
+        rows.append(
+            {
+                "lever": "bfloat16 autocast (CPU)",
+                "off (s)": f"{a:.3f}",
+                "on (s)": f"{b:.3f}",
+                "on / off": f"{b / a:.3f}",
+                "kept": "CUDA only: on CPU its effect on accuracy is unmeasured, and CPUs without native bf16"
+                " (no avx512_bf16/AMX) run it 30-40x slower"
+                + (" (this CPU has avx512_bf16)" if _has_cpu_flag("avx512_bf16") else ""),
+            }
+        )
     threads = torch.get_num_threads()
     if threads > 1:
         def one_thread():
@@ -218,7 +276,16 @@ def _levers(prepared, device, reps: int) -> str:
 
         t_n, t_1 = alternate(lambda: cl.optimize(xc, y), one_thread, reps)
         # N workers x 1 thread run N steps in t_1; 1 worker x N threads runs 1 step in t_n
-        rows.append({"lever": f"{threads} intra-op threads instead of 1", "off (s)": f"{t_1:.3f}", "on (s)": f"{t_n:.3f}", "on / off": f"{t_n / t_1:.3f}", "kept": f"one job uses all {threads} cores; a study runs {threads} workers x 1 thread: {threads * t_n / t_1:.2f}x the throughput of 1 worker x {threads} threads"})
+        rows.append(
+            {
+                "lever": f"{threads} intra-op threads instead of 1",
+                "off (s)": f"{t_1:.3f}",
+                "on (s)": f"{t_n:.3f}",
+                "on / off": f"{t_n / t_1:.3f}",
+                "kept": f"one job uses all {threads} cores; a study runs {threads} workers x 1 thread:"
+                f" {threads * t_n / t_1:.2f}x the throughput of 1 worker x {threads} threads",
+            }
+        )
     try:
         compiled = _trainer(prepared, "ct+gbm", device, channels_last=True)
         t0 = time.perf_counter()
@@ -226,9 +293,27 @@ def _levers(prepared, device, reps: int) -> str:
         compiled.optimize(xc, y)
         first = time.perf_counter() - t0
         a, b = alternate(lambda: cl.optimize(xc, y), lambda: compiled.optimize(xc, y), reps)
-        rows.append({"lever": f"torch.compile (first step {first:.0f} s)", "off (s)": f"{a:.3f}", "on (s)": f"{b:.3f}", "on / off": f"{b / a:.3f}", "kept": "yes" if b < 0.95 * a and first < 0.05 * 1200 * a else "no: not faster by 5%, or the compile costs more than 5% of a 1200-step run"})
+        rows.append(
+            {
+                "lever": f"torch.compile (first step {first:.0f} s)",
+                "off (s)": f"{a:.3f}",
+                "on (s)": f"{b:.3f}",
+                "on / off": f"{b / a:.3f}",
+                "kept": "yes"
+                if b < 0.95 * a and first < 0.05 * 1200 * a
+                else "no: not faster by 5%, or the compile costs more than 5% of a 1200-step run",
+            }
+        )
     except Exception as exc:  # compile needs a C compiler; report rather than fail
-        rows.append({"lever": "torch.compile", "off (s)": "-", "on (s)": "-", "on / off": "-", "kept": f"unavailable ({type(exc).__name__})"})
+        rows.append(
+            {
+                "lever": "torch.compile",
+                "off (s)": "-",
+                "on (s)": "-",
+                "on / off": "-",
+                "kept": f"unavailable ({type(exc).__name__})",
+            }
+        )
     return "### Levers on the network step (ct+gbm, same batch, A/B)\n\n" + md_table(rows)
 
 
@@ -238,7 +323,16 @@ def _levers(prepared, device, reps: int) -> str:
 
 def _model(tmp: Path, mode: str = "ct+gbm", spacing=SPACING) -> Path:
     """An untrained model at a grid spacing (timing does not depend on the weights)."""
-    prepared = _prepared() if tuple(spacing) == SPACING else prepare_data(OPENKBP, DataConfig("bone", tuple(spacing)), case_ids=list(load_dataset(OPENKBP).load_split().train[:1]), progress=False)
+    prepared = (
+        _prepared()
+        if tuple(spacing) == SPACING
+        else prepare_data(
+            OPENKBP,
+            DataConfig("bone", tuple(spacing)),
+            case_ids=list(load_dataset(OPENKBP).load_split().train[:1]),
+            progress=False,
+        )
+    )
     spec = ModelSpec(mode, prepared.recipe, prepared.preprocess, prepared.dataset.labels, NET, PATCH)
     torch.manual_seed(0)
     return save_model(tmp / f"model_{spacing[0]:g}mm.pt", spec, spec.build().state_dict())
@@ -256,7 +350,13 @@ def _trained_model(tmp: Path, device, steps: int) -> Path:
     return save_model(tmp / f"trained_{steps}steps.pt", spec, tr.net.state_dict())
 
 
-def bench_predict(device, reps: int, spacings=((6.0, 6.0, 6.0), (3.0, 3.0, 3.0)), checkpoint: Path | None = None, train_steps: int = 100) -> str:
+def bench_predict(
+    device,
+    reps: int,
+    spacings=((6.0, 6.0, 6.0), (3.0, 3.0, 3.0)),
+    checkpoint: Path | None = None,
+    train_steps: int = 100,
+) -> str:
     from globalmask.io import read_volume
 
     ds = load_dataset(OPENKBP)
@@ -267,7 +367,11 @@ def bench_predict(device, reps: int, spacings=((6.0, 6.0, 6.0), (3.0, 3.0, 3.0))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         trained = checkpoint if checkpoint is not None else _trained_model(tmp, device, train_steps)
-        trained_name = f"trained ({checkpoint.parent.name}/{checkpoint.name})" if checkpoint is not None else f"trained ({train_steps} steps)"
+        trained_name = (
+            f"trained ({checkpoint.parent.name}/{checkpoint.name})"
+            if checkpoint is not None
+            else f"trained ({train_steps} steps)"
+        )
         models = [("untrained (worst case)", _model(tmp, spacing=s)) for s in spacings]
         models.insert(1, (trained_name, trained))  # right after the untrained model on the first grid
         for name, model in models:
@@ -287,7 +391,12 @@ def bench_predict(device, reps: int, spacings=((6.0, 6.0, 6.0), (3.0, 3.0, 3.0))
                 sync(device)
 
             e2e, fwd = alternate(end_to_end, bare, reps)
-            seq, ovl = alternate(lambda: pred.predict_files(images, tmp / "seq", progress=False, overlap=False), lambda: pred.predict_files(images, tmp / "ovl", progress=False, overlap=True), max(3, reps // 5), warmup=1)
+            seq, ovl = alternate(
+                lambda: pred.predict_files(images, tmp / "seq", progress=False, overlap=False),
+                lambda: pred.predict_files(images, tmp / "ovl", progress=False, overlap=True),
+                max(3, reps // 5),
+                warmup=1,
+            )
             rows.append(
                 {
                     "network": name,
@@ -300,22 +409,30 @@ def bench_predict(device, reps: int, spacings=((6.0, 6.0, 6.0), (3.0, 3.0, 3.0))
                 }
             )
             if model is trained:
-                stages = _predict_stages(pred, case.image, tmp / "stage.nii.gz", device, reps, Predictor(models[0][1], device=str(device)))
+                stages = _predict_stages(
+                    pred, case.image, tmp / "stage.nii.gz", device, reps, Predictor(models[0][1], device=str(device))
+                )
     text = f"### Prediction: end to end vs bare network (OpenKBP test case {case.id}, 128 x 128 x 128 CT)\n\n"
     text += md_table(rows)
-    text += f"\n\nWhere one end-to-end prediction spends its time ({trained_name}, {pred.spec.mode} network):\n\n" + md_table([{"stage": k, "seconds": f"{v:.4f}"} for k, v in stages.items()])
+    text += (
+        f"\n\nWhere one end-to-end prediction spends its time ({trained_name}, {pred.spec.mode} network):\n\n"
+        + md_table([{"stage": k, "seconds": f"{v:.4f}"} for k, v in stages.items()])
+    )
     text += (
         "\n\nThe target (`predict` within 1.5x the bare forward pass) is judged on the trained network: what users"
         " predict with. The untrained network's argmax is noise all over the grid, the worst case for the inversion"
         " (which resamples only the box where a structure can win); its rows keep that visible."
         " End to end is `Predictor.predict_files` on one file (read, GBM, crop, resample, network, inversion, write)."
         " The folder columns predict the test cases one after the other, then with the next case read and prepared"
-        " and the previous one written in background threads (`predict_files(..., overlap=True)`, the default on a GPU; on the CPU it is off, the network already using every core)."
+        " and the previous one written in background threads (`predict_files(..., overlap=True)`, the default on a GPU;"
+        " on the CPU it is off, the network already using every core)."
     )
     return text
 
 
-def _predict_stages(pred: Predictor, image: Path, out: Path, device, reps: int = 3, worst: Predictor | None = None) -> dict[str, float]:
+def _predict_stages(
+    pred: Predictor, image: Path, out: Path, device, reps: int = 3, worst: Predictor | None = None
+) -> dict[str, float]:
     from globalmask.io import read_volume, write_volume
     from globalmask.preprocess import restore_volume
 
@@ -400,7 +517,15 @@ def bench_gbm(reps: int) -> str:
 
     body = Recipe.parse("body")
     ours, ref = alternate(lambda: body(ct.array, ct.affine), body_scipy, max(2, reps // 2), warmup=0)
-    rows.append({"recipe": "body, first formulation (scipy only)", "masks/s": f"{1 / ref:.2f}", "Mvoxels/s": f"{ct.array.size / ref / 1e6:.0f}", "SimpleITK BinaryThreshold (s)": "", "recipe / SimpleITK": f"current body is {ref / ours:.1f}x faster, same mask"})
+    rows.append(
+        {
+            "recipe": "body, first formulation (scipy only)",
+            "masks/s": f"{1 / ref:.2f}",
+            "Mvoxels/s": f"{ct.array.size / ref / 1e6:.0f}",
+            "SimpleITK BinaryThreshold (s)": "",
+            "recipe / SimpleITK": f"current body is {ref / ours:.1f}x faster, same mask",
+        }
+    )
     return "### GBM generation (512 x 512 x 200 int16 CT, 52 Mvoxels)\n\n" + md_table(rows)
 
 
@@ -426,7 +551,8 @@ from globalmask.model import NetConfig
 root, run = Path(sys.argv[1]), Path(sys.argv[2])
 base = hwm()
 net = NetConfig(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=1)
-res = train(root, run, TrainConfig(mode='ct+gbm', steps=3, val_every=3, net=net, max_patch_voxels=10**9), progress=False, device='cpu')
+cfg = TrainConfig(mode='ct+gbm', steps=3, val_every=3, net=net, max_patch_voxels=10**9)
+res = train(root, run, cfg, progress=False, device='cpu')
 print(json.dumps({{'base_mb': base, 'train_mb': hwm(), 'model': str(res.model_path)}}))
 """
 
@@ -451,11 +577,28 @@ def bench_memory(sides=(64, 96, 128)) -> str:
             tmp = Path(tmp)
             root = make_phantom_dataset(tmp / "ph", kind="headneck", cases=5, seed=0, shape=(side,) * 3)
             save_split(make_split(load_dataset(root).cases, seed=0, fractions=(3, 1, 1)), root / "splits.json")
-            out = subprocess.run([sys.executable, "-c", _MEM_CHILD.format(src=str(ROOT / "src")), str(root), str(tmp / "run")], capture_output=True, text=True, encoding="utf-8")
+            out = subprocess.run(
+                [sys.executable, "-c", _MEM_CHILD.format(src=str(ROOT / "src")), str(root), str(tmp / "run")],
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+            )
             if out.returncode != 0:
                 raise RuntimeError(f"memory benchmark (training, {side}^3) failed:\n{out.stderr[-2000:]}")
             t = json.loads(out.stdout.strip().splitlines()[-1])
-            p = subprocess.run([sys.executable, "-c", _PRED_CHILD.format(src=str(ROOT / "src")), t["model"], str(root), str(tmp / "pred")], capture_output=True, text=True, encoding="utf-8")
+            p = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    _PRED_CHILD.format(src=str(ROOT / "src")),
+                    t["model"],
+                    str(root),
+                    str(tmp / "pred"),
+                ],
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+            )
             if p.returncode != 0:
                 raise RuntimeError(f"memory benchmark (prediction, {side}^3) failed:\n{p.stderr[-2000:]}")
             pm = json.loads(p.stdout.strip().splitlines()[-1])
@@ -483,9 +626,15 @@ def bench_native(device, reps: int) -> str:
     validation case; time to plateau from the convergence runs (benchmarks/convergence/native-*.json)."""
     native = prepare_data(OPENKBP, DataConfig("bone"), progress=False)  # spacing None: median of the training split
     coarse = _prepared()
-    whole = tuple(int(np.ceil(s / NET.divisor) * NET.divisor) for s in np.max([pc.shape for pc in native.cases.values()], axis=0))
+    whole = tuple(
+        int(np.ceil(s / NET.divisor) * NET.divisor) for s in np.max([pc.shape for pc in native.cases.values()], axis=0)
+    )
     rows = []
-    for label, prepared, patch in (("6 mm, whole volume (the 6 mm study)", coarse, PATCH), (f"native, patch {NATIVE_PATCH}", native, NATIVE_PATCH), (f"native, whole volume {whole}", native, whole)):
+    for label, prepared, patch in (
+        ("6 mm, whole volume (the 6 mm study)", coarse, PATCH),
+        (f"native, patch {NATIVE_PATCH}", native, NATIVE_PATCH),
+        (f"native, whole volume {whole}", native, whole),
+    ):
         ids = list(prepared.split.train[:8])
         cfg = TrainConfig(mode="ct", steps=10_000, patch_size=patch, net=NET)
         spec = ModelSpec("ct", prepared.recipe, prepared.preprocess, prepared.dataset.labels, NET, patch)
@@ -501,19 +650,46 @@ def bench_native(device, reps: int) -> str:
         val = prepared.cases[prepared.split.validation[0]]
         tr.net.eval()
         t = time.perf_counter()
-        sliding_window_probs(tr.net, make_input(cfg.mode, val.ct, val.gbm), patch, 3, pad_values(cfg.mode), device, cfg.sw_overlap)
+        sliding_window_probs(
+            tr.net, make_input(cfg.mode, val.ct, val.gbm), patch, 3, pad_values(cfg.mode), device, cfg.sw_overlap
+        )
         infer = time.perf_counter() - t
         sp = prepared.preprocess.spacing
-        rows.append({"grid, patch": label, "spacing (mm)": " x ".join(f"{v:.2f}" for v in sp), "voxels per patch": int(np.prod(patch)),
-                     "training step (s)": f"{step:.2f}", "one validation case, sliding window (s)": f"{infer:.2f}"})
-    text = f"### The data's own grid: training step and inference ({device.type}, {torch.get_num_threads()} threads, batch 2, ct input)\n\n" + md_table(rows)
+        rows.append(
+            {
+                "grid, patch": label,
+                "spacing (mm)": " x ".join(f"{v:.2f}" for v in sp),
+                "voxels per patch": int(np.prod(patch)),
+                "training step (s)": f"{step:.2f}",
+                "one validation case, sliding window (s)": f"{infer:.2f}",
+            }
+        )
+    text = (
+        f"### The data's own grid: training step and inference ({device.type}, {torch.get_num_threads()} threads,"
+        " batch 2, ct input)\n\n"
+        + md_table(rows)
+    )
     runs = []
     for path in sorted((ROOT / "benchmarks" / "convergence").glob("native-*.json")):
         r = json.loads(path.read_text(encoding="utf-8"))
-        runs.append({"run": f"{r['name']} ({r['mode']})", "plateau val Dice": f"{r['best_val_dice']:.3f}", "best step": r["best_step"], "steps run": r["steps"],
-                     "converged": "yes" if r["converged"] else "no", "minutes to stop": f"{r['train_seconds'] / 60:.1f}", "threads": r["machine"]["threads"]})
+        runs.append(
+            {
+                "run": f"{r['name']} ({r['mode']})",
+                "plateau val Dice": f"{r['best_val_dice']:.3f}",
+                "best step": r["best_step"],
+                "steps run": r["steps"],
+                "converged": "yes" if r["converged"] else "no",
+                "minutes to stop": f"{r['train_seconds'] / 60:.1f}",
+                "threads": r["machine"]["threads"],
+            }
+        )
     if runs:
-        text += "\n\nTime to plateau at the data's own grid (26 training cases, from `benchmarks/convergence/native-*.json`; wall time on 1 thread while a second run shared the machine):\n\n" + md_table(runs)
+        text += (
+            "\n\nTime to plateau at the data's own grid"
+            " (26 training cases, from `benchmarks/convergence/native-*.json`;"
+            " wall time on 1 thread while a second run shared the machine):\n\n"
+            + md_table(runs)
+        )
     return text
 
 
@@ -524,9 +700,31 @@ def bench_study(study_dir: Path | None) -> str:
         import pandas as pd
 
         runs = pd.DataFrame(res["runs"])
-        by = runs.groupby("size_label").agg(runs=("run_id", "count"), steps=("steps", "mean"), train_s=("train_seconds", "mean"), total_s=("total_seconds", "mean")).reset_index()
-        rows = [{"training cases": r.size_label, "runs": r.runs, "mean steps": f"{r.steps:.0f}", "mean train s/run": f"{r.train_s:.0f}", "mean total s/run (incl. test evaluation; a resumed run: its last sitting)": f"{r.total_s:.0f}", "s/step": f"{r.train_s / r.steps:.2f}"} for r in by.itertuples()]
-        text += f"From `{study_dir.name}/results.json` (runs executed with --workers 2, 1 thread each):\n\n" + md_table(rows)
+        by = (
+            runs.groupby("size_label")
+            .agg(
+                runs=("run_id", "count"),
+                steps=("steps", "mean"),
+                train_s=("train_seconds", "mean"),
+                total_s=("total_seconds", "mean"),
+            )
+            .reset_index()
+        )
+        rows = [
+            {
+                "training cases": r.size_label,
+                "runs": r.runs,
+                "mean steps": f"{r.steps:.0f}",
+                "mean train s/run": f"{r.train_s:.0f}",
+                "mean total s/run (incl. test evaluation; a resumed run: its last sitting)": f"{r.total_s:.0f}",
+                "s/step": f"{r.train_s / r.steps:.2f}",
+            }
+            for r in by.itertuples()
+        ]
+        text += (
+            f"From `{study_dir.name}/results.json` (runs executed with --workers 2, 1 thread each):\n\n"
+            + md_table(rows)
+        )
         # train_seconds spans every sitting of a resumed run; total_seconds only its last one
         text += f"\n\nSum of training times: {runs['train_seconds'].sum() / 3600:.2f} h of worker time.\n\n"
     text += _workers_scaling()
@@ -539,7 +737,18 @@ def _workers_scaling() -> str:
     from globalmask.phantom import make_phantom_dataset
     from globalmask.study import StudyConfig, run_study
 
-    cfg = StudyConfig(modes=["ct", "gbm"], train_sizes=[1, 2], draws=2, steps=150, val_every=75, net={"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1}, shifts=[], ablation_recipes=[], overlays=0, device="cpu")
+    cfg = StudyConfig(
+        modes=["ct", "gbm"],
+        train_sizes=[1, 2],
+        draws=2,
+        steps=150,
+        val_every=75,
+        net={"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1},
+        shifts=[],
+        ablation_recipes=[],
+        overlays=0,
+        device="cpu",
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = make_phantom_dataset(Path(tmp) / "ph", kind="headneck", cases=8, seed=0, shape=(48, 48, 48))
@@ -549,7 +758,14 @@ def _workers_scaling() -> str:
             t = time.perf_counter()
             run_study(root, Path(tmp) / f"w{workers}", cfg, workers=workers, progress=False, echo=lambda *_: None)
             times[workers] = time.perf_counter() - t
-        rows.append({"setting": "9 runs x 150 steps, 48^3 phantom", "--workers 1 (s)": f"{times[1]:.0f}", "--workers 2 (s)": f"{times[2]:.0f}", "speed-up": f"{times[1] / times[2]:.2f}"})
+        rows.append(
+            {
+                "setting": "9 runs x 150 steps, 48^3 phantom",
+                "--workers 1 (s)": f"{times[1]:.0f}",
+                "--workers 2 (s)": f"{times[2]:.0f}",
+                "speed-up": f"{times[1] / times[2]:.2f}",
+            }
+        )
     return md_table(rows)
 
 
@@ -561,18 +777,43 @@ def main() -> None:
     ap.add_argument("--sections", default="train,predict,gbm,memory,study,native")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--study", type=Path, default=ROOT / "benchmarks" / "openkbp", help="a finished study (folder with results.json) to read run times from")
+    ap.add_argument(
+        "--study",
+        type=Path,
+        default=ROOT / "benchmarks" / "openkbp",
+        help="a finished study (folder with results.json) to read run times from",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
-    ap.add_argument("--grids", default="6,3", help="predict section: grid spacings (mm) to time, comma-separated; the first gets the stage table")
-    ap.add_argument("--checkpoint", type=Path, help="predict section: a trained model (on the first grid) to time; default: train the bench network for --train-steps")
-    ap.add_argument("--train-steps", type=int, default=100, help="predict section: steps of the quick training that stands in for a trained model")
-    ap.add_argument("--merge", action="store_true", help="replace only the sections run in the existing --out file, keep the rest")
+    ap.add_argument(
+        "--grids",
+        default="6,3",
+        help="predict section: grid spacings (mm) to time, comma-separated; the first gets the stage table",
+    )
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="predict section: a trained model (on the first grid) to time;"
+        " default: train the bench network for --train-steps",
+    )
+    ap.add_argument(
+        "--train-steps",
+        type=int,
+        default=100,
+        help="predict section: steps of the quick training that stands in for a trained model",
+    )
+    ap.add_argument(
+        "--merge", action="store_true", help="replace only the sections run in the existing --out file, keep the rest"
+    )
     args = ap.parse_args()
     if not (OPENKBP / "dataset.json").exists():
         sys.exit(f"benchmarks need the OpenKBP data at {OPENKBP}")
     device = resolve_device(args.device)
     sections = args.sections.split(",")
-    parts = [f"# globalmask benchmarks\n\nMachine: {machine(device)}.  \nCommand: `{' '.join(['.venv/bin/python', 'benchmarks/bench.py', *sys.argv[1:]])}`  \nDate: {time.strftime('%Y-%m-%d')}\n"]
+    parts = [
+        f"# globalmask benchmarks\n\nMachine: {machine(device)}.  \n"
+        f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/bench.py', *sys.argv[1:]])}`  \n"
+        f"Date: {time.strftime('%Y-%m-%d')}\n"
+    ]
     t0 = time.perf_counter()
     done: dict[str, str] = {}
     for name in sections:
@@ -581,7 +822,15 @@ def main() -> None:
         if name == "train":
             parts.append(bench_train(device, args.reps))
         elif name == "predict":
-            parts.append(bench_predict(device, args.reps, tuple((float(g),) * 3 for g in args.grids.split(",")), args.checkpoint, args.train_steps))
+            parts.append(
+                bench_predict(
+                    device,
+                    args.reps,
+                    tuple((float(g),) * 3 for g in args.grids.split(",")),
+                    args.checkpoint,
+                    args.train_steps,
+                )
+            )
         elif name == "gbm":
             parts.append(bench_gbm(max(3, args.reps // 2)))
         elif name == "memory":
@@ -590,14 +839,26 @@ def main() -> None:
             parts.append(bench_study(args.study))
         elif name == "native":
             parts.append(bench_native(device, args.reps))
-        note = f"_Load average (1 min) {load:.1f} before and {os.getloadavg()[0]:.1f} after this section, on {os.cpu_count()} cores"
-        note += ": a loaded machine, so compare ratios, not seconds._" if max(load, os.getloadavg()[0]) > 0.5 * (os.cpu_count() or 1) else "._"
+        note = (
+            f"_Load average (1 min) {load:.1f} before and {os.getloadavg()[0]:.1f} after this section,"
+            f" on {os.cpu_count()} cores"
+        )
+        note += (
+            ": a loaded machine, so compare ratios, not seconds._"
+            if max(load, os.getloadavg()[0]) > 0.5 * (os.cpu_count() or 1)
+            else "._"
+        )
         parts[-1] = done[name] = f"<!-- section:{name} -->\n{parts[-1]}\n\n{note}\n<!-- /section:{name} -->"
         print(parts[-1], flush=True)
     if args.merge and args.out.exists():
         text = args.out.read_text(encoding="utf-8")
         for name, part in done.items():
-            text = merge_section(text, name, f"{part[:-len(f'<!-- /section:{name} -->')]}_Rerun alone on {time.strftime('%Y-%m-%d')}: `{' '.join(['.venv/bin/python', 'benchmarks/bench.py', *sys.argv[1:]])}`_\n<!-- /section:{name} -->")
+            text = merge_section(
+                text,
+                name,
+                f"{part[: -len(f'<!-- /section:{name} -->')]}_Rerun alone on {time.strftime('%Y-%m-%d')}: "
+                f"`{' '.join(['.venv/bin/python', 'benchmarks/bench.py', *sys.argv[1:]])}`_\n<!-- /section:{name} -->",
+            )
         write_text(args.out, text)
     else:
         parts.append(f"\n_Total benchmark time {time.perf_counter() - t0:.0f} s._\n")

@@ -27,8 +27,16 @@ WORK = HERE.parent / "runs" / "convergence"
 
 # The study's landed setting (benchmarks/openkbp/study_fixed_budget.yaml) is "base"; every other candidate
 # changes one lever, so each row measures that lever alone.
-BASE = dict(lr=2e-3, batch_size=2, optimizer="adamw", schedule="poly", warmup_steps=0, bf16=False, max_patch_voxels=458752,
-            net=dict(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=1))
+BASE = dict(
+    lr=2e-3,
+    batch_size=2,
+    optimizer="adamw",
+    schedule="poly",
+    warmup_steps=0,
+    bf16=False,
+    max_patch_voxels=458752,
+    net=dict(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=1),
+)
 CANDIDATES: dict[str, dict] = {
     "base": {},
     "bf16": dict(bf16=True),
@@ -58,7 +66,16 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int, patience: int, min_delta: float, threads: int | None) -> Path:
+def run(
+    dataset_path: str,
+    name: str,
+    mode: str,
+    max_steps: int,
+    val_every: int,
+    patience: int,
+    min_delta: float,
+    threads: int | None,
+) -> Path:
     import torch
 
     from globalmask.dataset import load_dataset, resolve_split
@@ -76,10 +93,27 @@ def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int,
     if settings.pop("window", None) == "percentile":  # nnU-Net's CT range, from the 26 training cases
         window = DataConfig(window="percentile").with_window(ds, split.train).window
     net = NetConfig(**settings.pop("net"))
-    cfg = TrainConfig(mode=mode, seed=0, steps=max_steps, val_every=val_every, patience=patience, min_delta=min_delta, net=net, **settings)
+    cfg = TrainConfig(
+        mode=mode,
+        seed=0,
+        steps=max_steps,
+        val_every=val_every,
+        patience=patience,
+        min_delta=min_delta,
+        net=net,
+        **settings,
+    )
     run_dir = WORK / f"{name}-{mode.replace('+', '_')}"
     t0 = time.time()
-    result = train(ds, run_dir, cfg, DataConfig(spacing=spacing, window=window, cache_dir=WORK / "cache"), device="cpu", resume=run_dir.exists(), progress=True)
+    result = train(
+        ds,
+        run_dir,
+        cfg,
+        DataConfig(spacing=spacing, window=window, cache_dir=WORK / "cache"),
+        device="cpu",
+        resume=run_dir.exists(),
+        progress=True,
+    )
     import pandas as pd
 
     hist = pd.read_csv(run_dir / "history.csv")
@@ -89,9 +123,13 @@ def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int,
     out = {
         "name": name,
         "mode": mode,
-        "settings": {**{k: v for k, v in cfg.to_dict().items() if k not in ("augment",)}, "window": list(window),
-                     "spacing": json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["preprocess"]["spacing"]},
-        "command": f".venv/bin/python benchmarks/convergence.py {dataset_path} --run {name} --mode {mode} --max-steps {max_steps} --val-every {val_every} --patience {patience} --min-delta {min_delta}",
+        "settings": {
+            **{k: v for k, v in cfg.to_dict().items() if k not in ("augment",)},
+            "window": list(window),
+            "spacing": json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["preprocess"]["spacing"],
+        },
+        "command": f".venv/bin/python benchmarks/convergence.py {dataset_path} --run {name} --mode {mode}"
+        f" --max-steps {max_steps} --val-every {val_every} --patience {patience} --min-delta {min_delta}",
         "steps": result.steps,
         "max_steps": max_steps,
         "best_step": result.best_step,
@@ -102,14 +140,21 @@ def run(dataset_path: str, name: str, mode: str, max_steps: int, val_every: int,
         "train_seconds": result.seconds,
         "seconds_at_best": float(best_row["elapsed_s"]),
         "seconds_per_step": float(hist["elapsed_s"].iloc[-1] / len(hist)),
-        "curve": {"step": val["step"].tolist(), "val_dice": val["val_dice"].tolist(), "elapsed_s": val["elapsed_s"].tolist()},
+        "curve": {
+            "step": val["step"].tolist(),
+            "val_dice": val["val_dice"].tolist(),
+            "elapsed_s": val["elapsed_s"].tolist(),
+        },
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "note": f"wall time of this call {time.time() - t0:.0f} s",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{mode.replace('+', '_')}.json"
     path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    print(f"{name} {mode}: best validation Dice {result.best_val_dice:.4f} at step {result.best_step}; stopped at {result.steps} ({result.stop_reason}); {result.seconds / 60:.1f} min -> {path}")
+    print(
+        f"{name} {mode}: best validation Dice {result.best_val_dice:.4f} at step {result.best_step};"
+        f" stopped at {result.steps} ({result.stop_reason}); {result.seconds / 60:.1f} min -> {path}"
+    )
     return path
 
 
@@ -178,19 +223,33 @@ def snapshot() -> None:
         state = torch.load(last, map_location="cpu", weights_only=False)
         val = [h for h in state["history"] if "val_dice" in h]
         out = {
-            "name": name, "in_progress": True, "steps": state["step"], "best_step": state["best_step"], "best_val_dice": state["best"],
-            "plateau": state.get("plateau"), "elapsed_s": state.get("elapsed"),
-            "curve": {"step": [h["step"] for h in val], "val_dice": [h["val_dice"] for h in val], "elapsed_s": [h.get("elapsed_s") for h in val]},
+            "name": name,
+            "in_progress": True,
+            "steps": state["step"],
+            "best_step": state["best_step"],
+            "best_val_dice": state["best"],
+            "plateau": state.get("plateau"),
+            "elapsed_s": state.get("elapsed"),
+            "curve": {
+                "step": [h["step"] for h in val],
+                "val_dice": [h["val_dice"] for h in val],
+                "elapsed_s": [h.get("elapsed_s") for h in val],
+            },
         }
         (RESULTS / "in_progress").mkdir(parents=True, exist_ok=True)
         (RESULTS / "in_progress" / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-        print(f"{name}: step {state['step']}, best validation Dice {state['best']:.4f} at step {state['best_step']} (in progress)")
+        print(
+            f"{name}: step {state['step']}, best validation Dice {state['best']:.4f}"
+            f" at step {state['best_step']} (in progress)"
+        )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?")
-    p.add_argument("--run", nargs="+", choices=sorted(CANDIDATES), help="candidates to train (in order; finished ones are skipped)")
+    p.add_argument(
+        "--run", nargs="+", choices=sorted(CANDIDATES), help="candidates to train (in order; finished ones are skipped)"
+    )
     p.add_argument("--mode", default="ct")
     p.add_argument("--max-steps", type=int, default=3000)
     p.add_argument("--val-every", type=int, default=100)
@@ -198,7 +257,9 @@ def main() -> None:
     p.add_argument("--min-delta", type=float, default=0.002)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--table", action="store_true", help="write convergence_table.md and the curves from the results")
-    p.add_argument("--snapshot", action="store_true", help="write the curves of runs still in progress to convergence/in_progress/")
+    p.add_argument(
+        "--snapshot", action="store_true", help="write the curves of runs still in progress to convergence/in_progress/"
+    )
     args = p.parse_args()
     for name in args.run or []:
         if (RESULTS / f"{name}-{args.mode.replace('+', '_')}.json").exists():

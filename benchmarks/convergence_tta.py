@@ -51,12 +51,16 @@ def main() -> None:
         probs = sliding_window_probs(net, x, spec.patch_size, 3, pad_values(spec.mode), device, spec.sw_overlap)
         seconds["plain"] += time.perf_counter() - t
         t = time.perf_counter()
-        flipped = sliding_window_probs(net, np.ascontiguousarray(x[:, ::-1]), spec.patch_size, 3, pad_values(spec.mode), device, spec.sw_overlap)
+        flipped = sliding_window_probs(
+            net, np.ascontiguousarray(x[:, ::-1]), spec.patch_size, 3, pad_values(spec.mode), device, spec.sw_overlap
+        )
         mirrored = torch.flip(flipped, dims=[1])[order]  # back to the scan's side, lateral labels swapped back
         seconds["mirror L-R"] += time.perf_counter() - t  # the extra pass only
         for name, p_ in (("plain", probs), ("mirror L-R", (probs + mirrored) / 2)):
             pred = p_.argmax(0).numpy()
-            scores[name].append([dice(pred == v, pc.label == v) for n, v in ds.labels.items() if v != 0 and (pc.label == v).any()])
+            scores[name].append(
+                [dice(pred == v, pc.label == v) for n, v in ds.labels.items() if v != 0 and (pc.label == v).any()]
+            )
     for name, rows in scores.items():
         print(f"{name:>11}: validation Dice {np.mean([np.mean(r) for r in rows]):.4f}; per structure "
               + " ".join(f"{np.mean([r[k] for r in rows]):.3f}" for k in range(len(rows[0])))

@@ -36,19 +36,25 @@ MUTMUT = [str(_MUTMUT_BIN)] if _MUTMUT_BIN.exists() else [sys.executable, "-m", 
 #: At most this many mutants per module (a seeded draw from the every-k-th sample); --max overrides.
 MAX_MUTANTS = 60
 
-# module (dotted below globalmask): (tests mutmut may run for it, functions to mutate (regex; None = all), every k-th mutant).
+# module (dotted below globalmask): (tests mutmut may run for it, functions to mutate (regex; None = all),
+# every k-th mutant).
 # The tests are the module's own test module (tests/README.md: the test tree mirrors the source tree), minus
 # the trainings of a real network that would dominate every mutant's run.
 HEAVY_TRAININGS = "not (sigkill or untrained or run_folder or uninterrupted_run or two_d_slice_model)"
 PLAN: dict[str, tuple[list[str], str | None, int]] = {
     "masks": (["tests/test_masks.py", "-k", "not cli_masks"], None, 1),
-    "checkpoint": (["tests/test_checkpoint.py", "tests/integration/test_bad_input.py", "-k", "checkpoint and not identical_predictions"], None, 2),
-    "preprocess": (["tests/test_preprocess.py", "tests/test_infer.py", "tests/test_checkpoint.py", "-m", "not slow"], None, 6),
+    "checkpoint": (["tests/test_checkpoint.py", "tests/integration/test_bad_input.py",
+                    "-k", "checkpoint and not identical_predictions"], None, 2),
+    "preprocess": (["tests/test_preprocess.py", "tests/test_infer.py", "tests/test_checkpoint.py", "-m", "not slow"],
+                   None, 6),
     "metrics": (["tests/test_metrics.py"], None, 16),
-    # every function since issue 29; with the plan-identity tests of test_external.py (committed plans keep their hash and run ids)
+    # every function since issue 29; with the plan-identity tests of test_external.py (committed plans keep their
+    # hash and run ids)
     "study.plan": (["tests/study/test_plan.py", "tests/study/test_external.py", "-k",
-                    "not external_sets_are_read_only and not study_plan_names and not bootstrap and not pooled and not recipe_choice"], None, 1),
-    "study.stats": (["tests/study/test_stats.py"], r"x_(summary_table|paired_comparison|recipe_ablation|choose_recipe)$", 4),
+                    "not external_sets_are_read_only and not study_plan_names and not bootstrap and not pooled"
+                    " and not recipe_choice"], None, 1),
+    "study.stats": (["tests/study/test_stats.py"],
+                    r"x_(summary_table|paired_comparison|recipe_ablation|choose_recipe)$", 4),
     "training": (["tests/test_training.py", "-k", HEAVY_TRAININGS], r"x_(prepare_data|_?train)$|xǁPlateauǁ", 10),
     # issue 29: the DICOM, export, lock and plan modules (their fast tests; dciodvfy skips where it is absent)
     "dicom_rt": (["tests/test_dicom_rt.py", "-m", "not slow"], None, 1),
@@ -68,7 +74,9 @@ PLAN: dict[str, tuple[list[str], str | None, int]] = {
 def all_modules() -> list[str]:
     """Every module under src/globalmask, dotted ("study.plan", "io.dicom", "study.__init__")."""
     base = ROOT / "src" / "globalmask"
-    return sorted(".".join(p.relative_to(base).with_suffix("").parts) for p in base.rglob("*.py") if "__pycache__" not in p.parts)
+    return sorted(
+        ".".join(p.relative_to(base).with_suffix("").parts) for p in base.rglob("*.py") if "__pycache__" not in p.parts
+    )
 
 
 def mirrored_tests(module: str) -> list[str]:
@@ -115,8 +123,10 @@ def prepare(module: str, work: Path) -> None:
     work.mkdir(parents=True)
     shutil.copytree(ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
-    tracked = subprocess.run(["git", "ls-files", "benchmarks"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for name in (f for f in tracked if STUDY_FILES.match(f)):  # only these small JSON files, never a study folder in use
+    git_ls = ["git", "ls-files", "benchmarks"]
+    tracked = subprocess.run(git_ls, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    # only these small JSON files, never a study folder in use
+    for name in (f for f in tracked if STUDY_FILES.match(f)):
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, work / name)
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
@@ -124,7 +134,9 @@ def prepare(module: str, work: Path) -> None:
     (work / "pyproject.toml").write_text(text + "\n" + mutmut_section(module, plan_for(module)[0]), encoding="utf-8")
 
 
-def sample(module: str, work: Path, every: int | None = None, offset: int = 0, most: int | None = MAX_MUTANTS, seed: int = 0) -> list[str]:
+def sample(
+    module: str, work: Path, every: int | None = None, offset: int = 0, most: int | None = MAX_MUTANTS, seed: int = 0
+) -> list[str]:
     """Every k-th mutant of the chosen functions (source order), then at most ``most`` of them drawn with ``seed``."""
     _, pattern, step = plan_for(module)
     step = every or step
@@ -140,16 +152,31 @@ def sample(module: str, work: Path, every: int | None = None, offset: int = 0, m
     return keys
 
 
-def run(module: str, out: Path, report_only: bool = False, only: list[str] | None = None, every: int | None = None, offset: int = 0,
-        most: int | None = MAX_MUTANTS, seed: int = 0) -> dict:
+def run(
+    module: str,
+    out: Path,
+    report_only: bool = False,
+    only: list[str] | None = None,
+    every: int | None = None,
+    offset: int = 0,
+    most: int | None = MAX_MUTANTS,
+    seed: int = 0,
+) -> dict:
     """Run the module's sample (or only the named mutants, e.g. an earlier run's survivors)."""
     work = out / module
     t0 = time.perf_counter()
     if not report_only:
         prepare(module, work)
         # first call: only generates the mutants (it then stops: no mutant has that name)
-        subprocess.run([*MUTMUT, "run", f"globalmask.{module}.no_such_function*"], cwd=work, check=False, capture_output=True)
-        subprocess.run([*MUTMUT, "run", "--max-children", "2", *(only or sample(module, work, every, offset, most, seed))], cwd=work, check=False, capture_output=True)
+        subprocess.run(
+            [*MUTMUT, "run", f"globalmask.{module}.no_such_function*"], cwd=work, check=False, capture_output=True
+        )
+        subprocess.run(
+            [*MUTMUT, "run", "--max-children", "2", *(only or sample(module, work, every, offset, most, seed))],
+            cwd=work,
+            check=False,
+            capture_output=True,
+        )
     names = only or sample(module, work, every, offset, most, seed)
     listing = subprocess.run([*MUTMUT, "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
     status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, flags=re.M))
@@ -162,7 +189,13 @@ def run(module: str, out: Path, report_only: bool = False, only: list[str] | Non
         if s in ("survived", "suspicious", "no tests"):
             diff = subprocess.run([*MUTMUT, "show", n], cwd=work, capture_output=True, text=True).stdout
             survivors[n] = [line for line in diff.splitlines() if line[:2] in ("- ", "+ ")]
-    return {"module": module, "sampled": len(names), "counts": counts, "seconds": round(time.perf_counter() - t0), "survivors": survivors}
+    return {
+        "module": module,
+        "sampled": len(names),
+        "counts": counts,
+        "seconds": round(time.perf_counter() - t0),
+        "survivors": survivors,
+    }
 
 
 def main() -> None:
@@ -171,11 +204,29 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/globalmask-mutation"))
     parser.add_argument("--report-only", action="store_true", help="summarise an earlier run in --out, run nothing")
     parser.add_argument("--survivors-of", type=Path, help="run only the mutants that survived the run in this folder")
-    parser.add_argument("--every", type=int, help="sample every k-th mutant instead of the plan's k (a smaller sample on a busy machine)")
-    parser.add_argument("--offset", type=int, default=0, help="start the sample at this mutant (--every 20 and --every 20 --offset 10 together are every 10th)")
-    parser.add_argument("--max", type=int, default=MAX_MUTANTS, help=f"at most this many mutants per module, drawn with --seed (default {MAX_MUTANTS}; 0: no limit)")
+    parser.add_argument(
+        "--every",
+        type=int,
+        help="sample every k-th mutant instead of the plan's k (a smaller sample on a busy machine)",
+    )
+    parser.add_argument(
+        "--offset",
+        type=int,
+        default=0,
+        help="start the sample at this mutant (--every 20 and --every 20 --offset 10 together are every 10th)",
+    )
+    parser.add_argument(
+        "--max",
+        type=int,
+        default=MAX_MUTANTS,
+        help=f"at most this many mutants per module, drawn with --seed (default {MAX_MUTANTS}; 0: no limit)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the --max draw")
-    parser.add_argument("--list", action="store_true", help="print every module, the tests its mutants run against and its command; run nothing")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print every module, the tests its mutants run against and its command; run nothing",
+    )
     args = parser.parse_args()
     unknown = [m for m in args.modules if m not in all_modules()]
     if unknown:
@@ -192,7 +243,10 @@ def main() -> None:
             only = list(json.loads((args.survivors_of / f"{module}.json").read_text(encoding="utf-8"))["survivors"])
         r = run(module, args.out, args.report_only, only, args.every, args.offset, args.max or None, args.seed)
         killed = r["counts"].get("killed", 0) + r["counts"].get("timeout", 0)
-        print(f"## {module}: {r['sampled']} mutants sampled, {killed} killed (incl. timeouts), counts {r['counts']}, {r['seconds']} s")
+        print(
+            f"## {module}: {r['sampled']} mutants sampled, {killed} killed (incl. timeouts),"
+            f" counts {r['counts']}, {r['seconds']} s"
+        )
         for name, lines in r["survivors"].items():
             print(f"- {name}")
             for line in lines:

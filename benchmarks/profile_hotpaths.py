@@ -25,7 +25,11 @@ from globalmask.masks import Recipe
 
 
 def _table(prof, rows: int = 12) -> str:
-    return "```\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40) + "\n```"
+    return (
+        "```\n"
+        + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40)
+        + "\n```"
+    )
 
 
 def profile_training(device, steps: int) -> str:
@@ -39,7 +43,10 @@ def profile_training(device, steps: int) -> str:
                 x, y = tr.batch()
             with record_function("## network: forward + backward + AdamW"):
                 tr.optimize(x, y)
-    return f"### Training step (ct+gbm, OpenKBP 6 mm, patch {bench.PATCH}, batch 2, {steps} steps)\n\n" + _table(prof, 16)
+    return (
+        f"### Training step (ct+gbm, OpenKBP 6 mm, patch {bench.PATCH}, batch 2, {steps} steps)\n\n"
+        + _table(prof, 16)
+    )
 
 
 def profile_prediction(device) -> str:
@@ -64,7 +71,11 @@ def profile_recipes() -> str:
         total = time.perf_counter() - t
         buf = io.StringIO()
         pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(6)
-        body = "\n".join(line for line in buf.getvalue().splitlines() if (line.strip() and not line.startswith(("   Ordered", "      "))) or "(" in line)
+        body = "\n".join(
+            line
+            for line in buf.getvalue().splitlines()
+            if (line.strip() and not line.startswith(("   Ordered", "      "))) or "(" in line
+        )
         parts.append(f"`{recipe.spec}`: {total:.2f} s\n\n```\n{body.strip()}\n```")
     return "\n\n".join(parts)
 
@@ -76,7 +87,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=bench.ROOT / "benchmarks" / "PROFILE.md")
     args = ap.parse_args()
     device = bench.resolve_device(args.device)
-    parts = [f"# Profiles\n\nMachine: {bench.machine(device)}.  \nCommand: `.venv/bin/python benchmarks/profile_hotpaths.py {' '.join(sys.argv[1:])}`\n"]
+    parts = [
+        f"# Profiles\n\nMachine: {bench.machine(device)}.  \n"
+        f"Command: `.venv/bin/python benchmarks/profile_hotpaths.py {' '.join(sys.argv[1:])}`\n"
+    ]
     parts.append(profile_training(device, args.steps))
     parts.append(profile_prediction(device))
     parts.append(profile_recipes())

@@ -68,7 +68,8 @@ def main() -> None:
         "no model can score better than this at this spacing.",
         "",
         "```",
-        f"python benchmarks/resolution_ceiling.py {a.dataset} --spacing {' '.join(f'{s:g}' for s in a.spacing)} --recipe {a.recipe} --out {a.out}",
+        f"python benchmarks/resolution_ceiling.py {a.dataset} --spacing {' '.join(f'{s:g}' for s in a.spacing)}"
+        f" --recipe {a.recipe} --out {a.out}",
         "```",
         "",
         "| " + " | ".join(table.columns) + " |",

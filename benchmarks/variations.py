@@ -28,7 +28,8 @@ from globalmask.shift import THORAX_CONTRAST, VARIATION_SUITE, Variation, find_t
 
 WINDOW = (-400.0, 1000.0)
 DIFF = 500.0
-#: Families whose changes are small in HU are shown in a soft-tissue window (W 400, L 40) with a narrower difference scale.
+#: Families whose changes are small in HU are shown in a soft-tissue window (W 400, L 40) with a narrower
+#: difference scale.
 SOFT = {"dose": ((-160.0, 240.0), 50.0), "kernel": ((-160.0, 240.0), 50.0)}
 
 
@@ -56,7 +57,9 @@ def voxel_of(world: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.rint(np.linalg.solve(np.asarray(affine)[:3, :3], world - np.asarray(affine)[:3, 3])).astype(int)
 
 
-def figure(family: str, levels: list[Variation], ct: Volume, label: Volume | None, view: tuple[int, int], out: Path, title: str) -> None:
+def figure(
+    family: str, levels: list[Variation], ct: Volume, label: Volume | None, view: tuple[int, int], out: Path, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,7 +73,14 @@ def figure(family: str, levels: list[Variation], ct: Volume, label: Volume | Non
     base, aspect = plane(np.asarray(ct.array, np.float32), ct.affine, normal, index)
     rows, cols_ = np.nonzero(base > -500)  # show the body and a margin, not the empty field
     margin = 8
-    crop = (slice(max(rows.min() - margin, 0), rows.max() + margin + 1), slice(max(cols_.min() - margin, 0), cols_.max() + margin + 1)) if rows.size else (slice(None), slice(None))
+    crop = (
+        (
+            slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
+            slice(max(cols_.min() - margin, 0), cols_.max() + margin + 1),
+        )
+        if rows.size
+        else (slice(None), slice(None))
+    )
     base = base[crop]
     panels = [("original", ct, label), *[(v.level, vc, vl) for v, (vc, vl) in zip(levels, varied)]]
     for col, (name, vol, lab) in enumerate(panels):
@@ -86,7 +96,9 @@ def figure(family: str, levels: list[Variation], ct: Volume, label: Volume | Non
         ax.set_title(name, fontsize=10)
         d = axes[1, col]
         d.imshow(img - base, cmap="RdBu_r", vmin=-diff, vmax=diff, aspect=aspect, interpolation="nearest")
-        d.set_title("difference" if col else f"(window {window[0]:.0f}..{window[1]:.0f}; diff +-{diff:.0f} HU)", fontsize=9)
+        d.set_title(
+            "difference" if col else f"(window {window[0]:.0f}..{window[1]:.0f}; diff +-{diff:.0f} HU)", fontsize=9
+        )
         for a in (ax, d):
             a.set_xticks([])
             a.set_yticks([])
@@ -114,19 +126,29 @@ def main() -> None:
     sagittal = (0, int(teeth[axis_of[0]]))
     body_area = (arr > -500).sum(axis=tuple(i for i in range(3) if i != axis_of[2]))
     axial_wide = (2, int(np.argmax(body_area)))
-    views = {"voltage": axial_teeth, "dose": axial_teeth, "kernel": axial_teeth, "metal": axial_teeth, "fov": axial_wide, "thickness": sagittal, "pose": sagittal}
+    views = {
+        "voltage": axial_teeth,
+        "dose": axial_teeth,
+        "kernel": axial_teeth,
+        "metal": axial_teeth,
+        "fov": axial_wide,
+        "thickness": sagittal,
+        "pose": sagittal,
+    }
     families: dict[str, list[Variation]] = {}
     for v in VARIATION_SUITE:
         families.setdefault(v.family, []).append(v)
     for family, levels in families.items():
-        figure(family, levels, ct, label, views[family], out, f"{family} ({cid}, {ct.spacing[0]:.1f} x {ct.spacing[1]:.1f} x {ct.spacing[2]:.1f} mm)")
+        figure(family, levels, ct, label, views[family], out,
+               f"{family} ({cid}, {ct.spacing[0]:.1f} x {ct.spacing[1]:.1f} x {ct.spacing[2]:.1f} mm)")
         print(f"wrote {out / (family + '.png')}")
     # iodine contrast: the thorax phantom, whose labels give the heart and aorta
     tct, tlab = make_phantom_case("thorax", 0, 0, shape=(96, 96, 64))
     heart = np.argwhere(np.asarray(tlab.array) == 1)
     z_axis = int(np.argmax(np.abs(tct.affine[2, :3])))
     k = int(np.median(heart[:, z_axis])) if heart.size else tct.shape[z_axis] // 2
-    figure("contrast", list(THORAX_CONTRAST), tct, tlab, (2, k), out, "contrast (thorax phantom case 0; heart and aorta outlined)")
+    figure("contrast", list(THORAX_CONTRAST), tct, tlab, (2, k), out,
+           "contrast (thorax phantom case 0; heart and aorta outlined)")
     print(f"wrote {out / 'contrast.png'}")
 
 

@@ -39,9 +39,17 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> list[dict[str, object]]:
     for structure in [*sorted(set(a["structure"])), None]:
         c = paired_comparison(both, "B", "A", "pair", structure=structure)
         sa, sb = (x if structure is None else x[x["structure"] == structure] for x in (a, b))
-        rows.append({"structure": c["structure"], "dice_a": c["dice_b"], "dice_b": c["dice_a"],
-                     "b_better": f"{c['cases_a_better']}/{c['n_cases']}", "missed_a": int((sa["status"] == "missed").sum()),
-                     "missed_b": int((sb["status"] == "missed").sum()), "wilcoxon_p": c["wilcoxon_p"]})
+        rows.append(
+            {
+                "structure": c["structure"],
+                "dice_a": c["dice_b"],
+                "dice_b": c["dice_a"],
+                "b_better": f"{c['cases_a_better']}/{c['n_cases']}",
+                "missed_a": int((sa["status"] == "missed").sum()),
+                "missed_b": int((sb["status"] == "missed").sum()),
+                "wilcoxon_p": c["wilcoxon_p"],
+            }
+        )
     return rows
 
 
@@ -57,7 +65,10 @@ def main() -> None:
     print("| structure | Dice A | Dice B | B better | missed A / B | Wilcoxon p |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['structure']} | {r['dice_a']:.3f} | {r['dice_b']:.3f} | {r['b_better']} | {r['missed_a']} / {r['missed_b']} | {r['wilcoxon_p']:.3g} |")
+        print(
+            f"| {r['structure']} | {r['dice_a']:.3f} | {r['dice_b']:.3f} | {r['b_better']}"
+            f" | {r['missed_a']} / {r['missed_b']} | {r['wilcoxon_p']:.3g} |"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,11 @@ def _row(results: dict[str, Any], mode: str, structure: str) -> dict[str, Any] |
 
 
 def _draws(results: dict[str, Any], mode: str) -> int:
-    return sum(1 for r in results["runs"] if r["mode"] == mode and r["size_label"] == FULL and r["recipe"] == results["sweep_recipe"])
+    return sum(
+        1
+        for r in results["runs"]
+        if r["mode"] == mode and r["size_label"] == FULL and r["recipe"] == results["sweep_recipe"]
+    )
 
 
 def _verdict(ok: bool | None) -> str:
@@ -58,12 +62,42 @@ def targets(results: dict[str, Any]) -> list[str]:
         done = n >= planned
         lines.append(f"| {name} | {text(row)} | {n} of {planned} | {_verdict(ok(row) if done else None)} |")
 
-    add("CT-only, 26 cases: mean Dice >= 0.75", "ct", "all", lambda r: f"{against_target(r['dice_mean'], 0.75, 3)} ± {r['dice_std']:.3f}", lambda r: r["dice_mean"] >= 0.75)
-    add("CT-only, 26 cases: spinal cord Dice >= 0.70", "ct", "spinal_cord", lambda r: f"{against_target(r['dice_mean'], 0.70, 3)} ± {r['dice_std']:.3f}", lambda r: r["dice_mean"] >= 0.70)
+    add(
+        "CT-only, 26 cases: mean Dice >= 0.75",
+        "ct",
+        "all",
+        lambda r: f"{against_target(r['dice_mean'], 0.75, 3)} ± {r['dice_std']:.3f}",
+        lambda r: r["dice_mean"] >= 0.75,
+    )
+    add(
+        "CT-only, 26 cases: spinal cord Dice >= 0.70",
+        "ct",
+        "spinal_cord",
+        lambda r: f"{against_target(r['dice_mean'], 0.70, 3)} ± {r['dice_std']:.3f}",
+        lambda r: r["dice_mean"] >= 0.70,
+    )
     add("CT-only, 26 cases: 0 missed", "ct", "all", lambda r: f"{r['missed']} missed", lambda r: r["missed"] == 0)
-    add("GBM-only, 26 cases: brainstem Dice >= 0.77", "gbm", "brainstem", lambda r: f"{against_target(r['dice_mean'], 0.77, 3)} ± {r['dice_std']:.3f}", lambda r: r["dice_mean"] >= 0.77)
-    add("GBM-only, 26 cases: brainstem CoM <= 3.1 mm", "gbm", "brainstem", lambda r: f"{against_target(r['com_mm_mean'], 3.1, 2)} ± {r['com_mm_std']:.2f} mm", lambda r: r["com_mm_mean"] <= 3.1)
-    add("GBM-only, 26 cases: mean Dice >= 0.72", "gbm", "all", lambda r: f"{against_target(r['dice_mean'], 0.72, 3)} ± {r['dice_std']:.3f}", lambda r: r["dice_mean"] >= 0.72)
+    add(
+        "GBM-only, 26 cases: brainstem Dice >= 0.77",
+        "gbm",
+        "brainstem",
+        lambda r: f"{against_target(r['dice_mean'], 0.77, 3)} ± {r['dice_std']:.3f}",
+        lambda r: r["dice_mean"] >= 0.77,
+    )
+    add(
+        "GBM-only, 26 cases: brainstem CoM <= 3.1 mm",
+        "gbm",
+        "brainstem",
+        lambda r: f"{against_target(r['com_mm_mean'], 3.1, 2)} ± {r['com_mm_std']:.2f} mm",
+        lambda r: r["com_mm_mean"] <= 3.1,
+    )
+    add(
+        "GBM-only, 26 cases: mean Dice >= 0.72",
+        "gbm",
+        "all",
+        lambda r: f"{against_target(r['dice_mean'], 0.72, 3)} ± {r['dice_std']:.3f}",
+        lambda r: r["dice_mean"] >= 0.72,
+    )
 
     runs = results["runs"]
     converged = sum(1 for r in runs if r["converged"])
@@ -72,8 +106,13 @@ def targets(results: dict[str, Any]) -> list[str]:
     lines.append(f"| models converged | {converged} of {len(runs)} (not: {not_converged}) | | "
                  f"{_verdict(converged == len(runs) if done else None)} |")
 
-    lines += ["", "CT+GBM vs CT (mean Dice over the 5 structures, paired over test cases, draws averaged per case):", "",
-              "| training cases | draws | CT+GBM | CT | relative change | p (Wilcoxon) |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "CT+GBM vs CT (mean Dice over the 5 structures, paired over test cases, draws averaged per case):",
+        "",
+        "| training cases | draws | CT+GBM | CT | relative change | p (Wilcoxon) |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in results["comparisons"]:
         if (c["a"], c["b"], c["structure"]) == ("ct+gbm", "ct", "all"):
             lines.append(f"| {c['size']} | {c['n_draws']} | {c['dice_a']:.3f} | {c['dice_b']:.3f} | "

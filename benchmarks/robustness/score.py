@@ -37,7 +37,9 @@ from globalmask.study.stats import ELIGIBLE_MARGIN, TIE_MARGIN, robust_choice
 #: The choice rule's constants, fixed in README.md before any run.
 
 
-def score(dataset: str, models: dict[str, Path], variations: list[AnyVariation], subset: str, seed: int, cases: int | None) -> pd.DataFrame:
+def score(
+    dataset: str, models: dict[str, Path], variations: list[AnyVariation], subset: str, seed: int, cases: int | None
+) -> pd.DataFrame:
     ds = load_dataset(dataset)
     split, _ = resolve_split(ds)
     ids = list(split[subset])[:cases] if cases else list(split[subset])
@@ -61,7 +63,10 @@ def score(dataset: str, models: dict[str, Path], variations: list[AnyVariation],
                         **row,
                     })
             label = "none" if variation is None else variation.name
-            print(f"[{n}/{len(ids)}] {cid} {label}: {len(predictors)} models in {time.perf_counter() - t0:.1f} s", flush=True)
+            print(
+                f"[{n}/{len(ids)}] {cid} {label}: {len(predictors)} models in {time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
     return pd.DataFrame(rows)
 
 
@@ -70,7 +75,12 @@ def summarise(per_case: pd.DataFrame) -> pd.DataFrame:
     an absent one is left out), and the drop from the same model's clean mean."""
     scored = per_case[per_case["status"] != "absent"].copy()
     scored["dice"] = scored["dice"].fillna(0.0)
-    mean = scored.groupby(["model", "mode", "recipe", "family", "variation"], sort=False)["dice"].mean().rename("dice").reset_index()
+    mean = (
+        scored.groupby(["model", "mode", "recipe", "family", "variation"], sort=False)["dice"]
+        .mean()
+        .rename("dice")
+        .reset_index()
+    )
     clean = mean[mean["variation"] == "none"].set_index("model")["dice"]
     mean["drop"] = mean["model"].map(clean) - mean["dice"]
     return mean
@@ -91,15 +101,25 @@ def markdown(df: pd.DataFrame) -> str:
     df = df.reset_index()
     cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
     head = [str(c) for c in df.columns]
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in cells)])
+    return "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in cells)]
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dataset")
-    p.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT", help="a trained model (repeat); NAME labels it in the tables")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=CHECKPOINT",
+        help="a trained model (repeat); NAME labels it in the tables",
+    )
     p.add_argument("--subset", default="validation", choices=["train", "validation", "test"])
-    p.add_argument("--variations", nargs="*", default=None, metavar="FAMILY", help="families to keep (default: the whole suite)")
+    p.add_argument(
+        "--variations", nargs="*", default=None, metavar="FAMILY", help="families to keep (default: the whole suite)"
+    )
     p.add_argument("--contrast", action="store_true", help="add the thorax contrast phases (labels heart 1, aorta 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cases", type=int, default=None, help="only the first N cases (a quick check)")
@@ -120,7 +140,10 @@ def main() -> None:
     summary = summarise(per_case)
     summary.to_csv(args.out / "summary.csv", index=False)
     lines = [f"# Recipe choice under the variation suite ({args.subset}, {per_case['case'].nunique()} cases)", ""]
-    lines.append(f"Rule (benchmarks/robustness/README.md): eligible if clean Dice >= best - {ELIGIBLE_MARGIN}; highest worst-case Dice; ties within {TIE_MARGIN} to the higher clean Dice.")
+    lines.append(
+        f"Rule (benchmarks/robustness/README.md): eligible if clean Dice >= best - {ELIGIBLE_MARGIN};"
+        f" highest worst-case Dice; ties within {TIE_MARGIN} to the higher clean Dice."
+    )
     lines.append("")
     winner, table = choose(summary)
     if winner is None:
