@@ -175,6 +175,32 @@ def analyse_series_geometry(
     if not slices:
         raise InputFileError("DICOM series holds no images", where)
     first = slices[0]
+    _check_same_orientation_and_size(slices, where)
+    normal = first.direction[:, 2]
+    order = sorted(range(len(slices)), key=lambda i: float(slices[i].position @ normal))
+    slices = [slices[i] for i in order]
+    uid = first.series_uid or "?"
+    faults: list[str] = []
+    slices, dropped = _drop_duplicates(slices, normal, uid, where, pixels)
+    if dropped:
+        faults.append(f"dropped {len(dropped)} identical duplicate slice(s): {', '.join(p.name for p in dropped[:5])}")
+
+    pos = np.array([s.position for s in slices])
+    along = (pos - pos[0]) @ normal
+    inplane = (pos - pos[0]) @ first.direction[:, :2]
+    if len(slices) == 1:
+        return SeriesGeometry(slices, along, inplane, 0.0, faults, dropped)
+    dz = _grid_spacing(slices, along, uid, where, faults)
+    shift = float(np.abs(inplane).max())
+    if shift > DICOM_TILT_TOL_MM:
+        angle = float(np.degrees(np.arctan2(np.linalg.norm(inplane[-1]), along[-1]))) if along[-1] > 0 else float("nan")
+        faults.append(f"slices shifted in-plane by up to {shift:.2f} mm (gantry tilt of about {angle:.1f} degrees)")
+    return SeriesGeometry(slices, along, inplane, dz, faults, dropped)
+
+
+def _check_same_orientation_and_size(slices: list[DicomSlice], where: str | Path) -> None:
+    """Refuse a series whose slices differ in orientation, size or pixel spacing from the first."""
+    first = slices[0]
     for s in slices[1:]:
         if not np.allclose(s.direction, first.direction, atol=1e-4):
             raise GeometryError(
@@ -188,13 +214,21 @@ def analyse_series_geometry(
                 f"{first.size} at {first.spacing} mm, {s.file.name}: {s.size} at {s.spacing} mm)",
                 where,
             )
-    normal = first.direction[:, 2]
-    order = sorted(range(len(slices)), key=lambda i: float(slices[i].position @ normal))
-    slices = [slices[i] for i in order]
-    uid = first.series_uid or "?"
-    faults: list[str] = []
-    dropped: list[Path] = []
 
+
+def _drop_duplicates(
+    slices: list[DicomSlice],
+    normal: np.ndarray,
+    uid: str,
+    where: str | Path,
+    pixels: Callable[[Path], np.ndarray] | None,
+) -> tuple[list[DicomSlice], list[Path]]:
+    """(kept slices, dropped files) of slices sorted along ``normal``: identical copies of a slice are dropped.
+
+    Two slices at one position along the normal that differ in in-plane position or pixels (or
+    whose pixels cannot be compared) are refused.
+    """
+    dropped: list[Path] = []
     kept = [slices[0]]
     for s in slices[1:]:
         prev = kept[-1]
@@ -211,15 +245,17 @@ def analyse_series_geometry(
                 where,
             )
         dropped.append(s.file)
-    if dropped:
-        faults.append(f"dropped {len(dropped)} identical duplicate slice(s): {', '.join(p.name for p in dropped[:5])}")
-    slices = kept
+    return kept, dropped
 
-    pos = np.array([s.position for s in slices])
-    along = (pos - pos[0]) @ normal
-    inplane = (pos - pos[0]) @ first.direction[:, :2]
-    if len(slices) == 1:
-        return SeriesGeometry(slices, along, inplane, 0.0, faults, dropped)
+
+def _grid_spacing(
+    slices: list[DicomSlice], along: np.ndarray, uid: str, where: str | Path, faults: list[str]
+) -> float:
+    """The slice spacing (mm) of the regular grid the series is read onto; repaired faults appended to ``faults``.
+
+    ``along`` holds the slices' positions along the normal (mm, from the first, ascending; at
+    least two). A gap of more than :data:`DICOM_MAX_GAP_FACTOR` median spacings is refused.
+    """
     gaps = np.diff(along)
     dz = float(np.median(gaps))
     tol = max(0.01, DICOM_SPACING_REL_TOL * dz)
@@ -227,9 +263,8 @@ def analyse_series_geometry(
         k = int(np.argmax(gaps))
         raise GeometryError(
             f"DICOM series {uid}: a gap of {gaps[k]:.2f} mm between {slices[k].file.name} and "
-            f"{slices[k + 1].file.name} "
-            f"is {gaps[k] / dz:.1f} times the {dz:.2f} mm slice spacing (several slices missing); refusing to "
-            "interpolate across it",
+            f"{slices[k + 1].file.name} is {gaps[k] / dz:.1f} times the {dz:.2f} mm slice spacing (several slices "
+            "missing); refusing to interpolate across it",
             where,
         )
     extent = float(along[-1])
@@ -249,12 +284,7 @@ def analyse_series_geometry(
             dz = extent / math.ceil(extent / float(gaps.min()) - 1e-6)
     else:
         dz = extent / (len(slices) - 1)  # regular: the mean spacing, robust to rounding of IPP
-    shift = float(np.abs(inplane).max())
-    if shift > DICOM_TILT_TOL_MM:
-        angle = float(np.degrees(np.arctan2(np.linalg.norm(inplane[-1]), along[-1]))) if along[-1] > 0 else float("nan")
-        faults.append(f"slices shifted in-plane by up to {shift:.2f} mm (gantry tilt of about {angle:.1f} degrees)")
-    return SeriesGeometry(slices, along, inplane, dz, faults, dropped)
-
+    return dz
 
 def _lps_affine(direction: np.ndarray, spacing: tuple[float, float, float], origin: np.ndarray) -> np.ndarray:
     affine = np.eye(4)
@@ -404,29 +434,7 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, files: li
 
     path = Path(path)
     if files is None:
-        unplaced: dict[str, Path] = {}
-        series = dicom_image_series(path, unplaced)
-        if not series and unplaced:
-            uid, first_file = next(iter(unplaced.items()))
-            raise GeometryError(
-                f"DICOM series {uid}: image {first_file.name} has no ImagePositionPatient (0020,0032), so its slices "
-                "cannot be placed in space",
-                path,
-            )
-        if not series:
-            raise InputFileError("folder holds no DICOM image series (and is not a volume file)", path)
-        if series_uid is not None:
-            if series_uid not in series:
-                raise InputFileError(f"no DICOM series {series_uid} here (found {', '.join(series)})", path)
-            files = series[series_uid]
-        elif len(series) > 1:
-            raise InputFileError(
-                f"folder holds {len(series)} DICOM image series ({', '.join(series)}); put one series per folder "
-                "or pick one (read_dicom_series(..., series_uid=...))",
-                path,
-            )
-        else:
-            files = next(iter(series.values()))
+        files = _series_files(path, series_uid)
     headers = [read_dicom_slice_header(f) for f in files]
     pixel_cache: dict[Path, np.ndarray] = {}
 
@@ -439,22 +447,7 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, files: li
     first = geom.slices[0]
     uid = first.series_uid or "?"
     if len(geom.slices) == 1 or geom.regular:
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames([str(s.file) for s in geom.slices])
-        try:
-            _check_read_memory((*first.size, len(geom.slices)), 8, path)
-            image = reader.Execute()
-        except GlobalmaskError:
-            raise
-        except Exception as exc:
-            raise InputFileError(f"cannot read DICOM series {uid} ({exc})", path) from exc
-        volume = _sitk_image_to_volume(image, path)
-        if len(geom.slices) > 1:  # the affine from the verified geometry, not from the first two slices
-            volume.affine = _lps_affine(first.direction, (*first.spacing, geom.spacing_z), first.position)
-        if geom.dropped:
-            volume.notes["dicom_geometry"] = _geometry_note(geom, uid, resampled=False)
-            logging.getLogger("globalmask").warning("%s: DICOM series %s: %s", path, uid, "; ".join(geom.faults))
-        return volume
+        return _read_regular_series(geom, path, uid)
     array, affine = _resample_series(geom)
     volume = Volume(array, affine, path)
     volume.notes["dicom_geometry"] = _geometry_note(geom, uid, resampled=True, shape=array.shape)
@@ -464,6 +457,52 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None, files: li
     )
     return volume
 
+
+def _series_files(path: Path, series_uid: str | None) -> list[Path]:
+    """The files of the one image series in ``path`` (or of ``series_uid``); none or several are refused."""
+    unplaced: dict[str, Path] = {}
+    series = dicom_image_series(path, unplaced)
+    if not series and unplaced:
+        uid, first_file = next(iter(unplaced.items()))
+        raise GeometryError(
+            f"DICOM series {uid}: image {first_file.name} has no ImagePositionPatient (0020,0032), so its slices "
+            "cannot be placed in space",
+            path,
+        )
+    if not series:
+        raise InputFileError("folder holds no DICOM image series (and is not a volume file)", path)
+    if series_uid is not None:
+        if series_uid not in series:
+            raise InputFileError(f"no DICOM series {series_uid} here (found {', '.join(series)})", path)
+        return series[series_uid]
+    if len(series) > 1:
+        raise InputFileError(
+            f"folder holds {len(series)} DICOM image series ({', '.join(series)}); put one series per folder "
+            "or pick one (read_dicom_series(..., series_uid=...))",
+            path,
+        )
+    return next(iter(series.values()))
+
+
+def _read_regular_series(geom: SeriesGeometry, path: Path, uid: str) -> Volume:
+    """Read a series whose kept slices form a regular grid as it is, with the affine of the verified geometry."""
+    first = geom.slices[0]
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(s.file) for s in geom.slices])
+    try:
+        _check_read_memory((*first.size, len(geom.slices)), 8, path)
+        image = reader.Execute()
+    except GlobalmaskError:
+        raise
+    except Exception as exc:
+        raise InputFileError(f"cannot read DICOM series {uid} ({exc})", path) from exc
+    volume = _sitk_image_to_volume(image, path)
+    if len(geom.slices) > 1:  # the affine from the verified geometry, not from the first two slices
+        volume.affine = _lps_affine(first.direction, (*first.spacing, geom.spacing_z), first.position)
+    if geom.dropped:
+        volume.notes["dicom_geometry"] = _geometry_note(geom, uid, resampled=False)
+        logging.getLogger("globalmask").warning("%s: DICOM series %s: %s", path, uid, "; ".join(geom.faults))
+    return volume
 
 def _geometry_note(
     geom: SeriesGeometry, uid: str, resampled: bool, shape: Sequence[int] | None = None
