@@ -89,6 +89,13 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """The array's shape (voxels along array axes 0, 1, 2).
+
+        Returns
+        -------
+        tuple of int
+            The three sides.
+        """
         return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
 
     @property
