@@ -61,12 +61,40 @@ __all__ = [
 
 
 def plan_ablation(config: StudyConfig, n_train: int) -> list[RunSpec]:
-    """Stage-1 runs for a training split of ``n_train`` cases (no data needed)."""
+    """Stage-1 runs for a training split of ``n_train`` cases (no data needed).
+
+    Parameters
+    ----------
+    config : StudyConfig
+        The study's settings.
+    n_train : int
+        Number of training cases.
+
+    Returns
+    -------
+    list of RunSpec
+        The recipe-ablation runs.
+    """
     return _bare_plan(config, n_train).ablation()
 
 
 def plan_sweep(config: StudyConfig, n_train: int, recipe: str) -> list[RunSpec]:
-    """Stage-2 runs with ``recipe`` for a training split of ``n_train`` cases (no data needed)."""
+    """Stage-2 runs with ``recipe`` for a training split of ``n_train`` cases (no data needed).
+
+    Parameters
+    ----------
+    config : StudyConfig
+        The study's settings.
+    n_train : int
+        Number of training cases.
+    recipe : str
+        The global-mask recipe of the sweep.
+
+    Returns
+    -------
+    list of RunSpec
+        The sweep's runs, in plan order.
+    """
     return _bare_plan(config, n_train).sweep(recipe)
 
 
@@ -79,12 +107,32 @@ def check_same_data(plan: Plan, dataset: str | Path) -> Path:
 
     Records store where the data lay on the machine that ran the study; on another machine the
     same cases sit elsewhere. The content fingerprint, not the path, says they are the same.
+
+    Parameters
+    ----------
+    plan : Plan
+        The study plan (from its records).
+    dataset : str or Path
+        Where the study's dataset lies on this machine.
+
+    Returns
+    -------
+    Path
+        The dataset's root folder.
+
+    Raises
+    ------
+    DatasetError
+        When cases are missing or their content differs from what the plan ran on.
     """
     ds = load_dataset(dataset)
     wanted = [*plan.split.train, *plan.split.validation, *plan.split.test]
     missing = [c for c in wanted if c not in ds.cases]
     if missing:
-        raise DatasetError(f"{ds.root}: lacks {len(missing)} case(s) of study plan {plan.hash} ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+        raise DatasetError(
+            f"{ds.root}: lacks {len(missing)} case(s) of study plan {plan.hash} "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+        )
     fp = dataset_fingerprint(ds, wanted)
     if fp != plan.dataset_fingerprint:
         raise DatasetError(f"{ds.root}: its images or labels differ from the data study plan {plan.hash} ran on "
@@ -92,12 +140,35 @@ def check_same_data(plan: Plan, dataset: str | Path) -> Path:
     return ds.root
 
 
-def report_from_records(records_dirs: Sequence[str | Path], out: str | Path, command: str | None = None, runs_dir: str | Path | None = None,
-                        dataset: str | Path | None = None) -> StudyResults:
+def report_from_records(
+    records_dirs: Sequence[str | Path],
+    out: str | Path,
+    command: str | None = None,
+    runs_dir: str | Path | None = None,
+    dataset: str | Path | None = None,
+) -> StudyResults:
     """Merge records from any number of folders (machines, shards) and write the report into ``out``.
 
     ``dataset``: where the study's data lie on this machine, for the overlay figures, when not
     where the records say (checked by content fingerprint).
+
+    Parameters
+    ----------
+    records_dirs : sequence of str or Path
+        Folders of records, or study folders holding ``records/``.
+    out : str or Path
+        The report folder.
+    command : str, optional
+        The command line recorded in the report.
+    runs_dir : str or Path, optional
+        Folder of the run folders (models, predictions), for the overlay figures.
+    dataset : str or Path, optional
+        Where the study's dataset lies on this machine.
+
+    Returns
+    -------
+    StudyResults
+        The analysed results.
     """
 
     plan, records = load_records(records_dirs)
@@ -123,15 +194,58 @@ def run_study(
     threads: int | None = None,
     retries: int = 2,
 ) -> StudyResults | None:
-    """Run (or continue) a study into ``out``; returns the results when every run of the plan is done
-    (and writes the report), else None (run the same command again to continue)."""
+    """Run (or continue) a study into ``out``.
+
+    Returns the results when every run of the plan is done (and writes the report), else None
+    (run the same command again to continue).
+
+    Parameters
+    ----------
+    dataset : Dataset or str or Path
+        The study's dataset (nnU-Net layout).
+    out : str or Path
+        The study folder.
+    config : StudyConfig, optional
+        The study's settings (default: :class:`StudyConfig`'s defaults).
+    workers : int, optional
+        Runs trained at once by the local backend.
+    max_runs : int, optional
+        Stop after this many runs (None: no limit).
+    command : str, optional
+        The command line recorded in the study folder and report.
+    progress : bool, optional
+        Show progress bars.
+    echo : callable, optional
+        Where status lines go.
+    shard : tuple of int, optional
+        ``(i, N)``: run only shard i of N.
+    backend : str, optional
+        ``local`` or ``ray``.
+    ray_address : str, optional
+        Address of an existing Ray cluster.
+    threads : int, optional
+        Torch threads per run (default: the CPUs split between workers).
+    retries : int, optional
+        Retries of a failed Ray task.
+
+    Returns
+    -------
+    StudyResults or None
+        The results when the study is complete, else None.
+    """
     plan = make_plan(dataset, config or StudyConfig())
-    state = run_plan(plan, out, workers=workers, shard=shard, max_runs=max_runs, backend=backend, ray_address=ray_address, threads=threads, retries=retries, command=command, progress=progress, echo=echo)
+    state = run_plan(plan, out, workers=workers, shard=shard, max_runs=max_runs, backend=backend,
+                     ray_address=ray_address, threads=threads, retries=retries, command=command,
+                     progress=progress, echo=echo)
     out = Path(out)
     if not state.complete:
         why = f"waiting for {state.waiting_for}" if state.waiting_for else f"{len(state.pending)} run(s) pending"
-        echo(f"study {plan.hash}: {len(state.executed)} run(s) executed now; {why}. Run the same command again to continue"
-             + ("" if shard is None else ", or merge the shards' records with `globalmask study report`") + ".")
+        echo(
+            f"study {plan.hash}: {len(state.executed)} run(s) executed now; {why}. "
+            "Run the same command again to continue"
+            + ("" if shard is None else ", or merge the shards' records with `globalmask study report`")
+            + "."
+        )
         return None
     _, records = load_records([out / RECORDS_DIR], plan.hash)
     results = analyse(plan, records)

@@ -26,7 +26,12 @@ EXECUTION_ONLY = ("device", "overlays", "reference", "reference_structure")
 #: Settings added after studies were committed: left out of the plan hash while at their default,
 #: so the plans (and run ids) of earlier studies stay what they were. ``external_test`` is never
 #: hashed as written (a path differs between machines): the plan hashes the external sets' content.
-LATER_DEFAULTS: dict[str, Any] = {"external_test": [], "shifts_on_external": False, "shift_sizes": None, "recipe_rule": "validation"}
+LATER_DEFAULTS: dict[str, Any] = {
+    "external_test": [],
+    "shifts_on_external": False,
+    "shift_sizes": None,
+    "recipe_rule": "validation",
+}
 
 #: How a study's settings are named in messages (``study.lr: got 20; expected ...``).
 PREFIX = "study."
@@ -79,9 +84,13 @@ class StudyConfig:
     patch_size: list[int] | None = None
     max_patch_voxels: int = DEFAULT_MAX_PATCH_VOXELS
     net: dict[str, Any] = field(default_factory=dict)
-    shifts: list[dict[str, Any]] | str = field(default_factory=lambda: [s.to_dict() for s in DEFAULT_SHIFTS])  # or "suite"
-    shift_sizes: list[int | str] | None = None  # training sizes whose models are scored under the shifts (None: every size)
-    ablation_recipes: list[str] = field(default_factory=lambda: ["threshold:-300", "threshold:-500", "threshold:-100", "body", "bone", "otsu"])
+    # the variations (each a shift.variation_from_dict mapping), or "suite"
+    shifts: list[dict[str, Any]] | str = field(default_factory=lambda: [s.to_dict() for s in DEFAULT_SHIFTS])
+    # training sizes whose models are scored under the shifts (None: every size)
+    shift_sizes: list[int | str] | None = None
+    ablation_recipes: list[str] = field(
+        default_factory=lambda: ["threshold:-300", "threshold:-500", "threshold:-100", "body", "bone", "otsu"]
+    )
     ablation_draws: int = 1
     # How stage 1 ranks the recipes on the validation split: "validation" (fewest misses, lowest CoM
     # error, highest Dice: the landed rule) or "robust" (benchmarks/robustness/README.md: the highest
@@ -98,7 +107,7 @@ class StudyConfig:
     reference_structure: str | None = None  # the structure compared with the paper's (e.g. brainstem)
 
     def __post_init__(self) -> None:
-        """Check every setting; the training settings with the rules of :func:`~globalmask.training.check_train_settings`.
+        """Check every setting; the training settings with :func:`~globalmask.training.check_train_settings`.
 
         Values are checked, not rewritten (except ``shifts``, written out in full): the plan hashes
         the settings as written, so committed plans keep their hashes.
@@ -133,7 +142,9 @@ class StudyConfig:
             if s != ALL and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
                 fail(name("train_sizes"), s, f"positive integers or {ALL!r}")
         check_fields(self, STUDY_RULES, PREFIX)
-        if not isinstance(self.external_test, list) or not all(isinstance(v, str) and v.strip() for v in self.external_test):
+        if not isinstance(self.external_test, list) or not all(
+            isinstance(v, str) and v.strip() for v in self.external_test
+        ):
             fail(name("external_test"), self.external_test, "a list of dataset folders (nnU-Net layout)")
         if len(set(self.external_test)) != len(self.external_test):
             fail(name("external_test"), self.external_test, "each dataset once")
@@ -156,20 +167,39 @@ class StudyConfig:
             try:
                 variation_from_dict(shift)
             except GlobalmaskError as exc:
-                raise SettingError(f"{name('shifts')}: got {shift!r}; expected a variation of globalmask.shift ({exc})") from exc
-        self.shifts = [variation_from_dict(v).to_dict() for v in self.shifts]  # canonical: every field and the name written out
+                raise SettingError(
+                    f"{name('shifts')}: got {shift!r}; expected a variation of globalmask.shift ({exc})"
+                ) from exc
+        # canonical: every field and the name written out
+        self.shifts = [variation_from_dict(v).to_dict() for v in self.shifts]
         names = [v["name"] for v in self.shifts]
         if len(set(names)) != len(names) or "none" in names:
             fail(name("shifts"), names, "distinct names other than 'none'")
         if self.shift_sizes is not None:
             if not isinstance(self.shift_sizes, list):
-                fail(name("shift_sizes"), self.shift_sizes, f"null (every size) or a list of training sizes of this study ({self.train_sizes})")
+                fail(
+                    name("shift_sizes"),
+                    self.shift_sizes,
+                    f"null (every size) or a list of training sizes of this study ({self.train_sizes})",
+                )
             for size in self.shift_sizes:
                 if size not in self.train_sizes:
                     fail(name("shift_sizes"), size, f"a training size of this study ({self.train_sizes})")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudyConfig:
+        """Read a study configuration file (unknown settings and out-of-range values refused).
+
+        Parameters
+        ----------
+        path : str or Path
+            The YAML file.
+
+        Returns
+        -------
+        StudyConfig
+            The checked configuration.
+        """
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -179,13 +209,22 @@ class StudyConfig:
             raise GlobalmaskError("study configuration must be a mapping of settings", path)
         unknown = set(raw) - {f.name for f in fields(cls)}
         if unknown:
-            raise GlobalmaskError(f"unknown study setting(s) {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}", path)
+            raise GlobalmaskError(
+                f"unknown study setting(s) {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}", path
+            )
         try:
             return cls(**raw)
         except GlobalmaskError as exc:
             raise type(exc)(str(exc), path) from exc
 
     def to_dict(self) -> dict[str, Any]:
+        """Every setting, as written (stored in each record's plan).
+
+        Returns
+        -------
+        dict
+            The dataclass's fields.
+        """
         return asdict(self)
 
     def plan_dict(self) -> dict[str, Any]:
@@ -194,6 +233,11 @@ class StudyConfig:
         External test sets and a split file enter the plan by content (:attr:`Plan.external`, the
         split itself), never by path: the same files elsewhere on another machine are the same plan.
         (A study without a split file keeps ``"split": null``, so committed plans keep their hash.)
+
+        Returns
+        -------
+        dict
+            The hashed settings.
         """
         d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY and k != "external_test"}
         for key in ("shifts_on_external", "shift_sizes", "recipe_rule"):
@@ -225,6 +269,18 @@ class StudyConfig:
         return TrainConfig.from_settings(self.to_dict(), mode=mode, train_cases=train_cases, seed=seed, steps=steps)
 
     def steps_for(self, size_label: str) -> int:
+        """The maximum training steps of a run at training size ``size_label``.
+
+        Parameters
+        ----------
+        size_label : str
+            ``"1"``, ``"2"``, ..., or ``"all"``.
+
+        Returns
+        -------
+        int
+            ``steps``, or its entry for the size (else its ``default``).
+        """
         if isinstance(self.steps, dict):
             if size_label in self.steps:
                 return int(self.steps[size_label])
@@ -234,13 +290,34 @@ class StudyConfig:
         return int(self.steps)
 
     def shift_levels(self, size_label: str | None = None) -> list[AnyVariation]:
-        """The variations every model is scored under (none for a size outside ``shift_sizes``)."""
-        if size_label is not None and self.shift_sizes is not None and size_label not in {str(s) for s in self.shift_sizes}:
+        """The variations every model is scored under (none for a size outside ``shift_sizes``).
+
+        Parameters
+        ----------
+        size_label : str, optional
+            The model's training size (None: every variation).
+
+        Returns
+        -------
+        list of Variation or ScannerShift
+            The variations.
+        """
+        if (
+            size_label is not None
+            and self.shift_sizes is not None
+            and size_label not in {str(s) for s in self.shift_sizes}
+        ):
             return []
         assert isinstance(self.shifts, list)  # "suite" is expanded on construction
         return [variation_from_dict(s) for s in self.shifts]
 
     def candidate_recipes(self) -> list[str]:
-        """Recipes of the GBM-only ablation (the default and the study's own recipe included)."""
+        """Recipes of the GBM-only ablation (the default and the study's own recipe included).
+
+        Returns
+        -------
+        list of str
+            Canonical recipe specs, without duplicates.
+        """
         fixed = [] if self.recipe == "auto" else [self.recipe]
         return list(dict.fromkeys(Recipe.parse(r).spec for r in [*fixed, DEFAULT_RECIPE, *self.ablation_recipes]))

@@ -38,6 +38,41 @@ class RecordError(GlobalmaskError):
 
 @dataclass
 class RunRecord:
+    """The result of one run: what a report reads (one JSON file in ``records/``).
+
+    Attributes
+    ----------
+    plan : dict
+        :meth:`Plan.info`: hash, configuration, dataset and split fingerprints, split, labels.
+    run_id : str
+        The run's id (:meth:`Plan.run_id`).
+    run : RunSpec
+        The run.
+    train_config : dict
+        The training settings, recipe and preprocessing used.
+    train_ids : list of str
+        The training case ids.
+    steps : int
+        Steps trained.
+    max_steps : int
+        The run's maximum steps.
+    best_step : int
+        Step of the checkpoint kept (chosen on validation).
+    best_val_dice : float or None
+        Its validation Dice.
+    converged : bool or None
+        Whether validation reached a plateau (None: no plateau rule).
+    stop_reason : str
+        Why training stopped.
+    train_seconds : float
+        Training wall time (s).
+    total_seconds : float
+        Training and scoring wall time (s).
+    machine : dict
+        Where it ran (:func:`machine_info`).
+    metrics : list of dict
+        One row per (subset, shift, case, structure).
+    """
     plan: dict[str, Any]  # Plan.info(): hash, config, dataset and split fingerprints, split, labels
     run_id: str
     run: RunSpec
@@ -56,33 +91,87 @@ class RunRecord:
 
     @property
     def plan_hash(self) -> str:
+        """The hash of the plan the record belongs to.
+
+        Returns
+        -------
+        str
+            ``plan["plan_hash"]``.
+        """
         return str(self.plan["plan_hash"])
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as stored, with its format and plan hash in front.
+
+        Returns
+        -------
+        dict
+            JSON-ready record.
+        """
         d = asdict(self)
         return {"format": RECORD_FORMAT, "plan_hash": self.plan_hash, **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        """Inverse of :meth:`to_dict`.
+
+        Parameters
+        ----------
+        d : dict
+            A stored record.
+
+        Returns
+        -------
+        RunRecord
+            The record.
+        """
         d = {k: v for k, v in d.items() if k not in ("format", "plan_hash")}
         d["run"] = RunSpec(**d["run"])
         return cls(**d)
 
     def per_case(self) -> pd.DataFrame:
-        """Long-format metrics with the run's keys in front (the study's per_case.csv rows)."""
+        """Long-format metrics with the run's keys in front (the study's per_case.csv rows).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per metric row, with run id, mode, recipe, size, n_train, draw and seed.
+        """
         df = pd.DataFrame(self.metrics)
         # A record stores NaN as null; a run that missed every structure has whole columns of
         # nulls, which pandas would keep as objects (and spread to every frame concatenated to it).
         for column in NUMERIC_COLUMNS:
             if column in df:
                 df[column] = pd.to_numeric(df[column]).astype(float)
-        keys = {"run_id": self.run_id, "mode": self.run.mode, "recipe": self.run.recipe, "size": self.run.size_label, "n_train": len(self.train_ids), "draw": self.run.draw, "seed": self.run.seed}
+        keys = {
+            "run_id": self.run_id,
+            "mode": self.run.mode,
+            "recipe": self.run.recipe,
+            "size": self.run.size_label,
+            "n_train": len(self.train_ids),
+            "draw": self.run.draw,
+            "seed": self.run.seed,
+        }
         for i, (k, v) in enumerate(keys.items()):
             df.insert(i, k, v)
         return df
 
 
 def machine_info(device: str, threads: int | None) -> dict[str, Any]:
+    """Where a run ran: host, platform, library versions, device and threads.
+
+    Parameters
+    ----------
+    device : str
+        The torch device used.
+    threads : int or None
+        Torch threads (None: torch's current setting).
+
+    Returns
+    -------
+    dict
+        The record's ``machine``.
+    """
     import monai
 
 
@@ -101,15 +190,59 @@ def machine_info(device: str, threads: int | None) -> dict[str, Any]:
 
 
 def record_path(folder: str | Path, run_id: str) -> Path:
+    """The record file of run ``run_id`` in ``folder``.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A records folder.
+    run_id : str
+        The run's id.
+
+    Returns
+    -------
+    Path
+        ``folder/<run_id>.json``.
+    """
     return Path(folder) / f"{run_id}.json"
 
 
 def write_record(folder: str | Path, record: RunRecord) -> Path:
-    """Atomically: a record is either complete or absent."""
+    """Atomically: a record is either complete or absent.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The records folder.
+    record : RunRecord
+        The record to write.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
     return write_json(record_path(folder, record.run_id), json_safe(record.to_dict()))
 
 
 def read_record(path: str | Path) -> RunRecord:
+    """Read and check one record file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The record file.
+
+    Returns
+    -------
+    RunRecord
+        The record.
+
+    Raises
+    ------
+    RecordError
+        When the file cannot be read, is not a record, or is malformed.
+    """
     path = Path(path)
     try:
         d = read_json(path)
@@ -124,7 +257,18 @@ def read_record(path: str | Path) -> RunRecord:
 
 
 def record_files(folders: Iterable[str | Path]) -> list[Path]:
-    """Record files in each folder, or in its ``records/`` sub-folder (a study output folder)."""
+    """Record files in each folder, or in its ``records/`` sub-folder (a study output folder).
+
+    Parameters
+    ----------
+    folders : iterable of str or Path
+        Records folders or study folders.
+
+    Returns
+    -------
+    list of Path
+        The record files, folder by folder, sorted by name.
+    """
     files: list[Path] = []
     for folder in folders:
         folder = Path(folder)
@@ -141,6 +285,20 @@ def load_records(folders: Sequence[str | Path], plan_hash: str | None = None) ->
     Every record must belong to one plan (``plan_hash`` if given, else the first record's);
     a record of another plan is refused, naming the file. The same run found twice (e.g. copied
     into two folders) is kept once; two *different* results for one run id are refused.
+
+    Parameters
+    ----------
+    folders : sequence of str or Path
+        Records folders or study folders.
+    plan_hash : str, optional
+        The plan every record must belong to.
+
+    Returns
+    -------
+    plan : Plan
+        The records' plan.
+    records : dict of str to RunRecord
+        Run id -> record.
     """
     files = record_files(folders)
     if not files:
@@ -153,7 +311,8 @@ def load_records(folders: Sequence[str | Path], plan_hash: str | None = None) ->
         expected = plan_hash or (plan_info or rec.plan)["plan_hash"]
         if rec.plan_hash != expected:
             raise RecordError(
-                f"record of another study plan (hash {rec.plan_hash}, expected {expected}: different configuration, dataset or split); "
+                f"record of another study plan (hash {rec.plan_hash}, expected {expected}: "
+                "different configuration, dataset or split); "
                 "merge only records of one plan",
                 path,
             )
