@@ -49,13 +49,10 @@ def _edit_model(src: Path, dst: Path, edit) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
-    """The user's inputs: a dataset, a model, predictions and some broken files (never modified)."""
-    t = tmp_path_factory.mktemp("inputs")
-    ds = make_tiny_dataset(t / "ds", n=6, shape=(16, 16, 12))
-    labels = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["labels"]
-    spec = ModelSpec("ct", Recipe.parse(None), PreprocessConfig(spacing=(2.0, 2.0, 2.5)), labels, NetConfig(channels=(4, 8), strides=(2,), num_res_units=0), (16, 16, 16))
+def _models(t: Path, labels: dict[str, int]) -> tuple[Path, Path]:
+    """A tiny untrained model, and broken copies of it (garbage, truncated, edited specs)."""
+    spec = ModelSpec("ct", Recipe.parse(None), PreprocessConfig(spacing=(2.0, 2.0, 2.5)), labels,
+                     NetConfig(channels=(4, 8), strides=(2,), num_res_units=0), (16, 16, 16))
     models = t / "models"
     model = save_model(models / "model.pt", spec, spec.build().state_dict())
     (models / "garbage.pt").write_bytes(np.random.default_rng(0).bytes(300))
@@ -76,21 +73,37 @@ def world(tmp_path_factory) -> dict[str, Path]:
     def other_net(p):  # the spec describes a network the weights do not fit: PyTorch's multi-line dump
         p["spec"]["net"]["channels"] = [8, 16]
 
-    for name, edit in {"nan_spacing": nan_spacing, "odd_patch": odd_patch, "big_label": big_label, "bad_overlap": bad_overlap, "other_net": other_net}.items():
+    for name, edit in {"nan_spacing": nan_spacing, "odd_patch": odd_patch, "big_label": big_label,
+                       "bad_overlap": bad_overlap, "other_net": other_net}.items():
         _edit_model(model, models / f"{name}.pt", edit)
+    return model, models
 
-    files = t / "files"
+
+STUDY_CONFIGS = {
+    "study_unknown.yaml": "modes: [ct]\nsteeps: 10\n",
+    "study_lr_nan.yaml": "lr: .nan\n",
+    "study_steps_zero.yaml": "steps: 0\n",
+    "study_sizes_bad.yaml": "train_sizes: [0, all]\n",
+    "study_mode_bad.yaml": "modes: [mri]\n",
+    "study_recipe_bad.yaml": "recipe: threshold:level=nan\n",
+    "study_list.yaml": "- modes\n- ct\n",
+    "study_ok.yaml": "modes: [ct]\ntrain_sizes: [1]\ndraws: 1\nsteps: 2\nval_every: 1\nshifts: []\n"
+                     "ablation_recipes: []\n",
+    "labels_bad.yaml": "labels: {brainstem: 1,\n  cord: [2\n",
+}
+
+
+def _broken_files(files: Path, img: Path) -> None:
+    """Files a user might pass by mistake: cut, implausible, of the wrong kind, malformed."""
+    import gzip
+
     files.mkdir()
-    img = ds / "imagesTr" / "case_000_0000.nii.gz"
-    cut = files / "cut.nii.gz"
-    cut.write_bytes(img.read_bytes()[:200])
+    (files / "cut.nii.gz").write_bytes(img.read_bytes()[:200])
     # a header declaring a 4096 x 4096 x 2048 int16 volume (64 GiB) over a few bytes of data
     hdr = nib.Nifti1Header()
     hdr.set_data_shape((4096, 4096, 2048))
     hdr.set_data_dtype(np.int16)
     hdr.set_qform(np.diag([1.0, 1.0, 1.0, 1.0]), code=1)
-    import gzip
-
     (files / "huge.nii.gz").write_bytes(gzip.compress(hdr.binaryblock + b"\0" * 4 + b"\0" * 1000))
     (files / "huge.nii").write_bytes(hdr.binaryblock + b"\0" * 4 + b"\0" * 1000)
     rgb = np.zeros((8, 8, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
@@ -99,23 +112,24 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (files / "notes.txt").write_text("not a volume", encoding="utf-8")
     (files / "labels_dup.json").write_text(json.dumps({"background": 0, "a": 1, "b": 1}), encoding="utf-8")
     (files / "labels_neg.json").write_text(json.dumps({"background": 0, "a": -4}), encoding="utf-8")
-    for name, text in {
-        "study_unknown.yaml": "modes: [ct]\nsteeps: 10\n",
-        "study_lr_nan.yaml": "lr: .nan\n",
-        "study_steps_zero.yaml": "steps: 0\n",
-        "study_sizes_bad.yaml": "train_sizes: [0, all]\n",
-        "study_mode_bad.yaml": "modes: [mri]\n",
-        "study_recipe_bad.yaml": "recipe: threshold:level=nan\n",
-        "study_list.yaml": "- modes\n- ct\n",
-        "study_ok.yaml": "modes: [ct]\ntrain_sizes: [1]\ndraws: 1\nsteps: 2\nval_every: 1\nshifts: []\nablation_recipes: []\n",
-        "labels_bad.yaml": "labels: {brainstem: 1,\n  cord: [2\n",
-    }.items():
+    for name, text in STUDY_CONFIGS.items():
         (files / name).write_text(text, encoding="utf-8")
+    (files / "flat.nii.gz").write_bytes(b"")
+    nib.save(nib.Nifti1Image(np.zeros((16, 16), np.int16), np.eye(4)), str(files / "slice.nii.gz"))
+    mha = ("ObjectType = Image\nNDims = 3\nDimSize = 40000 40000 40000\nElementSpacing = 1 1 1\n"
+           "ElementType = MET_SHORT\nElementDataFile = LOCAL\n")
+    (files / "huge.mha").write_text(mha, encoding="utf-8")
+    (files / "splits_bad.json").write_text('{"train": ["case_000"', encoding="utf-8")
+    unknown = {"train": ["nobody"], "validation": [], "test": []}
+    (files / "splits_unknown.json").write_text(json.dumps(unknown), encoding="utf-8")
 
+
+def _predictions(t: Path, labels_dir: Path) -> dict[str, Path]:
+    """Prediction folders: right, with an undeclared label, empty, unmatched, fractional, too small, moved."""
     pred = t / "pred"
-    shutil.copytree(ds / "labelsTr", pred)
+    shutil.copytree(labels_dir, pred)
     undeclared = t / "pred_undeclared"
-    shutil.copytree(ds / "labelsTr", undeclared)
+    shutil.copytree(labels_dir, undeclared)
     lab = read_volume(undeclared / "case_001.nii.gz")
     arr = lab.array.copy()
     arr[0, 0, 0] = 7
@@ -123,14 +137,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (t / "empty").mkdir()
     nomatch = t / "pred_nomatch"
     nomatch.mkdir()
-    shutil.copy(ds / "labelsTr" / "case_000.nii.gz", nomatch / "other_000.nii.gz")
-    (files / "flat.nii.gz").write_bytes(b"")
-    nib.save(nib.Nifti1Image(np.zeros((16, 16), np.int16), np.eye(4)), str(files / "slice.nii.gz"))
-    (files / "huge.mha").write_text("ObjectType = Image\nNDims = 3\nDimSize = 40000 40000 40000\nElementSpacing = 1 1 1\nElementType = MET_SHORT\nElementDataFile = LOCAL\n", encoding="utf-8")
-    (files / "splits_bad.json").write_text('{"train": ["case_000"', encoding="utf-8")
-    (files / "splits_unknown.json").write_text(json.dumps({"train": ["nobody"], "validation": [], "test": []}), encoding="utf-8")
+    shutil.copy(labels_dir / "case_000.nii.gz", nomatch / "other_000.nii.gz")
     half = t / "pred_half"
-    shutil.copytree(ds / "labelsTr", half)
+    shutil.copytree(labels_dir, half)
     lab0 = read_volume(half / "case_000.nii.gz")
     write_volume(Volume(lab0.array.astype(np.float32) * 0.5, lab0.affine), half / "case_000.nii.gz")
     small = t / "pred_small"
@@ -141,18 +150,34 @@ def world(tmp_path_factory) -> dict[str, Path]:
     shifted = lab0.affine.copy()
     shifted[0, 3] += 1.0
     write_volume(Volume(lab0.array, shifted), moved / "case_000.nii.gz")
+    return {"pred": pred, "undeclared": undeclared, "empty": t / "empty", "nomatch": nomatch, "half": half,
+            "small": small, "moved": moved}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """The user's inputs: a dataset, a model, predictions and some broken files (never modified)."""
+    t = tmp_path_factory.mktemp("inputs")
+    ds = make_tiny_dataset(t / "ds", n=6, shape=(16, 16, 12))
+    labels = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["labels"]
+    model, models = _models(t, labels)
+    img = ds / "imagesTr" / "case_000_0000.nii.gz"
+    _broken_files(t / "files", img)
     foreign = t / "foreign"
     foreign.mkdir()
     (foreign / "thesis.docx").write_bytes(b"precious")
     return {
         "t": t, "ds": ds, "img": img, "imgdir": ds / "imagesTr", "lab": ds / "labelsTr", "model": model,
-        "models": models, "files": files, "pred": pred, "undeclared": undeclared, "empty": t / "empty",
-        "nomatch": nomatch, "foreign": foreign, "half": half, "small": small, "moved": moved,
+        "models": models, "files": t / "files", "foreign": foreign, **_predictions(t, ds / "labelsTr"),
     }
 
 
 def _train(*extra: str) -> list[str]:
     return ["train", "{ds}", "--out", "{out}", "--steps", "2", "--val-every", "1", *TINY, *extra]
+
+
+def _study_run(config: str, *extra: str, out: str = "{out}") -> list[str]:
+    return ["study", "run", "{ds}", "--config", "{files}/" + config, "--out", out, *extra]
 
 
 def _phantom(*extra: str) -> list[str]:
@@ -199,13 +224,17 @@ CASES: dict[str, tuple[list[str], str]] = {
     "train --window one value": (_train("--window", "-100"), "--window"),
     "train a file as the dataset": (["train", "{img}", "--out", "{out}", *TINY], "case_000_0000.nii.gz"),
     # --- issue 25: --overwrite never touches a dataset or an input; no half-done work; one-line messages
-    "predict into labelsTr --overwrite": (["predict", "{model}", "{imgdir}", "--out", "{lab}", "--overwrite"], "datasets are read-only"),
+    "predict into labelsTr --overwrite": (
+        ["predict", "{model}", "{imgdir}", "--out", "{lab}", "--overwrite"], "datasets are read-only"),
     "masks into labelsTr --overwrite": (["masks", "{ds}", "--out", "{lab}", "--overwrite"], "read-only"),
-    "evaluate --overwrite into a prediction folder globalmask did not write": (["evaluate", "{pred}", "{lab}", "--overwrite"], "is an input of evaluate"),
+    "evaluate --overwrite into a prediction folder globalmask did not write": (
+        ["evaluate", "{pred}", "{lab}", "--overwrite"], "is an input of evaluate"),
     "phantom --cases 2 (no split possible)": (_phantom("--cases", "2"), "--cases 2"),
     "train --resume without a run": (_train("--resume"), "--resume"),
-    "predict with weights that do not fit (PyTorch dump)": (["predict", "{models}/other_net.pt", "{img}", "--out", "{out}"], "other_net.pt"),
-    "convert with a malformed label map (YAML dump)": (["convert", "dicom-rt", "{files}", "--labels", "{files}/labels_bad.yaml", "--out", "{out}"], "line 3"),
+    "predict with weights that do not fit (PyTorch dump)": (
+        ["predict", "{models}/other_net.pt", "{img}", "--out", "{out}"], "other_net.pt"),
+    "convert with a malformed label map (YAML dump)": (
+        ["convert", "dicom-rt", "{files}", "--labels", "{files}/labels_bad.yaml", "--out", "{out}"], "line 3"),
     # --- predict -------------------------------------------------------------------------------
     "predict into labelsTr": (["predict", "{model}", "{imgdir}", "--out", "{lab}"], "dataset"),
     "predict into the dataset root": (["predict", "{model}", "{imgdir}", "--out", "{ds}"], "dataset"),
@@ -230,10 +259,14 @@ CASES: dict[str, tuple[list[str], str]] = {
     "evaluate into the reference folder": (["evaluate", "{pred}", "{lab}", "--out", "{lab}"], "reference"),
     "evaluate into the images folder": (["evaluate", "{pred}", "{lab}", "--out", "{imgdir}"], "dataset"),
     "evaluate default out is a foreign input": (["evaluate", "{pred}", "{lab}"], "--out"),
-    "evaluate into a foreign folder": (["evaluate", "{pred}", "{lab}", "--out", "{foreign}"], "not a globalmask output"),
-    "evaluate duplicate label values": (["evaluate", "{pred}", "{lab}", "--labels", "{files}/labels_dup.json", "--out", "{out}"], "labels_dup.json"),
-    "evaluate negative label value": (["evaluate", "{pred}", "{lab}", "--labels", "{files}/labels_neg.json", "--out", "{out}"], "labels_neg.json"),
-    "evaluate missing labels file": (["evaluate", "{pred}", "{lab}", "--labels", "{files}/absent.json", "--out", "{out}"], "absent.json"),
+    "evaluate into a foreign folder": (
+        ["evaluate", "{pred}", "{lab}", "--out", "{foreign}"], "not a globalmask output"),
+    "evaluate duplicate label values": (
+        ["evaluate", "{pred}", "{lab}", "--labels", "{files}/labels_dup.json", "--out", "{out}"], "labels_dup.json"),
+    "evaluate negative label value": (
+        ["evaluate", "{pred}", "{lab}", "--labels", "{files}/labels_neg.json", "--out", "{out}"], "labels_neg.json"),
+    "evaluate missing labels file": (
+        ["evaluate", "{pred}", "{lab}", "--labels", "{files}/absent.json", "--out", "{out}"], "absent.json"),
     "evaluate missing reference folder": (["evaluate", "{pred}", "{t}/nowhere", "--out", "{out}"], "nowhere"),
     # --- train ---------------------------------------------------------------------------------
     "train --steps 0": (_train("--steps", "0"), "--steps"),
@@ -281,7 +314,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "train --device unknown": (_train("--device", "tpu"), "tpu"),
     "train --split missing": (_train("--split", "{t}/absent.json"), "absent.json"),
     "train --out inside the dataset": (["train", "{ds}", "--out", "{lab}/run", "--steps", "2", *TINY], "dataset"),
-    "train --out a foreign folder": (["train", "{ds}", "--out", "{foreign}", "--steps", "2", *TINY], "not a globalmask"),
+    "train --out a foreign folder": (
+        ["train", "{ds}", "--out", "{foreign}", "--steps", "2", *TINY], "not a globalmask"),
     "train --cache inside the dataset": (_train("--cache", "{ds}/cache"), "--cache"),
     "train dataset missing": (["train", "{t}/nowhere", "--out", "{out}", *TINY], "nowhere"),
     # --- phantom -------------------------------------------------------------------------------
@@ -305,21 +339,21 @@ CASES: dict[str, tuple[list[str], str]] = {
     "demo unknown device": (["demo", "--quick", "--device", "tpu", "--out", "{out}"], "tpu"),
     # --- no command ----------------------------------------------------------------------------
     # --- study -------------------------------------------------------------------------------
-    "study unknown setting": (["study", "run", "{ds}", "--config", "{files}/study_unknown.yaml", "--out", "{out}"], "steeps"),
-    "study lr nan": (["study", "run", "{ds}", "--config", "{files}/study_lr_nan.yaml", "--out", "{out}"], "lr"),
-    "study steps zero": (["study", "run", "{ds}", "--config", "{files}/study_steps_zero.yaml", "--out", "{out}"], "steps"),
-    "study size zero": (["study", "run", "{ds}", "--config", "{files}/study_sizes_bad.yaml", "--out", "{out}"], "train_sizes"),
-    "study unknown mode": (["study", "run", "{ds}", "--config", "{files}/study_mode_bad.yaml", "--out", "{out}"], "mri"),
-    "study recipe nan": (["study", "run", "{ds}", "--config", "{files}/study_recipe_bad.yaml", "--out", "{out}"], "level"),
-    "study config not a mapping": (["study", "run", "{ds}", "--config", "{files}/study_list.yaml", "--out", "{out}"], "mapping"),
+    "study unknown setting": (_study_run("study_unknown.yaml"), "steeps"),
+    "study lr nan": (_study_run("study_lr_nan.yaml"), "lr"),
+    "study steps zero": (_study_run("study_steps_zero.yaml"), "steps"),
+    "study size zero": (_study_run("study_sizes_bad.yaml"), "train_sizes"),
+    "study unknown mode": (_study_run("study_mode_bad.yaml"), "mri"),
+    "study recipe nan": (_study_run("study_recipe_bad.yaml"), "level"),
+    "study config not a mapping": (_study_run("study_list.yaml"), "mapping"),
     "study config missing": (["study", "plan", "{files}/nothing.yaml", "{ds}"], "cannot read"),
-    "study shard out of range": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{out}", "--shard", "2/2"], "--shard"),
-    "study shard malformed": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{out}", "--shard", "half"], "--shard"),
-    "study workers zero": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{out}", "--workers", "0"], "--workers"),
-    "study threads negative": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{out}", "--threads", "-2"], "--threads"),
-    "study max-runs zero": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{out}", "--max-runs", "0"], "--max-runs"),
-    "study into labelsTr": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{lab}"], "dataset"),
-    "study into a foreign folder": (["study", "run", "{ds}", "--config", "{files}/study_ok.yaml", "--out", "{foreign}"], "not a globalmask output"),
+    "study shard out of range": (_study_run("study_ok.yaml", "--shard", "2/2"), "--shard"),
+    "study shard malformed": (_study_run("study_ok.yaml", "--shard", "half"), "--shard"),
+    "study workers zero": (_study_run("study_ok.yaml", "--workers", "0"), "--workers"),
+    "study threads negative": (_study_run("study_ok.yaml", "--threads", "-2"), "--threads"),
+    "study max-runs zero": (_study_run("study_ok.yaml", "--max-runs", "0"), "--max-runs"),
+    "study into labelsTr": (_study_run("study_ok.yaml", out="{lab}"), "dataset"),
+    "study into a foreign folder": (_study_run("study_ok.yaml", out="{foreign}"), "not a globalmask output"),
     "study report without records": (["study", "report", "{empty}", "--out", "{out}"], "no run records"),
     "study report of a file": (["study", "report", "{files}/notes.txt", "--out", "{out}"], "records folder not found"),
     "unknown command": (["segment", "{img}"], "segment"),
@@ -330,7 +364,8 @@ PROGRESS_LINE = re.compile(r"globalmask [a-z]+: (evaluate|predict|masks) \d+/\d+
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file())
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -409,11 +444,13 @@ def test_train_sets_every_training_lever_a_study_can(tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(train_mod, "train", fake_train)
     root = make_tiny_dataset(tmp_path / "ds", n=4)
-    argv = ["train", str(root), "--out", str(tmp_path / "run"), "--steps", "40", "--weight-decay", "0.01", "--optimizer", "sgd",
+    argv = ["train", str(root), "--out", str(tmp_path / "run"), "--steps", "40", "--weight-decay", "0.01",
+            "--optimizer", "sgd",
             "--schedule", "cosine", "--warmup-steps", "5", "--bf16", "--patience", "0", *TINY]
     assert main(argv) == 0
     cfg = seen["cfg"]
-    assert (cfg.weight_decay, cfg.optimizer, cfg.schedule, cfg.warmup_steps, cfg.bf16, cfg.patience, cfg.steps) == (0.01, "sgd", "cosine", 5, True, None, 40)
+    assert (cfg.weight_decay, cfg.optimizer, cfg.schedule, cfg.warmup_steps, cfg.bf16, cfg.patience,
+            cfg.steps) == (0.01, "sgd", "cosine", 5, True, None, 40)
     assert cfg.net == NetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
 
 
@@ -442,8 +479,10 @@ def test_cli_train_window_defaults_to_the_training_percentiles(tmp_path, window_
     if expected == "percentile":
         values = np.concatenate([100.0 * i + np.arange(60) for i in range(4)])
         expected = tuple(np.percentile(values, [0.5, 99.5]))
-    argv = ["train", str(root), "--out", str(tmp_path / "run"), "--mode", "ct", "--steps", "2", "--val-every", "1", "--batch-size", "1",
-            "--channels", "4", "8", "--res-units", "0", "--spacing", "4", "4", "4", "--recipe", "threshold:-300", "--device", "cpu", *window_args]
+    argv = ["train", str(root), "--out", str(tmp_path / "run"), "--mode", "ct", "--steps", "2", "--val-every", "1",
+            "--batch-size", "1",
+            "--channels", "4", "8", "--res-units", "0", "--spacing", "4", "4", "4", "--recipe", "threshold:-300",
+            "--device", "cpu", *window_args]
     assert main(argv) == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert saved["preprocess"]["window"] == pytest.approx(list(expected))
