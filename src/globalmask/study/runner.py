@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import guard
-from ..dataset import Dataset, load_dataset, save_split, select_training_cases
+from ..dataset import Dataset, Split, load_dataset, save_split, select_training_cases
 from ..errors import GlobalmaskError, OutputError
 from ..infer import Predictor
 from ..io import read_json, write_json, write_volume
@@ -102,15 +102,35 @@ def _volumes(ds: Dataset, ids: Sequence[str]):
     return _WORKER_CACHE[key]
 
 
-def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpec, threads: int | None = None, progress: bool = True) -> RunRecord:
-    """Train (or resume) one model, evaluate it once on the test split and on every external test
-    set; return (and write) its record.
+def execute_run(
+    out: str | Path, dataset_root: str, plan_info: dict, run: RunSpec, threads: int | None = None, progress: bool = True
+) -> RunRecord:
+    """Train (or resume) one model, evaluate it once on the test split and on every external test set.
 
-    Idempotent: an existing record is returned as it is. Runs in worker processes and Ray tasks,
-    so it takes only picklable arguments and re-derives everything else.
+    Returns (and writes) its record. Idempotent: an existing record is returned as it is. Runs in
+    worker processes and Ray tasks, so it takes only picklable arguments and re-derives everything
+    else.
+
+    Parameters
+    ----------
+    out : str or Path
+        The study folder.
+    dataset_root : str
+        The study's dataset folder on this machine.
+    plan_info : dict
+        :meth:`Plan.info` of the study's plan.
+    run : RunSpec
+        The run to execute.
+    threads : int, optional
+        Torch threads for this run.
+    progress : bool, optional
+        Show training progress.
+
+    Returns
+    -------
+    RunRecord
+        The run's record.
     """
-
-
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
@@ -128,32 +148,9 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
     run_dir = out / "runs" / run.name
     result = train(prepared, run_dir / "model", tcfg, device=cfg.device, resume=True, progress=progress)
     predictor = Predictor(result.model_path, device=cfg.device)
-    ds, split = prepared.dataset, prepared.split
-    rows: list[dict] = []
     # Scored only now, with the model final: the checkpoint was chosen on validation inside train().
-    # External test sets are read here for the first time, and nothing computed from them is used
-    # by the study except to report it (tests/study/test_external.py spies on that).
-    shifts: list[AnyVariation | None] = [None, *cfg.shift_levels(run.size_label)]
-    eval_sets: list[tuple[str, Dataset, Sequence[str], list[AnyVariation | None]]] = [("test", ds, split.test, shifts)]
-    for ext in plan.external:
-        eval_sets.append((ext.name, load_dataset(ext.root), ext.case_ids, shifts if cfg.shifts_on_external else [None]))
-    if run.evaluates_validation():  # the recipe choice reads validation only (under the variations with the robust rule)
-        eval_sets.append(("validation", ds, split.validation, [None, *cfg.shift_levels()] if cfg.recipe_rule == "robust" else [None]))
-    for subset, source, ids, levels in eval_sets:
-        volumes = _volumes(source, ids)
-        for shift in levels:
-            for case_id in ids:
-                ct, reference = volumes[case_id]
-                # the GBM is recomputed from the varied CT; a pose change moves the reference with it
-                shifted, label = (ct, reference) if shift is None else _varied(shift, source, case_id, ct, reference, cfg.seed, keep=subset == "test")
-                if label is None:
-                    raise GlobalmaskError(f"{subset} case {case_id} has no label map to score against", source.root)
-                prepared_case = predictor.prepare(shifted, case_id)
-                pred = restore_volume(predictor.probabilities(prepared_case), prepared_case.geometry)
-                if shift is None and subset == "test":
-                    write_volume(pred, run_dir / "predictions" / f"{case_id}.nii.gz")
-                for row in evaluate_volumes(pred, label, source.labels, case_id):
-                    rows.append({"subset": subset, "shift": "none" if shift is None else shift.name, **row})
+    eval_sets = _eval_sets(plan, run, prepared.dataset, prepared.split)
+    rows = _score(predictor, eval_sets, run_dir, cfg.seed)
     best = result.best_val_dice
     record = RunRecord(
         plan=plan_info,
@@ -176,6 +173,55 @@ def execute_run(out: str | Path, dataset_root: str, plan_info: dict, run: RunSpe
     return record
 
 
+#: What a finished run is scored on: (subset name, dataset, case ids, variations: None for the plain scan).
+_EvalSet = tuple[str, Dataset, Sequence[str], list[AnyVariation | None]]
+
+
+def _eval_sets(plan: Plan, run: RunSpec, ds: Dataset, split: Split) -> list[_EvalSet]:
+    """The test split, every external test set and, for the runs the recipe choice reads, validation.
+
+    Called once the model is final: external test sets are read here and in :func:`_score` for the
+    first time, and nothing computed from them is used by the study except to report it
+    (tests/study/test_external.py spies on that).
+    """
+    cfg = plan.config
+    shifts: list[AnyVariation | None] = [None, *cfg.shift_levels(run.size_label)]
+    eval_sets: list[_EvalSet] = [("test", ds, split.test, shifts)]
+    for ext in plan.external:
+        eval_sets.append((ext.name, load_dataset(ext.root), ext.case_ids, shifts if cfg.shifts_on_external else [None]))
+    # the recipe choice reads validation only (under the variations with the robust rule)
+    if run.evaluates_validation():
+        levels: list[AnyVariation | None] = [None, *cfg.shift_levels()] if cfg.recipe_rule == "robust" else [None]
+        eval_sets.append(("validation", ds, split.validation, levels))
+    return eval_sets
+
+
+def _score(predictor: Predictor, eval_sets: list[_EvalSet], run_dir: Path, seed: int) -> list[dict]:
+    """Metric rows of the final model on every case of ``eval_sets``, plain and varied; the test
+    split's plain predictions are written to ``run_dir/predictions``."""
+    rows: list[dict] = []
+    for subset, source, ids, levels in eval_sets:
+        volumes = _volumes(source, ids)
+        for shift in levels:
+            for case_id in ids:
+                ct, reference = volumes[case_id]
+                # the GBM is recomputed from the varied CT; a pose change moves the reference with it
+                shifted, label = (
+                    (ct, reference)
+                    if shift is None
+                    else _varied(shift, source, case_id, ct, reference, seed, keep=subset == "test")
+                )
+                if label is None:
+                    raise GlobalmaskError(f"{subset} case {case_id} has no label map to score against", source.root)
+                prepared_case = predictor.prepare(shifted, case_id)
+                pred = restore_volume(predictor.probabilities(prepared_case), prepared_case.geometry)
+                if shift is None and subset == "test":
+                    write_volume(pred, run_dir / "predictions" / f"{case_id}.nii.gz")
+                for row in evaluate_volumes(pred, label, source.labels, case_id):
+                    rows.append({"subset": subset, "shift": "none" if shift is None else shift.name, **row})
+    return rows
+
+
 def _ray_execute(out: str, dataset_root: str, plan_info: dict, run: RunSpec, threads: int) -> dict:
     """Ray task body: the record travels back as a dict (the driver writes it)."""
     return execute_run(out, dataset_root, plan_info, run, threads=threads, progress=False).to_dict()
@@ -186,7 +232,19 @@ def _ray_execute(out: str, dataset_root: str, plan_info: dict, run: RunSpec, thr
 
 @dataclass
 class Progress:
-    """What ``run_plan`` did: runs executed now, runs still pending (and why), and the stage reached."""
+    """What ``run_plan`` did: runs executed now, runs still pending (and why), and the stage reached.
+
+    Attributes
+    ----------
+    executed : list of str
+        Run ids executed by this call.
+    pending : list of str
+        Run ids still without a record.
+    complete : bool
+        Whether every run of the plan has a record.
+    waiting_for : str or None
+        What stage 2 waits for (the ablation's records), if anything.
+    """
 
     executed: list[str]
     pending: list[str]
@@ -200,6 +258,13 @@ def check_study_folder(out: Path, plan: Plan) -> None:
     A new folder may hold only ``records/`` copied from elsewhere (another machine, a shard, the
     records committed with a benchmark): the study continues from them, skipping their runs,
     provided every record belongs to this plan.
+
+    Parameters
+    ----------
+    out : Path
+        The study folder.
+    plan : Plan
+        The study's plan.
     """
     check_seed_records(out / RECORDS_DIR, plan)
     guard.check_output_dir(out, [plan.dataset_root], tolerate=[RECORDS_DIR])
@@ -207,25 +272,53 @@ def check_study_folder(out: Path, plan: Plan) -> None:
     if cfg_path.exists():
         previous = read_json(cfg_path)
         if previous.get("plan_hash") != plan.hash:
-            raise OutputError(f"study folder holds another study plan ({previous.get('plan_hash')}, this one is {plan.hash}); choose another --out", out)
+            raise OutputError(
+                f"study folder holds another study plan ({previous.get('plan_hash')}, this one is {plan.hash}); "
+                "choose another --out",
+                out,
+            )
 
 
 def check_seed_records(folder: Path, plan: Plan) -> None:
-    """Every record in ``folder`` is a record of ``plan``: a foreign one would never be skipped nor merged."""
+    """Every record in ``folder`` is a record of ``plan``: a foreign one would never be skipped nor merged.
+
+    Parameters
+    ----------
+    folder : Path
+        The records folder.
+    plan : Plan
+        The study's plan.
+
+    Raises
+    ------
+    RecordError
+        For a record of another plan.
+    """
     if not folder.is_dir():
         return
     for path in sorted(folder.glob("*.json")):
         rec = read_record(path)
         if rec.plan_hash != plan.hash:
             raise RecordError(
-                f"record of another study plan (hash {rec.plan_hash}, this study is {plan.hash}: different configuration, dataset or split); "
+                f"record of another study plan (hash {rec.plan_hash}, this study is {plan.hash}: "
+                "different configuration, dataset or split); "
                 "copy in only records of this plan",
                 path,
             )
 
 
 def claim_study_folder(out: Path, plan: Plan, command: str | None) -> None:
-    """Mark the study folder as this plan's (call holding the lock, after :func:`check_study_folder`)."""
+    """Mark the study folder as this plan's (call holding the lock, after :func:`check_study_folder`).
+
+    Parameters
+    ----------
+    out : Path
+        The study folder.
+    plan : Plan
+        The study's plan (``plan.json``, ``splits.json``).
+    command : str or None
+        The command line recorded in ``plan.json``.
+    """
     guard.claim_output_dir(out, "study")
     cfg_path = out / "plan.json"
     if not cfg_path.exists():
@@ -234,7 +327,22 @@ def claim_study_folder(out: Path, plan: Plan, command: str | None) -> None:
 
 
 def sweep_recipe(plan: Plan, out: Path) -> tuple[str | None, str | None]:
-    """(recipe of the sweep, validation winner), or (None, None) while the ablation is incomplete."""
+    """(recipe of the sweep, validation winner), or (None, None) while the ablation is incomplete.
+
+    Parameters
+    ----------
+    plan : Plan
+        The study's plan.
+    out : Path
+        The study folder (its ``records/``).
+
+    Returns
+    -------
+    recipe : str or None
+        The sweep's recipe (the fixed one, or the ablation's winner).
+    winner : str or None
+        The ablation's validation winner, None until every stage-1 record exists.
+    """
     ablation = plan.ablation()
     files = [record_path(out / RECORDS_DIR, plan.run_id(r)) for r in ablation]
     if not files or not all(f.exists() for f in files):  # no files: a CT-only study with a fixed recipe
@@ -264,6 +372,38 @@ def run_plan(
     Stage 1 (recipe ablation) runs first; stage 2 (the sweep) follows in the same call when its
     recipe is known: fixed in the configuration, or the ablation's validation winner once every
     stage-1 record is in ``out/records`` (other shards' records may be copied in).
+
+    Parameters
+    ----------
+    plan : Plan
+        The study's plan.
+    out : str or Path
+        The study folder.
+    workers : int, optional
+        Runs trained at once by the local backend.
+    shard : tuple of int, optional
+        ``(i, N)``: run only shard i of N.
+    max_runs : int, optional
+        Stop after this many runs.
+    backend : str, optional
+        ``local`` or ``ray``.
+    ray_address : str, optional
+        Address of an existing Ray cluster.
+    threads : int, optional
+        Torch threads per run.
+    retries : int, optional
+        Retries of a failed Ray task.
+    command : str, optional
+        The command line recorded in the study folder.
+    progress : bool, optional
+        Show progress bars.
+    echo : callable, optional
+        Where status lines go.
+
+    Returns
+    -------
+    Progress
+        What was executed and what is pending.
     """
     if backend not in ("local", "ray"):
         raise GlobalmaskError(f"--backend must be 'local' or 'ray', got {backend!r}")
@@ -279,8 +419,9 @@ def run_plan(
         return _run_plan(plan, out, workers, shard, max_runs, backend, ray_address, threads, retries, progress, echo)
 
 
-def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None, max_runs: int | None, backend: str, ray_address: str | None,
-              threads: int | None, retries: int, progress: bool, echo: Callable[[str], None]) -> Progress:
+def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None, max_runs: int | None, backend: str,
+              ray_address: str | None, threads: int | None, retries: int, progress: bool,
+              echo: Callable[[str], None]) -> Progress:
     dataset_root = plan.dataset_root
     ds = load_dataset(dataset_root)
     if threads is None:
@@ -293,25 +434,40 @@ def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None
         return record_path(out / RECORDS_DIR, plan.run_id(r)).exists()
 
     def execute(runs: list[RunSpec], stage: str) -> bool:
-        """Run this shard's pending part of ``runs``; True when all of ``runs`` (every shard) are done."""
+        """Run this shard's pending part of ``runs``; True when all of ``runs`` (every shard) are done.
+
+        Parameters
+        ----------
+        runs : list of RunSpec
+            The stage's runs.
+        stage : str
+            The stage's name in messages.
+
+        Returns
+        -------
+        bool
+            Whether every run of the stage has a record.
+        """
         mine = shard_runs(runs, shard)
         pending = [r for r in mine if not is_done(r)]
         if pending and plan.config.window != PERCENTILE:  # (a per-run window is prepared by each run)
             for recipe in sorted({r.recipe for r in pending}):  # preprocess once, before workers start
                 prepare_data(ds, _data_config(recipe, plan.config, out), case_ids=None, progress=progress)
         where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)} of them)"
-        echo(f"study {stage}: {len(runs)} runs{where}, {len(mine) - len(pending)} already done; "
-             f"{plan.n_train}/{len(plan.split.validation)}/{len(plan.split.test)} train/validation/test cases; backend {backend}")
+        echo(
+            f"study {stage}: {len(runs)} runs{where}, {len(mine) - len(pending)} already done; "
+            f"{plan.n_train}/{len(plan.split.validation)}/{len(plan.split.test)} train/validation/test cases; "
+            f"backend {backend}"
+        )
         if budget[0] is not None:
             pending, budget[0] = pending[: budget[0]], max(0, budget[0] - len(pending))
-        bar = tqdm(total=len(mine), initial=len(mine) - len([r for r in mine if not is_done(r)]), desc=f"study {stage}", unit="run", disable=not progress)
+        bar = tqdm(total=len(mine), initial=len(mine) - len([r for r in mine if not is_done(r)]), desc=f"study {stage}",
+                   unit="run", disable=not progress)
 
         def finished(rec: RunRecord) -> None:
             executed.append(rec.run_id)
             bar.update(1)
-            conv = {True: "converged", False: "NOT converged", None: "no plateau rule"}[rec.converged]
-            test = [m["dice"] for m in rec.metrics if m["subset"] == "test" and m["shift"] == "none" and m.get("dice") is not None]
-            bar.write(f"  done {rec.run_id}: test Dice {sum(test) / max(1, len(test)):.3f}, {rec.steps} steps ({conv}), {rec.total_seconds:.0f} s")
+            bar.write(_done_line(rec))
 
         if not pending:
             pass
@@ -322,18 +478,7 @@ def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None
                 bar.set_postfix_str(r.name)
                 finished(execute_run(out, dataset_root, info, r, threads=threads, progress=progress))
         else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(execute_run, out, dataset_root, info, r, threads, False): r for r in pending}
-                try:
-                    remaining = set(futures)
-                    while remaining:
-                        done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                        for f in done:
-                            finished(f.result())
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+            _run_pool(out, dataset_root, info, pending, threads, workers, finished)
         bar.close()
         return all(is_done(r) for r in runs)
 
@@ -354,11 +499,53 @@ def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None
     return Progress(executed, pending, all_done and not pending)
 
 
-def _run_ray(out: Path, dataset_root: str, info: dict, runs: list[RunSpec], threads: int, device: str, retries: int, address: str | None, finished: Callable[[RunRecord], None]) -> None:
+def _done_line(rec: RunRecord) -> str:
+    """The progress line of a finished run: its plain test Dice, steps, convergence and time."""
+    conv = {True: "converged", False: "NOT converged", None: "no plateau rule"}[rec.converged]
+    test = [
+        m["dice"] for m in rec.metrics if m["subset"] == "test" and m["shift"] == "none" and m.get("dice") is not None
+    ]
+    return (
+        f"  done {rec.run_id}: test Dice {sum(test) / max(1, len(test)):.3f}, "
+        f"{rec.steps} steps ({conv}), {rec.total_seconds:.0f} s"
+    )
+
+
+def _run_pool(out: Path, dataset_root: str, info: dict, runs: list[RunSpec], threads: int, workers: int,
+              finished: Callable[[RunRecord], None]) -> None:
+    """Execute ``runs`` in a pool of ``workers`` spawned processes, calling ``finished`` as each
+    record arrives; on any error or interrupt the runs not yet started are cancelled."""
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(execute_run, out, dataset_root, info, r, threads, False): r for r in runs}
+        try:
+            remaining = set(futures)
+            while remaining:
+                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for f in done:
+                    finished(f.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _run_ray(
+    out: Path,
+    dataset_root: str,
+    info: dict,
+    runs: list[RunSpec],
+    threads: int,
+    device: str,
+    retries: int,
+    address: str | None,
+    finished: Callable[[RunRecord], None],
+) -> None:
     try:
         import ray
     except ImportError:
-        raise GlobalmaskError("the Ray backend needs Ray: pip install 'globalmask[ray]' (with torch==2.13.0 in the same command)") from None
+        raise GlobalmaskError(
+            "the Ray backend needs Ray: pip install 'globalmask[ray]' (with torch==2.13.0 in the same command)"
+        ) from None
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
