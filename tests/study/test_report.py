@@ -35,10 +35,12 @@ def test_the_draw_spread_table_lists_each_draw_in_order_and_its_range():
     from globalmask.study.stats import RunSummary
 
     def run(mode, size, draw, dice, role="sweep", recipe="bone:level=250"):
-        return RunSummary(f"{mode}-{size}-{draw}", "x", role, mode, recipe, size, draw, [], 10, 20, 5, 0.5, True, 1.0, 1.0, dice, "cpu")
+        return RunSummary(f"{mode}-{size}-{draw}", "x", role, mode, recipe, size, draw, [], 10, 20, 5, 0.5, True, 1.0,
+                          1.0, dice, "cpu")
 
     runs = [run("ct", "1", 2, 0.83), run("ct", "1", 0, 0.772), run("ct", "1", 1, 0.789),
-            run("gbm", "1", 0, 0.6), run("gbm", "all", 0, 0.9, recipe="body:level=-500"),  # another recipe: not this table's
+            run("gbm", "1", 0, 0.6),
+            run("gbm", "all", 0, 0.9, recipe="body:level=-500"),  # another recipe: not this table's
             run("ct", "all", 0, 0.5, role="ablation")]
     table = draw_spread_table(runs, "bone:level=250", ["1", "all"], ["ct", "gbm"], 26)
     assert table.to_dict(orient="records") == [
@@ -66,3 +68,77 @@ def test_a_committed_report_regenerates_from_its_records(name, tmp_path):
     new = _tables(tmp_path / "rep" / "report.md")
     missing = [t for t in _tables(bench / "report.md") if t not in new]
     assert not missing, missing[:1]
+
+
+def family_results(records, test_sets=("test", "ext"), modes=("ct", "gbm", "ct+gbm")):
+    """The parts of StudyResults section 3 reads, for the hand-made records of test_stats.py."""
+    from types import SimpleNamespace
+
+    from globalmask.study.stats import family_drops, shift_families
+
+    from .test_stats import FAMILY_SHIFTS
+
+    drops = family_drops(records, "bone", shift_families(FAMILY_SHIFTS), list(test_sets))
+    return SimpleNamespace(
+        family_drops=drops, sizes=["1", "2", "all"], plan=SimpleNamespace(test_sets=list(test_sets), n_train=26),
+        config=SimpleNamespace(modes=list(modes), shifts=FAMILY_SHIFTS, shifts_on_external=False),
+    )
+
+
+def test_the_family_robustness_table_and_its_verdicts():
+    """Dose holds (a drop equal to CT-only's included), metal breaks for GBM-only: table and words by hand."""
+    from globalmask.study.report import robustness_section
+
+    from .test_stats import family_records
+
+    lines = robustness_section(family_results(family_records()), None)
+    text = "\n".join(lines)
+    assert lines[0] == "## 3. Robustness to simulated scanner and patient variations"
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table == [
+        "| family | level | ct, 2 | gbm, 2 | ct+gbm, 2 |",
+        "| dose | half | +0.150 ± 0.071 | +0.100 ± 0.071 | +0.050 ± 0.071 |",
+        "| dose | tenth | +0.250 ± 0.071 | +0.200 ± 0.000 | +0.250 ± 0.000 |",
+        "| metal | 6-fillings | +0.010 ± 0.014 | +0.350 ± 0.071 | +0.010 ± 0.000 |",
+    ]
+    assert "### Test set `test` (2 patients)" in lines
+    # dose-tenth: CT+GBM drops exactly as much as CT-only, which the target allows
+    assert "* **dose: holds** at every level and training size (4 comparisons with CT-only)." in lines
+    (metal,) = [line for line in lines if line.startswith("* **metal")]
+    assert metal.startswith("* **metal: does not hold** at 6-fillings (1 of 2 comparisons with CT-only): "
+                            "GBM-only at 6-fillings, 2 training cases: drop +0.350 vs CT-only +0.010; "
+                            "paired excess +0.340 ± 0.040 SE over 2 patients. Why: the paired excess is more than "
+                            "twice its standard error, so the break is not chance alone; the likely mechanism: metal "
+                            "streaks")
+    # the external set has clean scores only
+    assert "### Test set `ext`" in lines
+    assert "Not scored under the variations (the study's `shifts_on_external` is off)." in text
+
+
+def test_a_family_break_within_the_spread_between_patients_may_be_chance():
+    """Both drops round to 0.050: the decimal that decides is shown; the excess is within 2 SE."""
+    from globalmask.study.report import family_verdict_line
+
+    verdict = {"family": "pose", "verdict": "does not hold", "judged": 4, "breaks": [
+        {"level": "setup", "mode": "ct+gbm", "size": "all", "dice_drop": 0.0497, "ref_drop": 0.0495,
+         "excess_vs_ref": 0.0007, "excess_se": 0.004, "n_paired": 10}]}
+    line = family_verdict_line(verdict, 26)
+    assert line.startswith("* **pose: does not hold** at setup (1 of 4 comparisons with CT-only): CT+GBM at setup, "
+                           "all (26) training cases: drop +0.0497 vs CT-only +0.0495; paired excess +0.001 ± 0.004 SE "
+                           "over 10 patients. Why: every paired excess is within twice its standard error")
+    assert "more patients would tell" in line and "reference labels move with the patient" in line
+    nothing = family_verdict_line({"family": "dose", "verdict": "not judged", "judged": 0, "breaks": []}, 26)
+    assert nothing.startswith("* **dose: not judged**: no CT-only model")
+
+
+def test_without_ct_only_scores_no_family_is_judged():
+    from globalmask.study.report import robustness_section
+
+    from .test_stats import family_records
+
+    records = family_records()
+    lines = robustness_section(family_results(records[records["mode"] != "ct"], modes=("gbm", "ct+gbm")), None)
+    assert [line for line in lines if line.startswith("* ")] == [
+        "* **not judged yet**: dose, metal: no CT-only model has a score under them at a training size of the other "
+        "modes yet."]
+    assert "| family | level | gbm, 2 | ct+gbm, 2 |" in "\n".join(lines).splitlines()
