@@ -132,14 +132,18 @@ def test_make_gbm_is_the_masks_recipe_on_the_input_grid():
     assert np.array_equal(threshold, (ct > -300).astype(np.uint8)) and 0 < threshold.sum() < threshold.size
 
 
-def test_out_writes_the_result_and_never_the_input(tmp_path, ct_file):
+def test_out_writes_the_result_and_never_the_input(tmp_path, ct_file, untrained_model):
     src = shutil.copy(ct_file, tmp_path / "scan.nii.gz")
     before = Path(src).read_bytes()
     gbm = globalmask.make_gbm(src, "bone", out=tmp_path / "scan_gbm.nii.gz")
     written = read_volume(tmp_path / "scan_gbm.nii.gz")
     assert np.array_equal(written.array, np.asanyarray(gbm.dataobj)) and np.allclose(written.affine, gbm.affine)
+    labels = globalmask.predict(untrained_model, src, out=tmp_path / "labels.nrrd", device="cpu")
+    assert np.array_equal(read_volume(tmp_path / "labels.nrrd").array, np.asanyarray(labels.dataobj))
     with pytest.raises(OutputError, match="would overwrite the input"):
         globalmask.make_gbm(src, "bone", out=src)
+    with pytest.raises(OutputError, match="would overwrite the input"):  # before the model is even read
+        globalmask.predict(tmp_path / "no_model.pt", src, out=src)
     assert Path(src).read_bytes() == before
 
 

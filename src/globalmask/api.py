@@ -47,12 +47,18 @@ if TYPE_CHECKING:
     from .training import TrainConfig, TrainResult
 
 __all__ = [
+    "as_volume",
+    "dataset_images",
     "evaluate",
     "make_gbm",
+    "plan_text",
     "predict",
     "read_labels",
     "run_study",
     "select_references",
+    "study_config",
+    "subset_of",
+    "to_nifti",
     "train",
     "train_config",
 ]
@@ -132,20 +138,18 @@ def to_nifti(volume: Volume) -> nib.Nifti1Image:
     return img
 
 
-def _write_beside(volume: Volume, out: str | Path, image: ImageLike) -> Path:
-    """Write ``volume`` to ``out``, never over the input file nor into an input DICOM folder."""
-    out = Path(out)
-    if isinstance(image, (str, Path)):
-        src = Path(image).resolve()
-        target = out.resolve()
-        if target == src or (src.is_dir() and target.is_relative_to(src)):
-            raise OutputError(f"would overwrite the input {image}; choose another out=", out)
-    return write_volume(volume, out)
+def _check_out(out: str | Path | None, image: ImageLike) -> None:
+    """Refuse, before any work, an ``out`` that is the input file or lies in an input DICOM folder."""
+    if out is None or not isinstance(image, (str, Path)):
+        return
+    src, target = Path(image).resolve(), Path(out).resolve()
+    if target == src or (src.is_dir() and target.is_relative_to(src)):
+        raise OutputError(f"would overwrite the input {image}; choose another out=", out)
 
 
-def _result(volume: Volume, out: str | Path | None, image: ImageLike) -> nib.Nifti1Image:
+def _result(volume: Volume, out: str | Path | None) -> nib.Nifti1Image:
     if out is not None:
-        _write_beside(volume, out, image)
+        write_volume(volume, out)  # atomic: a failed write leaves no partial file
     return to_nifti(volume)
 
 
@@ -174,8 +178,9 @@ def make_gbm(image: ImageLike, recipe: Recipe | str | None = None, *, affine: An
         uint8 0/1 with exactly the input's shape and affine.
     """
     recipe = masks.Recipe.parse(recipe)  # a bad recipe fails before the CT is read
+    _check_out(out, image)
     ct = as_volume(image, affine)
-    return _result(masks.make_gbm(ct, recipe), out, image)
+    return _result(masks.make_gbm(ct, recipe), out)
 
 
 def predict(model: str | Path | Predictor, image: ImageLike, *, affine: Any = None, out: str | Path | None = None,
@@ -202,9 +207,10 @@ def predict(model: str | Path | Predictor, image: ImageLike, *, affine: Any = No
     """
     from .infer import Predictor
 
+    _check_out(out, image)
     predictor = model if isinstance(model, Predictor) else Predictor(model, device=device)
     ct = as_volume(image, affine)
-    return _result(predictor.predict(ct), out, image)
+    return _result(predictor.predict(ct), out)
 
 
 def train_config(config: TrainConfig | Mapping[str, Any] | None = None, **settings: Any) -> TrainConfig:
