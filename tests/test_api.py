@@ -265,3 +265,17 @@ def test_plan_text_is_what_study_plan_prints(tmp_path, capsys):
     assert lines[0].startswith("plan ") and "split 6/2/2" in lines[0]
     assert sum(line.startswith("1 ") for line in lines) == 2  # the two ablation recipes, GBM only
     assert "8 sweep runs" in printed  # 2 modes x 2 sizes x 2 draws
+
+
+@pytest.mark.slow
+def test_run_study_runs_a_tiny_study_to_its_report(tmp_path):
+    ds = make_tiny_dataset(tmp_path / "ds", n=6, shape=(16, 16, 12))
+    config = {"modes": ["ct", "gbm"], "train_sizes": [1], "draws": 1, "steps": 2, "val_every": 1, "shifts": [],
+              "ablation_recipes": [], "net": {"channels": [4, 8], "strides": [2], "num_res_units": 0}, "overlays": 0}
+    results = globalmask.run_study(ds, tmp_path / "study", config, shard="0/1", progress=False)
+    assert results is not None and results.complete
+    planned = {line.split()[1] for line in api.plan_text(config, ds).splitlines() if line.startswith(("1 ", "2 "))}
+    assert len(planned) == 3  # the fixed recipe's GBM run at all cases (stage 1), then ct and gbm at 1 case
+    assert {p.stem for p in (tmp_path / "study" / "records").glob("*.json")} == planned
+    assert sorted(r.mode for r in results.runs) == ["ct", "gbm", "gbm"]
+    assert (tmp_path / "study" / "report.md").is_file()
