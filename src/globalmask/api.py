@@ -33,10 +33,10 @@ import nibabel as nib
 import numpy as np
 
 from . import guard, masks, validate
-from .dataset import Dataset, dataset_of, load_dataset, parse_labels, subset_ids
+from .dataset import Dataset, dataset_of, load_dataset, parse_labels, read_labels_file, subset_ids
 from .errors import GlobalmaskError, OutputError
 from .evaluation import EVALUATE_OUTPUTS, evaluate_folder, reference_cases
-from .io import Volume, check_spacing, read_json, read_volume, write_volume
+from .io import Volume, check_spacing, read_volume, write_volume
 from .masks import Recipe
 
 if TYPE_CHECKING:
@@ -315,8 +315,7 @@ def read_labels(source: Mapping[str, int] | str | Path) -> dict[str, int]:
     path = Path(source)
     if not path.is_file():
         return load_dataset(path).labels
-    meta = read_json(path)
-    return parse_labels(meta.get("labels", meta), path)
+    return read_labels_file(path)
 
 
 def subset_of(folder: str | Path, subset: str, split: str | Path | None = None,

@@ -454,26 +454,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             written = predictor.predict_files(files, args.out)
             print(f"wrote {len(written)} label map(s) to {args.out}")
     if args.qc is not None:
+        from .qc import draw_prediction
+
         references = {c.image: c.label for c in ds.cases.values()} if args.subset is not None else {}
         with guard.writing(args.qc, "predict", [*args.inputs, *files], overwrite=args.overwrite, targets=qc_targets,
                            what="--qc"):
             for src, label_map, png in zip(files, written, qc_targets):
-                _draw_prediction(png, predictor.spec.labels, src, label_map, references.get(src))
+                draw_prediction(png, predictor.spec.labels, src, label_map, references.get(src))
         print(f"pictures to check: {len(qc_targets)} PNG(s) in {args.qc}")
-
-
-def _draw_prediction(png: Path, labels: dict[str, int], src: Path, label_map: Path, reference: Path | None) -> None:
-    from .io import read_volume, same_geometry
-    from .qc import draw_case
-
-    ct, pred = read_volume(src), read_volume(label_map)
-    ref = read_volume(reference) if reference is not None else None
-    if ref is not None and not same_geometry(ref, pred):
-        warnings.warn(f"{reference}: the reference is not on the CT's grid; the QC picture shows the prediction alone",
-                      UserWarning, stacklevel=2)
-        ref = None
-    draw_case(png, labels, ref, pred, ct,
-              title=f"{png.stem}: prediction" + (" against the reference" if ref is not None else ""))
 
 
 def _predict_dicom(predictor, args: argparse.Namespace, inputs: list[Path]) -> list[Path]:

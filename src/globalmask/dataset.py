@@ -272,6 +272,30 @@ def parse_labels(labels: object, source: Path) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: kv[1]))
 
 
+
+def read_labels_file(path: Path) -> dict[str, int]:
+    """The label map of one JSON file: a dataset.json's ``labels`` entry, or a labels.json that is the map.
+
+    One reader for every place that takes labels from a file (``evaluate`` beside its references, the
+    API's ``labels=``), so the same file gives the same map and the same errors everywhere.
+
+    Parameters
+    ----------
+    path : Path
+        A dataset.json (must have ``labels``), or any JSON file holding ``{"labels": {...}}`` or the map.
+
+    Returns
+    -------
+    dict[str, int]
+        ``{name: value}`` as :func:`parse_labels` checks and sorts it.
+    """
+    meta = read_json(path)
+    if path.name == "dataset.json" and (not isinstance(meta, dict) or "labels" not in meta):
+        raise DatasetError("dataset.json has no 'labels' entry", path)
+    if isinstance(meta, dict) and isinstance(meta.get("labels"), dict):
+        meta = meta["labels"]
+    return parse_labels(meta, path)
+
 def _load_nnunet(root: Path) -> Dataset:
     meta_path = root / "dataset.json"
     meta = read_json(meta_path)

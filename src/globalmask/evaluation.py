@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .dataset import parse_labels
+from .dataset import read_labels_file
 from .errors import DatasetError, InputFileError
 from .io import (
     Volume,
     case_id_from_path,
     json_safe,
-    read_json,
     read_volume,
     same_geometry,
     strip_suffix,
@@ -49,14 +48,8 @@ def _volume_files(folder: Path) -> dict[str, Path]:
 
 def _labels_from_json(label_dir: Path) -> dict[str, int] | None:
     for candidate in (label_dir / "dataset.json", label_dir.parent / "dataset.json", label_dir.parent / "labels.json"):
-        if not candidate.is_file():
-            continue
-        meta = read_json(candidate)
-        if candidate.name == "dataset.json":
-            if not isinstance(meta, dict) or "labels" not in meta:
-                raise DatasetError("dataset.json has no 'labels' entry", candidate)
-            meta = meta["labels"]
-        return parse_labels(meta, candidate)
+        if candidate.is_file():
+            return read_labels_file(candidate)
     return None
 
 

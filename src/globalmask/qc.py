@@ -16,6 +16,7 @@ package); only its object-oriented API and the Agg canvas are used, so no global
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from .io import Volume, atomic_path, voxel_spacing
+from .io import Volume, atomic_path, read_volume, same_geometry, voxel_spacing
 from .metrics import dice
 
 #: Outline colours: reference and prediction (colour-blind safe: blue and orange).
@@ -139,6 +140,39 @@ def draw_case(
         fig.savefig(tmp, format="png")
     return Path(out)
 
+
+
+def draw_prediction(
+    png: Path, labels: Mapping[str, int], ct_path: Path, label_map: Path, reference: Path | None = None
+) -> None:
+    """The QC picture of one prediction written to disk: its CT, the label map, and the reference if on its grid.
+
+    A reference on another grid cannot be overlaid voxel for voxel; it is left out with a warning rather than
+    resampled, so the picture never shows a contour the user did not draw.
+
+    Parameters
+    ----------
+    png : Path
+        The picture to write.
+    labels : Mapping[str, int]
+        ``{name: value}`` of the structures.
+    ct_path : Path
+        The CT the prediction was made from.
+    label_map : Path
+        The predicted label map (on the CT's grid).
+    reference : Path or None
+        A reference label map of the same case, if any.
+    """
+    ct, pred = read_volume(ct_path), read_volume(label_map)
+    ref = read_volume(reference) if reference is not None else None
+    if ref is not None and not same_geometry(ref, pred):
+        warnings.warn(
+            f"{reference}: the reference is not on the CT's grid; the QC picture shows the prediction alone",
+            UserWarning, stacklevel=2,
+        )
+        ref = None
+    draw_case(png, labels, ref, pred, ct,
+              title=f"{png.stem}: prediction" + (" against the reference" if ref is not None else ""))
 
 def _structure_rows(
     labels: Mapping[str, int], ref: np.ndarray | None, pred: np.ndarray | None
