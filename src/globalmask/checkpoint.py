@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .dataset import parse_labels
 from .errors import CheckpointError, GlobalmaskError, WriteError
 from .io import atomic_path, write_failure

@@ -15,7 +15,8 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__, guard, validate
+from . import guard, validate
+from ._version import __version__
 from .errors import GlobalmaskError, OutputError
 from .progress import bars_enabled, configure, note, unconfigure
 

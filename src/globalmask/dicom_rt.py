@@ -33,7 +33,8 @@ from skimage.draw import polygon2mask
 from skimage.measure import find_contours
 from tqdm.auto import tqdm
 
-from . import __version__, guard
+from . import guard
+from ._version import __version__
 from .dicom_seg import write_dicom_seg
 from .errors import DatasetError, GeometryError, GlobalmaskError, InputFileError, OutputError
 from .io import (

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from . import __version__
+from ._version import __version__
 from .errors import GeometryError, InputFileError
 from .io import GEOMETRY_ATOL_MM, Volume, atomic_path, voxel_spacing
 

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
-from . import __version__
+from ._version import __version__
 from .errors import GlobalmaskError, OutputError
 from .io import read_json, write_json
 

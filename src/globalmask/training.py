@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 from .augment import AugmentConfig, apply_intensity, apply_spatial, random_spatial_matrices
 from .checkpoint import ModelSpec, save_atomic, save_model
 from .dataset import Dataset, load_dataset, resolve_split, save_split, select_training_cases

@@ -56,3 +56,13 @@ def test_no_function_is_longer_than_80_lines() -> None:
                 if n > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines")
     assert not long, "functions over 80 lines:\n" + "\n".join(long)
+
+
+def test_the_package_version_is_the_one_pyproject_declares() -> None:
+    """Checkpoints, records and DICOM objects are stamped with ``__version__``: it must be the installed one."""
+    import tomllib
+
+    from globalmask import __version__
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert __version__ == declared

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import GlobalmaskError
 from ..io import json_safe, read_json, write_json
 from .plan import Plan, RunSpec
