@@ -13,6 +13,8 @@ Two known answers, no training:
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -22,11 +24,14 @@ import torch
 
 from globalmask.checkpoint import ModelSpec, save_model
 from globalmask.errors import (
+    GeometryError,
     GlobalmaskError,
     InputFileError,
+    IntensityError,
+    OutputError,
     WriteError,
 )
-from globalmask.infer import Predictor
+from globalmask.infer import Predictor, collect_inputs
 from globalmask.io import Volume, read_volume, write_volume
 from globalmask.masks import Recipe
 from globalmask.model import NetConfig
@@ -344,3 +349,98 @@ def test_predict_files_warns_when_every_prediction_is_empty(tmp_path):
         last_bias[0] = 10.0
     with pytest.warns(UserWarning, match="every one of the 2 prediction"):
         predictor.predict_files([ds / "imagesTr"], tmp_path / "pred", progress=False)
+
+
+def _above_level_predictor(tmp_path: Path) -> Predictor:
+    """A predictor on :func:`scan`'s own spacing whose 'network' labels every voxel above 150 HU."""
+    spec = ModelSpec(
+        mode="ct",
+        recipe=Recipe.parse("threshold"),
+        preprocess=PreprocessConfig(spacing=(2.0, 2.5, 3.0)),
+        labels={"background": 0, "dense": 1},
+        net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0),
+        patch_size=(8, 8, 8),
+    )
+    save_model(tmp_path / "above.pt", spec, spec.build().state_dict())
+    predictor = Predictor(tmp_path / "above.pt", device="cpu")
+    predictor.net = AboveLevel(150.0 / 1000.0)
+    return predictor
+
+
+def test_no_empty_prediction_warning_when_one_prediction_has_a_structure(tmp_path):
+    """Only a run whose every prediction is background warns: one case with the dense block is enough."""
+    predictor = _above_level_predictor(tmp_path)
+    dense = scan()
+    soft = Volume(np.where(dense.array > 150, 40, dense.array).astype(np.int16), dense.affine.copy())
+    files = [write_volume(soft, tmp_path / "in" / "soft_0000.nii.gz"),
+             write_volume(dense, tmp_path / "in" / "dense_0000.nii.gz")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = predictor.predict_files(files, tmp_path / "pred", progress=False)
+    assert not [w for w in caught if "prediction(s) is empty" in str(w.message)]
+    assert [int(read_volume(p).array.sum()) for p in out] == [0, 4 * 3 * 4]
+    with pytest.warns(UserWarning, match="every one of the 1 prediction"):  # the soft scan alone: empty
+        predictor.predict_files(files[:1], tmp_path / "pred1", progress=False)
+
+
+def test_prepare_keeps_the_case_id_it_is_given(tmp_path):
+    prepared = _above_level_predictor(tmp_path).prepare(scan(), "patient_7")
+    assert prepared.id == "patient_7"
+
+
+def test_non_hu_input_is_refused_naming_its_file_with_advice_for_a_fixed_recipe(tmp_path):
+    """predict has no --recipe: the message tells what can be done with this model, and names the file."""
+    vol = scan()
+    scaled = Volume((vol.array.astype(np.float32) + 1000.0) / 1300.0, vol.affine.copy())  # [0, 1]: not HU
+    src = write_volume(scaled, tmp_path / "scaled_0000.nii.gz")
+    with pytest.raises(IntensityError, match="fixed at training") as err:
+        _above_level_predictor(tmp_path).predict(read_volume(src))
+    assert err.value.path == src
+    assert "use --recipe otsu" not in str(err.value)
+
+
+def test_a_label_map_off_the_input_grid_is_refused_not_written(tmp_path, monkeypatch):
+    """The promise of predict (the input's own grid) is checked: a restore that lost a slice is an error."""
+    import globalmask.infer as infer
+
+    real_restore = infer.restore_volume
+
+    def restore_one_slice_short(probs, geometry):
+        lab = real_restore(probs, geometry)
+        return Volume(lab.array[..., :-1].copy(), lab.affine)
+
+    monkeypatch.setattr(infer, "restore_volume", restore_one_slice_short)
+    src = write_volume(scan(), tmp_path / "in" / "scan_0000.nii.gz")
+    with pytest.raises(GeometryError, match=r"\(22, 18, 13\) differs from the input grid \(22, 18, 14\)") as err:
+        _above_level_predictor(tmp_path).predict_files([src], tmp_path / "out", progress=False)
+    assert err.value.path == src
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_output_folder_that_holds_the_inputs_is_refused_naming_it(tmp_path):
+    src = write_volume(scan(), tmp_path / "in" / "scan_0000.nii.gz")
+    predictor = _above_level_predictor(tmp_path)
+    for inputs in ([src], [tmp_path / "in"]):  # the file, or its folder, predicted into that folder
+        with pytest.raises(OutputError, match="choose a separate --out") as err:
+            predictor.predict_files(inputs, tmp_path / "in", progress=False)
+        assert err.value.path == tmp_path / "in"
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["scan_0000.nii.gz"]
+
+
+def test_two_inputs_with_one_output_name_are_refused_naming_both(tmp_path):
+    a = write_volume(scan(), tmp_path / "a" / "scan_0000.nii.gz")
+    b = write_volume(scan(), tmp_path / "b" / "scan.nii.gz")
+    with pytest.raises(InputFileError, match=r"same output name 'scan\.nii\.gz'") as err:
+        collect_inputs([a, b])
+    assert f"{a} and {b}" in str(err.value) and err.value.path == b
+
+
+def test_the_progress_bar_counts_cases(tmp_path, monkeypatch, capsys):
+    """On a terminal the bar counts input cases ('2/2', per case), not iterations."""
+    import globalmask.infer as infer
+
+    monkeypatch.setattr(infer, "bars_enabled", lambda progress: progress)  # as on a terminal
+    files = [write_volume(scan(), tmp_path / "in" / f"s{i}_0000.nii.gz") for i in range(2)]
+    _above_level_predictor(tmp_path).predict_files(files, tmp_path / "pred", progress=True)
+    err = capsys.readouterr().err
+    assert re.search(r"predict: 100%.*2/2 \[.*(case/s|s/case)\]", err), err

@@ -9,6 +9,7 @@ import pytest
 
 from globalmask.validate import (
     SettingError,
+    boolean,
     check_fields,
     check_keys,
     check_namespace,
@@ -73,3 +74,17 @@ def test_choices_optionals_keys_fields_and_flags():
     check_namespace(SimpleNamespace(steps=None, lr=0.1), {"steps": integer(1), "lr": real(0.0), "absent": integer()})
     with pytest.raises(SettingError, match=r"^argument --train-cases: got 0; expected an integer >= 1$"):
         check_namespace(SimpleNamespace(train_cases=0), {"train_cases": integer(1)})
+
+
+def test_booleans_are_true_or_false_only():
+    assert boolean()(True, "amp") is True and boolean()(False, "amp") is False
+    assert message(boolean(), "false", "study.yaml: amp") == "study.yaml: amp: got 'false'; expected true or false"
+    assert message(boolean(), 1, "amp") == "amp: got 1; expected true or false"
+
+
+def test_a_sequence_item_whose_text_holds_the_separator_gets_the_item_rule_in_the_message():
+    """The item rule is read from its own message's last '; expected ': a value may contain those words."""
+    ids = sequence(integer(1), 2, "case numbers")
+    assert message(ids, ["1", "a; expected b"], "cases") == (
+        "cases: got '1' 'a; expected b'; expected 2 case numbers, each an integer >= 1"
+    )

@@ -195,7 +195,7 @@ def sequence(rule: Rule, length: int | tuple[int, int | None] | None = None, wha
         try:
             return tuple(rule(item, name) for item in items)
         except SettingError as exc:
-            each = str(exc).split("; expected ", 1)[-1]
+            each = str(exc).rsplit("; expected ", 1)[-1]
             fail(name, items, f"{count} {what}, each {each}")
 
     return check

@@ -551,3 +551,64 @@ def test_inputs_are_never_modified(tmp_path):
     assert main(["evaluate", str(tmp_path / "pred"), str(ds / "labelsTr"), "--out", str(tmp_path / "ev")]) == 0
     assert _digest(ds) == before
     assert not list(ds.rglob(".tmp-*"))
+
+
+# checks.py on its own (issue 29): memory, HU and finiteness checks with known answers
+
+
+def test_available_memory_is_memavailable_else_physical_memory(monkeypatch):
+    import io
+
+    meminfo = "MemTotal:       16000 kB\nMemFree:         1000 kB\nMemAvailable:    5000 kB\n"
+    monkeypatch.setattr(checks, "open", lambda *a, **k: io.StringIO(meminfo), raising=False)
+    assert checks.available_memory_bytes() == 5000 * 1024
+
+    def no_proc(*a, **k):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(checks, "open", no_proc, raising=False)
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < checks.available_memory_bytes() == physical < 1 << 62
+
+
+def test_memory_check_allows_exactly_what_is_available_and_says_how_much(monkeypatch):
+    monkeypatch.setattr(checks, "available_memory_bytes", lambda: 8 * 2**30)
+    checks.check_memory(8 * 2**30, "the job")  # fits exactly
+    with pytest.raises(ResourceError) as err:
+        checks.check_memory(8 * 2**30 + 1, "the job", "scan.nii.gz")
+    assert str(err.value) == "scan.nii.gz: the job needs about 8.0 GiB but only 8.0 GiB of memory is available"
+    with pytest.raises(ResourceError) as err:
+        checks.check_memory(12 * 2**30, "resampling", hint="use a coarser --spacing")
+    assert str(err.value) == (
+        "resampling needs about 12.0 GiB but only 8.0 GiB of memory is available; use a coarser --spacing"
+    )
+
+
+@pytest.mark.parametrize("recipe", ["threshold:-300", ""])
+def test_hounsfield_check_names_the_recipe_and_the_kind_of_range(recipe):
+    named = recipe or "the recipe"
+    with pytest.raises(IntensityError, match=f"HU levels of {named} are meaningless") as err:
+        checks.check_hounsfield(np.linspace(0, 1, 1000).reshape(10, 10, 10), "a.nii", recipe)  # span < 50
+    assert "values span only [0, 1]" in str(err.value)
+    with pytest.raises(IntensityError, match=f"HU levels of {named} are meaningless") as err:
+        checks.check_hounsfield(np.linspace(0, 3000, 1000).reshape(10, 10, 10), "a.nii", recipe)
+    assert "(an MR-like range)" in str(err.value)
+    with pytest.raises(IntensityError, match=r"0\.00% of voxels below -500 HU \(no air\)"):
+        checks.check_hounsfield(np.linspace(-400, 1000, 1000).reshape(10, 10, 10), "a.nii", recipe)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_hounsfield_check_of_a_large_volume_sees_air_two_voxels_thick_wherever_it_lies(axis):
+    """Above 4 million voxels the check reads a sub-sample: one that still sees a 2-voxel slab of air."""
+    shape = [170, 170, 170]
+    vol = np.full(shape, 40, np.int16)  # 4.9 million voxels of soft tissue
+    for start in (84, 85, 99):
+        vol[...] = 40
+        index = [slice(None)] * 3
+        index[axis] = slice(start, start + 2)
+        vol[tuple(index)] = -1000
+        checks.check_hounsfield(vol, "big.nii")  # 1% of the voxels are air: a CT
+    vol[...] = 40
+    vol[0, 0, 0] = -400  # a range of HU, but no air anywhere
+    with pytest.raises(IntensityError, match="no air"):
+        checks.check_hounsfield(vol, "big.nii")
