@@ -279,3 +279,121 @@ def test_run_study_runs_a_tiny_study_to_its_report(tmp_path):
     assert {p.stem for p in (tmp_path / "study" / "records").glob("*.json")} == planned
     assert sorted(r.mode for r in results.runs) == ["ct", "gbm", "gbm"]
     assert (tmp_path / "study" / "report.md").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: what the mutants of api.py asked for
+
+
+def test_a_nibabel_image_with_an_affine_argument_is_refused():
+    ct, _ = phantom_ct_and_labels()
+    img = nib.Nifti1Image(ct, ORIENTED_AFFINES["LPS"])
+    with pytest.raises(ValueError, match="affine= is for a numpy array; a nibabel image carries its own affine"):
+        api.as_volume(img, affine=np.eye(4))
+
+
+@pytest.mark.parametrize("name", ["RAS", "LPS", "oblique"])
+def test_to_nifti_sets_sform_and_qform_as_write_volume_does(name, tmp_path):
+    """sform code 1 with the exact affine; qform code 1 too where it can hold the affine (no shear)."""
+    from .conftest import oblique_affine
+
+    affine = oblique_affine((2.0, 2.5, 3.0), 30.0, (1.0, -2.0, 3.0)) if name == "oblique" else ORIENTED_AFFINES[name]
+    vol = Volume(np.zeros((4, 5, 6), np.uint8), affine)
+    img = api.to_nifti(vol)
+    sform, scode = img.header.get_sform(coded=True)
+    qform, qcode = img.header.get_qform(coded=True)
+    assert scode == 1 and qcode == 1
+    np.testing.assert_allclose(sform, affine, atol=1e-5)
+    np.testing.assert_allclose(qform, affine, atol=1e-5)
+    written = nib.load(str(write_volume(vol, tmp_path / "v.nii.gz"))).header
+    assert (int(written["sform_code"]), int(written["qform_code"])) == (1, 1)
+    sheared = affine.copy()
+    sheared[0, 1] += 0.5  # not a rotation and scaling: the qform cannot hold it
+    img = api.to_nifti(Volume(np.zeros((4, 5, 6), np.uint8), sheared))
+    assert img.header.get_sform(coded=True)[1] == 1 and img.header.get_qform(coded=True)[1] == 0
+
+
+def test_evaluate_refuses_its_out_in_the_reference_folder_naming_it_and_marks_what_it_writes(tmp_path):
+    ds = make_tiny_dataset(tmp_path / "ds", n=3, shape=(16, 16, 12))
+    preds = shutil.copytree(ds / "labelsTr", tmp_path / "preds")
+    with pytest.raises(OutputError, match="reference label folder") as err:
+        globalmask.evaluate(preds, ds, out=ds / "labelsTr")
+    assert err.value.path == ds / "labelsTr"
+    globalmask.evaluate(preds, ds, out=tmp_path / "eval", qc=tmp_path / "qc")
+    from globalmask.guard import MARKER_NAME
+
+    for folder in ("eval", "qc"):  # each output folder says which command made it
+        assert json.loads((tmp_path / folder / MARKER_NAME).read_text(encoding="utf-8"))["command"] == "evaluate"
+
+
+def test_evaluate_qc_pictures_of_a_dataset_show_its_ct(tmp_path):
+    """References in a dataset: the QC picture has the CT under the outlines; a bare label folder gives outlines
+    alone."""
+    ds = make_tiny_dataset(tmp_path / "ds", n=2, shape=(16, 16, 12))
+    preds = shutil.copytree(ds / "labelsTr", tmp_path / "preds")
+    bare = shutil.copytree(ds / "labelsTr", tmp_path / "bare")  # the same labels, no dataset around them
+    globalmask.evaluate(preds, ds, labels=ds / "dataset.json", qc=tmp_path / "qc_ds")
+    globalmask.evaluate(preds, bare, labels=ds / "dataset.json", qc=tmp_path / "qc_bare")
+    for case in ("case_000", "case_001"):
+        with_ct = (tmp_path / "qc_ds" / f"{case}.png").read_bytes()
+        assert with_ct != (tmp_path / "qc_bare" / f"{case}.png").read_bytes()
+
+
+def test_evaluate_subset_takes_its_cases_from_the_split_given(tmp_path):
+    ds = make_tiny_dataset(tmp_path / "ds", n=5, shape=(16, 16, 12))
+    preds = shutil.copytree(ds / "labelsTr", tmp_path / "preds")
+    split = tmp_path / "other_split.json"
+    split.write_text(json.dumps({"train": ["case_000", "case_001"], "validation": ["case_002"],
+                                 "test": ["case_003", "case_004"]}), encoding="utf-8")
+    per_case, _ = globalmask.evaluate(preds, ds, subset="test", split=split)
+    assert sorted(per_case["case"].unique()) == ["case_003", "case_004"]
+    per_case, _ = globalmask.evaluate(preds, ds, subset="validation", split=split)
+    assert per_case["case"].unique().tolist() == ["case_002"]
+
+
+def test_plan_text_estimate_uses_the_seconds_per_step_given(tmp_path):
+    ds = make_tiny_dataset(tmp_path / "ds", n=10, shape=(16, 16, 12))
+    config = {"modes": ["ct"], "train_sizes": [1, 2], "draws": 1, "steps": 900, "recipe": "bone", "shifts": []}
+    text = api.plan_text(config, ds, seconds_per_step=2.0)
+    # a CT-only study with a fixed recipe: no ablation, 2 sweep runs of at most 900 steps at 2 s a step = 1 h
+    assert "2 runs, at most 1800 training steps; at most 1.0 h on one machine (2.0 s/step as given" in text
+
+
+def test_run_study_hands_its_choices_to_the_study(tmp_path, monkeypatch):
+    """The device given overrides the configuration's (the rest kept), threads and workers pass on (one worker by
+    default), and the default folder is study-<dataset folder name> in the working directory, for a dataset
+    given as a Path, a string or a loaded Dataset (a Path was named ``study-``: its ``.root`` is "/")."""
+    from globalmask import study
+
+    ds = make_tiny_dataset(tmp_path / "ds", n=6, shape=(16, 16, 12))
+    seen: dict = {}
+
+    def fake_run_study(dataset, out, cfg, **kwargs):
+        seen.update(dataset=dataset, out=out, cfg=cfg, **kwargs)
+
+    monkeypatch.setattr(study, "run_study", fake_run_study)
+    monkeypatch.chdir(tmp_path)
+    assert globalmask.run_study(ds, config={"modes": ["ct"], "lr": 0.02}, device="cpu", threads=3) is None
+    assert seen["out"] == Path("study-ds") and seen["cfg"].device == "cpu" and seen["cfg"].lr == 0.02
+    assert seen["cfg"].modes == ["ct"] and seen["threads"] == 3 and seen["workers"] == 1
+    from globalmask.dataset import load_dataset
+
+    globalmask.run_study(load_dataset(ds), config={"modes": ["ct"]}, workers=2)
+    assert seen["out"] == Path("study-ds") and seen["workers"] == 2 and seen["threads"] is None
+    globalmask.run_study(str(ds), config={"modes": ["ct"]})
+    assert seen["out"] == Path("study-ds")
+    assert seen["cfg"].device == globalmask.StudyConfig().device  # no device given: the configuration's
+
+
+def test_train_keeps_the_recipe_spacing_and_window_it_is_given(tmp_path):
+    """A 2-step training of a tiny network: the model stores what train() was given, for predict to re-apply."""
+    from globalmask.checkpoint import load_model
+
+    ds = make_tiny_dataset(tmp_path / "ds", n=4, shape=(16, 16, 12))
+    result = globalmask.train(ds, tmp_path / "run", recipe="threshold:-300", spacing=(2.0, 2.0, 2.5),
+                              window=(-1000, 1000), mode="ct+gbm", steps=2, val_every=1, batch_size=1,
+                              net=NetConfig(channels=(4, 8), strides=(2,), num_res_units=0), patch_size=(8, 8, 8),
+                              device="cpu", progress=False)
+    spec, _ = load_model(result.model_path)
+    assert spec.recipe.spec == "threshold:level=-300" and spec.mode == "ct+gbm"
+    assert tuple(spec.preprocess.spacing) == (2.0, 2.0, 2.5) and tuple(spec.preprocess.window) == (-1000, 1000)

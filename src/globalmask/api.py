@@ -530,7 +530,7 @@ def run_study(dataset: Any, out: str | Path | None = None,
     )
     shard_range = study.parse_shard(shard) if isinstance(shard, str) else shard
     if out is None:
-        root = getattr(dataset, "root", dataset)
+        root = dataset.root if isinstance(dataset, Dataset) else dataset  # (a Path has a .root too: "/")
         out = Path(f"study-{Path(root).resolve().name}")
     return study.run_study(dataset, out, cfg, workers=workers, max_runs=max_runs, command=command, shard=shard_range,
                            backend=backend, ray_address=ray_address, threads=threads, retries=retries,
