@@ -570,3 +570,96 @@ def test_series_geometry_of_no_slices_and_of_a_thin_tilted_stack(tmp_path):
     geom = analyse_series_geometry(slices, tmp_path)
     assert geom.spacing_z == pytest.approx(0.5)
     assert any("gantry tilt of about 11.3 degrees" in f for f in geom.faults), geom.faults
+
+
+# ----------------------------------------------------------------------------------------------
+# io.volume and io.files on their own (issue 29: what their mutants asked for)
+
+
+def test_volume_needs_a_4x4_affine_and_with_array_keeps_geometry_path_and_notes(tmp_path):
+    from globalmask.io import Volume
+
+    with pytest.raises(GeometryError, match=r"affine must be 4x4, got \(3, 3\)") as err:
+        Volume(np.zeros((2, 2, 2)), np.eye(3), tmp_path / "v.nii")
+    assert err.value.path == tmp_path / "v.nii"
+    vol = Volume(np.zeros((2, 3, 4), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]), tmp_path / "v.nii", {"resampled": True})
+    new = vol.with_array(np.ones((2, 3, 4), np.uint8))
+    assert new.array.dtype == np.uint8 and new.array.sum() == 24 and new.path == vol.path
+    np.testing.assert_array_equal(new.affine, vol.affine)
+    assert new.notes == {"resampled": True} and new.notes is not vol.notes  # a copy: the original's notes stay
+    new.notes["x"] = 1
+    assert vol.notes == {"resampled": True}
+
+
+def test_same_geometry_within_the_tolerance_only():
+    from globalmask.io import Volume, same_geometry
+
+    a = Volume(np.zeros((4, 4, 4)), np.diag([2.0, 2.0, 3.0, 1.0]))
+    moved = a.affine.copy()
+    moved[0, 3] += 0.005  # header round-off: the same grid
+    assert same_geometry(a, a) and same_geometry(a, Volume(np.zeros((4, 4, 4)), moved))
+    moved[0, 3] += 0.5
+    assert not same_geometry(a, Volume(np.zeros((4, 4, 4)), moved))
+    assert not same_geometry(a, Volume(np.zeros((4, 4, 5)), a.affine))
+
+
+def test_spacing_check_accepts_20_mm_and_names_the_file_of_a_broken_affine(tmp_path):
+    from globalmask.io.volume import check_spacing
+
+    check_spacing(np.diag([0.5, 0.5, 20.0, 1.0]))  # 20 mm slices: thick, still a CT
+    with pytest.raises(GeometryError, match="exceeds 20 mm"):
+        check_spacing(np.diag([0.5, 0.5, 20.001, 1.0]))
+    broken = np.eye(4)
+    broken[1, 1] = np.nan
+    with pytest.raises(GeometryError, match="NaN or infinite") as err:
+        check_spacing(broken, tmp_path / "v.nii.gz")
+    assert err.value.path == tmp_path / "v.nii.gz"
+
+
+def test_json_safe_and_write_json_convert_numpy_values_and_paths(tmp_path):
+    from pathlib import Path
+
+    from globalmask.io import json_safe, read_json, write_json
+
+    obj = {"yes": np.bool_(True), "no": False, "n": np.int64(3), "x": np.float32(0.5), "nan": float("nan"),
+           "inf": np.float64("inf"), "arr": np.array([1, 2]), "path": Path("a/b.nii.gz"), "t": (1.5, None)}
+    assert json_safe(obj) == {"yes": True, "no": False, "n": 3, "x": 0.5, "nan": None, "inf": None, "arr": [1, 2],
+                              "path": "a/b.nii.gz", "t": [1.5, None]}
+    assert type(json_safe(np.bool_(True))) is bool and type(json_safe(np.float32(0.5))) is float
+    written = {"n": np.int64(3), "x": np.float32(0.5), "arr": np.arange(3), "path": Path("a/b")}
+    write_json(tmp_path / "o.json", written)
+    assert read_json(tmp_path / "o.json") == {"n": 3, "x": 0.5, "arr": [0, 1, 2], "path": "a/b"}
+
+
+def test_read_json_refusals_name_the_file_and_the_problem(tmp_path):
+    from globalmask.errors import DatasetError
+    from globalmask.io import read_json
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": 1,\n  oops}', encoding="utf-8")
+    with pytest.raises(DatasetError, match="malformed JSON at line 2 column 3: Expecting property name") as err:
+        read_json(bad)
+    assert err.value.path == bad
+    bad.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(DatasetError) as err:
+        read_json(bad)
+    assert str(err.value) == f"{bad}: expected a JSON object, got list"
+    with pytest.raises(InputFileError) as err:
+        read_json(tmp_path / "absent.json")
+    assert str(err.value) == f"{tmp_path / 'absent.json'}: cannot read (No such file or directory)"
+
+
+def test_a_failed_write_says_why_and_what_was_kept(tmp_path):
+    from globalmask.io.files import write_failure
+
+    target = tmp_path / "summary.json"
+    disk_full = OSError(28, "No space left on device")
+    assert write_failure(target, disk_full) == (
+        "could not write summary.json (No space left on device; is the disk full?); nothing was written under that name"
+    )
+    target.write_text("{}", encoding="utf-8")
+    assert write_failure(target, disk_full).endswith("; the previous summary.json is unchanged")
+    # an error without strerror: its last line is the reason, else its type
+    three_lines = RuntimeError("write failed\nat block 7\nquota exceeded")
+    assert "(quota exceeded; is the disk" in write_failure(target, three_lines)
+    assert "(RuntimeError; is the disk" in write_failure(target, RuntimeError())
