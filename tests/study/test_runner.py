@@ -4,7 +4,9 @@ unsharded run."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -130,3 +132,86 @@ def test_a_varied_test_scan_is_computed_once_per_worker_and_is_the_same_scan():
     assert calls == ["c1", "c1", "c2", "c2"]
     for key in [k for k in runner._WORKER_CACHE if k.startswith("varied:/nowhere")]:
         del runner._WORKER_CACHE[key]
+
+
+# ----------------------------------------------------------------------------------------------
+# run_plan itself, fast (issue 29): two 2-step GBM-only runs on the package's tiny cohort
+
+FAST_PLAN = dict(
+    TINY_PLAN, modes=["gbm"], train_sizes=[ALL], steps={"all": 2}, val_every=1, recipe="auto",
+    ablation_recipes=["threshold:-300"], shifts=[],
+)
+
+
+def test_run_plan_runs_the_ablation_then_the_sweep_on_its_winner_and_records_each_run(study_cohort, tmp_path, capsys):
+    """recipe auto: stage 1 trains one GBM-only model per candidate recipe, the validation winner is recorded,
+    and stage 2 (the same single run) is already done; each run leaves one record, named in a status line."""
+    from globalmask.study import make_plan
+    from globalmask.study.records import read_record
+    from globalmask.study.runner import run_plan
+
+    plan = make_plan(study_cohort, StudyConfig(**FAST_PLAN))
+    lines: list[str] = []
+    state = run_plan(plan, tmp_path / "s", progress=False, echo=lines.append, threads=1)
+    assert state.complete and not state.pending and len(state.executed) == 2
+    files = sorted((tmp_path / "s" / RECORDS_DIR).glob("*.json"))
+    assert sorted(f.stem for f in files) == sorted(state.executed)
+    records = [read_record(f) for f in files]
+    recipes = {"bone:level=250", "threshold:level=-300"}  # the default and the candidate, canonical
+    assert {r.run.recipe for r in records} == recipes
+    assert all(r.machine["threads"] == 1 and r.plan_hash == plan.hash for r in records)
+    choice = json.loads((tmp_path / "s" / "recipe_choice.json").read_text(encoding="utf-8"))
+    assert choice["sweep_recipe"] == choice["winner_on_validation"] in recipes
+    assert lines[0].startswith("study stage 1/2 (GBM recipe ablation): 2 runs, 0 already done; 3/2/3")
+    assert lines[1].startswith("study stage 2/2 (modes x training sizes x draws): 0 runs, 0 already done")
+    done = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  done ")]
+    assert sorted(line.split(":")[0] for line in done) == sorted(f"  done {r.run_id}" for r in records)
+    for line, rec in zip(done, records if done[0].startswith(f"  done {records[0].run_id}") else records[::-1]):
+        test = [m["dice"] for m in rec.metrics if m["subset"] == "test" and m["dice"] is not None]
+        assert f"test Dice {sum(test) / len(test):.3f}, 2 steps (NOT converged)" in line
+    # nothing is left to do: a second call (threads by default) executes nothing and finds every record
+    again = run_plan(plan, tmp_path / "s", progress=False, echo=lines.append)
+    assert again.complete and again.executed == []
+
+
+@pytest.mark.parametrize("how", ["pool", "ray"])
+def test_run_plan_in_worker_processes_and_on_ray_records_every_run_with_its_threads(study_cohort, tmp_path, how):
+    """Two spawned workers (threads by default: the cores shared between them), or a local Ray (one thread asked):
+    every run's record arrives in records/, trained with those threads."""
+    from globalmask.study import make_plan
+    from globalmask.study.records import read_record
+    from globalmask.study.runner import run_plan
+
+    if how == "ray":
+        pytest.importorskip("ray", reason="the Ray backend is an optional extra: pip install 'globalmask[ray]'")
+    plan = make_plan(study_cohort, StudyConfig(**FAST_PLAN))
+    kwargs = dict(workers=2) if how == "pool" else dict(backend="ray", threads=1)
+    threads = max(1, (os.cpu_count() or 1) // 2) if how == "pool" else 1
+    # ray.init leaves its own SIGINT/SIGTERM handlers in this process (see conftest.three_ways): put ours back
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        state = run_plan(plan, tmp_path / how, progress=False, echo=lambda *_: None, **kwargs)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert state.complete and len(state.executed) == 2
+    records = [read_record(f) for f in sorted((tmp_path / how / RECORDS_DIR).glob("*.json"))]
+    ids = sorted(plan.run_id(r) for r in plan.ablation())
+    assert sorted(r.run_id for r in records) == sorted(state.executed) == ids
+    assert all(r.machine["threads"] == threads for r in records)
+    assert all({m["subset"] for m in r.metrics} == {"test", "validation"} for r in records)
+
+
+def test_a_study_folder_of_another_plan_is_refused_naming_both_plans(study_cohort, tmp_path):
+    from globalmask.study import make_plan
+    from globalmask.study.runner import check_study_folder, claim_study_folder
+
+    plan = make_plan(study_cohort, StudyConfig(**FAST_PLAN))
+    claim_study_folder(tmp_path / "s", plan, "globalmask study run")
+    check_study_folder(tmp_path / "s", plan)  # its own folder: fine
+    other = make_plan(study_cohort, StudyConfig(**{**FAST_PLAN, "lr": 1e-3}))
+    expected = f"holds another study plan \\({plan.hash}, this one is {other.hash}\\)"
+    with pytest.raises(OutputError, match=expected) as err:
+        check_study_folder(tmp_path / "s", other)
+    assert err.value.path == tmp_path / "s"
+
