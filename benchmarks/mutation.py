@@ -68,6 +68,8 @@ PLAN: dict[str, tuple[list[str], str | None, int]] = {
     "__init__": (["tests/test_cli.py", "-m", "not slow"], None, 1),
     "phantom.shapes": (["tests/phantom/test_headneck.py", "tests/phantom/test_thorax.py", "-m", "not slow"], None, 1),
     "phantom.__init__": (["tests/phantom/test_cohort.py", "-m", "not slow"], None, 1),
+    # evaluate_folder's older tests are still in test_metrics.py, from before it moved to evaluation.py
+    "evaluation": (["tests/test_evaluation.py", "tests/test_metrics.py", "-m", "not slow"], None, 1),
 }
 
 
