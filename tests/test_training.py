@@ -535,6 +535,21 @@ def test_resume_keeps_the_patience_state(tiny, tmp_path, monkeypatch):
     assert len(calls) == 5
 
 
+def test_resume_from_a_state_without_plateau_bookkeeping_waits_a_full_patience_from_its_best(tiny, tmp_path,
+                                                                                           monkeypatch):
+    """A resume state of an older release has no plateau state: the best Dice so far is the reference, and the
+    patience counts afresh from the resume (3 more checks without a rise), never from an invented count."""
+    calls = scripted(monkeypatch, [0.1, 0.3, 0.305, 0.302] + [0.2] * 20)
+    train(tiny, tmp_path / "run", _plateau_cfg(), progress=False, device="cpu", stop_after=4)
+    state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    del state["plateau"]
+    torch.save(state, tmp_path / "run" / "last.pt")
+    resumed = train(tiny, tmp_path / "run", _plateau_cfg(), progress=False, device="cpu", resume=True)
+    # checks 5, 6 and 7 (0.2 each) are the three without a rise over 0.305
+    assert (resumed.steps, resumed.best_step, resumed.converged, resumed.stop_reason) == (7, 3, True, "plateau")
+    assert len(calls) == 7
+
+
 @pytest.mark.parametrize(
     "bad", [dict(patience=0), dict(min_delta=-0.1), dict(min_delta=float("nan")), dict(val_every=0)]
 )
