@@ -215,3 +215,31 @@ def test_a_study_folder_of_another_plan_is_refused_naming_both_plans(study_cohor
         check_study_folder(tmp_path / "s", other)
     assert err.value.path == tmp_path / "s"
 
+
+
+def test_on_ray_a_run_reserves_as_many_cpus_as_its_threads(study_cohort, tmp_path):
+    """On a 2-CPU Ray cluster, runs of 2 threads each take the whole cluster: one runs after the other, never
+    two at once (4 threads on 2 cores). Each run's files are all written after the other's record."""
+    from globalmask.study import make_plan
+    from globalmask.study.records import read_record
+    from globalmask.study.runner import run_plan
+
+    ray = pytest.importorskip("ray", reason="the Ray backend is an optional extra: pip install 'globalmask[ray]'")
+    plan = make_plan(study_cohort, StudyConfig(**FAST_PLAN))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        state = run_plan(plan, tmp_path / "s", progress=False, echo=lambda *_: None, backend="ray", threads=2)
+    finally:
+        ray.shutdown()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert state.complete and len(state.executed) == 2
+    spans = []
+    for path in (tmp_path / "s" / RECORDS_DIR).glob("*.json"):
+        rec = read_record(path)
+        assert rec.machine["threads"] == 2
+        files = [f for f in (tmp_path / "s" / "runs" / rec.run.name).rglob("*") if f.is_file()]
+        spans.append((min(f.stat().st_mtime_ns for f in files), path.stat().st_mtime_ns))
+    first, second = sorted(spans)
+    assert second[0] >= first[1]  # the second run started after the first one's record was written
