@@ -663,3 +663,98 @@ def test_a_failed_write_says_why_and_what_was_kept(tmp_path):
     three_lines = RuntimeError("write failed\nat block 7\nquota exceeded")
     assert "(quota exceeded; is the disk" in write_failure(target, three_lines)
     assert "(RuntimeError; is the disk" in write_failure(target, RuntimeError())
+
+
+# ----------------------------------------------------------------------------------------------
+# io.formats and io.readers on their own (issue 29: what their mutants asked for)
+
+
+def test_reading_needs_the_memory_of_the_voxels_and_eight_bytes_each_when_scaled(tmp_path, monkeypatch):
+    from globalmask import checks
+    from globalmask.errors import ResourceError
+
+    write_volume(Volume(np.zeros((20, 10, 10), np.int16), np.eye(4)), tmp_path / "plain.nii")  # 4000 bytes
+    raw = bytearray((tmp_path / "plain.nii").read_bytes())
+    raw[112:116] = np.float32(2.0).tobytes()  # scl_slope 2: the voxels are read as float64, 16000 bytes
+    (tmp_path / "scaled.nii").write_bytes(bytes(raw))
+    monkeypatch.setattr(checks, "available_memory_bytes", lambda: 3000)
+    with pytest.raises(ResourceError, match=r"reading a \(20, 10, 10\) volume needs about") as err:
+        read_volume(tmp_path / "plain.nii")
+    assert err.value.path == tmp_path / "plain.nii"
+    monkeypatch.setattr(checks, "available_memory_bytes", lambda: 5000)
+    assert read_volume(tmp_path / "plain.nii").shape == (20, 10, 10)
+    with pytest.raises(ResourceError):
+        read_volume(tmp_path / "scaled.nii")
+    monkeypatch.setattr(checks, "available_memory_bytes", lambda: 17000)
+    assert read_volume(tmp_path / "scaled.nii").array.max() == 0
+
+
+def test_shape_refusals_name_the_file_and_say_what_the_array_is(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((5, 5), np.int16), np.eye(4)), tmp_path / "flat.nii.gz")
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "flat.nii.gz")
+    assert err.value.path == tmp_path / "flat.nii.gz"
+    assert err.value.problem == "expected a 3D volume, got an array of shape (5, 5) (a 2D image)"
+    nib.save(nib.Nifti1Image(np.zeros(7, np.int16), np.eye(4)), tmp_path / "line.nii.gz")
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "line.nii.gz")
+    assert err.value.problem == "expected a 3D volume, got an array of shape (7,)"  # neither 2D nor channels
+
+
+def test_a_gzip_cut_after_its_voxels_is_refused_as_truncated(tmp_path):
+    """nibabel would read the voxels of a .nii.gz whose checksum and length trailer are gone as if whole."""
+    good = write_volume(Volume(np.arange(8000, dtype=np.int16).reshape(20, 20, 20), np.eye(4)), tmp_path / "g.nii.gz")
+    (tmp_path / "cut.nii.gz").write_bytes(good.read_bytes()[:-8])
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "cut.nii.gz")
+    assert err.value.path == tmp_path / "cut.nii.gz"
+    assert err.value.problem.startswith("gzip stream is corrupt or truncated: it ends before its end-of-stream marker")
+
+
+def test_data_types_that_are_not_intensities_are_refused_by_name():
+    from globalmask.io import check_data_type
+
+    for ok in (np.int16, np.uint8, np.bool_, np.float32, np.float64, np.int64):
+        check_data_type(ok)
+    with pytest.raises(InputFileError) as err:
+        check_data_type(np.complex64, "c.nii")
+    assert str(err.value) == (
+        "c.nii: voxel data type complex (<c8) is not a scalar intensity; expected integers or floats of up to 64 bits"
+    )
+    with pytest.raises(InputFileError, match=r"data type RGB/structured \(\|V3\)"):
+        check_data_type(np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")]))
+    with pytest.raises(InputFileError, match=r"data type <U4 \(<U4\)"):
+        check_data_type("U4")
+
+
+def test_header_check_accepts_good_files_and_refuses_each_bad_one_by_name(tmp_path):
+    from globalmask.io import check_volume_header
+
+    vol = Volume(np.zeros((3, 4, 5), np.int16), np.eye(4))
+    for name in ("a.nii.gz", "a.nii", "a.nrrd", "a.mha"):
+        check_volume_header(write_volume(vol, tmp_path / name))
+    check_volume_header(tmp_path)  # a folder: a DICOM series is checked when read
+    with pytest.raises(InputFileError) as err:
+        check_volume_header(tmp_path / "absent.nii.gz")
+    assert str(err.value) == f"{tmp_path / 'absent.nii.gz'}: file not found"
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+    for check in (check_volume_header, read_affine):
+        with pytest.raises(InputFileError) as err:
+            check(tmp_path / "notes.txt")
+        assert err.value.path == tmp_path / "notes.txt"
+        assert err.value.problem.startswith("unknown volume format (expected one of .nii.gz, .nii, ")
+    (tmp_path / "broken.nii").write_bytes(b"\0" * 400)
+    with pytest.raises(InputFileError, match="cannot read NIfTI file") as err:
+        check_volume_header(tmp_path / "broken.nii")
+    assert err.value.path == tmp_path / "broken.nii"
+
+
+def test_read_affine_of_a_volume_with_a_singleton_fourth_axis(tmp_path):
+    image = sitk.Image([4, 5, 6, 1], sitk.sitkInt16)
+    image.SetSpacing([0.5, 0.7, 2.0, 1.0])
+    image.SetOrigin([1.0, 2.0, 3.0, 0.0])
+    sitk.WriteImage(image, str(tmp_path / "t.nrrd"))
+    expected = np.array([[-0.5, 0, 0, -1.0], [0, -0.7, 0, -2.0], [0, 0, 2.0, 3.0], [0, 0, 0, 1]])  # LPS to RAS
+    np.testing.assert_allclose(read_affine(tmp_path / "t.nrrd"), expected)
+    assert read_volume(tmp_path / "t.nrrd").shape == (4, 5, 6)
+    np.testing.assert_allclose(read_volume(tmp_path / "t.nrrd").affine, expected)

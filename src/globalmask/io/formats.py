@@ -272,8 +272,10 @@ def _check_read_memory(shape: Sequence[int], itemsize: int, path: Path) -> None:
 
 
 def _nifti_scaled(img: Any) -> bool:
-    slope, inter = img.header.get_slope_inter()
-    return (slope not in (None, 1.0)) or (inter not in (None, 0.0))
+    # a loaded image's header no longer holds the scaling (nibabel moves scl_slope and scl_inter to its data proxy
+    # and sets them to NaN in the header): read them from the proxy
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
+    return bool(slope != 1.0 or inter != 0.0)
 
 
 def _sitk_image_to_volume(image: sitk.Image, path: Path) -> Volume:
