@@ -16,6 +16,7 @@ from globalmask.shift import (
     AIR_HU,
     DEFAULT_SHIFTS,
     MAX_HU,
+    MU_WATER_PER_MM,
     REFERENCE_VOXEL_MM,
     THORAX_CONTRAST,
     VARIATION_SUITE,
@@ -28,6 +29,7 @@ from globalmask.shift import (
     SliceThickness,
     TruncatedFOV,
     TubeVoltage,
+    ct_noise,
     find_teeth,
     noise_on_grid,
     variation_from_dict,
@@ -341,3 +343,58 @@ def test_the_gbm_recomputed_from_the_varied_ct_changes_where_it_should():
     assert body_after.sum() < body_before.sum() and not np.any(body_after & ~body_before)
     moved, _ = Pose("shift", translation_mm=(4.0, 0.0, 0.0)).apply_pair(ct, lab)
     np.testing.assert_array_equal(bone(moved.array, moved.affine)[4:], bone(ct.array, ct.affine)[2:38])
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: what the mutants of shift.py asked for
+
+
+def test_ct_noise_spectrum_peaks_at_the_stated_frequency():
+    """NPS(f) = f exp(-f^2 / (2 p^2)): at 2p it is 2 exp(-2) / exp(-1/2) = 0.45 of its peak at p."""
+    aff = np.diag([0.25, 0.25, 2.5, 1.0])  # Nyquist 2 /mm: the spectrum is seen well past its peak
+    noise = ct_noise((128, 128, 4), aff, np.random.default_rng(0), 10.0, 0.5)
+    assert float(noise.std()) == pytest.approx(10.0, rel=1e-4)
+    power = (np.abs(np.fft.fft2(noise, axes=(0, 1))) ** 2).mean(axis=2)
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(128, 0.25), np.fft.fftfreq(128, 0.25), indexing="ij"))
+    ring = {x: power[(f > x - 0.05) & (f < x + 0.05)].mean() for x in (0.25, 0.5, 1.0)}
+    assert ring[1.0] / ring[0.5] == pytest.approx(2 * np.exp(-2) / np.exp(-0.5), abs=0.05)
+    assert ring[0.25] / ring[0.5] == pytest.approx(0.5 * np.exp(-1 / 8) / np.exp(-0.5), abs=0.07)
+
+
+@pytest.mark.parametrize("spacing", [(2.0, 2.0, 2.5), (1.0, 1.0, 2.5)], ids=["2mm", "1mm"])
+def test_metal_with_an_ideal_beam_adds_the_insert_alone(spacing):
+    """No beam hardening and no photon starvation: the streaks vanish and what is added is the insert
+    itself, mu / mu_water x 1000 HU over its cross-section (pi r^2), centred where it was placed, on a
+    grid coarser than the simulation's (2 mm) as on one as fine (1 mm)."""
+    ct, _ = crafted_head(spacing=spacing)
+    metal = Metal("ideal", n_inserts=1, radius_mm=2.0, mu_per_mm=0.25 * MU_WATER_PER_MM, beam_hardening=0.0,
+                  photons=1e12)
+    diff = (metal.apply(ct, case_id="a").array - ct.array)[:, :, 7]
+    ((ci, cj),), _ = metal.insert_centres(ct.array, ct.affine)
+    ci, cj = int(ci), int(cj)
+    window = diff[ci - 4:ci + 5, cj - 4:cj + 5]
+    voxel_mm2 = spacing[0] * spacing[1]
+    assert float(window.sum()) * voxel_mm2 / 250.0 == pytest.approx(np.pi * 2.0**2, rel=0.05)  # HU x mm^2 / 250 HU
+    assert diff[ci, cj] > 200.0
+    weight = np.clip(window, 0.0, None)
+    ia, ib = np.indices(window.shape)
+    assert abs(float((weight * ia).sum() / weight.sum()) - 4) < 0.02
+    assert abs(float((weight * ib).sum() / weight.sum()) - 4) < 0.02
+    far = np.hypot(*(np.indices(diff.shape) - np.array([ci, cj])[:, None, None])) * spacing[0] > 8.0
+    assert np.abs(diff[far]).max() < 5.0  # everything else unchanged but for interpolation ripple
+
+
+def test_pose_rotation_is_in_degrees_about_the_body_centre():
+    ct = np.full((21, 21, 5), AIR_HU, np.float32)
+    ct[5:16, 10, :] = 40.0  # a bar along x through the centre of the grid
+    out = Pose("yaw", rotation_deg=(0.0, 0.0, 90.0)).apply(Volume(ct, np.eye(4))).array
+    np.testing.assert_allclose(out[10, 5:16], 40.0, atol=1e-3)  # now along y
+    assert np.all(out[[5, 6, 7, 8, 9, 11, 12, 13, 14, 15], 10] == AIR_HU)
+
+
+def test_pose_refuses_what_is_not_three_finite_numbers_naming_it():
+    with pytest.raises(GlobalmaskError) as err:
+        Pose("bad", translation_mm=(1.0, float("nan"), 0.0))
+    assert str(err.value) == "variation 'pose-bad': translation_mm must be three finite numbers, got (1.0, nan, 0.0)"
+    with pytest.raises(GlobalmaskError, match=r"rotation_deg must be three finite numbers, got \(1.0, 2.0\)"):
+        Pose("short", rotation_deg=(1.0, 2.0))
