@@ -111,6 +111,26 @@ def test_a_run_of_the_study_gets_the_study_training_settings_and_its_own():
         ({"bf16": "yes"}, "study.bf16: got 'yes'; expected true or false"),
         ({"draws": 0}, "study.draws: got 0; expected an integer >= 1"),
         ({"shift_sizes": [1, 3]}, "study.shift_sizes: got 3; expected a training size of this study"),
+        # issue 29: the study's own settings, each refused naming itself and what it accepts
+        ({"modes": []}, "study.modes: got nothing; expected a non-empty list of ct, gbm, ct+gbm, ct+coords"),
+        (
+            {"train_sizes": "all"},
+            "study.train_sizes: got 'all'; expected a non-empty list of positive integers or 'all'",
+        ),
+        ({"train_sizes": [1, 0]}, "study.train_sizes: got 0; expected positive integers or 'all'"),
+        (
+            {"external_test": "ext"},
+            "study.external_test: got 'ext'; expected a list of dataset folders (nnU-Net layout)",
+        ),
+        ({"external_test": ["a", "a"]}, "study.external_test: got 'a' 'a'; expected each dataset once"),
+        (
+            {"steps": {}},
+            "study.steps: got {}; expected an integer >= 1, or a mapping of training size to integers >= 1",
+        ),
+        (
+            {"shifts": [{"family": "warp", "level": "x"}]},
+            "study.shifts: got {'family': 'warp', 'level': 'x'}; expected a variation of globalmask.shift (",
+        ),
     ],
 )
 def test_training_settings_fail_at_load_by_the_rules_of_a_run(settings, message, tmp_path):
@@ -123,3 +143,33 @@ def test_training_settings_fail_at_load_by_the_rules_of_a_run(settings, message,
     with pytest.raises(GlobalmaskError) as err:
         StudyConfig.from_yaml(path)
     assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_unknown_settings_are_refused_naming_the_file_and_the_known_ones(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("lr_rate: 0.01\ndraws: 2\n", encoding="utf-8")
+    with pytest.raises(GlobalmaskError) as err:
+        StudyConfig.from_yaml(path)
+    assert err.value.path == path
+    assert str(err.value).startswith(
+        f"{path}: unknown study setting(s) ['lr_rate']; known: ['ablation_draws', 'ablation_recipes', 'batch_size', "
+    )
+
+
+def test_the_plan_leaves_out_paths_and_execution_settings():
+    """External sets and a split file enter the plan by content, never by path; the device never does."""
+    plain = StudyConfig().plan_dict()
+    assert plain["split"] is None and "external_test" not in plain and "device" not in plain
+    elsewhere = StudyConfig(split="/data/splits.json", external_test=["ext"], device="cpu").plan_dict()
+    assert "split" not in elsewhere and "external_test" not in elsewhere
+    assert elsewhere == {k: v for k, v in plain.items() if k != "split"}
+
+
+def test_a_run_gets_its_own_mode_and_the_ablation_its_recipes():
+    assert StudyConfig().train_config("ct", None, 0, 100).mode == "ct"
+    assert StudyConfig().train_config("gbm", None, 0, 100).mode == "gbm"
+    # "auto": no fixed recipe of its own (the ablation's winner is chosen later); else the study's recipe first
+    assert StudyConfig(recipe="auto", ablation_recipes=["body"]).candidate_recipes() == [
+        "bone:level=250", "body:level=-500"]
+    assert StudyConfig(recipe="threshold:-200", ablation_recipes=["body"]).candidate_recipes() == [
+        "threshold:level=-200", "bone:level=250", "body:level=-500"]
