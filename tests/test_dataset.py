@@ -10,7 +10,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from globalmask.dataset import load_dataset, make_split, resolve_split, select_training_cases, validate_split
+from globalmask.dataset import (
+    Split,
+    load_dataset,
+    load_split,
+    make_split,
+    read_labels_file,
+    resolve_split,
+    save_split,
+    select_training_cases,
+    subset_ids,
+    validate_split,
+)
 from globalmask.errors import DatasetError
 from globalmask.io import (
     Volume,
@@ -128,3 +139,79 @@ def test_cli_commands_take_an_nnunet_id(tmp_path, monkeypatch, capsys):
     shutil.copytree(ds / "labelsTr", pred)
     assert main(["evaluate", str(pred), "Dataset042_Tiny", "--subset", "test", "--out", str(tmp_path / "ev")]) == 0
     assert "test split: 1 case(s)" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: what the mutants of dataset.py asked for
+
+
+def _plain(root: Path, names=("p1", "p2", "p3", "p4"), labelled=("p1", "p2", "p3")) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for name in names:
+        write_volume(Volume(np.zeros((4, 4, 4), np.int16), np.eye(4)), root / "images" / f"{name}.nrrd")
+        if name in labelled:
+            write_volume(Volume(np.zeros((4, 4, 4), np.uint8), np.eye(4)), root / "labels" / f"{name}.nii.gz")
+    return root
+
+
+def test_a_plain_dataset_without_splits_json_gets_a_seeded_split_and_a_missing_label_names_labels(tmp_path):
+    root = _plain(tmp_path / "ds")
+    ds = load_dataset(root)
+    assert ds.split_file is None and ds.load_split() is None
+    assert resolve_split(ds, seed=2)[1] == "seeded split (seed 2)"
+    (root / "labelsTr").mkdir()  # a stray folder of that name: the labels are still read from labels/
+    save_split(Split(("p1", "p4"), ("p2",), ("p3",)), root / "splits.json", note="by hand")
+    ds = load_dataset(root)
+    assert ds.split_file == root / "splits.json"
+    with pytest.raises(DatasetError) as err:
+        resolve_split(ds)
+    assert err.value.path == root / "labels" / "p4.nrrd"
+    assert "has an image but no label file labels/p4.nrrd" in str(err.value)
+
+
+def test_save_split_writes_what_load_split_reads_with_the_note(tmp_path):
+    split = Split(("a", "b"), ("c",), ("d",))
+    assert save_split(split, tmp_path / "s.json", note="seeded split (seed 1)") == tmp_path / "s.json"
+    assert load_split(tmp_path / "s.json", ["a", "b", "c", "d"]) == split
+    assert json.loads((tmp_path / "s.json").read_text())["note"] == "seeded split (seed 1)"
+
+
+def test_what_is_not_a_dataset_is_refused_naming_the_folder_and_the_layouts(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError) as err:
+        load_dataset(tmp_path / "empty")
+    assert str(err.value) == (
+        f"{tmp_path / 'empty'}: not a dataset: expected dataset.json with imagesTr/ and labelsTr/ (nnU-Net v2) or "
+        "images/ and labels/ subfolders"
+    )
+    (tmp_path / "noimages" / "images").mkdir(parents=True)
+    (tmp_path / "noimages" / "images" / "notes.txt").write_text("x")
+    with pytest.raises(DatasetError, match=r"images/ holds no volumes \(\.nii\.gz, \.nii, ") as err:
+        load_dataset(tmp_path / "noimages")
+    assert err.value.path == tmp_path / "noimages" / "images"
+
+
+def test_dataset_json_refusals_name_the_file(tmp_path):
+    root = make_tiny_dataset(tmp_path / "ds", n=2, shape=(8, 8, 6))
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "channel_names": {"1": "CT"}}))
+    with pytest.raises(DatasetError) as err:
+        load_dataset(root)
+    assert str(err.value) == f"{root / 'dataset.json'}: 'channel_names' must map '0' to the CT channel"
+    (root / "dataset.json").write_text(json.dumps({"name": "x"}))
+    for read in (load_dataset, lambda r: read_labels_file(r / "dataset.json")):
+        with pytest.raises(DatasetError) as err:
+            read(root)
+        assert str(err.value) == f"{root / 'dataset.json'}: dataset.json has no 'labels' entry"
+
+
+def test_a_subset_without_any_split_is_refused_saying_how_to_give_one(tmp_path):
+    root = make_tiny_dataset(tmp_path / "ds", n=2, shape=(8, 8, 6))
+    with pytest.raises(DatasetError) as err:
+        subset_ids(load_dataset(root), "test")
+    assert err.value.path == root
+    assert err.value.problem == (
+        "argument --subset test: the dataset has no splits.json; give the split with --split FILE (a run folder's "
+        "splits.json is the split that run was trained with)"
+    )

@@ -542,7 +542,7 @@ def _check_split_labels(obj: dict, dataset: Dataset, source: Path) -> None:
                     if dataset.meta
                     else volume_suffix(case.image) or ".nii.gz"
                 )
-                folder = "labelsTr" if (dataset.root / "labelsTr").is_dir() or dataset.meta else "labels"
+                folder = "labelsTr" if dataset.meta else "labels"  # where the loader looked for it
                 raise DatasetError(
                     f"case {cid!r} (in {source.name} '{name}') has an image but no label file {folder}/{cid}{ending}: "
                     "add the label map or leave the case out of the split",
