@@ -65,3 +65,38 @@ def test_network_maps_channels_and_keeps_the_patch_shape(dims):
     with torch.no_grad():
         y = net(torch.zeros((1, 3, *shape)))
     assert tuple(y.shape) == (1, 5, *shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: what the mutants of model.py asked for
+
+
+def test_every_mode_gives_float32_channels_whatever_the_input_types():
+    """The network's weights are float32: a float64 channel would fail (or silently slow) every forward pass."""
+    ct, gbm = np.linspace(-1.0, 1.0, 24).reshape(2, 3, 4), (np.arange(24).reshape(2, 3, 4) % 2).astype(np.uint8)
+    for mode in InputMode:
+        stacked = make_input(mode, ct, gbm)
+        assert stacked.dtype == np.float32, mode
+    np.testing.assert_array_equal(make_input(InputMode.GBM, ct, gbm)[0], gbm)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"channels": [8]}, "net.channels: got 8; expected 2 to 10 channel counts (one per U-Net level)"),
+        (
+            {"channels": [8, 16], "strides": [5]},
+            "net.strides: got 5; expected 1 to 9 strides, each an integer >= 1 and <= 4",
+        ),
+        ({"dropout": 1.0}, "net.dropout: got 1; expected a finite number >= 0 and < 1"),
+        ({"dropout": 1.5}, "net.dropout: got 1.5; expected a finite number >= 0 and < 1"),
+    ],
+)
+def test_net_settings_are_refused_naming_what_they_accept(settings, message):
+    with pytest.raises(GlobalmaskError) as err:
+        NetConfig(**settings)
+    assert str(err.value) == message
+
+
+def test_net_settings_at_their_limits_are_accepted():
+    assert NetConfig(channels=(8, 16), strides=(4,), dropout=0.99).divisor == 4
