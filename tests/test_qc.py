@@ -95,3 +95,47 @@ def test_predict_qc_outlines_the_prediction_and_the_reference(ds_and_preds, tmp_
     assert main(["predict", str(model), str(ds / "imagesTr" / "case_000_0000.nii.gz"), "--device", "cpu",
                  "--out", str(tmp_path / "p1"), "--qc", str(tmp_path / "qc1")]) == 0
     assert [p.name for p in (tmp_path / "qc1").glob("*.png")] == ["case_000.png"]
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: what the mutants of qc.py asked for
+
+
+def _pixels(img, colour, tol):
+    return np.argwhere(np.all(np.abs(img - np.asarray(colour, dtype=np.float32)) < tol, axis=-1))
+
+
+def test_pictures_are_radiological_with_outlines_in_their_colours_and_letters_on_their_panel(tmp_path):
+    """Axial panel: the patient's right on the left, anterior up, for the CT and the outlines alike."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+
+    from globalmask.qc import PREDICTION_COLOUR, REFERENCE_COLOUR
+
+    ct = np.full((20, 20, 20), -1000, np.int16)
+    ct[10:, :10, :] = 40  # on a RAS grid: the patient's right (high x) and posterior (low y) in soft-tissue grey
+    vol = Volume(ct, np.eye(4))
+    ref = vol.with_array(np.zeros((20, 20, 20), np.uint8))
+    ref.array[12:16, 12:16, 8:12] = 1  # right, anterior
+    pred = ref.with_array(np.zeros_like(ref.array))
+    pred.array[4:8, 4:8, 8:12] = 1  # left, posterior
+    img = imread(draw_case(tmp_path / "q.png", {"a": 1}, ref, pred, ct=vol))[..., :3]
+    axial = img[60:, : img.shape[1] // 3]  # the first panel, below the legend
+    grey, black = _pixels(axial, (0.5, 0.5, 0.5), 0.08).mean(axis=0), _pixels(axial, (0, 0, 0), 0.05).mean(axis=0)
+    assert grey[0] > black[0] + 50 and grey[1] < black[1] - 50  # (row, column): the grey quarter lower left
+    blue, orange = _pixels(axial, to_rgb(REFERENCE_COLOUR), 0.12), _pixels(axial, to_rgb(PREDICTION_COLOUR), 0.12)
+    assert len(blue) > 100 and len(orange) > 100
+    assert blue.mean(axis=0)[0] < orange.mean(axis=0)[0] and blue.mean(axis=0)[1] < orange.mean(axis=0)[1]
+    panel = _pixels(axial, (0, 0, 0), 0.05)[:, 1].max()  # the panel's right edge (it is black there)
+    letters = _pixels(axial, (1, 1, 0), 0.25)
+    assert len(letters) > 10 and letters[:, 1].max() <= panel  # R and L inside their panel, not on the next
+
+
+def test_a_structure_the_prediction_missed_still_gets_its_row(tmp_path):
+    ref = Volume(np.zeros((12, 12, 12), np.uint8), np.eye(4))
+    ref.array[2:5, 2:5, 2:5] = 1
+    ref.array[7:10, 7:10, 7:10] = 2
+    pred = ref.with_array(np.where(ref.array == 1, 1, 0).astype(np.uint8))  # structure 2 missed
+    one = draw_case(tmp_path / "one.png", {"a": 1}, ref, pred)
+    both = draw_case(tmp_path / "both.png", {"a": 1, "b": 2}, ref, pred)
+    assert _png_size(both)[1] > 1.8 * _png_size(one)[1]
