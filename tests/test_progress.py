@@ -48,3 +48,26 @@ def test_quiet_hides_bars_and_info_lines_verbose_shows_debug(monkeypatch, capsys
     progress.configure(1, prefix="globalmask x")
     progress.note("under a bar", bar=True)
     assert capsys.readouterr().err == "globalmask x: under a bar\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 29: what the mutants of progress.py asked for
+
+
+def test_the_defaults_ask_for_a_bar_and_log_at_info(monkeypatch, capsys):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert progress.bars_enabled(stream=_Tty())  # a caller that says nothing asks for a bar
+    progress.configure(prefix="gm")  # the command line's default: INFO lines, bars on a terminal
+    assert progress.bars_enabled(True, _Tty())
+    progress.note("shown")
+    progress.note("under a bar", bar=True)
+    assert capsys.readouterr().err == "gm: shown\n"
+
+
+def test_a_log_line_that_cannot_be_formatted_is_reported_and_the_command_goes_on(capsys):
+    progress.configure(0, prefix="gm")
+    progress.LOG.info("%d cases", "three")  # a bug in a message must never stop a command
+    progress.note("next")
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err and "Message: '%d cases'" in err and "Arguments: ('three',)" in err
+    assert err.endswith("gm: next\n")
