@@ -66,7 +66,8 @@ PLAN: dict[str, tuple[list[str], str | None, int]] = {
     # modules without a test module of their own (tests/README.md): the tests that exercise them
     "checks": (["tests/integration/test_bad_input.py", "-m", "not slow"], None, 1),
     "errors": (["tests/test_cli.py", "tests/integration/test_bad_input.py", "-m", "not slow"], None, 1),
-    "__init__": (["tests/test_cli.py", "-m", "not slow"], None, 1),
+    # the package root's lazy names are tested in test_api.py (tests/README.md)
+    "__init__": (["tests/test_cli.py", "tests/test_api.py", "-m", "not slow"], None, 1),
     "phantom.shapes": (["tests/phantom/test_headneck.py", "tests/phantom/test_thorax.py", "-m", "not slow"], None, 1),
     "phantom.__init__": (["tests/phantom/test_cohort.py", "-m", "not slow"], None, 1),
     # evaluate_folder's older tests are still in test_metrics.py, from before it moved to evaluation.py
@@ -116,8 +117,9 @@ def mutmut_section(module: str, tests: list[str]) -> str:
     )
 
 
-#: Committed study plans and records that tests read (the committed plans keep their hashes and run ids).
-STUDY_FILES = re.compile(r"^benchmarks/[^/]+(/[^/]+)?/(plan\.json|records/[^/]+\.json)$")
+#: Committed study plans, records and reports that tests read (the committed plans keep their hashes and run
+#: ids; study.report's sections come back from the records as committed).
+STUDY_FILES = re.compile(r"^benchmarks/[^/]+(/[^/]+)?/(plan\.json|report\.md|records/[^/]+\.json)$")
 
 
 def prepare(module: str, work: Path) -> None:

@@ -102,6 +102,7 @@ def test_the_family_robustness_table_and_its_verdicts():
         "| metal | 6-fillings | +0.010 ± 0.014 | +0.350 ± 0.071 | +0.010 ± 0.000 |",
     ]
     assert "### Test set `test` (2 patients)" in lines
+    assert "Target per family:" in lines  # heads the verdicts below
     # dose-tenth: CT+GBM drops exactly as much as CT-only, which the target allows
     assert "* **dose: holds** at every level and training size (4 comparisons with CT-only)." in lines
     (metal,) = [line for line in lines if line.startswith("* **metal")]
@@ -142,3 +143,116 @@ def test_without_ct_only_scores_no_family_is_judged():
         "* **not judged yet**: dose, metal: no CT-only model has a score under them at a training size of the other "
         "modes yet."]
     assert "| family | level | gbm, 2 | ct+gbm, 2 |" in "\n".join(lines).splitlines()
+
+
+@pytest.fixture(scope="module")
+def thorax_results():
+    """The committed thorax study (47 records), analysed once: about a second."""
+    from pathlib import Path
+
+    from globalmask.study import analyse, load_records
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "thorax"
+    plan, records = load_records([bench / "records"])
+    return analyse(plan, records), (bench / "report.md").read_text(encoding="utf-8")
+
+
+def test_the_sections_of_a_committed_report_come_back_from_its_records(thorax_results):
+    """GBM-only, scarcity (with its draw spread), comparisons, robustness and the paper's table: each section's
+    lines stand, in order and unchanged, in the committed report.md."""
+    from globalmask.study import report as rep
+
+    results, committed = thorax_results
+    sections = [rep.gbm_only_section(results), rep.scarcity_section(results, []), rep.comparisons_section(results),
+                rep.robustness_section(results, None), rep.convergence_section(results),
+                rep.paper_section(results.summary, results.comparisons, results.config, results.sweep_recipe,
+                                  results.plan.n_train)]
+    for lines in sections:
+        assert len(lines) > 3
+        assert "\n".join(lines) in committed, lines[0]
+
+
+def test_the_learning_curves_and_the_shift_figure_are_drawn_from_the_committed_records(thorax_results, tmp_path):
+    results, _ = thorax_results
+    from globalmask.study.report import plot_learning_curves, plot_shift
+
+    assert plot_learning_curves(results.per_case, results.plan.n_train, tmp_path, results.sweep_recipe) == [
+        "dice_vs_n.png", "com_vs_n.png"]
+    assert plot_shift(results.shift_drops, tmp_path) == "shift_drop.png"
+    for name in ("dice_vs_n.png", "com_vs_n.png", "shift_drop.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_test_sets_section_claims_in_words_for_ct_gbm_against_ct(thorax_results):
+    from globalmask.study.report import claim_words, test_sets_section
+
+    results, _ = thorax_results
+    text = "\n".join(test_sets_section(results))
+    rows = results.set_comparisons
+    c = rows[(rows["a"] == "ct+gbm") & (rows["b"] == "ct")].iloc[0]
+    assert f"| {claim_words(c['verdict'], c['size'])} |" in text
+
+
+def test_without_overlays_the_figures_section_says_how_to_get_them(thorax_results):
+    from globalmask.study.report import figures_section
+
+    results, _ = thorax_results
+    text = "\n".join(figures_section(results, None, []))
+    hint = "(Overlays need the dataset and the run folders' predictions on this machine: `globalmask study report"
+    assert hint in text
+
+
+def test_overlays_are_drawn_from_the_first_draw_with_every_mode_predicted(tmp_path):
+    """Draw 0 lacks the ct+gbm prediction, draw 1 has both: the overlay and one QC picture per mode of draw 1.
+    The dataset has dataset.json and imagesTr (no ``images`` folder)."""
+    import shutil
+    from types import SimpleNamespace
+
+    from globalmask.study.report import plot_overlays
+    from globalmask.study.stats import RunSummary
+
+    from ..conftest import make_tiny_dataset
+
+    root = make_tiny_dataset(tmp_path / "ds", n=2)
+    runs_dir = tmp_path / "runs"
+    runs = []
+    for draw in (0, 1):
+        for mode in ("ct", "ct+gbm"):
+            name = f"{mode}-all-d{draw}"
+            runs.append(RunSummary(name, name, "sweep", mode, "bone:level=250", "all", draw, [], 1, 1, 1, 0.5, True,
+                                   1.0, 1.0, 0.5, "cpu"))
+            if (draw, mode) != (0, "ct+gbm"):
+                (runs_dir / name / "predictions").mkdir(parents=True)
+                shutil.copy(root / "labelsTr" / "case_001.nii.gz", runs_dir / name / "predictions" / "case_001.nii.gz")
+    results = SimpleNamespace(sweep_recipe="bone:level=250", runs=runs,
+                              plan=SimpleNamespace(dataset_root=str(root), split=SimpleNamespace(test=("case_001",))))
+    out = tmp_path / "rep"
+    out.mkdir()
+    names = plot_overlays(runs_dir, results, 1, out)
+    assert names == ["overlay_case_001.png", "qc_case_001_ct.png", "qc_case_001_ct_gbm.png"]
+    assert all((out / n).is_file() for n in names)
+    shutil.rmtree(runs_dir / "ct-all-d1")  # no draw complete now: nothing drawn
+    assert plot_overlays(runs_dir, results, 1, out) == []
+
+
+def test_under_the_robust_rule_the_ablation_shows_each_recipe_under_the_variation_suite():
+    """The committed openkbp_native records (robust rule): clean, worst and worst drop to 3 decimals, the drop
+    being clean minus worst, and the recipe marked chosen is the winner named below the table."""
+    import re
+    from pathlib import Path
+
+    from globalmask.study import analyse, load_records
+    from globalmask.study.report import ablation_section
+
+    plan, records = load_records([Path(__file__).resolve().parents[2] / "benchmarks" / "openkbp_native" / "records"])
+    lines = ablation_section(analyse(plan, records))
+    start = lines.index("Under the variation suite (validation, mean Dice; a miss scores 0):")
+    head, _, *rows = lines[start + 2].splitlines()
+    assert head == "| recipe | clean | worst | worst_variation | worst_drop | eligible | chosen |"
+    assert len(rows) == 4
+    for row in rows:
+        recipe, clean, worst, _, drop, _, chosen = row.strip("| ").split(" | ")
+        assert all(re.fullmatch(r"\d\.\d{3}", v) for v in (clean, worst, drop)), row
+        assert float(drop) == pytest.approx(float(clean) - float(worst), abs=0.0011)
+        if chosen == "True":
+            assert f"Winner on validation: `{recipe}`; the sweep above used `{recipe}`." in lines
