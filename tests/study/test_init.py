@@ -288,3 +288,98 @@ def test_report_finds_the_data_where_the_user_says_after_checking_its_content(st
     with pytest.raises(DatasetError, match=r"differ from the data study plan [0-9a-f]{16} ran on"):
         report_from_records([records], tmp_path / "edited", runs_dir=out / "runs", dataset=elsewhere)
     assert not (tmp_path / "edited").exists()
+
+
+# ---- fast: no study is run (the functions run_study and report_from_records hand their work to are replaced)
+
+
+def test_plan_ablation_trains_one_gbm_model_per_candidate_recipe_and_draw_on_every_case():
+    from globalmask.study import plan_ablation
+
+    runs = plan_ablation(StudyConfig(modes=["ct", "gbm"], recipe="auto", ablation_recipes=["bone", "body"],
+                                     ablation_draws=2), 12)
+    assert len(runs) == len(StudyConfig(recipe="auto", ablation_recipes=["bone", "body"]).candidate_recipes()) * 2
+    assert {(r.kind, r.mode, r.size_label, r.n_cases) for r in runs} == {("ablation", "gbm", ALL, 12)}
+    assert sorted({r.draw for r in runs}) == [0, 1]
+
+
+def test_a_dataset_lacking_cases_of_the_plan_is_refused_naming_them(tmp_path):
+    from types import SimpleNamespace
+
+    from globalmask.errors import DatasetError
+    from globalmask.study import check_same_data
+
+    from ..conftest import make_tiny_dataset
+
+    root = make_tiny_dataset(tmp_path / "ds", n=2)
+    split = SimpleNamespace(train=("case_000", "gone_1"), validation=("gone_2", "gone_3"), test=("gone_4",))
+    plan = SimpleNamespace(split=split, hash="abc123", dataset_fingerprint="")
+    with pytest.raises(DatasetError) as e:
+        check_same_data(plan, root)
+    assert str(e.value) == f"{root}: lacks 4 case(s) of study plan abc123 (gone_1, gone_2, gone_3, ...)"
+
+
+def _spy(monkeypatch, **results):
+    """Replace globalmask.study's helpers by recorders returning ``results``; the calls, by name."""
+    import globalmask.study as study
+
+    calls: dict = {}
+    for name, value in results.items():
+        def fake(*args, _name=name, _value=value, **kwargs):
+            calls[_name] = (args, kwargs)
+            return _value
+        monkeypatch.setattr(study, name, fake)
+    return calls
+
+
+def test_report_from_records_checks_the_dataset_given_and_reports_what_it_analysed(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(hash="h")
+    calls = _spy(monkeypatch, load_records=(plan, ["r1"]), check_same_data=tmp_path / "data",
+                 analyse="RESULTS", write_outputs=None)
+    assert report_from_records([tmp_path / "recs"], tmp_path / "rep", command="c", runs_dir="runs",
+                               dataset="elsewhere") == "RESULTS"
+    assert calls["load_records"][0] == ([tmp_path / "recs"],)
+    assert calls["check_same_data"][0] == (plan, "elsewhere")
+    assert calls["analyse"][0] == (plan, ["r1"])
+    assert calls["write_outputs"] == (("RESULTS", tmp_path / "rep"),
+                                      {"command": "c", "runs_dir": "runs", "dataset": tmp_path / "data"})
+    calls.clear()
+    report_from_records([tmp_path / "recs"], tmp_path / "rep2")  # no dataset: the records' own path, unchecked
+    assert "check_same_data" not in calls and calls["write_outputs"][1]["dataset"] is None
+
+
+def test_run_study_hands_every_setting_to_the_runner_and_reports_when_complete(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(hash="h")
+    calls = _spy(monkeypatch, make_plan=plan, run_plan=SimpleNamespace(complete=True),
+                 load_records=(plan, ["r1"]), analyse="RESULTS", write_outputs=None)
+    lines = []
+    out = tmp_path / "s"
+    assert run_study("ds", out, echo=lines.append, shard=(0, 2), retries=5, command="cmd", threads=3) == "RESULTS"
+    args, kwargs = calls["make_plan"]
+    assert args[0] == "ds" and isinstance(args[1], StudyConfig)  # the default settings
+    assert calls["run_plan"][0] == (plan, out)
+    assert {k: calls["run_plan"][1][k] for k in ("shard", "retries", "command", "threads", "progress")} == {
+        "shard": (0, 2), "retries": 5, "command": "cmd", "threads": 3, "progress": True}
+    assert calls["load_records"][0] == ([out / RECORDS_DIR], "h")
+    assert calls["analyse"][0] == (plan, ["r1"])
+    assert lines == [f"study h complete: report at {out / 'report.md'}"]
+
+
+def test_an_unfinished_study_says_what_it_waits_for(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(hash="h")
+    state = SimpleNamespace(complete=False, waiting_for=None, pending=["a", "b"], executed=["c"])
+    _spy(monkeypatch, make_plan=plan, run_plan=state)
+    lines = []
+    assert run_study("ds", tmp_path, echo=lines.append) is None
+    assert lines == ["study h: 1 run(s) executed now; 2 run(s) pending. Run the same command again to continue."]
+    state.waiting_for = "the ablation's records"
+    lines.clear()
+    run_study("ds", tmp_path, echo=lines.append, shard=(1, 2))
+    assert lines == ["study h: 1 run(s) executed now; waiting for the ablation's records. Run the same command again "
+                     "to continue, or merge the shards' records with `globalmask study report`."]
