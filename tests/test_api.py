@@ -72,6 +72,24 @@ def test_the_verbs_are_the_api_functions():
         _ = globalmask.segment  # type: ignore[attr-defined]
 
 
+def test_a_lazy_name_is_imported_on_first_use_then_kept_at_the_root(monkeypatch):
+    """Each name resolves to its own module's object and is stored at the root; unknown names are refused by name;
+    ``dir()`` lists every exported name, sorted."""
+    import importlib
+
+    homes = {"train": "api", "Predictor": "infer", "StudyConfig": "study", "DataConfig": "training"}
+    for name, module in homes.items():
+        monkeypatch.delitem(vars(globalmask), name, raising=False)  # not yet looked up
+        value = getattr(globalmask, name)
+        assert value is getattr(importlib.import_module(f"globalmask.{module}"), name)
+        assert vars(globalmask)[name] is value
+    with pytest.raises(AttributeError) as e:
+        _ = globalmask.segment  # type: ignore[attr-defined]
+    assert str(e.value) == "module 'globalmask' has no attribute 'segment'"
+    names = dir(globalmask)
+    assert names == sorted(names) and set(globalmask.__all__) <= set(names)
+
+
 # ----------------------------------------------------------------------------------------------
 # predict and make_gbm: a path, an image, an array with its affine
 
