@@ -68,7 +68,8 @@ PLAN: dict[str, tuple[list[str], str | None, int]] = {
     "errors": (["tests/test_cli.py", "tests/integration/test_bad_input.py", "-m", "not slow"], None, 1),
     # the package root's lazy names are tested in test_api.py (tests/README.md)
     "__init__": (["tests/test_cli.py", "tests/test_api.py", "-m", "not slow"], None, 1),
-    "phantom.shapes": (["tests/phantom/test_headneck.py", "tests/phantom/test_thorax.py", "-m", "not slow"], None, 1),
+    "phantom.shapes": (["tests/phantom/test_shapes.py", "tests/phantom/test_headneck.py",
+                        "tests/phantom/test_thorax.py", "-m", "not slow"], None, 1),
     "phantom.__init__": (["tests/phantom/test_cohort.py", "-m", "not slow"], None, 1),
     # evaluate_folder's older tests are still in test_metrics.py, from before it moved to evaluation.py
     "evaluation": (["tests/test_evaluation.py", "tests/test_metrics.py", "-m", "not slow"], None, 1),
