@@ -548,3 +548,50 @@ def test_every_option_and_argument_has_help_text():
 
     walk(build_parser(), "globalmask")
     assert not missing, missing
+
+
+def test_the_old_study_form_means_study_run():
+    """``globalmask study DATASET`` (before plan/run/report existed) is ``study run``; actions and help are kept."""
+    from globalmask.cli import _study_argv
+
+    assert _study_argv(["study", "DS"]) == ["study", "run", "DS"]
+    assert _study_argv(["-q", "study", "DS", "-h"]) == ["-q", "study", "run", "DS", "-h"]
+    assert _study_argv(["study", "report", "R"]) == ["study", "report", "R"]
+    assert _study_argv(["study", "-h"]) == ["study", "-h"]
+
+
+def test_parsed_defaults_and_types():
+    from globalmask.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "ds", "--out", "r"]).lr == 0.002
+    assert parser.parse_args(["demo", "--seed", "3"]).seed == 3
+    assert parser.parse_args(["phantom", "--out", "p", "--kind", "headneck"]).kind == "headneck"
+
+
+def test_demo_hands_its_settings_to_the_demo(tmp_path, monkeypatch):
+    import globalmask.demo as demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: seen.update(kw, out=out))
+    assert main(["demo", "--out", str(tmp_path / "d"), "--steps", "7", "--train-cases", "2", "--seed", "5",
+                 "--device", "cpu", "--kind", "thorax"]) == 0
+    assert seen == {"out": tmp_path / "d", "kind": "thorax", "train_cases": 2, "steps": 7, "seed": 5, "device": "cpu",
+                    "quick": False}
+
+
+def test_a_phantom_seed_beyond_32_bits_is_refused(tmp_path, capsys):
+    rc, err = run_cli(["phantom", "--out", str(tmp_path / "p"), "--cases", "1", "--shape", "8", "8", "8",
+                       "--seed", str(2**32)], capsys)
+    assert rc != 0 and "seed" in err and str(2**32) in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_an_interrupted_training_ends_its_message_with_the_resume_hint():
+    from argparse import Namespace
+
+    from globalmask.cli import _continue_hint
+
+    line = "globalmask train: interrupted; no partial files were left" + _continue_hint(Namespace(command="train"))
+    assert line == ("globalmask train: interrupted; no partial files were left (continue with the same command plus "
+                    "--resume)")
