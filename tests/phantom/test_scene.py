@@ -75,3 +75,54 @@ def test_noise_and_blur_differ_between_cases():
     # air outside the body is flat -1000 before the scanner: its spread is the scanner noise
     stds = [float(_case("headneck", i)[0].array[:4, :4].std()) for i in range(6)]
     assert max(stds) > 1.5 * min(stds)
+
+
+def test_the_scanner_scales_offsets_blurs_adds_noise_clips_and_rounds():
+    from globalmask.phantom.scene import scan
+
+    rng = np.random.default_rng(0)
+    ideal = {"blur": 0.0, "scale": 2.0, "offset": 10.0, "noise": 0.0}
+    hu = np.array([[[100.0, 0.6, 5000.0, -5000.0]]], np.float32)
+    out = scan(hu.copy(), ideal, rng)
+    assert out.dtype == np.int16 and out.tolist() == [[[210, 11, 3071, -1024]]]
+    spot = np.zeros((9, 9, 9), np.float32)
+    spot[4, 4, 4] = 1000.0
+    flat = {"blur": 0.0, "scale": 1.0, "offset": 0.0, "noise": 0.0}
+    assert scan(spot.copy(), flat | {"blur": 0.05}, rng)[4, 4, 4] == 1000  # at most 0.05 voxel: no blur
+    # a 1-voxel Gaussian spreads the spot: its peak keeps 1 / (2 pi)^1.5 of it
+    assert scan(spot.copy(), flat | {"blur": 1.0}, rng)[4, 4, 4] == pytest.approx(1000 / (2 * np.pi) ** 1.5, abs=1)
+    noisy = scan(np.zeros((32, 32, 32), np.float32), flat | {"noise": 20.0}, rng).astype(float)
+    assert noisy.std() == pytest.approx(20.0, rel=0.05) and abs(noisy.mean()) < 0.5
+
+
+def _scene(shape=(16, 20, 12), seed=3):
+    from globalmask.phantom.scene import Scene
+    from globalmask.phantom.shapes import Draw
+
+    draw = Draw(np.random.default_rng(seed))
+    scene = Scene("thorax", shape, draw)
+    scene.make_fields(draw)
+    return scene
+
+
+def test_the_grid_centre_lies_at_the_field_of_view_centre():
+    scene = _scene()
+    centre = (np.array(scene.shape) - 1) / 2.0
+    assert (scene.affine @ [*centre, 1.0])[:3] == pytest.approx(scene.fov_centre)
+    assert np.diag(scene.affine)[:3] == pytest.approx(scene.spacing)
+
+
+def test_a_box_covers_every_voxel_whose_anatomy_lies_in_it_and_stays_on_the_grid():
+    """On a grid of three different sizes: each voxel whose anatomy coordinates fall in the box is in the block;
+    a box around everything is the whole grid."""
+    scene = _scene()
+    mid = np.array([c[8, 10, 6] for c in scene.q])  # the anatomy at the grid's middle
+    lo, hi = mid + [-150.0, -3.0, -5.0], mid + [150.0, 3.0, 5.0]  # long along x
+    inside = np.all([(scene.q[i] >= lo[i]) & (scene.q[i] <= hi[i]) for i in range(3)], axis=0)
+    assert inside.any()
+    block = scene.box(lo, hi)
+    assert block is not None
+    outside = inside.copy()
+    outside[block] = False
+    assert not outside.any()
+    assert scene.box([-1e4] * 3, [1e4] * 3) == tuple(slice(0, n) for n in scene.shape)
