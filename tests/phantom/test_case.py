@@ -212,3 +212,17 @@ def test_bad_arguments_are_refused():
 
 # ----------------------------------------------------------------------------------------------
 # the written dataset
+
+
+def test_the_label_maps_by_kind_and_a_bad_shape_or_index_named():
+    from globalmask.phantom import case as phantom_case
+
+    assert phantom_case.phantom_labels("headneck") == dict(phantom_case.HEADNECK_LABELS)
+    assert phantom_case.phantom_labels("thorax") == dict(phantom_case.THORAX_LABELS)
+    assert phantom_case.phantom_labels("thorax", chambers=True) == dict(phantom_case.THORAX_CHAMBER_LABELS)
+    with pytest.raises(GlobalmaskError) as e:
+        make_phantom_case("headneck", 0, 0, ("a", 64, 64))  # type: ignore[arg-type]
+    assert str(e.value) == "phantom shape must be three integers, got ('a', 64, 64)"
+    with pytest.raises(GlobalmaskError) as e:
+        make_phantom_case("headneck", -1, 0)
+    assert str(e.value) == "index must be >= 0, got -1"
