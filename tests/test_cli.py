@@ -595,3 +595,48 @@ def test_an_interrupted_training_ends_its_message_with_the_resume_hint():
     line = "globalmask train: interrupted; no partial files were left" + _continue_hint(Namespace(command="train"))
     assert line == ("globalmask train: interrupted; no partial files were left (continue with the same command plus "
                     "--resume)")
+
+
+# ----------------------------------------------------------------------------------------------
+# predict's split fallback and --qc --overwrite (the untrained model of ``world``: predictions are
+# label maps all the same); the help's promise of an all-or-nothing export
+
+
+def test_predict_of_a_split_takes_the_model_folders_split_when_the_dataset_has_none(world, tmp_path, capsys):
+    """The tiny dataset has no splits.json: ``--subset test`` reads the test list beside the model."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(world["model"], run / "model.pt")
+    split = {"train": ["case_000", "case_001", "case_002"], "validation": ["case_003"],
+             "test": ["case_004", "case_005"]}
+    (run / "splits.json").write_text(json.dumps(split), encoding="utf-8")
+    assert not (world["ds"] / "splits.json").exists()
+    out = tmp_path / "pred"
+    assert main(["predict", str(run / "model.pt"), str(world["ds"]), "--subset", "test", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert f"test split: 2 case(s) from {run / 'splits.json'}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["case_004.nii.gz",
+                                                                                  "case_005.nii.gz"]
+
+
+def test_predict_qc_into_a_non_empty_folder_with_overwrite_writes_beside_its_files(world, tmp_path, capsys):
+    """``--overwrite`` covers the --qc folder too: a user's folder holding notes gets the pictures beside them."""
+    qc = tmp_path / "qc"
+    qc.mkdir()
+    (qc / "notes.txt").write_text("mine", encoding="utf-8")
+    argv = ["predict", str(world["model"]), str(world["img"]), "--out", str(tmp_path / "pred"), "--qc", str(qc),
+            "--device", "cpu"]
+    rc, err = run_cli(argv, capsys)
+    assert rc == 2 and "--qc is not empty" in err  # without --overwrite: refused, nothing written
+    assert not (tmp_path / "pred").exists()
+    assert main([*argv, "--overwrite"]) == 0
+    assert "pictures to check: 1 PNG(s)" in capsys.readouterr().out
+    assert (qc / "case_000.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (qc / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_the_export_help_promises_a_folder_written_whole_or_not_at_all(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "nnunet", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "e.g. $nnUNet_raw/Dataset602_HNGBM; written whole or not at all" in helptext

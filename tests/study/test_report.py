@@ -256,3 +256,96 @@ def test_under_the_robust_rule_the_ablation_shows_each_recipe_under_the_variatio
         assert float(drop) == pytest.approx(float(clean) - float(worst), abs=0.0011)
         if chosen == "True":
             assert f"Winner on validation: `{recipe}`; the sweep above used `{recipe}`." in lines
+
+
+def test_the_overlay_shows_the_middle_slice_of_the_first_structure(tmp_path, monkeypatch):
+    """The first structure (``left``, 1) of the test case lies on slices 2-4 only: the overlay's panels show axial
+    slice 3 (its mean slice), not the volume's middle (10 of 20), and its title says so."""
+    import shutil
+    from types import SimpleNamespace
+
+    from globalmask.io import Volume, read_volume, write_volume
+    from globalmask.study import report as rep
+    from globalmask.study.stats import RunSummary
+
+    from ..conftest import make_tiny_dataset
+
+    root = make_tiny_dataset(tmp_path / "ds", n=2)
+    lab_path = root / "labelsTr" / "case_001.nii.gz"
+    lab = read_volume(lab_path)
+    arr = np.zeros_like(lab.array)
+    arr[6:10, 8:12, 2:5] = 1  # left: slices 2, 3, 4
+    arr[14:18, 8:12, 5:15] = 2
+    write_volume(Volume(arr, lab.affine), lab_path)
+    runs_dir = tmp_path / "runs"
+    (runs_dir / "ct-all-d0" / "predictions").mkdir(parents=True)
+    shutil.copy(lab_path, runs_dir / "ct-all-d0" / "predictions" / "case_001.nii.gz")
+    runs = [RunSummary("ct-all-d0", "ct-all-d0", "sweep", "ct", "bone:level=250", "all", 0, [], 1, 1, 1, 0.5, True,
+                       1.0, 1.0, 0.5, "cpu")]
+    results = SimpleNamespace(sweep_recipe="bone:level=250", runs=runs,
+                              plan=SimpleNamespace(dataset_root=str(root), split=SimpleNamespace(test=("case_001",))))
+    figures = {}
+    save = rep._savefig
+    monkeypatch.setattr(rep, "_savefig", lambda fig, path: (figures.setdefault(path.name, fig), save(fig, path)))
+    out = tmp_path / "rep"
+    out.mkdir()
+    assert rep.plot_overlays(runs_dir, results, 1, out)[0] == "overlay_case_001.png"
+    fig = figures["overlay_case_001.png"]
+    assert fig._suptitle.get_text().startswith("case_001, axial slice 3, full-size models of draw 0")
+    ct = read_volume(root / "imagesTr" / "case_001_0000.nii.gz").array
+    shown = np.asarray(fig.axes[0].images[0].get_array())  # the CT panel
+    np.testing.assert_array_equal(shown, np.clip(ct[:, :, 3].T, -400, 600))
+
+
+def test_the_learning_curves_plot_each_modes_mean_over_draws_against_training_cases(tmp_path, monkeypatch):
+    """Per mode, a point per training size at the mean over draws of each draw's mean (two draws of Dice 0.4 and
+    0.6 at 1 case: 0.5; ``all`` at the training split's size), axes labelled with what they show."""
+    import pandas as pd
+
+    from globalmask.study import report as rep
+
+    rows = []
+    for mode, base in (("ct", 0.4), ("ct+gbm", 0.5)):
+        for size, extra in (("1", 0.0), ("all", 0.3)):
+            for draw, d in ((0, -0.1), (1, 0.1)):
+                for case, c in (("a", -0.05), ("b", 0.05)):
+                    rows.append(dict(recipe="bone:level=250", subset="test", shift="none", status="scored", mode=mode,
+                                     size=size, draw=draw, case=case, dice=base + extra + d + c, com_mm=2.0 + d))
+    rows.append(dict(rows[0], subset="validation", dice=0.0))  # not a test case: left out
+    per_case = pd.DataFrame(rows)
+    figures = {}
+    monkeypatch.setattr(rep, "_savefig", lambda fig, path: figures.setdefault(path.name, fig))
+    assert rep.plot_learning_curves(per_case, 8, tmp_path, "bone:level=250") == ["dice_vs_n.png", "com_vs_n.png"]
+    ax = figures["dice_vs_n.png"].axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("training cases", "Dice (test, mean over cases and structures)")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["ct"].get_xdata(), [1, 8])
+    np.testing.assert_allclose(lines["ct"].get_ydata(), [0.4, 0.7])
+    np.testing.assert_allclose(lines["ct+gbm"].get_ydata(), [0.5, 0.8])
+    ax = figures["com_vs_n.png"].axes[0]
+    assert ax.get_ylabel() == "centre-of-mass error (mm)"
+    np.testing.assert_allclose({line.get_label(): line for line in ax.get_lines()}["ct"].get_ydata(), [2.0, 2.0])
+
+
+def test_the_papers_claim_of_ct_gbm_over_ct_needs_a_higher_dice_and_p_below_005():
+    """A tie in mean Dice is no improvement however small p is; p = 0.05 exactly is not below 0.05."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from globalmask.study.report import paper_section
+
+    def comp(size, dice_a, dice_b, p):
+        return dict(a="ct+gbm", b="ct", structure="all", size=size, dice_a=dice_a, dice_b=dice_b, wilcoxon_p=p,
+                    relative_improvement_pct=100 * (dice_a - dice_b) / dice_b, n_cases=8)
+
+    config = SimpleNamespace(reference="heart", reference_structure=None)
+
+    def verdicts(comps):
+        lines = paper_section(pd.DataFrame(), pd.DataFrame(comps), config, "bone:level=250", 12)
+        return [ln.split(":")[0] for ln in lines if "CT+GBM better than CT" in ln]
+
+    assert verdicts([comp("1", 0.8, 0.8, 0.01), comp("2", 0.81, 0.8, 0.01)]) == ["* **not reached**",
+                                                                                  "* **reached**"]
+    assert verdicts([comp("1", 0.9, 0.8, 0.05), comp("2", 0.8, 0.9, 0.001)]) == ["* **not reached**",
+                                                                                  "* **not reached**"]
