@@ -139,3 +139,55 @@ def test_a_structure_the_prediction_missed_still_gets_its_row(tmp_path):
     one = draw_case(tmp_path / "one.png", {"a": 1}, ref, pred)
     both = draw_case(tmp_path / "both.png", {"a": 1, "b": 2}, ref, pred)
     assert _png_size(both)[1] > 1.8 * _png_size(one)[1]
+
+
+def _drawn_figure(tmp_path, monkeypatch):
+    """draw_case of one structure (reference and prediction) on a CT; the matplotlib Figure it saved."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))[1])
+    vol = Volume(np.full((20, 20, 20), -1000, np.int16), np.eye(4))
+    ref = vol.with_array(np.zeros((20, 20, 20), np.uint8))
+    ref.array[12:16, 12:16, 8:12] = 1
+    pred = ref.with_array(np.zeros_like(ref.array))
+    pred.array[4:8, 4:8, 8:12] = 1
+    draw_case(tmp_path / "q.png", {"a": 1}, ref, pred, ct=vol)
+    return saved[0]
+
+
+def test_the_side_letters_mirror_each_other_inside_their_panel(tmp_path, monkeypatch):
+    """R | L (axial, coronal) and P | A (sagittal) sit wholly inside their panel, each as far from its own edge."""
+    fig = _drawn_figure(tmp_path, monkeypatch)
+    renderer = fig.canvas.get_renderer()
+    assert len(fig.axes) == 3
+    for ax, sides in zip(fig.axes, ("RL", "RL", "PA")):
+        panel = ax.get_window_extent(renderer)
+        left, right = (t.get_window_extent(renderer) for t in ax.texts)
+        assert [t.get_text() for t in ax.texts] == list(sides)
+        margins = (left.x0 - panel.x0, panel.x1 - right.x1)
+        assert min(margins) > 0, margins  # inside the panel
+        assert margins[0] == pytest.approx(margins[1], abs=1.0), margins  # at the same distance from its edge
+        assert left.x1 < panel.x0 + 0.1 * panel.width and right.x0 > panel.x1 - 0.1 * panel.width
+
+
+def test_the_legend_is_a_frameless_key_above_the_panels_with_both_lines_drawn_alike(tmp_path, monkeypatch):
+    """reference: solid blue, prediction: dashed orange, both 2 pt (bolder than the 1.4 pt outlines they name), in
+    one row with no box around it, above the panels (over no picture)."""
+    from matplotlib.colors import to_rgb
+
+    from globalmask.qc import PREDICTION_COLOUR, REFERENCE_COLOUR
+
+    fig = _drawn_figure(tmp_path, monkeypatch)
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["reference", "prediction"]
+    lines = legend.get_lines()
+    assert [to_rgb(line.get_color()) for line in lines] == [to_rgb(REFERENCE_COLOUR), to_rgb(PREDICTION_COLOUR)]
+    assert [line.get_linestyle() for line in lines] == ["-", "--"]
+    assert [line.get_linewidth() for line in lines] == [2.0, 2.0]
+    assert not legend.get_frame_on()
+    box = legend.get_window_extent(renderer)
+    assert box.y0 >= max(ax.get_window_extent(renderer).y1 for ax in fig.axes)
+    assert box.x1 > 0.9 * fig.bbox.width  # at the top right

@@ -126,3 +126,38 @@ def test_a_box_covers_every_voxel_whose_anatomy_lies_in_it_and_stays_on_the_grid
     outside[block] = False
     assert not outside.any()
     assert scene.box([-1e4] * 3, [1e4] * 3) == tuple(slice(0, n) for n in scene.shape)
+
+
+def test_a_smooth_field_of_unit_normal_coefficients_has_unit_variance_at_every_voxel():
+    """The field is linear in its c^3 coefficients: its variance at a voxel, for independent unit normal ones, is
+    the sum over the coefficients of the squared field of that coefficient alone, 1 everywhere (the weights are
+    normalised per voxel), edges and corners included."""
+    scene = _scene()
+    c = 4
+    variance = np.zeros(scene.shape)
+    for k in range(c**3):
+        coef = np.zeros(c**3, np.float32)
+        coef[k] = 1.0
+        variance += scene._field(coef.reshape(c, c, c)).astype(float) ** 2
+    np.testing.assert_allclose(variance, 1.0, rtol=1e-5)
+
+
+def test_the_smooth_fields_bumps_lie_on_a_lattice_spanning_the_field_of_view():
+    """Five bumps per axis at -0.55, -0.275, 0, 0.275, 0.55 of the field of view from its centre: one coefficient
+    alone peaks at its lattice point (within a voxel or so), the outer ones, beyond the grid, at its edge voxels."""
+    from globalmask.phantom.scene import Scene
+    from globalmask.phantom.shapes import Draw
+
+    scene = Scene("thorax", (40, 48, 32), Draw(np.random.default_rng(3)))
+    c = 5
+    for k, at in enumerate(np.linspace(-0.55, 0.55, c)):
+        coef = np.zeros((c, c, c), np.float32)
+        coef[k, k, k] = 1.0
+        field = scene._field(coef)
+        peak = np.unravel_index(np.argmax(field), field.shape)
+        where = np.array([scene.axes[i][peak[i]] for i in range(3)])
+        if abs(at) < 0.5:
+            np.testing.assert_allclose((where - scene.fov_centre) / scene.fov, at, atol=0.04)
+        else:
+            assert peak == ((0, 0, 0) if at < 0 else tuple(n - 1 for n in scene.shape))
+        assert field.max() == pytest.approx(0.5, abs=0.05)  # shared with its neighbours: about half at its peak
