@@ -243,3 +243,32 @@ def test_on_ray_a_run_reserves_as_many_cpus_as_its_threads(study_cohort, tmp_pat
         spans.append((min(f.stat().st_mtime_ns for f in files), path.stat().st_mtime_ns))
     first, second = sorted(spans)
     assert second[0] >= first[1]  # the second run started after the first one's record was written
+
+
+def test_a_resumed_runs_total_time_counts_its_earlier_training_and_this_process_scoring(study_cohort, tmp_path,
+                                                                                      monkeypatch):
+    """A run resumed after a crash trained partly in an earlier process: train() reports the summed training time,
+    and the record's total is that plus this process's preparation and scoring, never less than its training."""
+    import dataclasses
+    import time
+
+    from globalmask.study import make_plan, runner
+
+    real_train = runner.train
+    calls: list[float] = []
+
+    def resumed_train(*args, **kwargs):
+        t = time.perf_counter()
+        result = real_train(*args, **kwargs)
+        calls.append(time.perf_counter() - t)
+        return dataclasses.replace(result, seconds=result.seconds + 1000.0)  # 1000 s in an earlier process
+
+    monkeypatch.setattr(runner, "train", resumed_train)
+    plan = make_plan(study_cohort, StudyConfig(**dict(FAST_PLAN, recipe="bone", ablation_recipes=[])))
+    t0 = time.perf_counter()
+    run = plan.sweep(plan.fixed_recipe)[0]
+    rec = runner.execute_run(tmp_path / "s", str(study_cohort), plan.info(), run, threads=1, progress=False)
+    wall = time.perf_counter() - t0
+    assert rec.train_seconds >= 1000.0
+    outside_training = rec.total_seconds - rec.train_seconds
+    assert 0.0 < outside_training <= wall - calls[0] + 1e-6

@@ -65,9 +65,11 @@ class RunRecord:
     stop_reason : str
         Why training stopped.
     train_seconds : float
-        Training wall time (s).
+        Training wall time (s), summed over every process of a resumed run.
     total_seconds : float
-        Training and scoring wall time (s).
+        Training wall time (summed over every process of a resumed run) plus this process's preparation
+        and scoring wall time (s). Records written before this was fixed (December 2026) counted a
+        resumed run's last process only.
     machine : dict
         Where it ran (:func:`machine_info`).
     metrics : list of dict

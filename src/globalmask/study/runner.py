@@ -146,7 +146,9 @@ def execute_run(
     prepared = _prepared(out, dataset_root, plan, run)
     tcfg = cfg.train_config(run.mode, run.train_cases, run.seed, run.steps)
     run_dir = out / "runs" / run.name
+    t_train = time.perf_counter()
     result = train(prepared, run_dir / "model", tcfg, device=cfg.device, resume=True, progress=progress)
+    t_train = time.perf_counter() - t_train
     predictor = Predictor(result.model_path, device=cfg.device)
     # Scored only now, with the model final: the checkpoint was chosen on validation inside train().
     eval_sets = _eval_sets(plan, run, prepared.dataset, prepared.split)
@@ -165,7 +167,9 @@ def execute_run(
         converged=result.converged,
         stop_reason=result.stop_reason,
         train_seconds=float(result.seconds),
-        total_seconds=time.perf_counter() - t0,
+        # a resumed run trained partly in earlier processes: its training time is result.seconds (summed over
+        # them all), and this process adds only preparation and scoring
+        total_seconds=float(result.seconds) + (time.perf_counter() - t0 - t_train),
         machine=machine_info(str(predictor.device), threads),
         metrics=rows,
     )
