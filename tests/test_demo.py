@@ -52,9 +52,10 @@ def _fake_demo(monkeypatch, seen):
 
     class Predictor:  # "ct.pt" predicts the reference, "gbm.pt" nothing
         def __init__(self, model, device):
-            self.model = model
+            self.model, self.device = model, device
 
         def predict_files(self, images, out, progress):
+            seen.setdefault("predict", []).append((self.device, out, progress))
             out.mkdir(parents=True, exist_ok=True)
             for image in images:
                 case = image.name.replace("_0000.nii.gz", "")
@@ -101,6 +102,8 @@ def test_the_quick_demo_trains_each_mode_on_its_cohort_and_scores_the_test_cases
         {"mode": "gbm", "Dice": "0.000 ± 0.000", "CoM error (mm)": "n/a", "HD95 (mm)": "n/a",
          "missed": 2 * len(split.test)},
     ]
+    # each mode's test cases predicted on the device asked for, with a progress bar, into predictions/<mode>
+    assert seen["predict"] == [("cpu", out / "predictions" / m, True) for m in ("ct", "gbm")]
     per_case = pd.read_csv(out / "demo_per_case.csv")
     assert list(per_case["mode"]) == ["ct"] * 4 + ["gbm"] * 4  # 2 test cases x 2 structures per mode
     assert sorted(p.name for p in (out / "predictions" / "ct").glob("*.nii.gz")) == [
