@@ -71,6 +71,9 @@ PLAN: dict[str, tuple[list[str], str | None, int]] = {
     "phantom.shapes": (["tests/phantom/test_shapes.py", "tests/phantom/test_headneck.py",
                         "tests/phantom/test_thorax.py", "-m", "not slow"], None, 1),
     "phantom.__init__": (["tests/phantom/test_cohort.py", "-m", "not slow"], None, 1),
+    # the cohort's dataset.json of the thorax-varied kind (its acquisitions) is tested with that kind
+    "phantom.cohort": (["tests/phantom/test_cohort.py", "tests/phantom/test_thorax_varied.py", "-m", "not slow"],
+                       None, 1),
     # evaluate_folder's older tests are still in test_metrics.py, from before it moved to evaluation.py
     "evaluation": (["tests/test_evaluation.py", "tests/test_metrics.py", "-m", "not slow"], None, 1),
 }

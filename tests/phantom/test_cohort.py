@@ -129,3 +129,40 @@ def test_cli_phantom_split_proportions(tmp_path):
     for bad in ("3:1", "a:b:c", "3:-1:1", "0:0:0"):
         assert main(["phantom", "--cases", "5", "--split", bad, "--out", str(tmp_path / "bad")]) == 2
         assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_a_finished_cohort_missing_a_case_file_gets_it_back(tmp_path):
+    """The identical call on a finished dataset regenerates a deleted case file, the same bytes of voxels."""
+    out = make_phantom_dataset(tmp_path / "ds", cases=2, seed=1, shape=(20, 20, 20))
+    image = out / "imagesTr" / "phantom_headneck_001_0000.nii.gz"
+    label = out / "labelsTr" / "phantom_headneck_000.nii.gz"
+    before = read_volume(image).array, read_volume(label).array
+    image.unlink()
+    label.unlink()
+    assert make_phantom_dataset(out, cases=2, seed=1, shape=(20, 20, 20)) == out
+    np.testing.assert_array_equal(read_volume(image).array, before[0])
+    np.testing.assert_array_equal(read_volume(label).array, before[1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seed": 1.5}, "seed must be an integer, got 1.5"),
+    ({"seed": -1}, "seed must be >= 0, got -1"),
+    ({"cases": True}, "cases must be an integer, got True"),
+    ({"cases": 0}, "a phantom cohort needs at least one case, got cases=0"),
+])
+def test_a_bad_seed_or_case_count_is_refused_by_name_before_anything_is_written(tmp_path, kwargs, message):
+    from globalmask.errors import GlobalmaskError
+
+    with pytest.raises(GlobalmaskError) as exc:
+        make_phantom_dataset(tmp_path / "ds", **{"cases": 1, "shape": (20, 20, 20), **kwargs})
+    assert message in str(exc.value)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_the_dataset_is_named_after_its_kind_and_chambers(tmp_path):
+    meta = json.loads((make_phantom_dataset(tmp_path / "t", kind="thorax", cases=1, shape=(20, 20, 20),
+                                            chambers=True) / "dataset.json").read_text(encoding="utf-8"))
+    assert meta["name"] == "GlobalmaskPhantomThoraxChambers" and "acquisition" not in meta
+    meta = json.loads((make_phantom_dataset(tmp_path / "h", cases=1, shape=(20, 20, 20)) / "dataset.json")
+                      .read_text(encoding="utf-8"))
+    assert meta["name"] == "GlobalmaskPhantomHeadNeck" and "acquisition" not in meta
