@@ -74,6 +74,12 @@ PLAN: dict[str, tuple[list[str], str | None, int]] = {
     # the cohort's dataset.json of the thorax-varied kind (its acquisitions) is tested with that kind
     "phantom.cohort": (["tests/phantom/test_cohort.py", "tests/phantom/test_thorax_varied.py", "-m", "not slow"],
                        None, 1),
+    # the anatomy builders: besides their orientation tests, the bit-for-bit pins of the cases and their label and
+    # tissue checks (test_case.py, test_scene.py); thorax.py holds the thorax-varied acquisitions too
+    "phantom.headneck": (["tests/phantom/test_headneck.py", "tests/phantom/test_case.py", "tests/phantom/test_scene.py",
+                          "-m", "not slow"], None, 1),
+    "phantom.thorax": (["tests/phantom/test_thorax.py", "tests/phantom/test_case.py", "tests/phantom/test_scene.py",
+                        "tests/phantom/test_thorax_varied.py", "-m", "not slow"], None, 1),
     # evaluate_folder's older tests are still in test_metrics.py, from before it moved to evaluation.py
     "evaluation": (["tests/test_evaluation.py", "tests/test_metrics.py", "-m", "not slow"], None, 1),
 }

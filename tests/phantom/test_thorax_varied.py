@@ -184,3 +184,15 @@ def test_cli_phantom_thorax_varied(tmp_path):
     expected = [f"phantom_thorax_varied_{i:03d}" for i in range(3)]
     assert sorted(split["train"] + split["validation"] + split["test"]) == expected
     assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["phantom"]["kind"] == "thorax-varied"
+
+
+def test_the_acquisition_listed_in_dataset_json_is_pinned():
+    """Case 2 of seed 4 as dataset.json lists it (the draws are part of the pinned cohort): an arterial phase at
+    120 kVp, where the image shows the left-heart blood at its drawn level plus the calibration offset."""
+    listed = _acq(2, 4).to_dict()
+    assert listed == {
+        "phase": "arterial", "kvp": 120, "kernel": "standard", "dose_fraction": 0.342, "reference_noise_hu": 20.5,
+        "offset_hu": 2.7, "blood_lv_hu": 358.7, "blood_rv_hu": 248.4, "svc_hu": 671.9, "myocardium_hu": 93.7,
+        "liver_hu": 75.5, "blood_lv_image_hu": 361.4,
+    }
+    assert listed["blood_lv_image_hu"] == pytest.approx(listed["blood_lv_hu"] + listed["offset_hu"], abs=0.11)
