@@ -80,6 +80,9 @@ PLAN: dict[str, tuple[list[str], str | None, int]] = {
                           "-m", "not slow"], None, 1),
     "phantom.thorax": (["tests/phantom/test_thorax.py", "tests/phantom/test_case.py", "tests/phantom/test_scene.py",
                         "tests/phantom/test_thorax_varied.py", "-m", "not slow"], None, 1),
+    # the version string: pyproject's version and the records' machine info read it
+    "_version": (["tests/integration/test_code_quality.py", "tests/study/test_records.py", "-k",
+                  "version"], None, 1),
     # evaluate_folder's older tests are still in test_metrics.py, from before it moved to evaluation.py
     "evaluation": (["tests/test_evaluation.py", "tests/test_metrics.py", "-m", "not slow"], None, 1),
 }
