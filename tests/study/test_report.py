@@ -349,3 +349,34 @@ def test_the_papers_claim_of_ct_gbm_over_ct_needs_a_higher_dice_and_p_below_005(
                                                                                   "* **reached**"]
     assert verdicts([comp("1", 0.9, 0.8, 0.05), comp("2", 0.8, 0.9, 0.001)]) == ["* **not reached**",
                                                                                   "* **not reached**"]
+
+
+def test_the_compute_table_sums_wall_time_times_threads_per_stage_and_counts_short_totals_at_training_time():
+    """Hand-computed: two one-thread CPU runs of 1 h training (one with a 1.5 h total, one whose total
+    was recorded below its training time), a two-thread ablation run of 0.5 h and a GPU run of 0.25 h."""
+    from globalmask.study.report import compute_section, compute_table
+    from globalmask.study.stats import RunSummary
+
+    def run(role, train_s, total_s, device="cpu", threads=1):
+        return RunSummary("r", "x", role, "ct", "bone:level=250", "1", 0, [], 10, 20, 5, 0.5, True, train_s,
+                          total_s, 0.7, device, threads)
+
+    runs = [run("sweep", 3600, 5400), run("sweep", 3600, 600), run("ablation", 1800, 1800, threads=2),
+            run("sweep", 900, 1800, device="cuda")]
+    tab = compute_table(runs).set_index(["stage", "device"])
+    assert tab.loc[("sweep", "cpu"), "models"] == 2
+    assert tab.loc[("sweep", "cpu"), "train_h"] == pytest.approx(2.0)
+    assert tab.loc[("sweep", "cpu"), "total_h"] == pytest.approx(1.5 + 1.0)  # the short total counts as 1 h
+    assert tab.loc[("sweep", "cpu"), "short"] == 1
+    assert tab.loc[("ablation", "cpu"), "train_h"] == pytest.approx(1.0)  # 0.5 h x 2 threads
+    assert tab.loc[("all", "cpu"), "total_h"] == pytest.approx(3.5)
+    assert tab.loc[("all", "cpu"), "per_model_h"] == pytest.approx(3.5 / 3)
+    assert tab.loc[("all", "cuda"), "total_h"] == pytest.approx(0.5)  # an accelerator's hours are wall hours
+
+    from types import SimpleNamespace
+
+    text = "\n".join(compute_section(SimpleNamespace(runs=runs)))
+    assert "**3 models on `cpu`: 3.5 CPU-hours** in all (3.0 of training" in text
+    assert "**1 model on `cuda`: 0.5 cuda hours**" in text
+    assert "1 record(s) state a total below their training time" in text
+    assert compute_section(SimpleNamespace(runs=[])) == []

@@ -730,6 +730,85 @@ def convergence_section(results: StudyResults) -> list[str]:
     return lines
 
 
+def compute_table(runs: Sequence[RunSummary]) -> pd.DataFrame:
+    """What the study's models cost, per stage and device, in hours of compute summed from the records.
+
+    On a CPU a run's compute is its wall time x its torch threads (two one-thread runs side by side on
+    two cores cost two CPU-hours per hour); on an accelerator it is the wall time. A record whose total
+    is below its training time (a resumed run recorded before the runner counted every sitting) is
+    counted at its training time, so the totals are then a lower bound.
+
+    Parameters
+    ----------
+    runs : sequence of RunSummary
+        The study's runs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per stage (``role``) and device, then an ``all`` row: models, training hours, total
+        hours (preparation and scoring included), hours per model and records counted at their
+        training time.
+    """
+    rows = []
+    for r in runs:
+        scale = r.threads if r.device == "cpu" else 1
+        rows.append({"stage": r.role, "device": r.device or "unknown", "train_h": r.train_seconds * scale / 3600,
+                     "total_h": max(r.total_seconds, r.train_seconds) * scale / 3600,
+                     "short": int(r.total_seconds < r.train_seconds)})
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    parts = [df.groupby(["stage", "device"], sort=True), df.assign(stage="all").groupby(["stage", "device"])]
+    tab = pd.concat([g.agg(models=("train_h", "size"), train_h=("train_h", "sum"), total_h=("total_h", "sum"),
+                           short=("short", "sum")).reset_index() for g in parts], ignore_index=True)
+    tab["per_model_h"] = tab["total_h"] / tab["models"]
+    return tab
+
+
+def compute_section(results: StudyResults) -> list[str]:
+    """The study's compute in CPU-hours (or device hours), stated from the records alone.
+
+    Parameters
+    ----------
+    results : StudyResults
+        The study's statistics.
+
+    Returns
+    -------
+    list of str
+        The section's lines; none without runs.
+    """
+    tab = compute_table(results.runs)
+    if tab.empty:
+        return []
+    unit = {"cpu": "CPU-hours"}
+    lines = ["## Compute: what the models cost", ""]
+    for _, row in tab[tab["stage"] == "all"].iterrows():
+        u = unit.get(row["device"], f"{row['device']} hours")
+        n = f"{row['models']} model{'s' if row['models'] != 1 else ''}"
+        lines.append(f"**{n} on `{row['device']}`: {row['total_h']:.1f} {u}** in all "
+                     f"({row['train_h']:.1f} of training, the rest data preparation and scoring on every test set "
+                     f"and variation; {row['per_model_h']:.2f} per model).")
+    lines += [
+        "",
+        "A CPU run's hours are its wall time x its torch threads, summed from the records' `train_seconds`, "
+        "`total_seconds` and `machine.threads`; pending runs are not counted.",
+        "",
+    ]
+    short = int(tab.loc[tab["stage"] == "all", "short"].sum())
+    if short:
+        lines += [f"{short} record(s) state a total below their training time (a resumed run recorded before the "
+                  "runner summed every sitting): they count at their training time, so the totals are a lower "
+                  "bound by their scoring time.", ""]
+    show = tab.rename(columns={"train_h": "training hours", "total_h": "total hours", "per_model_h": "hours per model",
+                               "short": "counted at training time"})
+    for c in ("training hours", "total hours", "hours per model"):
+        show[c] = show[c].map(lambda v: f"{v:.2f}")
+    lines += [_md_table(show), ""]
+    return lines
+
+
 def write_outputs(
     results: StudyResults,
     out: str | Path,
@@ -822,6 +901,7 @@ def write_report(
     lines = [
         *header_section(results, command),
         *convergence_section(results),
+        *compute_section(results),
         *gbm_only_section(results),
         *scarcity_section(results, curves),
         *comparisons_section(results),

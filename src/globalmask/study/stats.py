@@ -677,6 +677,7 @@ class RunSummary:
     total_seconds: float
     test_dice_mean: float
     device: str
+    threads: int = 1  # torch threads the run trained with: CPU time = wall time x threads
 
 
 @dataclass
@@ -788,7 +789,7 @@ def _summarise(rec: RunRecord, role: str, name: str) -> RunSummary:
         rec.run_id, name, role, rec.run.mode, rec.run.recipe, rec.run.size_label, rec.run.draw, rec.train_ids,
         rec.steps, rec.max_steps, rec.best_step, rec.best_val_dice, rec.converged, rec.train_seconds,
         rec.total_seconds, float(np.mean(test)) if test else float("nan"),
-        str(rec.machine.get("device", "")),
+        str(rec.machine.get("device", "")), int(rec.machine.get("threads") or 1),
     )
 
 
