@@ -1310,8 +1310,12 @@ def family_verdict_line(verdict: dict[str, Any], n_train: int) -> str:
             "every paired excess is within twice its standard error (or unpaired), so the break may be chance and more "
             f"patients would tell; if it is real, the likely mechanism: {mechanism}."
         )
-    return (f"* **{family}: does not hold** at {levels} ({len(breaks)} of {judged} comparisons with CT-only): "
-            + "; ".join(_break_text(b, n_train) for b in breaks) + f". Why: {why}")
+    largest = max(b["dice_drop"] - b["ref_drop"] for b in breaks)
+    size = f"{largest:+.3f}" if largest >= 0.0005 else f"{largest:+.4f}"
+    label = "does not hold" if real else "does not hold, within noise"  # the reader sees the size of it first
+    return (f"* **{family}: {label}** (largest excess over CT-only's drop {size}) at {levels} ({len(breaks)} of "
+            f"{judged} comparisons with CT-only): " + "; ".join(_break_text(b, n_train) for b in breaks)
+            + f". Why: {why}")
 
 
 def _verdict_lines(rows: list[dict[str, Any]], n_train: int) -> list[str]:
