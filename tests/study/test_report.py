@@ -382,3 +382,16 @@ def test_the_compute_table_sums_wall_time_times_threads_per_stage_and_counts_sho
     assert "**1 model on `cuda`: 0.5 cuda hours**" in text
     assert "1 record(s) state a total below their training time" in text
     assert compute_section(SimpleNamespace(runs=[])) == []
+
+
+def test_each_run_summary_carries_its_records_torch_threads():
+    """CPU-hours multiply by the threads a record names (the native study holds a two-thread record)."""
+    from pathlib import Path
+
+    from globalmask.study import analyse, load_records
+
+    records = Path(__file__).resolve().parents[2] / "benchmarks" / "openkbp_native" / "records"
+    plan, recs = load_records([records])
+    threads = {r.run_id: r.threads for r in analyse(plan, recs).runs}
+    assert threads == {rid: rec.machine["threads"] for rid, rec in recs.items()}
+    assert threads["gbm-nall-d0-percentile_q90-b203c83dc0"] == 2 and 1 in threads.values()
