@@ -260,6 +260,38 @@ def test_under_the_robust_rule_the_ablation_shows_each_recipe_under_the_variatio
             assert f"Winner on validation: `{recipe}`; the sweep above used `{recipe}`." in lines
 
 
+def test_the_recipe_tables_read_the_ablation_runs_only_not_the_sweeps_later_draws():
+    """Stage 1 (draw 0) ranks bone (clean 0.74, worst 0.70) over percentile (0.72, 0.69); the sweep's draw 1 of
+    bone (clean 0.50, worst 0.40) is later evidence of one recipe only. Pooled in, it would put bone at 0.62/0.55
+    and hand the table's choice to percentile while the winner line (and the sweep) say bone."""
+    from globalmask.study import ALL, StudyConfig, _bare_plan, analyse
+    from globalmask.study.records import RunRecord
+    from globalmask.study.report import ablation_section
+
+    cfg = StudyConfig(modes=["gbm"], train_sizes=[ALL], draws=2, recipe="auto", recipe_rule="robust",
+                      ablation_recipes=["bone", "percentile"], shifts=[])
+    plan = _bare_plan(cfg, 3)
+
+    def record(run, clean, worst):
+        rows = [{"subset": subset, "shift": shift, "case": "v", "structure": "a", "label": 1, "dice": dice,
+                 "com_mm": 1.0, "hd95_mm": 1.0, "msd_mm": 1.0, "pred_ml": 1.0, "ref_ml": 1.0, "status": "ok"}
+                for subset in ("validation", "test") for shift, dice in (("none", clean), ("pose", worst))]
+        return RunRecord(plan={"plan_hash": plan.hash}, run_id=plan.run_id(run), run=run, train_config={},
+                         train_ids=["t0", "t1", "t2"], steps=10, max_steps=10, best_step=10, best_val_dice=clean,
+                         converged=True, stop_reason="plateau", train_seconds=1.0, total_seconds=1.0, machine={},
+                         metrics=rows)
+
+    bone, percentile = sorted(plan.ablation(), key=lambda r: r.recipe)
+    later = next(r for r in plan.sweep(bone.recipe) if r.draw == 1)
+    records = {plan.run_id(r): record(r, clean, worst)
+               for r, clean, worst in ((bone, 0.74, 0.70), (percentile, 0.72, 0.69), (later, 0.50, 0.40))}
+    results = analyse(plan, records)
+    lines = ablation_section(results)
+    assert results.recipe_winner == results.sweep_recipe == bone.recipe
+    assert f"| {bone.recipe} | 0.740 | 0.700 | pose | 0.040 | True | True |" in "\n".join(lines)
+    assert results.recipe_ablation.set_index("recipe").loc[bone.recipe, "validation_dice"] == pytest.approx(0.74)
+
+
 def test_the_overlay_shows_the_middle_slice_of_the_first_structure(tmp_path, monkeypatch):
     """The first structure (``left``, 1) of the test case lies on slices 2-4 only: the overlay's panels show axial
     slice 3 (its mean slice), not the volume's middle (10 of 20), and its title says so."""

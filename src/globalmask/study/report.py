@@ -1420,8 +1420,8 @@ def ablation_section(results: StudyResults) -> list[str]:
         elif c.endswith("_com_mm"):
             tab[c] = tab[c].map(lambda v: f"{v:.2f}")
     lines += [_md_table(tab), ""]
-    if robust:
-        dice = robust_recipe_table(results.per_case)
+    if robust and not results.ablation_per_case.empty:
+        dice = robust_recipe_table(results.ablation_per_case)
         if not dice.empty and "none" in dice.columns:
             ranking = robust_choice(dice)[1].reset_index()
             for c in ("clean", "worst", "worst_drop"):

@@ -702,6 +702,10 @@ class StudyResults:
     set_comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
     # per test set, family and level (the suite's studies only)
     family_drops: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # the stage-1 (ablation) runs' rows only: the recipe choice and its tables read these, never the
+    # sweep's later draws of the winning recipe (pooling those in would rank the recipes on unequal
+    # evidence and could name another winner than the one the sweep was run with)
+    ablation_per_case: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def config(self) -> StudyConfig:
@@ -810,11 +814,13 @@ def analyse(plan: Plan, records: Mapping[str, RunRecord]) -> StudyResults:
     """
     ablation = plan.ablation()
     ablation_recs = [records.get(plan.run_id(r)) for r in ablation]
+    ablation_done = [r for r in ablation_recs if r]
+    ablation_pc = pd.DataFrame()
+    if ablation_done:
+        ablation_pc = pd.concat([r.per_case() for r in ablation_done], ignore_index=True)
     winner = None
-    if ablation_recs and all(ablation_recs):
-        winner = choose_recipe(
-            pd.concat([r.per_case() for r in ablation_recs if r], ignore_index=True), plan.config.recipe_rule
-        )
+    if ablation_recs and len(ablation_done) == len(ablation_recs):
+        winner = choose_recipe(ablation_pc, plan.config.recipe_rule)
     recipe = plan.fixed_recipe or winner
     runs: list[RunSpec] = plan.all_runs(recipe)
     sweep_names = {r.name for r in plan.sweep(recipe)} if recipe else set()
@@ -848,8 +854,9 @@ def analyse(plan: Plan, records: Mapping[str, RunRecord]) -> StudyResults:
     if recipe is not None and not per_case.empty:
         by_set = set_comparisons(per_case, plan, recipe, sizes)
         by_family = family_drops(per_case, recipe, shift_families(plan.config.shifts), plan.test_sets)
-    ablation_table = recipe_ablation(per_case) if not per_case.empty else pd.DataFrame()
+    ablation_table = recipe_ablation(ablation_pc) if not ablation_pc.empty else pd.DataFrame()
     return StudyResults(
         plan, recipe, winner, sizes, summaries, pending, per_case, summary, pd.DataFrame(comparisons), drops,
         ablation_table, plan.subsets(plan.sweep(recipe)) if recipe else {}, unplanned, by_set, by_family,
+        ablation_pc,
     )
