@@ -276,9 +276,19 @@ def test_plan_text_is_what_study_plan_prints(tmp_path, capsys):
     config = tmp_path / "study.yaml"
     config.write_text("modes: [ct, gbm]\ntrain_sizes: [1, 2]\ndraws: 2\nsteps: 20\nrecipe: auto\n"
                       "ablation_recipes: [bone, body]\nshifts: []\n", encoding="utf-8")
-    assert main(["study", "plan", str(config), str(ds), "--shards", "3"]) == 0
+    # as `study run` takes them: the dataset, then --config
+    assert main(["study", "plan", str(ds), "--config", str(config), "--shards", "3"]) == 0
     printed = capsys.readouterr().out
     assert printed == api.plan_text(config, ds, shards=3) + "\n"
+    # the older order, CONFIG DATASET, prints the same plan
+    assert main(["study", "plan", str(config), str(ds), "--shards", "3"]) == 0
+    assert capsys.readouterr().out == printed
+    # the study.yaml given twice is refused, naming both
+    assert main(["study", "plan", str(config), str(ds), "--config", str(config)]) == 2
+    assert f"either --config {config} or as the first of two paths ({config})" in capsys.readouterr().err
+    # no --config: the paper's default study, as `study run` without one
+    assert main(["study", "plan", str(ds)]) == 0
+    assert capsys.readouterr().out == api.plan_text(None, ds) + "\n"
     lines = printed.splitlines()
     assert lines[0].startswith("plan ") and "split 6/2/2" in lines[0]
     assert sum(line.startswith("1 ") for line in lines) == 2  # the two ablation recipes, GBM only

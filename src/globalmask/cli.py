@@ -259,8 +259,10 @@ def _add_study_parsers(sub: argparse._SubParsersAction) -> None:
     actions.required = True
 
     a = actions.add_parser("plan", help="print the plan: runs, their ids, estimated cost and the plan hash")
-    a.add_argument("config", type=Path, help="study.yaml (see benchmarks/openkbp/study_converged.yaml)")
     a.add_argument("dataset", type=Path, help=_DATASET_HELP)
+    # the form before `study plan` took its arguments as `study run` does: `study plan CONFIG DATASET`
+    a.add_argument("old_dataset", type=Path, nargs="?", default=None, help=argparse.SUPPRESS)
+    a.add_argument("--config", type=Path, default=None, help="study.yaml (see benchmarks/openkbp/study_converged.yaml)")
     a.add_argument("--seconds-per-step", type=float, default=None,
                    help="for the time estimate (default: scaled from the 2-core CPU benchmark)")
     a.add_argument("--shards", type=int, default=None, help="also show how the runs fall into N shards")
@@ -312,6 +314,17 @@ def _study_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def _plan_paths(args: argparse.Namespace) -> tuple[Path | None, Path]:
+    """(config, dataset) of ``study plan``: ``DATASET [--config CONFIG]`` as ``study run`` takes them, or the
+    older ``CONFIG DATASET``."""
+    if args.old_dataset is None:
+        return args.config, args.dataset
+    if args.config is not None:
+        raise GlobalmaskError(f"study plan: give the study.yaml once: either --config {args.config} or as the first of "
+                              f"two paths ({args.dataset}), not both")
+    return args.dataset, args.old_dataset
+
+
 def _cmd_study(args: argparse.Namespace) -> None:
     import shlex
 
@@ -321,7 +334,8 @@ def _cmd_study(args: argparse.Namespace) -> None:
     typed = " ".join(shlex.quote(a) for a in sys.argv[1:])
     command = "globalmask " + typed if sys.argv[0].endswith("globalmask") else None
     if args.study_action == "plan":
-        print(api.plan_text(args.config, args.dataset, seconds_per_step=args.seconds_per_step, shards=args.shards))
+        config_path, dataset = _plan_paths(args)
+        print(api.plan_text(config_path, dataset, seconds_per_step=args.seconds_per_step, shards=args.shards))
         return
     if args.study_action == "report":
         results = report_from_records(args.records, args.out, command=command, runs_dir=args.runs, dataset=args.dataset)
