@@ -690,6 +690,21 @@ def bench_native(device, reps: int) -> str:
             " wall time on 1 thread while a second run shared the machine):\n\n"
             + md_table(runs)
         )
+    quiet = ROOT / "benchmarks" / "convergence" / "native_quiet_timing"
+    if (quiet / "done.json").exists():  # the speed target: one model alone on the machine
+        done = json.loads((quiet / "done.json").read_text(encoding="utf-8"))
+        wall = next(
+            (ln.split("):", 1)[1].strip() for ln in (quiet / "time_v.txt").read_text(encoding="utf-8").splitlines()
+             if "Elapsed (wall clock)" in ln),
+            "?",
+        )
+        text += (
+            "\n\nOne full-size CT-only model alone on the 2 cores (`benchmarks/convergence/native_quiet_timing/`,"
+            " the command in `benchmarks/convergence.md`): plateau validation Dice"
+            f" {done['best_val_dice']:.3f} at step {done['best_step']}, stopped at {done['steps']}"
+            f" ({'converged' if done['converged'] else 'NOT converged'}); wall time {wall} (h:mm:ss or m:ss),"
+            " target <= 45 min."
+        )
     return text
 
 
