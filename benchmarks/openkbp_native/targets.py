@@ -97,8 +97,8 @@ def targets(results: dict[str, Any], per_case: pd.DataFrame) -> list[str]:
     done = not results["pending"]
     converged = sum(1 for r in runs if r.converged)
     not_converged = ", ".join(r.name for r in runs if not r.converged) or "none"
-    lines.append(f"| every model converged | {converged} of {len(runs)} (not: {not_converged}) | | "
-                 f"{_verdict(converged == len(runs) if done else None)} |")
+    lines.append(f"| every model converged under the plateau rule | {converged} of {len(runs)} "
+                 f"(not: {not_converged}) | | {_verdict(converged == len(runs) if done else None)} |")
     cost = compute_table(runs)
     if not cost.empty:
         cpu = cost[(cost["stage"] == "all") & (cost["device"] == "cpu")]
