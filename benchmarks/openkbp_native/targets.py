@@ -126,12 +126,18 @@ def targets(results: dict[str, Any], per_case: pd.DataFrame) -> list[str]:
     return lines
 
 
+def per_case_file(report: Path) -> Path:
+    """The report's ``per_case.csv``, or the gzipped copy committed in its place (the plain file is 9 MB)."""
+    plain = report / "per_case.csv"
+    return plain if plain.exists() else report / "per_case.csv.gz"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="a folder written by `globalmask study report`")
     args = parser.parse_args()
     results = json.loads((args.report / "results.json").read_text())
-    per_case = pd.read_csv(args.report / "per_case.csv", dtype={"size": str})
+    per_case = pd.read_csv(per_case_file(args.report), dtype={"size": str})
     print("\n".join(targets(results, per_case)))
 
 
