@@ -36,14 +36,20 @@ ROOT = HERE.parents[1]
 NOT_COPIED = shutil.ignore_patterns(".globalmask.lock")  # a run folder's lock belongs to its own process
 
 
-def _no_early_stop(model_dir: Path) -> None:
-    """Switch early stopping off in a copied run folder's stored settings (config.json and last.pt)."""
-    (model_dir / "done.json").unlink(missing_ok=True)
+def _adopt(model_dir: Path, split_source: str, continue_run: bool) -> None:
+    """Make a copied run folder the new study's: its split file is the new study's copy of the same split
+    (the runner compares the path), and a stopped run gets early stopping switched off and its
+    ``done.json`` removed, so that it resumes to its maximum. Both config.json and last.pt hold the
+    settings."""
+    if continue_run:
+        (model_dir / "done.json").unlink(missing_ok=True)
     state = torch.load(model_dir / "last.pt", map_location="cpu", weights_only=False)
-    state["config"]["train"]["patience"] = None
-    torch.save(state, model_dir / "last.pt")
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    cfg["train"]["patience"] = None
+    for stored in (state["config"], cfg):
+        stored["split_source"] = split_source
+        if continue_run:
+            stored["train"]["patience"] = None
+    torch.save(state, model_dir / "last.pt")
     (model_dir / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
 
 
@@ -64,12 +70,14 @@ def main() -> None:
             continue
         tail = ROOT / "runs" / "anneal_tail" / f"{run.mode.replace('+', '_')}-n{run.size_label}-d{run.draw}" / "model"
         src = args.study / "runs" / run.name / "model"
+        split_source = str(args.out / "splits.json")  # as the runner names it: give --out the same way to both
         if tail.is_dir():
             shutil.copytree(tail, dst, ignore=NOT_COPIED)
+            _adopt(dst, split_source, continue_run=False)
             print(f"{run.name}: from {tail} ({'finished' if (dst / 'done.json').exists() else 'to continue'})")
         else:
             shutil.copytree(src, dst, ignore=NOT_COPIED)
-            _no_early_stop(dst)
+            _adopt(dst, split_source, continue_run=True)
             print(f"{run.name}: from {src}, stopped at {json.loads((src / 'done.json').read_text())['steps']}")
 
 
