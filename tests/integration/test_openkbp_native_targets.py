@@ -100,3 +100,15 @@ def test_a_finished_study_is_judged_and_a_short_total_is_called_a_lower_bound():
     # nothing at full size yet for a mode: pending with no number
     v = _verdicts(_load().targets(_results(runs), per_case[per_case["mode"] == "ct"]))
     assert v["GBM only, 26 cases: mean Dice over the 5 structures >= 0.75"] == ("-", "pending")
+
+
+def test_runs_without_the_plateau_rule_count_as_settled_when_their_best_came_five_checks_before_the_end():
+    per_case = pd.DataFrame([_row("ct", d, "test", "t1", "brainstem", 0.85) for d in (0, 1)])
+    runs = [dict(_run("ct", 0, converged=None), max_steps=4000, best_step=3500),  # 5 checks of 100 before: settled
+            dict(_run("ct", 1, converged=None), max_steps=4000, best_step=3600)]  # 4 checks before: still rising
+    results = _results(runs)
+    results["config"].update(patience=None, val_every=100)
+    v = _verdicts(_load().targets(results, per_case))
+    row = "every model's best validation >= 5 checks before its maximum (4000 steps, no early stop)"
+    assert v[row] == ("1 of 2 (not: ct/nall-d1 (best at 3600))", "**not met**")
+    assert "every model converged under the plateau rule" not in v
