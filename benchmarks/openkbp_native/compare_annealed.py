@@ -20,7 +20,7 @@ MODE_NAMES = {"ct": "CT only", "gbm": "GBM only", "ct+gbm": "CT+GBM"}
 RECIPE = "bone:level=250"
 
 
-def _load(folder: Path) -> dict[tuple[str, int], dict]:
+def full_size_records(folder: Path) -> dict[tuple[str, int], dict]:
     """Full-size records of the default recipe by (mode, draw)."""
     out = {}
     for f in sorted(folder.glob("*.json")):
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--annealed", type=Path, default=HERE / "annealed" / "records")
     ap.add_argument("--study", type=Path, default=HERE / "records")
     args = ap.parse_args()
-    print("\n".join(table(_load(args.annealed), _load(args.study))))
+    print("\n".join(table(full_size_records(args.annealed), full_size_records(args.study))))
 
 
 if __name__ == "__main__":
