@@ -427,3 +427,21 @@ def test_each_run_summary_carries_its_records_torch_threads():
     threads = {r.run_id: r.threads for r in analyse(plan, recs).runs}
     assert threads == {rid: rec.machine["threads"] for rid, rec in recs.items()}
     assert threads["gbm-nall-d0-percentile_q90-b203c83dc0"] == 2 and 1 in threads.values()
+
+
+def test_a_study_without_the_plateau_rule_or_variations_says_so_in_its_protocol():
+    """The committed re-measurement (patience null, no shifts): its protocol must not claim a plateau rule nor
+    list an empty variation suite, and its training section says every model ran to its maximum."""
+    from pathlib import Path
+
+    from globalmask.study import analyse, load_records
+    from globalmask.study import report as rep
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "openkbp_native" / "annealed"
+    results = analyse(*load_records([bench / "records"]))
+    header = "\n".join(rep.header_section(results, None))
+    assert "* Training runs to the maximum number of steps (no plateau rule);" in header
+    assert "validated plateau" not in header and "* Robustness:" not in header
+    training = "\n".join(rep.convergence_section(results))
+    assert "**No plateau rule: every model ran to its maximum number of steps**" in training
+    assert "models converged" not in training and "not judged" not in training

@@ -691,13 +691,22 @@ def convergence_section(results: StudyResults) -> list[str]:
     not_conv = [r for r in runs if r.converged is False]
     unjudged = [r for r in runs if r.converged is None]
     lines = ["## Training: did every model reach its plateau?", ""]
-    lines += [
-        f"**{len(conv)} of {len(runs)} models converged** (validation Dice stopped rising by more than "
-        f"`min_delta` = {results.config.min_delta} for `patience` = {results.config.patience} checks, "
-        f"every {results.config.val_every} steps, before the maximum number of steps). "
-        "Each model is the checkpoint with the best validation Dice.",
-        "",
-    ]
+    if results.config.patience is None:
+        lines += [
+            f"**No plateau rule: every model ran to its maximum number of steps** (validation every "
+            f"{results.config.val_every} steps) and is the checkpoint with the best validation Dice; the table gives "
+            "the mean best step (bests near the maximum say validation may still have been rising).",
+            "",
+        ]
+        unjudged = []
+    else:
+        lines += [
+            f"**{len(conv)} of {len(runs)} models converged** (validation Dice stopped rising by more than "
+            f"`min_delta` = {results.config.min_delta} for `patience` = {results.config.patience} checks, "
+            f"every {results.config.val_every} steps, before the maximum number of steps). "
+            "Each model is the checkpoint with the best validation Dice.",
+            "",
+        ]
     if not_conv:
         lines += [
             "Models that reached their maximum number of steps before a validated plateau (validation Dice may still "
@@ -982,9 +991,13 @@ def header_section(results: StudyResults, command: str | None) -> list[str]:
         f"({config.draws} seeded draws each, {config.full_draws or config.draws} at the full size). "
         "The training cases of a (size, draw) are the same for every mode (`subsets.json`), so all comparisons are "
         "paired.",
-        f"* Training stops at a validated plateau (patience {config.patience} checks, min_delta {config.min_delta}) "
-        "or at the maximum number of steps; "
-        "each model keeps the checkpoint with the best validation Dice; the test split is used once per model, at "
+        (
+            f"* Training stops at a validated plateau (patience {config.patience} checks, "
+            f"min_delta {config.min_delta}) or at the maximum number of steps; "
+            if config.patience is not None
+            else "* Training runs to the maximum number of steps (no plateau rule); "
+        )
+        + "each model keeps the checkpoint with the best validation Dice; the test split is used once per model, at "
         "the end.",
         "* Metrics per test case and structure, on the scan's own grid: Dice; centre-of-mass (CoM) distance in mm "
         "from the affine; "
@@ -994,16 +1007,22 @@ def header_section(results: StudyResults, command: str | None) -> list[str]:
         "* **Relative improvement** of mode A over mode B at a size = (mean Dice A - mean Dice B) / mean Dice B x 100. "
         "**p** is a two-sided Wilcoxon signed-rank test pairing the test cases (each case's Dice averaged over draws "
         "and structures).",
-        "* Robustness: "
-        + (
-            "every model also segments"
-            if config.shift_sizes is None
-            else f"the models at training sizes {', '.join(str(v) for v in config.shift_sizes)} also segment"
-        )
-        + " the test CTs after simulated scanner and patient variations "
-        + ", ".join(shift_text(s) for s in config.shifts if isinstance(s, dict))
-        + "; the GBM is recomputed from the varied CT, and a pose change moves the reference labels with it "
-          "(`globalmask.shift`).",
+        *(
+            [
+                "* Robustness: "
+                + (
+                    "every model also segments"
+                    if config.shift_sizes is None
+                    else f"the models at training sizes {', '.join(str(v) for v in config.shift_sizes)} also segment"
+                )
+                + " the test CTs after simulated scanner and patient variations "
+                + ", ".join(shift_text(s) for s in config.shifts if isinstance(s, dict))
+                + "; the GBM is recomputed from the varied CT, and a pose change moves the reference labels with it "
+                "(`globalmask.shift`)."
+            ]
+            if config.shifts
+            else []
+        ),
         "",
         "Training settings (`plan.json` and every record hold all):",
         "",
