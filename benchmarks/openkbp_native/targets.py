@@ -49,8 +49,22 @@ def _runs(results: dict[str, Any]) -> list[RunSummary]:
     return [RunSummary(**{k: v for k, v in r.items() if k in keys}) for r in results["runs"]]
 
 
-def targets(results: dict[str, Any], per_case: pd.DataFrame) -> list[str]:
-    """Markdown lines: the targets' table, then CT+GBM vs CT per training size on the pooled patients."""
+def _cpu_hours(runs: list[RunSummary]) -> tuple[float, int, str]:
+    """CPU-hours of ``runs`` as the report counts them, the records short of their scoring time, and the text."""
+    cost = compute_table(runs)
+    if cost.empty:
+        return 0.0, 0, "0.0 CPU-hours"
+    cpu = cost[(cost["stage"] == "all") & (cost["device"] == "cpu")]
+    hours = float(cpu["total_h"].sum())
+    return hours, int(cpu["short"].sum()), f"{hours:.1f} CPU-hours"
+
+
+def targets(results: dict[str, Any], per_case: pd.DataFrame, prior: dict[str, Any] | None = None) -> list[str]:
+    """Markdown lines: the targets' table, then CT+GBM vs CT per training size on the pooled patients.
+
+    ``prior`` is the ``results.json`` of the study whose runs ``results`` continued (the re-measurement to
+    the step maximum): the budget row then counts the whole study, its runs plus what continuing added.
+    """
     planned = results["config"].get("full_draws") or results["config"]["draws"]
     rows = pooled_rows(per_case, results)
     patients = rows["case"].nunique()
@@ -110,15 +124,21 @@ def targets(results: dict[str, Any], per_case: pd.DataFrame) -> list[str]:
         not_converged = ", ".join(r.name for r in runs if not r.converged) or "none"
         lines.append(f"| every model converged under the plateau rule | {converged} of {len(runs)} "
                      f"(not: {not_converged}) | | {_verdict(converged == len(runs) if done else None)} |")
-    cost = compute_table(runs)
-    if not cost.empty:
-        cpu = cost[(cost["stage"] == "all") & (cost["device"] == "cpu")]
-        hours = float(cpu["total_h"].sum())
-        short = int(cpu["short"].sum())
+    if prior is None:
+        hours, short, text = _cpu_hours(runs)
+        text = f"{text} over {len(runs)} models"
+    else:  # continuations of the prior study's runs: its cost plus the time they added to each run
+        before = {r.name: r for r in _runs(prior)}
+        base, short, _ = _cpu_hours(list(before.values()))
+        added, _, _ = _cpu_hours(runs)
+        added -= _cpu_hours([before[r.name] for r in runs])[0]
+        hours = base + added
+        text = (f"{base:.1f} (the study's {len(before)} models) + {added:.1f} (continuing {len(runs)} of them) = "
+                f"{hours:.1f} CPU-hours")
+    if runs:
         note = f", a lower bound: {short} record(s) without their scoring time" if short else ""
         ok = hours <= CPU_HOURS if done else (False if hours > CPU_HOURS else None)  # over budget already: not met
-        lines.append(f"| whole study <= {CPU_HOURS:.0f} CPU-hours | {hours:.1f} CPU-hours over {len(runs)} models"
-                     f"{note} | | {_verdict(ok)} |")
+        lines.append(f"| whole study <= {CPU_HOURS:.0f} CPU-hours | {text}{note} | | {_verdict(ok)} |")
 
     lines += [
         "",
@@ -146,10 +166,13 @@ def per_case_file(report: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="a folder written by `globalmask study report`")
+    parser.add_argument("--continues", type=Path, metavar="REPORT",
+                        help="the report of the study whose runs this one continued: the budget row counts both")
     args = parser.parse_args()
     results = json.loads((args.report / "results.json").read_text())
     per_case = pd.read_csv(per_case_file(args.report), dtype={"size": str})
-    print("\n".join(targets(results, per_case)))
+    prior = json.loads((args.continues / "results.json").read_text()) if args.continues else None
+    print("\n".join(targets(results, per_case, prior)))
 
 
 if __name__ == "__main__":

@@ -112,3 +112,14 @@ def test_runs_without_the_plateau_rule_count_as_settled_when_their_best_came_fiv
     row = "every model's best validation >= 5 checks before its maximum (4000 steps, no early stop)"
     assert v[row] == ("1 of 2 (not: ct/nall-d1 (best at 3600))", "**not met**")
     assert "every model converged under the plateau rule" not in v
+
+
+def test_continuations_count_the_prior_study_plus_the_time_they_added():
+    per_case = pd.DataFrame([_row("ct", d, "test", "t1", "brainstem", 0.85) for d in (0, 1)])
+    prior = _results([_run("ct", 0, total_s=3600.0), _run("ct", 1, total_s=7200.0), _run("gbm", 0, total_s=3600.0)])
+    # draw 0 continued: its record now holds 3600 + 1800 s; draw 1 continued to 7200 + 3600 s
+    runs = [_run("ct", 0, converged=None, total_s=5400.0), _run("ct", 1, converged=None, total_s=10800.0)]
+    v = _verdicts(_load().targets(_results(runs), per_case, prior))
+    # the study: 4 h; continuing added 0.5 + 1 h
+    assert v["whole study <= 40 CPU-hours"] == (
+        "4.0 (the study's 3 models) + 1.5 (continuing 2 of them) = 5.5 CPU-hours", "met")

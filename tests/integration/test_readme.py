@@ -106,22 +106,49 @@ def test_relative_links_resolve(doc):
 
 
 def test_readme_native_headline_is_the_committed_reports_targets():
-    """The headline of the study at the data's own grid: the tables `targets.py` prints from the
-    committed report (results.json + per_case.csv.gz of `benchmarks/openkbp_native/report`) stand in
-    the README line for line, so a README figure cannot drift from the records."""
+    """The headline of the study at the data's own grid: the tables `targets.py` prints from the committed
+    reports (results.json + per_case.csv.gz) stand in the README line for line, so a README figure cannot
+    drift from the records: every target row of `annealed/report` (the full-size models run to their
+    maximum, counted with the study they continue) and the CT+GBM vs CT rows of both reports."""
     import importlib.util
 
     import pandas as pd
 
-    report = ROOT / "benchmarks" / "openkbp_native" / "report"
-    spec = importlib.util.spec_from_file_location("native_targets", ROOT / "benchmarks/openkbp_native/targets.py")
+    native = ROOT / "benchmarks" / "openkbp_native"
+    spec = importlib.util.spec_from_file_location("native_targets", native / "targets.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    results = json.loads((report / "results.json").read_text(encoding="utf-8"))
-    per_case = pd.read_csv(module.per_case_file(report), dtype={"size": str})
-    rows = [ln for ln in module.targets(results, per_case) if ln.startswith("| ") and not ln.startswith("| target")
-            and not ln.startswith("| training cases")]
+
+    def lines(folder, prior=None):
+        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        per_case = pd.read_csv(module.per_case_file(folder), dtype={"size": str})
+        return [ln for ln in module.targets(results, per_case, prior) if ln.startswith("| ")
+                and not ln.startswith(("| target", "| training cases"))]
+
+    study = json.loads((native / "report" / "results.json").read_text(encoding="utf-8"))
+    annealed = lines(native / "annealed" / "report", prior=study)
+    comparisons = [ln for ln in lines(native / "report") if ln.startswith(("| 1 |", "| 2 |", "| 4 |", "| 8 |"))]
     readme = README.read_text(encoding="utf-8").splitlines()
-    assert len(rows) >= 13  # 9 targets and a comparison at each of the 5 training sizes
-    for row in rows:
+    assert len(annealed) == 9 and len(comparisons) == 4  # 8 targets and the 26-case comparison; sizes 1-8
+    assert any("(the study's 48 models)" in ln for ln in annealed)
+    for row in annealed[:-1] + comparisons:
         assert row in readme, row
+    assert annealed[-1].replace("| all |", "| all, run to 4000 steps |", 1) in readme
+
+
+def test_the_re_measurement_table_is_what_compare_annealed_prints_from_the_records():
+    """benchmarks/openkbp_native/annealed/README.md's per-run and per-mode tables come from the committed
+    records of the study and of its re-measurement (compare_annealed.py), line for line."""
+    import importlib.util
+
+    here = ROOT / "benchmarks" / "openkbp_native"
+    spec = importlib.util.spec_from_file_location("compare_annealed", here / "compare_annealed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    load = module.full_size_records
+    lines = module.table(load(here / "annealed" / "records"), load(here / "records"))
+    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith(("| run ", "| mode "))]
+    text = (here / "annealed" / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(rows) >= 12  # 9 runs and 3 modes
+    for row in rows:
+        assert row in text, row
