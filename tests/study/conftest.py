@@ -66,7 +66,7 @@ def three_ways(study_cohort, tmp_path_factory):
 
 
 def _tables(report) -> list[list[str]]:
-    """The markdown tables of a report, without the ones that hold wall times."""
+    """The markdown tables of a report, without the ones that hold wall times (minutes, compute hours)."""
     tables, cur = [], []
     for line in [*report.read_text(encoding="utf-8").splitlines(), ""]:
         if line.startswith("|"):
@@ -74,7 +74,7 @@ def _tables(report) -> list[list[str]]:
         elif cur:
             tables.append(cur)
             cur = []
-    return [t for t in tables if "minutes" not in t[0]]
+    return [t for t in tables if "minutes" not in t[0] and "hours" not in t[0]]
 
 
 def _records(folder):

@@ -21,6 +21,7 @@ from ..masks import Recipe, largest_component
 from ..metrics import mean_std_text
 from ..preprocess import to_canonical
 from ..qc import draw_case
+from .config import StudyConfig
 from .stats import (
     ELIGIBLE_MARGIN,
     REFERENCE_MODE,
@@ -1007,22 +1008,7 @@ def header_section(results: StudyResults, command: str | None) -> list[str]:
         "* **Relative improvement** of mode A over mode B at a size = (mean Dice A - mean Dice B) / mean Dice B x 100. "
         "**p** is a two-sided Wilcoxon signed-rank test pairing the test cases (each case's Dice averaged over draws "
         "and structures).",
-        *(
-            [
-                "* Robustness: "
-                + (
-                    "every model also segments"
-                    if config.shift_sizes is None
-                    else f"the models at training sizes {', '.join(str(v) for v in config.shift_sizes)} also segment"
-                )
-                + " the test CTs after simulated scanner and patient variations "
-                + ", ".join(shift_text(s) for s in config.shifts if isinstance(s, dict))
-                + "; the GBM is recomputed from the varied CT, and a pose change moves the reference labels with it "
-                "(`globalmask.shift`)."
-            ]
-            if config.shifts
-            else []
-        ),
+        *_robustness_protocol(config),
         "",
         "Training settings (`plan.json` and every record hold all):",
         "",
@@ -1032,6 +1018,23 @@ def header_section(results: StudyResults, command: str | None) -> list[str]:
         "",
     ]
     return lines
+
+
+def _robustness_protocol(config: StudyConfig) -> list[str]:
+    """The protocol's robustness bullet; none for a study without variations."""
+    if not config.shifts:
+        return []
+    who = (
+        "every model also segments"
+        if config.shift_sizes is None
+        else f"the models at training sizes {', '.join(str(v) for v in config.shift_sizes)} also segment"
+    )
+    return [
+        f"* Robustness: {who} the test CTs after simulated scanner and patient variations "
+        + ", ".join(shift_text(s) for s in config.shifts if isinstance(s, dict))
+        + "; the GBM is recomputed from the varied CT, and a pose change moves the reference labels with it "
+        "(`globalmask.shift`)."
+    ]
 
 
 def gbm_only_section(results: StudyResults) -> list[str]:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -43,7 +42,7 @@ from ..training_data import load_case
 from .config import StudyConfig
 from .plan import Plan, RunSpec, shard_runs
 from .records import RECORDS_DIR, RecordError, RunRecord, machine_info, read_record, record_path, write_record
-from .stats import choose_recipe
+from .stats import ablation_winner
 
 _WORKER_CACHE: dict[str, Any] = {}
 
@@ -351,8 +350,7 @@ def sweep_recipe(plan: Plan, out: Path) -> tuple[str | None, str | None]:
     files = [record_path(out / RECORDS_DIR, plan.run_id(r)) for r in ablation]
     if not files or not all(f.exists() for f in files):  # no files: a CT-only study with a fixed recipe
         return (plan.fixed_recipe, None)
-    per_case = pd.concat([read_record(f).per_case() for f in files], ignore_index=True)
-    winner = choose_recipe(per_case, plan.config.recipe_rule)
+    winner = ablation_winner(plan, [read_record(f) for f in files])
     return (plan.fixed_recipe or winner, winner)
 
 

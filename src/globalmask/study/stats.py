@@ -8,7 +8,7 @@ lists the rest as pending.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -600,6 +600,30 @@ def robust_recipe_table(per_case: pd.DataFrame) -> pd.DataFrame:
     return sel.groupby(["recipe", "shift"], sort=False)["dice"].mean().unstack("shift")
 
 
+def ablation_winner(plan: Plan, ablation_records: Sequence[RunRecord | None]) -> str | None:
+    """The recipe the ablation (stage 1) picks under the plan's rule; None until every stage-1 record exists.
+
+    The runner (which recipe stage 2 trains with) and the report (which recipe it calls the sweep's) both
+    ask this one function, so the two cannot disagree.
+
+    Parameters
+    ----------
+    plan : Plan
+        The study's plan (its ``recipe_rule``).
+    ablation_records : sequence of RunRecord or None
+        One entry per stage-1 run of the plan, None where its record is missing.
+
+    Returns
+    -------
+    str or None
+        The winning recipe, or None.
+    """
+    if not ablation_records or not all(ablation_records):
+        return None
+    per_case = pd.concat([r.per_case() for r in ablation_records if r is not None], ignore_index=True)
+    return choose_recipe(per_case, plan.config.recipe_rule)
+
+
 def choose_recipe(per_case: pd.DataFrame, rule: str = "validation") -> str:
     """The ablation's winner on the validation split: by :func:`recipe_ablation` (``"validation"``:
     fewest misses, lowest CoM error, highest Dice) or by :func:`robust_choice` (``"robust"``).
@@ -818,9 +842,7 @@ def analyse(plan: Plan, records: Mapping[str, RunRecord]) -> StudyResults:
     ablation_pc = pd.DataFrame()
     if ablation_done:
         ablation_pc = pd.concat([r.per_case() for r in ablation_done], ignore_index=True)
-    winner = None
-    if ablation_recs and len(ablation_done) == len(ablation_recs):
-        winner = choose_recipe(ablation_pc, plan.config.recipe_rule)
+    winner = ablation_winner(plan, ablation_recs)
     recipe = plan.fixed_recipe or winner
     runs: list[RunSpec] = plan.all_runs(recipe)
     sweep_names = {r.name for r in plan.sweep(recipe)} if recipe else set()
