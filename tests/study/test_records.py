@@ -3,6 +3,7 @@ by name."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -23,6 +24,7 @@ from globalmask.study.records import (
     RECORD_FORMAT,
     RECORDS_DIR,
     RunRecord,
+    existing_record,
     machine_info,
     read_record,
     record_files,
@@ -179,6 +181,33 @@ def test_records_of_several_folders_merge_with_each_run_once(tmp_path):
         load_records([tmp_path / "m0", tmp_path / "m2"])
     assert str(tmp_path / "m0" / RECORDS_DIR / "run-a.json") in str(err.value)
     assert err.value.path == tmp_path / "m2" / "run-a.json"
+
+
+def test_a_gzip_compressed_record_reads_and_merges_as_the_plain_one(tmp_path):
+    """Large records (per-case metrics under the variation suite) are committed as .json.gz."""
+    info = _plan_info()
+    a = _on_plan(_record("ct", 0, 0.5, 3.0), info, "run-a")
+    b = _on_plan(_record("gbm", 0, 0.6, 2.0), info, "run-b")
+    plain = write_record(tmp_path / "plain", a)
+    packed = tmp_path / "packed" / "run-b.json.gz"
+    packed.parent.mkdir()
+    packed.write_bytes(gzip.compress(write_record(tmp_path / "tmp", b).read_bytes()))
+    assert read_record(packed) == b
+    assert existing_record(tmp_path / "packed", "run-b") == packed
+    assert existing_record(tmp_path / "packed", "run-a") is None
+    assert existing_record(tmp_path / "plain", "run-a") == plain
+    _, records = load_records([tmp_path / "plain", tmp_path / "packed"])
+    assert records == {"run-a": a, "run-b": b}
+    # the same run plain and compressed in one folder is one run
+    (tmp_path / "plain" / "run-a.json.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    assert len(record_files([tmp_path / "plain"])) == 2 and load_records([tmp_path / "plain"])[1] == {"run-a": a}
+    # a truncated download is refused naming the file
+    broken = tmp_path / "broken" / "run-c.json.gz"
+    broken.parent.mkdir()
+    broken.write_bytes(packed.read_bytes()[:40])
+    with pytest.raises(RecordError, match=r"cannot read run record .*gzip") as err:
+        load_records([tmp_path / "broken"])
+    assert err.value.path == broken
 
 
 def test_a_record_of_another_plan_is_refused_naming_both_hashes_and_its_file(tmp_path):

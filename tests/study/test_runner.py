@@ -3,6 +3,7 @@ unsharded run."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -45,19 +46,22 @@ def test_the_ray_backend_gives_the_same_records(three_ways):
 
 @pytest.mark.slow
 def test_a_new_folder_continues_from_copied_records(three_ways, study_cohort, tmp_path):
-    """Half a study on one machine, the rest on another: copying the records in is all it takes."""
+    """Half a study on one machine, the rest on another: copying the records in is all it takes,
+    plain or gzip-compressed (as large records are committed)."""
     base, single, *_ = three_ways
     cfg = StudyConfig(**TINY_PLAN)
     new = tmp_path / "elsewhere"
     (new / RECORDS_DIR).mkdir(parents=True)
-    for folder in ("machine0", "machine1"):
-        for f in (base / folder / RECORDS_DIR).glob("*.json"):
-            shutil.copy(f, new / RECORDS_DIR / f.name)
-    before = {p.name: p.stat().st_mtime_ns for p in (new / RECORDS_DIR).glob("*.json")}
+    shutil.copytree(base / "machine0" / RECORDS_DIR, new / RECORDS_DIR, dirs_exist_ok=True)
+    packed = sorted((base / "machine1" / RECORDS_DIR).glob("*.json"))
+    assert packed
+    for f in packed:
+        (new / RECORDS_DIR / (f.name + ".gz")).write_bytes(gzip.compress(f.read_bytes(), mtime=0))
+    before = {p.name: p.stat().st_mtime_ns for p in (new / RECORDS_DIR).iterdir()}
     results = run_study(study_cohort, new, cfg, **QUIET)
     assert results is not None and results.complete
     assert not (new / "runs").exists()  # nothing was trained again
-    assert {p.name: p.stat().st_mtime_ns for p in (new / RECORDS_DIR).glob("*.json")} == before
+    assert {p.name: p.stat().st_mtime_ns for p in (new / RECORDS_DIR).iterdir()} == before
     pd.testing.assert_frame_equal(single.summary, results.summary, check_exact=False, atol=1e-9)
 
 

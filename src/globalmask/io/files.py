@@ -4,6 +4,7 @@ place, so a crash never leaves a half-written file that looks complete; JSON rea
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import math
 import os
@@ -169,7 +170,8 @@ def _json_default(obj: Any) -> Any:
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    """A JSON object from ``path``; malformed or unreadable files get an error naming them.
+    """A JSON object from ``path`` (``.json`` or gzip-compressed ``.json.gz``); malformed or
+    unreadable files get an error naming them.
 
     The one way globalmask reads a JSON file (dataset.json, splits, run records, markers), so a
     broken file is refused in one line, never with a traceback.
@@ -186,7 +188,12 @@ def read_json(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        if path.name.endswith(".gz"):  # a compressed copy (large study records are committed so)
+            obj = json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
+        else:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise DatasetError(f"not a readable gzip file ({exc or 'truncated'})", path) from exc
     except json.JSONDecodeError as exc:
         raise DatasetError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path) from exc
     except OSError as exc:

@@ -209,6 +209,35 @@ def record_path(folder: str | Path, run_id: str) -> Path:
     return Path(folder) / f"{run_id}.json"
 
 
+def existing_record(folder: str | Path, run_id: str) -> Path | None:
+    """The record file of run ``run_id`` in ``folder`` if it exists, plain or compressed.
+
+    Records are written as ``<run_id>.json``; a large one (per-case metrics under a variation
+    suite run to megabytes) may be committed gzip-compressed as ``<run_id>.json.gz``, and a run
+    with either is done.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A records folder.
+    run_id : str
+        The run's id.
+
+    Returns
+    -------
+    Path or None
+        The record file, or None when the run has none.
+    """
+    plain = record_path(folder, run_id)
+    packed = plain.with_name(plain.name + ".gz")
+    return plain if plain.exists() else packed if packed.exists() else None
+
+
+def folder_records(folder: Path) -> list[Path]:
+    """The record files directly in ``folder`` (``*.json`` and ``*.json.gz``), sorted by name."""
+    return sorted([*folder.glob("*.json"), *folder.glob("*.json.gz")], key=lambda p: p.name)
+
+
 def write_record(folder: str | Path, record: RunRecord) -> Path:
     """Atomically: a record is either complete or absent.
 
@@ -259,7 +288,7 @@ def read_record(path: str | Path) -> RunRecord:
 
 
 def record_files(folders: Iterable[str | Path]) -> list[Path]:
-    """Record files in each folder, or in its ``records/`` sub-folder (a study output folder).
+    """Record files (``*.json``, ``*.json.gz``) in each folder, or in its ``records/`` sub-folder.
 
     Parameters
     ----------
@@ -277,7 +306,7 @@ def record_files(folders: Iterable[str | Path]) -> list[Path]:
         if not folder.is_dir():
             raise RecordError("records folder not found", folder)
         inner = folder / RECORDS_DIR
-        files += sorted((inner if inner.is_dir() else folder).glob("*.json"))
+        files += folder_records(inner if inner.is_dir() else folder)
     return files
 
 

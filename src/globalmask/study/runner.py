@@ -41,7 +41,16 @@ from ..training import PERCENTILE, DataConfig, prepare_data, train
 from ..training_data import load_case
 from .config import StudyConfig
 from .plan import Plan, RunSpec, shard_runs
-from .records import RECORDS_DIR, RecordError, RunRecord, machine_info, read_record, record_path, write_record
+from .records import (
+    RECORDS_DIR,
+    RecordError,
+    RunRecord,
+    existing_record,
+    folder_records,
+    machine_info,
+    read_record,
+    write_record,
+)
 from .stats import ablation_winner
 
 _WORKER_CACHE: dict[str, Any] = {}
@@ -135,9 +144,9 @@ def execute_run(
     out = Path(out)
     plan = Plan.from_info(plan_info)
     run_id = plan.run_id(run)
-    rpath = record_path(out / RECORDS_DIR, run_id)
-    if rpath.exists():
-        return read_record(rpath)
+    done = existing_record(out / RECORDS_DIR, run_id)
+    if done is not None:
+        return read_record(done)
     if not (out / "splits.json").exists():  # a Ray task on another node: lay out the study folder there
         save_split(plan.split, out / "splits.json", note=f"split used by this study; source: {plan.split_source}")
     cfg = plan.config
@@ -299,7 +308,7 @@ def check_seed_records(folder: Path, plan: Plan) -> None:
     """
     if not folder.is_dir():
         return
-    for path in sorted(folder.glob("*.json")):
+    for path in folder_records(folder):
         rec = read_record(path)
         if rec.plan_hash != plan.hash:
             raise RecordError(
@@ -347,10 +356,10 @@ def sweep_recipe(plan: Plan, out: Path) -> tuple[str | None, str | None]:
         The ablation's validation winner, None until every stage-1 record exists.
     """
     ablation = plan.ablation()
-    files = [record_path(out / RECORDS_DIR, plan.run_id(r)) for r in ablation]
-    if not files or not all(f.exists() for f in files):  # no files: a CT-only study with a fixed recipe
+    files = [existing_record(out / RECORDS_DIR, plan.run_id(r)) for r in ablation]
+    if not files or None in files:  # no files: a CT-only study with a fixed recipe
         return (plan.fixed_recipe, None)
-    winner = ablation_winner(plan, [read_record(f) for f in files])
+    winner = ablation_winner(plan, [read_record(f) for f in files if f is not None])
     return (plan.fixed_recipe or winner, winner)
 
 
@@ -433,7 +442,7 @@ def _run_plan(plan: Plan, out: Path, workers: int, shard: tuple[int, int] | None
     info = plan.info()
 
     def is_done(r: RunSpec) -> bool:
-        return record_path(out / RECORDS_DIR, plan.run_id(r)).exists()
+        return existing_record(out / RECORDS_DIR, plan.run_id(r)) is not None
 
     def execute(runs: list[RunSpec], stage: str) -> bool:
         """Run this shard's pending part of ``runs``; True when all of ``runs`` (every shard) are done.
@@ -560,8 +569,8 @@ def _run_ray(
             done, remaining = ray.wait(remaining, num_returns=1)
             for ref in done:
                 rec = RunRecord.from_dict(ray.get(ref))
-                path = record_path(out / RECORDS_DIR, rec.run_id)
-                if not path.exists():  # the task ran on another node: the driver keeps the record
+                # a task that ran on another node: the driver keeps the record
+                if existing_record(out / RECORDS_DIR, rec.run_id) is None:
                     write_record(out / RECORDS_DIR, rec)
                 finished(rec)
     finally:
