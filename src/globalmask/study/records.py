@@ -234,7 +234,18 @@ def existing_record(folder: str | Path, run_id: str) -> Path | None:
 
 
 def folder_records(folder: Path) -> list[Path]:
-    """The record files directly in ``folder`` (``*.json`` and ``*.json.gz``), sorted by name."""
+    """The record files directly in ``folder``, plain and compressed, sorted by name.
+
+    Parameters
+    ----------
+    folder : Path
+        A records folder.
+
+    Returns
+    -------
+    list of Path
+        Its ``*.json`` and ``*.json.gz`` files.
+    """
     return sorted([*folder.glob("*.json"), *folder.glob("*.json.gz")], key=lambda p: p.name)
 
 
