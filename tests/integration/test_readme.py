@@ -152,3 +152,23 @@ def test_the_re_measurement_table_is_what_compare_annealed_prints_from_the_recor
     assert len(rows) >= 12  # 9 runs and 3 modes
     for row in rows:
         assert row in text, row
+
+
+def test_the_suite6mm_robustness_table_is_what_pooled_drops_prints_from_the_records():
+    """benchmarks/openkbp_suite6mm/README.md's pooled table and tally come from the committed
+    (gzip-compressed) records through benchmarks/robustness/pooled_drops.py, line for line."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "pooled_drops", ROOT / "benchmarks" / "robustness" / "pooled_drops.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    drops, patients, sets = module.pooled(ROOT / "benchmarks" / "openkbp_suite6mm" / "records")
+    lines, tally = module.table(drops)
+    assert patients == 70 and sets == ["test", "Dataset503_OpenKBPHeadNeckExternal"]
+    assert len(lines) == 2 + 16 * 2  # 16 variations x 2 training sizes
+    text = (ROOT / "benchmarks" / "openkbp_suite6mm" / "README.md").read_text(encoding="utf-8")
+    for line in lines:
+        assert line in text.splitlines(), line
+    assert f"{tally['cells']} cells: lost more by over twice the standard error in {tally['worse']}" in text
