@@ -11,7 +11,8 @@ draws, patients and structures; the excess is paired by patient, with its standa
 
 prints one markdown table (drop of CT only; drop and excess ± SE of GBM only and CT+GBM) and a tally:
 in how many cells a GBM mode lost more than CT only by over twice the standard error, and in how many
-it lost less by as much. Records may be plain or gzip-compressed.
+it lost less by as much. Records may be plain or gzip-compressed; where a recipe ablation ran beside
+the sweep, the sweep's recipe is the one compared.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def pooled(records_dir: Path) -> tuple[pd.DataFrame, int, list[str]]:
     sets = [s for s in varied["subset"].unique() if s != "validation"]
     sel = per_case[per_case["subset"].isin(sets)].assign(subset="pooled")
     recipes = sel.loc[sel["mode"] != REFERENCE, "recipe"].unique()
+    if len(recipes) > 1:  # a recipe ablation beside the sweep (its GBM-only runs): the sweep's recipe is the study's
+        sweep = [r.run for r in records.values() if r.run.kind == "sweep" and r.run.mode != REFERENCE]
+        recipes = list(dict.fromkeys(run.recipe for run in sweep))
     if len(recipes) != 1:
         sys.exit(f"{records_dir}: expected one GBM recipe among the scored runs, found {list(recipes)}")
     drops = family_drops(sel, str(recipes[0]), families, ["pooled"])
