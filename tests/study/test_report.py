@@ -131,6 +131,8 @@ def test_a_family_break_below_a_tenth_of_a_dice_point_is_negligible():
                            "all (26) training cases: drop +0.0497 vs CT-only +0.0495; paired excess +0.000 ± 0.000 SE "
                            "over 10 patients. Why: every excess is below 0.001 Dice")
     assert "not chance alone" not in line
+    just_below = {**verdict, "breaks": [{**verdict["breaks"][0], "dice_drop": 0.05047}]}  # excess 0.00097
+    assert "negligibly** (largest excess over CT-only's drop +0.00097)" in family_verdict_line(just_below, 26)
 
 
 def test_a_family_break_within_the_spread_between_patients_may_be_chance():

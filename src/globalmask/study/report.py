@@ -1343,7 +1343,8 @@ def family_verdict_line(verdict: dict[str, Any], n_train: int) -> str:
             "every paired excess is within twice its standard error (or unpaired), so the break may be chance and more "
             f"patients would tell; if it is real, the likely mechanism: {mechanism}."
         )
-    size = f"{largest:+.3f}" if largest >= 0.0005 else f"{largest:+.4f}"
+    places = 3 if largest >= NEGLIGIBLE_EXCESS else 4 if round(largest, 4) < NEGLIGIBLE_EXCESS else 5
+    size = f"{largest:+.{places}f}"  # a negligible 0.00097 never reads "+0.001"
     return (f"* **{family}: {label}** (largest excess over CT-only's drop {size}) at {levels} ({len(breaks)} of "
             f"{judged} comparisons with CT-only): " + "; ".join(_break_text(b, n_train) for b in breaks)
             + f". Why: {why}")
