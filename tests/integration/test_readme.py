@@ -172,3 +172,26 @@ def test_the_suite6mm_robustness_table_is_what_pooled_drops_prints_from_the_reco
     for line in lines:
         assert line in text.splitlines(), line
     assert f"{tally['cells']} cells: lost more by over twice the standard error in {tally['worse']}" in text
+
+
+def test_the_thorax_varied_phase_table_is_what_phase_seen_prints_from_the_records(tmp_path):
+    """benchmarks/thorax_varied/README.md's seen/unseen contrast-phase table comes from the committed
+    records and the seed-0 cohort's acquisitions through benchmarks/thorax_varied/phase_seen.py.
+    The seen/unseen split is by the cohort's phases: GBM models must lose more on unseen phases there."""
+    import importlib.util
+
+    from globalmask.phantom import make_phantom_dataset
+
+    spec = importlib.util.spec_from_file_location(
+        "phase_seen", ROOT / "benchmarks" / "thorax_varied" / "phase_seen.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    make_phantom_dataset(tmp_path / "cohort", kind="thorax-varied", cases=20, seed=0, progress=False)
+    # the README's interim table: draws 0 and 1, complete at 1, 2 and 4 cases (the sizes with unseen phases)
+    table = module.phase_table(ROOT / "benchmarks" / "thorax_varied" / "records", tmp_path / "cohort", [0, 1])
+    lines = module.markdown(table)
+    assert len(lines) == 2 + 3  # header and the sizes 1, 2, 4
+    text = (ROOT / "benchmarks" / "thorax_varied" / "README.md").read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        assert line in text, line
