@@ -1276,11 +1276,11 @@ def family_drop_table(drops: pd.DataFrame, modes: Sequence[str], sizes: Sequence
     return pd.DataFrame(rows)
 
 
-#: Mode names in the words of the robustness target.
 #: A family whose every break is smaller than this (in Dice) breaks the target only on paper: a tenth of a
 #: Dice point, far below the spread between training draws or patients of any study here.
 NEGLIGIBLE_EXCESS = 0.001
 
+#: Mode names in the words of the robustness target.
 MODE_WORDS = {"ct": "CT-only", "gbm": "GBM-only", "ct+gbm": "CT+GBM", "ct+coords": "CT+coords"}
 
 
