@@ -69,11 +69,13 @@ def test_readme_results_table_is_the_committed_reports():
     expected = {
         "openkbp": _expected_cells(_results("openkbp"), "brainstem"),
         "thorax": _expected_cells(_results("thorax"), "heart"),
+        "thorax_varied": _expected_cells(_results("thorax_varied/report"), "heart"),
     }
     assert [r[0] for r in rows] == list(expected["openkbp"])
     for row in rows:
         assert row[2] == expected["openkbp"][row[0]], row
         assert row[4] == expected["thorax"][row[0]], row
+        assert row[5] == expected["thorax_varied"][row[0]], row
     # the paper's figures and the ceilings are those the committed reports quote
     openkbp_readme = (ROOT / "benchmarks/openkbp/README.md").read_text(encoding="utf-8")
     thorax_readme = (ROOT / "benchmarks/thorax/README.md").read_text(encoding="utf-8")
