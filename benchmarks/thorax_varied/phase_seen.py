@@ -9,8 +9,7 @@ the test case's phase was among its model's training phases, per mode and traini
 over draws; the modes share each draw's training cases, so "unseen" is the same (draw, case) pairs
 for every mode at a size.
 
-    python benchmarks/thorax_varied/phase_seen.py benchmarks/thorax_varied/records \
-        data/phantom_thorax_varied [--draws 0 1]
+    python benchmarks/thorax_varied/phase_seen.py benchmarks/thorax_varied/records data/phantom_thorax_varied
 
 The phases come from the cohort's ``dataset.json`` (``acquisition``; regenerate the cohort with
 ``globalmask phantom --kind thorax-varied --cases 20 --seed 0 --split 12:3:5 --out data/phantom_thorax_varied``).
@@ -33,9 +32,8 @@ from globalmask.study import load_records
 MODES = ("ct", "gbm", "ct+gbm")
 
 
-def phase_table(records_dir: Path, dataset: Path, draws: list[int] | None = None) -> pd.DataFrame:
-    """Per (size, mode, seen): mean Dice (all structures, heart) and the (draw, case) pairs counted;
-    ``draws`` keeps those draws only (an interim table stays fixed while later draws land)."""
+def phase_table(records_dir: Path, dataset: Path) -> pd.DataFrame:
+    """Per (size, mode, seen): mean Dice (all structures, heart) and the (draw, case) pairs counted."""
     acquisitions = json.loads((dataset / "dataset.json").read_text())["acquisition"]
     phases = {case: acq["phase"] for case, acq in acquisitions.items()}
     _, records = load_records([records_dir])
@@ -47,7 +45,7 @@ def phase_table(records_dir: Path, dataset: Path, draws: list[int] | None = None
     (recipe,) = recipes
     rows = []
     for r in sweep:
-        if (r.run.mode != "ct" and r.run.recipe != recipe) or (draws is not None and r.run.draw not in draws):
+        if r.run.mode != "ct" and r.run.recipe != recipe:
             continue
         seen_phases = {phases[c] for c in r.train_ids}
         df = r.per_case()
@@ -87,11 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("records", type=Path, help="the study's records folder")
     ap.add_argument("dataset", type=Path, help="the thorax-varied cohort (its dataset.json lists each case's phase)")
-    ap.add_argument("--draws", type=int, nargs="+", help="these draws only (default: every draw)")
     args = ap.parse_args(argv)
     print("Mean test Dice over the 5 structures (heart's in brackets), clean scans, by whether the test case's "
           "contrast phase was among its model's training cases' phases.\n")
-    print("\n".join(markdown(phase_table(args.records, args.dataset, args.draws))))
+    print("\n".join(markdown(phase_table(args.records, args.dataset))))
     return 0
 
 

@@ -87,6 +87,11 @@ def test_readme_results_table_is_the_committed_reports():
         ("2.5 ± 0.93 mm", thorax_readme),
     ):
         assert paper in text and paper.split(" (")[0] in README.read_text(encoding="utf-8")
+    # benchmarks/thorax_varied/README.md repeats the two thorax columns beside the paper's heart figures
+    varied_rows = _table((ROOT / "benchmarks/thorax_varied/README.md").read_text(encoding="utf-8"), "test split")
+    assert len(varied_rows) == len(rows)
+    for row, varied in zip(rows, varied_rows):
+        assert varied[2:4] == [row[4], row[5]], varied
     ceilings = [r[3] for r in rows if r[3]]
     assert ceilings == ["0.834", "1.96 mm", "0.818", "0.818"]
     assert "0.834 / 1.96 mm" in openkbp_readme and "0.818" in openkbp_readme
